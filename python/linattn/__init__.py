@@ -1,0 +1,69 @@
+"""linattn: fast CPU linear attention for NumPy.
+
+Every kind of the linear-attention family in every form it admits (causal
+recurrent, causal chunked, parallel, non-causal), in C with BLAS and the GIL
+released.  Start with ``la.causal(q, k, v, kind="elu")`` and ``la.kinds()``.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from . import features, reference, testing
+from ._api import causal, noncausal, softmax_attention, step
+from ._registry import kinds
+from .state import State
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(n: int) -> None:
+    """Worker threads for the (batch x head) loop; ``0`` follows the OpenMP runtime
+    (``OMP_NUM_THREADS``, ``threadpoolctl``).  BLAS stays single-threaded inside."""
+    import numbers
+
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """Worker threads a call will use (capped by ``omp_get_max_threads()``)."""
+    return _core.get_num_threads()
+
+
+def info() -> dict:
+    """Version, BLAS and its threading, SIMD level, threads in use."""
+    import numpy as np
+
+    b = _core.build_info()
+    return {
+        "version": __version__,
+        "numpy": np.__version__,
+        "blas": b["blas"],
+        "blas_corename": b["blas_corename"],
+        "blas_config": b["blas_config"],
+        "blas_threads": 1,
+        "simd": b["simd"],
+        "openmp": bool(b["openmp"]),
+        "threads": get_num_threads(),
+        "max_threads": b["max_threads"],
+    }
+
+
+def _init_threads_from_env() -> None:
+    import os
+
+    v = os.environ.get("LINATTN_NUM_THREADS")
+    if v:
+        try:
+            set_num_threads(int(v))
+        except ValueError:
+            pass
+
+
+_init_threads_from_env()
+
+__all__ = [
+    "State", "causal", "features", "get_num_threads", "info", "kinds", "noncausal",
+    "reference", "set_num_threads", "softmax_attention", "step", "testing",
+]

@@ -1,0 +1,122 @@
+"""The kind registry: name -> maps, defaults, options, forms, docs (``la.kinds()``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Elementwise feature maps run in C (kernels/featmap.h); the codes match la_fmap.
+FMAP_IDENTITY, FMAP_ELU1, FMAP_RELU, FMAP_ELU = 0, 1, 2, 3
+FMAP_NAMES = {"identity": FMAP_IDENTITY, "elu1": FMAP_ELU1, "relu": FMAP_RELU, "elu": FMAP_ELU}
+
+NORMALIZE = {"none": 0, "div": 1, "norm": 2}
+EPS_MODES = {"add": 0, "clamp": 1, "abs_clamp": 2}
+CAUSAL_MODES = ("recurrent", "chunked", "parallel")
+
+# Options every causal call understands (api.md); kinds add their own.
+COMMON_OPTIONS = ("mode", "chunk_size", "scale", "normalize", "eps", "initial_state",
+                  "return_state", "layout", "out")
+# Keywords of the public signature that only some kinds accept.
+GATED_KEYWORDS = ("decay", "num_features", "projection", "seed", "horizon")
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """One mechanism: how it maps q and k, its defaults, and what it accepts.
+
+    ``scale`` is a number or a callable ``d -> scale``.  ``keywords`` lists the
+    gated keywords of the public signature that the kind accepts and
+    ``options`` its own keyword options with their defaults.  Kinds whose
+    features are not elementwise provide ``causal_impl`` / ``noncausal_impl``.
+    """
+
+    name: str
+    doc: str
+    paper: str
+    fmap_q: int | None = FMAP_IDENTITY
+    fmap_k: int | None = FMAP_IDENTITY
+    scale: float | Callable[[int], float] = 1.0
+    scale_doc: str = "1, multiplies q before the feature map"
+    normalize: str = "div"
+    eps: float = 1e-6
+    eps_mode: str = "add"
+    causal_modes: tuple[str, ...] = CAUSAL_MODES
+    noncausal: bool = True
+    keywords: tuple[str, ...] = ("decay",)
+    options: dict[str, Any] = field(default_factory=dict)
+    causal_impl: Callable[..., Any] | None = None
+    noncausal_impl: Callable[..., Any] | None = None
+    step_options: tuple[str, ...] = ()
+
+    def default_scale(self, d: int) -> float:
+        return float(self.scale(d)) if callable(self.scale) else float(self.scale)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "doc": self.doc,
+            "paper": self.paper,
+            "causal": list(self.causal_modes),
+            "noncausal": self.noncausal,
+            "defaults": {
+                "scale": self.scale_doc,
+                "normalize": self.normalize,
+                "eps": self.eps,
+                "eps_mode": self.eps_mode,
+                **self.options,
+            },
+            "keywords": list(self.keywords),
+            "auto_rule": AUTO_RULE,
+        }
+
+
+AUTO_RULE = ("recurrent when T < 2 * chunk_size (decoding, short prompts); chunked otherwise; "
+             "parallel is never chosen automatically")
+
+_REGISTRY: dict[str, KindSpec] = {}
+
+
+def register(spec: KindSpec) -> KindSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get(kind: str) -> KindSpec:
+    if not isinstance(kind, str) or kind not in _REGISTRY:
+        raise ValueError(f"kind must be one of {sorted(_REGISTRY)}, got {kind!r}")
+    return _REGISTRY[kind]
+
+
+def kinds() -> dict[str, dict[str, Any]]:
+    """The registry: kind name -> forms supported, defaults, one-line doc, paper."""
+    return {name: spec.describe() for name, spec in sorted(_REGISTRY.items())}
+
+
+def inv_sqrt(d: int) -> float:
+    return 1.0 / math.sqrt(d) if d > 0 else 1.0
+
+
+register(KindSpec(
+    name="linear",
+    doc="Identity features, no normaliser: o_t = sum_s w(t,s) (q_t.k_s) v_s; per-token "
+        "decay= gives the gated variant (a forget gate on C; whether it is the paper's exact "
+        "gate is unverified).",
+    paper="de Brebisson & Vincent 2016, A Cheap Linear Attention Mechanism with Fast Lookups "
+          "and Fixed-Size Representations, arXiv:1609.05866",
+    normalize="none", eps=1e-6, eps_mode="abs_clamp",
+    options={"eps_mode": "abs_clamp"},
+))
+register(KindSpec(
+    name="elu",
+    doc="elu(x)+1 features with the div normaliser (Transformers are RNNs).",
+    paper="Katharopoulos et al. 2020, Transformers are RNNs, arXiv:2006.16236",
+    fmap_q=FMAP_ELU1, fmap_k=FMAP_ELU1, normalize="div", eps=1e-6, eps_mode="add",
+    options={"eps_mode": "add"},
+))
+register(KindSpec(
+    name="relu",
+    doc="ReLU features with the div normaliser; all-negative keys give o = 0, finite.",
+    paper="ReLU kernel linear attention (e.g. Qin et al. 2022, cosFormer, as the baseline)",
+    fmap_q=FMAP_RELU, fmap_k=FMAP_RELU, normalize="div", eps=1e-6, eps_mode="add",
+    options={"eps_mode": "add"},
+))

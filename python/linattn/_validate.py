@@ -1,0 +1,202 @@
+"""Input checks shared by the entry points: every error before any kernel runs.
+
+Messages name the argument, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+LAYOUTS = ("...td", "bthd")
+_INT_MAX = 2**31 - 1
+
+
+def array(name: str, x: object) -> np.ndarray:
+    """A float array in native byte order, or TypeError naming ``name``."""
+    a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    dt = a.dtype
+    if dt.kind != "f" or dt.itemsize not in (2, 4, 8):
+        raise TypeError(f"{name} must be a float32, float64 or float16 array, got dtype {dt}")
+    if not dt.isnative:
+        a = a.astype(dt.newbyteorder("="))
+    return a
+
+
+def compute_dtype(*arrays: np.ndarray) -> tuple[np.dtype, np.dtype]:
+    """(result dtype, compute dtype): float16 results are computed in float32."""
+    res = np.result_type(*arrays)
+    comp = np.dtype(np.float32) if res == np.float16 else res
+    return res, comp
+
+
+def check_layout(layout: str | None) -> str:
+    if layout is None:
+        return "...td"
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
+@dataclass
+class Dims:
+    layout: str
+    T: int
+    S: int
+    D: int
+    E: int
+    batch: tuple[int, ...]  # loop dimensions (bthd: leading dims + heads)
+
+    @property
+    def heads(self) -> int:
+        return self.batch[-1] if self.batch else 1
+
+    def out_shape(self, width: int) -> tuple[int, ...]:
+        if self.layout == "bthd":
+            return self.batch[:-1] + (self.T, self.batch[-1], width)
+        return self.batch + (self.T, width)
+
+
+def _split(name: str, a: np.ndarray, layout: str) -> tuple[tuple[int, ...], int, int]:
+    """(batch dims, time, features) of one input under ``layout``."""
+    if layout == "bthd":
+        if a.ndim < 3:
+            raise ValueError(f"{name} must have at least 3 dimensions (B, T, H, D) with "
+                             f"layout='bthd', got shape {a.shape}")
+        return a.shape[:-3] + (a.shape[-2],), a.shape[-3], a.shape[-1]
+    if a.ndim < 2:
+        raise ValueError(f"{name} must have at least 2 dimensions (..., T, D), got shape "
+                         f"{a.shape}")
+    return a.shape[:-2], a.shape[-2], a.shape[-1]
+
+
+def qkv_dims(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout: str, causal: bool) -> Dims:
+    qb, T, D = _split("q", q, layout)
+    kb, S, Dk = _split("k", k, layout)
+    vb, Sv, E = _split("v", v, layout)
+    if Dk != D:
+        raise ValueError(f"k has {Dk} features but q has {D} (last axis)")
+    if Sv != S:
+        raise ValueError(f"v has {Sv} tokens but k has {S} (time axis)")
+    if causal and S != T:
+        raise ValueError(f"causal attention needs as many keys as queries: k has {S} tokens "
+                         f"but q has {T}; use la.noncausal for cross-attention")
+    try:
+        batch = np.broadcast_shapes(qb, kb, vb)
+    except ValueError:
+        raise ValueError(f"batch dimensions of q {qb}, k {kb} and v {vb} do not broadcast "
+                         f"(layout {layout!r})") from None
+    for n, size in (("D", D), ("E", E)):
+        if size > _INT_MAX:
+            raise ValueError(f"{n} = {size} exceeds the BLAS limit of {_INT_MAX}")
+    return Dims(layout, T, S, D, E, tuple(batch))
+
+
+def positive_number(name: str, x: object) -> float:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    xf = float(x)
+    if not math.isfinite(xf) or xf <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {x!r}")
+    return xf
+
+
+def nonneg_number(name: str, x: object) -> float:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    xf = float(x)
+    if not (xf >= 0) or math.isinf(xf):
+        raise ValueError(f"{name} must be finite and >= 0, got {x!r}")
+    return xf
+
+
+def positive_int(name: str, x: object) -> int:
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(x).__name__}")
+    xi = int(x)
+    if xi < 1:
+        raise ValueError(f"{name} must be >= 1, got {xi}")
+    if xi > _INT_MAX:
+        raise ValueError(f"{name} must be <= {_INT_MAX}, got {xi}")
+    return xi
+
+
+def choice(name: str, x: object, allowed) -> str:
+    if x not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {x!r}")
+    return x  # type: ignore[return-value]
+
+
+def decay(g: object, dims: Dims) -> tuple[np.ndarray, tuple[int, ...], bool]:
+    """Canonical float64 log-decay for the core gufunc.
+
+    Returns (array with the time axis as a core axis, its gufunc axes, per_token).
+    Per head: broadcastable to the batch dimensions.  Per token: exactly one
+    more axis than the batch dimensions, the time axis of length T (in
+    ``layout="bthd"`` that is fla's ``g`` of shape (B, T, H)).
+    """
+    if isinstance(g, np.ndarray) and g.dtype.kind != "f":
+        raise TypeError(f"decay must be a float array, got dtype {g.dtype}")
+    a = np.asarray(g, dtype=np.float64)
+    nb = len(dims.batch)
+    if np.isnan(a).any():
+        idx = np.unravel_index(int(np.argmax(np.isnan(a))), a.shape) if a.ndim else ()
+        raise ValueError(f"decay must not contain NaN (first at index {idx})")
+    if (a > 0).any():
+        idx = np.unravel_index(int(np.argmax(a > 0)), a.shape) if a.ndim else ()
+        raise ValueError(f"decay is a log-decay and must be <= 0, got {a[idx]!r} at index "
+                         f"{idx}")
+    if a.ndim == nb + 1 and nb >= 0:
+        # per token
+        if dims.layout == "bthd":
+            if a.ndim < 2 or a.shape[-2] != dims.T:
+                raise ValueError(f"per-token decay with layout='bthd' must have shape "
+                                 f"(..., T={dims.T}, H), got {a.shape}")
+            bshape = a.shape[:-2] + (a.shape[-1],)
+            axes = (-2,)
+        else:
+            if a.shape[-1] != dims.T:
+                raise ValueError(f"per-token decay must have shape (..., T={dims.T}) with one "
+                                 f"more axis than the batch dimensions {dims.batch}, got "
+                                 f"{a.shape}")
+            bshape = a.shape[:-1]
+            axes = (-1,)
+        try:
+            np.broadcast_shapes(bshape, dims.batch)
+        except ValueError:
+            raise ValueError(f"per-token decay of shape {a.shape} does not broadcast against "
+                             f"the batch dimensions {dims.batch}") from None
+        return a, axes, True
+    if a.ndim > nb:
+        raise ValueError(f"decay must be per head (broadcastable to the batch dimensions "
+                         f"{dims.batch}) or per token (one more axis, of length T={dims.T}); "
+                         f"got shape {a.shape}")
+    try:
+        np.broadcast_shapes(a.shape, dims.batch)
+    except ValueError:
+        raise ValueError(f"per-head decay of shape {a.shape} does not broadcast against the "
+                         f"batch dimensions {dims.batch}") from None
+    return np.broadcast_to(a[..., None], a.shape + (dims.T,)), (-1,), False
+
+
+def out_array(out: object, shape: tuple[int, ...], dtype: np.dtype,
+              inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    for name, a in zip(("q", "k", "v"), inputs):
+        try:
+            overlap = np.shares_memory(out, a, max_work=10**6)
+        except np.exceptions.TooHardError:
+            overlap = np.may_share_memory(out, a)
+        if overlap:
+            raise ValueError(f"out overlaps the input {name}; pass a separate array")
+    return out

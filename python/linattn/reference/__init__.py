@@ -1,0 +1,83 @@
+"""``la.reference``: pure-NumPy oracles for every kind and form (float64, quadratic).
+
+These mirror the public API (``reference.causal(q, k, v, kind=...)``) and are what the
+test suite compares the C kernels against.  They are slow by design: clarity first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import linear
+from .linear import softmax_attention
+
+# kind -> (query map, key map) for the elementwise kinds
+_MAPS = {"linear": ("identity", "identity"), "elu": ("elu1", "elu1"),
+         "relu": ("relu", "relu")}
+_DEFAULTS = {  # normalize, eps, eps_mode, scale
+    "linear": ("none", 1e-6, "abs_clamp", 1.0),
+    "elu": ("div", 1e-6, "add", 1.0),
+    "relu": ("div", 1e-6, "add", 1.0),
+}
+
+
+def _bthd_in(x, layout):
+    return np.swapaxes(np.asarray(x), -3, -2) if layout == "bthd" else np.asarray(x)
+
+
+def _per_token_decay(decay, q_batch: tuple, T: int, layout: str):
+    if decay is None:
+        return None
+    g = np.asarray(decay, dtype=np.float64)
+    nb = len(q_batch)
+    if g.ndim == nb + 1:
+        return np.swapaxes(g, -1, -2) if layout == "bthd" else g
+    return np.broadcast_to(g[..., None], g.shape + (T,))
+
+
+def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
+           decay=None, initial_state=None, return_state=False, layout="...td",
+           eps_mode=None, **_ignored):
+    """Oracle of ``la.causal`` for the elementwise kinds (every mode gives this)."""
+    nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
+    mq, mk = _MAPS[kind]
+    normalize = nq if normalize is None else normalize
+    if eps is None:
+        eps = 1e-8 if normalize == "norm" else default_eps
+    eps_mode = default_mode if eps_mode is None else eps_mode
+    scale = default_scale if scale is None else scale
+    q, k, v = (_bthd_in(x, layout) for x in (q, k, v))
+    fq = linear.phi(q, mq, scale)
+    fk = linear.phi(k, mk)
+    g = _per_token_decay(decay, np.broadcast_shapes(q.shape[:-2], k.shape[:-2],
+                                                    v.shape[:-2]), q.shape[-2], layout)
+    S0 = z0 = None
+    if initial_state is not None:
+        S0 = initial_state.S
+        z0 = initial_state.z
+    o, S, z = linear.causal(fq, fk, v, g=g, normalize=normalize, eps=eps, eps_mode=eps_mode,
+                            S0=S0, z0=z0)
+    if layout == "bthd":
+        o = np.swapaxes(o, -3, -2)
+    if return_state:
+        return o, S, (z if normalize == "div" else None)
+    return o
+
+
+def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
+              layout="...td", eps_mode=None, **_ignored):
+    """Oracle of ``la.noncausal`` for the elementwise kinds."""
+    nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
+    mq, mk = _MAPS[kind]
+    normalize = nq if normalize is None else normalize
+    if eps is None:
+        eps = 1e-8 if normalize == "norm" else default_eps
+    eps_mode = default_mode if eps_mode is None else eps_mode
+    scale = default_scale if scale is None else scale
+    q, k, v = (_bthd_in(x, layout) for x in (q, k, v))
+    o = linear.noncausal(linear.phi(q, mq, scale), linear.phi(k, mk), v,
+                         normalize=normalize, eps=eps, eps_mode=eps_mode)
+    return np.swapaxes(o, -3, -2) if layout == "bthd" else o
+
+
+__all__ = ["causal", "linear", "noncausal", "softmax_attention"]

@@ -1,0 +1,110 @@
+"""``la.State``: the carried state of every causal kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_FORMAT = 1
+
+
+class State:
+    """The state a causal call hands to the next one.
+
+    Attributes
+    ----------
+    S : ndarray or None
+        ``(..., F, E)`` key-major state (``sum_s w(T-1, s) phi(k_s) v_s^T`` plus the carried
+        term); ``F`` is the feature width of the kind.
+    z : ndarray or None
+        ``(..., F)`` denominator state (kinds that normalise with ``"div"``), else None.
+    t : int
+        Absolute position: the number of tokens consumed so far.
+    kind : str
+        The kind that produced the state; resuming with another kind raises.
+    extra : dict[str, ndarray]
+        Kind-specific arrays (Performer's running maximum, LAVO's ring, cosFormer's horizon).
+
+    The structure is the same for ``T = 1`` and ``T > 1``.  ``to_dict()`` /
+    ``State.from_dict()`` round-trip through plain arrays (``np.savez`` works).
+    """
+
+    __slots__ = ("S", "z", "t", "kind", "extra")
+
+    def __init__(self, S: np.ndarray | None, z: np.ndarray | None, t: int, kind: str,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.S = S
+        self.z = z
+        self.t = int(t)
+        self.kind = str(kind)
+        self.extra = dict(extra) if extra else {}
+
+    def copy(self) -> State:
+        return State(None if self.S is None else self.S.copy(),
+                     None if self.z is None else self.z.copy(), self.t, self.kind,
+                     {k: np.array(v, copy=True) for k, v in self.extra.items()})
+
+    __copy__ = copy
+
+    def __deepcopy__(self, memo: dict) -> State:
+        return self.copy()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        s = State.from_dict(d)
+        for name in State.__slots__:
+            setattr(self, name, getattr(s, name))
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        return None if self.S is None else self.S.dtype
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """Plain arrays only, so ``np.savez(path, **state.to_dict())`` works."""
+        d: dict[str, np.ndarray] = {
+            "format": np.array(_FORMAT),
+            "kind": np.array(self.kind),
+            "t": np.array(self.t, dtype=np.int64),
+        }
+        if self.S is not None:
+            d["S"] = self.S
+        if self.z is not None:
+            d["z"] = self.z
+        for k, v in self.extra.items():
+            d["extra." + k] = np.asarray(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> State:
+        """Inverse of :meth:`to_dict`; accepts an ``np.load`` result too."""
+        try:
+            keys = list(d.keys())
+            kind = str(np.asarray(d["kind"])[()])
+            t = int(np.asarray(d["t"])[()])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"state dict must hold 'kind' and 't' entries ({exc})") from None
+        if t < 0:
+            raise ValueError(f"state dict 't' must be >= 0, got {t}")
+        S = np.asarray(d["S"]) if "S" in keys else None
+        z = np.asarray(d["z"]) if "z" in keys else None
+        for name, arr in (("S", S), ("z", z)):
+            if arr is not None and arr.dtype not in (np.float32, np.float64):
+                raise ValueError(f"state dict '{name}' must be float32 or float64, "
+                                 f"got {arr.dtype}")
+        if S is not None and S.ndim < 2:
+            raise ValueError(f"state dict 'S' must have at least 2 dimensions (..., F, E), "
+                             f"got shape {S.shape}")
+        if z is not None and S is not None and z.shape != S.shape[:-1]:
+            raise ValueError(f"state dict 'z' has shape {z.shape} but 'S' has shape {S.shape}; "
+                             f"expected z.shape == S.shape[:-1]")
+        extra = {k[6:]: np.asarray(d[k]) for k in keys if k.startswith("extra.")}
+        return cls(S, z, t, kind, extra)
+
+    def __repr__(self) -> str:
+        s = "None" if self.S is None else f"{self.S.dtype}{list(self.S.shape)}"
+        z = "None" if self.z is None else f"{list(self.z.shape)}"
+        ex = f", extra={sorted(self.extra)}" if self.extra else ""
+        return f"State(kind={self.kind!r}, t={self.t}, S={s}, z={z}{ex})"

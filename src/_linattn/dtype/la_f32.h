@@ -1,0 +1,11 @@
+/* Template parameters for float32 (CPython stringlib's ucs1lib.h pattern). */
+#define LA_T float
+#define LA_FN(name) name##_f32
+#define LA_EXP expf
+#define LA_LOG logf
+#define LA_SQRT sqrtf
+#define LA_FABS fabsf
+#define LA_GEMM la_gemm_f32
+#define LA_TMAX 3.402823466e+38f
+/* Largest x with exp(x) finite. */
+#define LA_LOG_TMAX 88.72283f

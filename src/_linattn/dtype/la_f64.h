@@ -1,0 +1,10 @@
+/* Template parameters for float64. */
+#define LA_T double
+#define LA_FN(name) name##_f64
+#define LA_EXP exp
+#define LA_LOG log
+#define LA_SQRT sqrt
+#define LA_FABS fabs
+#define LA_GEMM la_gemm_f64
+#define LA_TMAX 1.7976931348623157e+308
+#define LA_LOG_TMAX 709.782712893384

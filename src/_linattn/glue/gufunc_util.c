@@ -1,0 +1,94 @@
+#define NO_IMPORT_ARRAY
+#define NO_IMPORT_UFUNC
+#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
+#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
+#include "gufunc_util.h"
+
+#include <stdlib.h>
+
+void
+la_raise(la_status st, const char *where, size_t nbytes)
+{
+    NPY_ALLOW_C_API_DEF
+    NPY_ALLOW_C_API;
+    if (!PyErr_Occurred()) {
+        switch (st) {
+        case LA_ERR_NOMEM:
+            PyErr_Format(PyExc_MemoryError,
+                         "%s: out of memory allocating a %zu-byte workspace",
+                         where, nbytes);
+            break;
+        case LA_ERR_SHAPE:
+            PyErr_Format(PyExc_ValueError, "%s: inconsistent shapes", where);
+            break;
+        case LA_ERR_VALUE:
+            PyErr_Format(PyExc_ValueError, "%s: invalid value", where);
+            break;
+        case LA_ERR_INTERRUPTED:
+            PyErr_SetNone(PyExc_KeyboardInterrupt);
+            break;
+        default:
+            PyErr_Format(PyExc_RuntimeError, "%s: kernel failed (status %d)",
+                         where, (int)st);
+            break;
+        }
+    }
+    NPY_DISABLE_C_API;
+}
+
+char *
+la_alloc_work(size_t each, int nth, const char *where)
+{
+    size_t total;
+    char *p;
+    if (nth < 1) {
+        nth = 1;
+    }
+    if (each > ((size_t)-1 - 64) / (size_t)nth) {
+        la_raise(LA_ERR_NOMEM, where, (size_t)-1);
+        return NULL;
+    }
+    total = each * (size_t)nth + 64;
+    p = (char *)malloc(total);
+    if (p == NULL) {
+        la_raise(LA_ERR_NOMEM, where, total);
+        return NULL;
+    }
+#ifdef LA_POISON_SCRATCH
+    {
+        /* Debug builds: every scratch value starts as NaN (family.md 10.10). */
+        size_t i;
+        unsigned char *u = (unsigned char *)p;
+        for (i = 0; i < total; i++) {
+            u[i] = 0xff;
+        }
+    }
+#endif
+    return p;
+}
+
+void
+la_free_work(char *p)
+{
+    free(p);
+}
+
+int
+la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        const la_gufunc_desc *d = &table[i];
+        PyObject *f = PyUFunc_FromFuncAndDataAndSignature(
+            d->funcs, d->data, (char *)d->types, d->ntypes, d->nin, d->nout,
+            PyUFunc_None, d->name, d->doc, 0, d->signature);
+        if (f == NULL) {
+            return -1;
+        }
+        if (PyModule_AddObject(module, d->name, f) < 0) {
+            Py_DECREF(f);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,44 @@
+/*
+ * gufunc_util.h -- shared pieces of the NumPy glue: error reporting from
+ * inside loops, scratch allocation, the registration table entry.
+ * No maths here beyond index arithmetic.
+ */
+#ifndef LA_GUFUNC_UTIL_H
+#define LA_GUFUNC_UTIL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <numpy/arrayobject.h>
+#include <numpy/ufuncobject.h>
+
+#include "la_common.h"
+
+/* Raise from inside a gufunc loop (the GIL may be released). */
+void la_raise(la_status st, const char *where, size_t nbytes);
+
+/* Scratch for nth workers of `each` bytes; NULL (and an error set) on failure. */
+char *la_alloc_work(size_t each, int nth, const char *where);
+void la_free_work(char *p);
+
+/* Element stride from a byte stride (strides of aligned data divide evenly). */
+#define LA_ES(bytes, itemsize) ((la_index)((bytes) / (npy_intp)(itemsize)))
+
+typedef struct {
+    const char *name;
+    const char *signature;
+    const char *doc;
+    int nin, nout, ntypes;
+    PyUFuncGenericFunction *funcs;
+    void **data;
+    const char *types;
+} la_gufunc_desc;
+
+/* Create every gufunc of a table and add it to the module. */
+int la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n);
+
+int la_register_linear(PyObject *module);
+int la_register_featmap(PyObject *module);
+int la_register_softmax(PyObject *module);
+
+#endif

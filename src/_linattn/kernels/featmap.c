@@ -1,0 +1,10 @@
+#include <math.h>
+
+#include "featmap.h"
+
+#include "dtype/la_f32.h"
+#include "featmap_impl.h"
+#include "dtype/la_undef.h"
+#include "dtype/la_f64.h"
+#include "featmap_impl.h"
+#include "dtype/la_undef.h"

@@ -1,0 +1,63 @@
+#include <math.h>
+#include <string.h>
+
+#include "la_util.h"
+#include "linear.h"
+#include "featmap.h"
+
+size_t
+la_linear_work_size(int form, const la_linear_args *a, size_t itemsize)
+{
+    const size_t f = (size_t)a->f, e = (size_t)a->e;
+    const size_t ec = e + (a->norm == LA_NORM_DIV);
+    const size_t t = (size_t)a->t;
+    size_t c, n = 0;
+#define LA_ADD(count, size) (n += LA_ALIGN_BYTES((size_t)(count) * (size)))
+    switch (form) {
+    case LA_FORM_RECURRENT:
+        LA_ADD(f, itemsize);
+        LA_ADD(f, itemsize);
+        LA_ADD(e, itemsize);
+        LA_ADD(e + 1, itemsize);
+        LA_ADD(f * e, itemsize);
+        LA_ADD(f, itemsize);
+        break;
+    case LA_FORM_CHUNKED:
+        c = (size_t)la_block_rows(a->chunk, a->t);
+        LA_ADD(c * f, itemsize);
+        LA_ADD(c * f, itemsize);
+        LA_ADD(c * ec, itemsize);
+        LA_ADD(c * c, itemsize);
+        LA_ADD(c * ec, itemsize);
+        LA_ADD(f * ec, itemsize);
+        LA_ADD(c, sizeof(double));
+        LA_ADD(c, itemsize);
+        break;
+    case LA_FORM_PARALLEL:
+        c = (size_t)la_block_rows(a->chunk, a->t);
+        LA_ADD(t * f, itemsize);
+        LA_ADD(t * ec, itemsize);
+        LA_ADD(c * f, itemsize);
+        LA_ADD(c * (t > 0 ? t : 1), itemsize);
+        LA_ADD(c * ec, itemsize);
+        LA_ADD(f * ec, itemsize);
+        LA_ADD(t > 0 ? t : 1, sizeof(double));
+        break;
+    default: /* noncausal */
+        c = (size_t)la_block_rows(a->chunk, a->t > a->s ? a->t : a->s);
+        LA_ADD(c * f, itemsize);
+        LA_ADD(c * ec, itemsize);
+        LA_ADD(f * ec, itemsize);
+        break;
+    }
+#undef LA_ADD
+    return n + 64;
+}
+
+#include "dtype/la_f32.h"
+#include "linear_impl.h"
+#include "dtype/la_undef.h"
+
+#include "dtype/la_f64.h"
+#include "linear_impl.h"
+#include "dtype/la_undef.h"

@@ -1,0 +1,77 @@
+/*
+ * linear.h -- the generic linear-attention operator (family.md), one
+ * (batch, head) slice per call, in four forms.
+ *
+ *   qf_t = phi(scale * q_t),  kf_s = phi(k_s)                  (F features)
+ *   w(t,s) = exp(G_t - G_s),  G_t = sum_{r<=t} g_r             (g = log-decay <= 0)
+ *   num_t = sum_{s<=t} w(t,s) (qf_t . kf_s) v_s  + exp(G_t) S0^T qf_t
+ *   den_t = sum_{s<=t} w(t,s) (qf_t . kf_s)      + exp(G_t) z0 . qf_t
+ *   o_t = num_t / guard(den_t)            (norm = DIV; guard per eps_mode)
+ *       = num_t                           (norm = NONE)
+ *       = num_t / (rms(num_t) + eps)      (norm = RMS, TransNormer's norm)
+ *
+ * recurrent: S_t = a_t S_{t-1} + kf_t v_t^T, z_t = a_t z_{t-1} + kf_t, read out
+ *            after the update (the sum is inclusive).
+ * chunked:   intra-chunk (Q K^T o L) V plus inter-chunk exp(b) Q S, state
+ *            S <- exp(beta) S + (exp(beta - b) K)^T V; three GEMMs per chunk,
+ *            the decay mask built from differences of float64 cumulative sums.
+ * parallel:  masked quadratic over row blocks (no state hand-off).
+ * noncausal: S = Kf^T V, z = Kf^T 1, o_t = S^T qf_t / guard(z . qf_t); S != T
+ *            allowed (cross-attention).
+ *
+ * Strides are in elements; any strides are accepted (rows are copied into
+ * contiguous scratch per chunk).  Kernels allocate nothing: the caller passes
+ * la_linear_work_size() bytes of scratch.  No threads inside.
+ */
+#ifndef LA_LINEAR_H
+#define LA_LINEAR_H
+
+#include "la_common.h"
+
+typedef enum { LA_NORM_NONE = 0, LA_NORM_DIV = 1, LA_NORM_RMS = 2 } la_norm;
+typedef enum {
+    LA_EPS_ADD = 0,      /* num / (den + eps) */
+    LA_EPS_CLAMP = 1,    /* num / max(den, eps) */
+    LA_EPS_ABS_CLAMP = 2 /* num / max(|den|, eps) */
+} la_eps_mode;
+
+typedef enum {
+    LA_FORM_RECURRENT = 0,
+    LA_FORM_CHUNKED = 1,
+    LA_FORM_PARALLEL = 2,
+    LA_FORM_NONCAUSAL = 3
+} la_form;
+
+typedef struct {
+    la_index t;     /* query tokens */
+    la_index s;     /* key tokens (== t when causal) */
+    la_index f;     /* features after the map */
+    la_index e;     /* value width */
+    la_index chunk; /* chunk (or row-block) size, >= 1 */
+    /* data */
+    const void *q, *k, *v;
+    const double *g; /* per-token log-decay, NULL when there is none */
+    const void *s0, *z0; /* initial state (f, e) and (f); causal only */
+    void *o, *s1, *z1;   /* output (t, e); final state; causal only */
+    /* strides in elements: row, column */
+    la_index q_rs, q_cs, k_rs, k_cs, v_rs, v_cs, o_rs, o_cs;
+    la_index g_s; /* 0 for one decay per head */
+    la_index s0_rs, s0_cs, z0_s, s1_rs, s1_cs, z1_s;
+    /* options */
+    double scale, eps;
+    int fmap_q, fmap_k; /* la_fmap of featmap.h */
+    int norm, eps_mode;
+} la_linear_args;
+
+size_t la_linear_work_size(int form, const la_linear_args *a, size_t itemsize);
+
+la_status la_linear_recurrent_f32(const la_linear_args *a, void *work);
+la_status la_linear_recurrent_f64(const la_linear_args *a, void *work);
+la_status la_linear_chunked_f32(const la_linear_args *a, void *work);
+la_status la_linear_chunked_f64(const la_linear_args *a, void *work);
+la_status la_linear_parallel_f32(const la_linear_args *a, void *work);
+la_status la_linear_parallel_f64(const la_linear_args *a, void *work);
+la_status la_linear_noncausal_f32(const la_linear_args *a, void *work);
+la_status la_linear_noncausal_f64(const la_linear_args *a, void *work);
+
+#endif

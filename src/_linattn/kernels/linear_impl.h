@@ -1,0 +1,418 @@
+/*
+ * linear_impl.h -- WARNING: included once per dtype by linear.c (no include
+ * guard).  LA_T / LA_FN / LA_EXP / LA_GEMM come from dtype/la_f32.h|la_f64.h.
+ */
+
+/* dst[0..e) = v row; dst[e] = 1 when the denominator rides along. */
+static void
+LA_FN(load_v)(const LA_T *v, la_index cs, la_index e, int div, LA_T *dst)
+{
+    la_index j;
+    for (j = 0; j < e; j++) {
+        dst[j] = v[j * cs];
+    }
+    if (div) {
+        dst[e] = (LA_T)1;
+    }
+}
+
+/* Finish one row: num[0..e) (and den = num[e] in div mode) -> out. */
+static void
+LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
+                  la_index ocs)
+{
+    const la_index e = a->e;
+    la_index j;
+    if (a->norm == LA_NORM_DIV) {
+        const LA_T den = num[e];
+        const LA_T eps = (LA_T)a->eps;
+        LA_T gd;
+        switch (a->eps_mode) {
+        case LA_EPS_CLAMP:
+            gd = den < eps ? eps : den;
+            break;
+        case LA_EPS_ABS_CLAMP:
+            gd = LA_FABS(den);
+            gd = gd < eps ? eps : gd;
+            break;
+        default:
+            gd = den + eps;
+            break;
+        }
+        for (j = 0; j < e; j++) {
+            out[j * ocs] = num[j] / gd;
+        }
+    }
+    else if (a->norm == LA_NORM_RMS && e > 0) {
+        double ss = 0;
+        LA_T d;
+        for (j = 0; j < e; j++) {
+            ss += (double)num[j] * (double)num[j];
+        }
+        d = (LA_T)(sqrt(ss / (double)e) + a->eps);
+        for (j = 0; j < e; j++) {
+            out[j * ocs] = num[j] / d;
+        }
+    }
+    else {
+        for (j = 0; j < e; j++) {
+            out[j * ocs] = num[j];
+        }
+    }
+}
+
+/* Sx (f x ec) <- [s0 | z0]. */
+static void
+LA_FN(load_state)(const la_linear_args *a, la_index ec, LA_T *Sx)
+{
+    const LA_T *s0 = (const LA_T *)a->s0, *z0 = (const LA_T *)a->z0;
+    la_index i, j;
+    for (i = 0; i < a->f; i++) {
+        for (j = 0; j < a->e; j++) {
+            Sx[i * ec + j] = s0[i * a->s0_rs + j * a->s0_cs];
+        }
+        if (ec > a->e) {
+            Sx[i * ec + a->e] = z0[i * a->z0_s];
+        }
+    }
+}
+
+/* [s1 | z1] <- Sx; z1 = 0 when no denominator is carried. */
+static void
+LA_FN(store_state)(const la_linear_args *a, la_index ec, const LA_T *Sx)
+{
+    LA_T *s1 = (LA_T *)a->s1, *z1 = (LA_T *)a->z1;
+    la_index i, j;
+    for (i = 0; i < a->f; i++) {
+        for (j = 0; j < a->e; j++) {
+            s1[i * a->s1_rs + j * a->s1_cs] = Sx[i * ec + j];
+        }
+        z1[i * a->z1_s] = ec > a->e ? Sx[i * ec + a->e] : (LA_T)0;
+    }
+}
+
+/* Multiply rows [0, n) of M (ld columns wide, first w used) by factors. */
+static void
+LA_FN(scale_rows)(LA_T *M, la_index n, la_index w, la_index ld,
+                  const double *logf_, double shift)
+{
+    la_index r, j;
+    for (r = 0; r < n; r++) {
+        const LA_T c = (LA_T)exp(logf_[r] - shift);
+        for (j = 0; j < w; j++) {
+            M[r * ld + j] *= c;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ recurrent -- */
+
+/* One token: S = a S + kf v^T, num = S^T qf (fused: one pass over S). */
+LA_TARGET_CLONES static void
+LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
+                       LA_T *LA_RESTRICT S, const LA_T *LA_RESTRICT qf,
+                       const LA_T *LA_RESTRICT kf, const LA_T *LA_RESTRICT vv,
+                       LA_T *LA_RESTRICT num)
+{
+    la_index i, j;
+    for (j = 0; j < e; j++) {
+        num[j] = 0;
+    }
+    if (decayed) {
+        for (i = 0; i < f; i++) {
+            LA_T *LA_RESTRICT Si = S + i * e;
+            const LA_T ki = kf[i], qi = qf[i];
+            for (j = 0; j < e; j++) {
+                const LA_T s = a * Si[j] + ki * vv[j];
+                Si[j] = s;
+                num[j] += qi * s;
+            }
+        }
+    }
+    else {
+        for (i = 0; i < f; i++) {
+            LA_T *LA_RESTRICT Si = S + i * e;
+            const LA_T ki = kf[i], qi = qf[i];
+            for (j = 0; j < e; j++) {
+                const LA_T s = Si[j] + ki * vv[j];
+                Si[j] = s;
+                num[j] += qi * s;
+            }
+        }
+    }
+}
+
+la_status
+LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
+{
+    const la_index f = a->f, e = a->e;
+    const int div = a->norm == LA_NORM_DIV;
+    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
+    const LA_T *v = (const LA_T *)a->v;
+    LA_T *o = (LA_T *)a->o;
+    char *p = (char *)work;
+    LA_T *qf = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
+    LA_T *kf = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
+    LA_T *vv = (LA_T *)la_carve(&p, (size_t)e * sizeof(LA_T));
+    LA_T *num = (LA_T *)la_carve(&p, (size_t)(e + 1) * sizeof(LA_T));
+    LA_T *S = (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
+    LA_T *z = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
+    la_index t, i, j;
+
+    for (i = 0; i < f; i++) {
+        for (j = 0; j < e; j++) {
+            S[i * e + j] = ((const LA_T *)a->s0)[i * a->s0_rs + j * a->s0_cs];
+        }
+        z[i] = ((const LA_T *)a->z0)[i * a->z0_s];
+    }
+    for (t = 0; t < a->t; t++) {
+        LA_T decay = 1;
+        const int decayed = a->g != NULL;
+        if (decayed) {
+            decay = (LA_T)exp(la_clamp_decay(a->g[t * a->g_s]));
+        }
+        LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + t * a->q_rs, a->q_cs, f, qf);
+        LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_cs, f, kf);
+        LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, 0, vv);
+        LA_FN(recurrent_token)(f, e, decay, decayed, S, qf, kf, vv, num);
+        if (div) {
+            LA_T den = 0;
+            for (i = 0; i < f; i++) {
+                z[i] = decay * z[i] + kf[i];
+                den += z[i] * qf[i];
+            }
+            num[e] = den;
+        }
+        LA_FN(finish_row)(a, num, o + t * a->o_rs, a->o_cs);
+    }
+    for (i = 0; i < f; i++) {
+        for (j = 0; j < e; j++) {
+            ((LA_T *)a->s1)[i * a->s1_rs + j * a->s1_cs] = S[i * e + j];
+        }
+        ((LA_T *)a->z1)[i * a->z1_s] = div ? z[i] : (LA_T)0;
+    }
+    return LA_OK;
+}
+
+/* -------------------------------------------------------------- chunked -- */
+
+la_status
+LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
+{
+    const la_index f = a->f, e = a->e, T = a->t;
+    const int div = a->norm == LA_NORM_DIV;
+    const la_index ec = e + div;
+    const la_index C = la_block_rows(a->chunk, T);
+    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
+    const LA_T *v = (const LA_T *)a->v;
+    LA_T *o = (LA_T *)a->o;
+    const int decayed = a->g != NULL;
+    const int const_decay = decayed && a->g_s == 0;
+    char *p = (char *)work;
+    LA_T *Qc = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
+    LA_T *Kc = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
+    LA_T *Vc = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
+    LA_T *P = (LA_T *)la_carve(&p, (size_t)(C * C) * sizeof(LA_T));
+    LA_T *Oc = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
+    LA_T *Sx = (LA_T *)la_carve(&p, (size_t)(f * ec) * sizeof(LA_T));
+    double *b = (double *)la_carve(&p, (size_t)C * sizeof(double));
+    LA_T *pw = (LA_T *)la_carve(&p, (size_t)C * sizeof(LA_T));
+    la_index t0, r, j;
+
+    LA_FN(load_state)(a, ec, Sx);
+    if (const_decay) {
+        /* Toeplitz mask: L[r][j] = lambda^(r-j), one table per call. */
+        const double g0 = la_clamp_decay(a->g[0]);
+        for (r = 0; r < C; r++) {
+            pw[r] = (LA_T)exp((double)r * g0);
+        }
+    }
+    for (t0 = 0; t0 < T; t0 += C) {
+        const la_index n = T - t0 < C ? T - t0 : C;
+        for (r = 0; r < n; r++) {
+            const la_index t = t0 + r;
+            LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + t * a->q_rs, a->q_cs, f, Qc + r * f);
+            LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_cs, f, Kc + r * f);
+            LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, div, Vc + r * ec);
+        }
+        if (decayed) {
+            /* b_r: inclusive in-chunk cumulative log-decay, in float64. */
+            double acc = 0;
+            for (r = 0; r < n; r++) {
+                acc = const_decay ? (double)(r + 1) * la_clamp_decay(a->g[0])
+                                  : acc + la_clamp_decay(a->g[(t0 + r) * a->g_s]);
+                b[r] = acc;
+            }
+        }
+        /* intra: P = tril((Q K^T) o L) */
+        LA_GEMM(0, 1, n, n, f, 1, Qc, f, Kc, f, 0, P, C);
+        for (r = 0; r < n; r++) {
+            LA_T *Pr = P + r * C;
+            if (const_decay) {
+                for (j = 0; j < r; j++) {
+                    Pr[j] *= pw[r - j];
+                }
+            }
+            else if (decayed) {
+                for (j = 0; j < r; j++) {
+                    Pr[j] *= (LA_T)exp(b[r] - b[j]);
+                }
+            }
+            for (j = r + 1; j < n; j++) {
+                Pr[j] = 0;
+            }
+        }
+        LA_GEMM(0, 0, n, ec, n, 1, P, C, Vc, ec, 0, Oc, ec);
+        /* inter: + diag(exp(b)) Q S_{c-1}, with the state before this chunk */
+        if (decayed) {
+            LA_FN(scale_rows)(Qc, n, f, f, b, 0.0);
+        }
+        LA_GEMM(0, 0, n, ec, f, 1, Qc, f, Sx, ec, 1, Oc, ec);
+        for (r = 0; r < n; r++) {
+            LA_FN(finish_row)(a, Oc + r * ec, o + (t0 + r) * a->o_rs, a->o_cs);
+        }
+        /* state: S = exp(beta) S + (diag(exp(beta - b)) K)^T V */
+        if (decayed) {
+            const double beta = b[n - 1];
+            const LA_T eb = (LA_T)exp(beta);
+            for (j = 0; j < f * ec; j++) {
+                Sx[j] *= eb;
+            }
+            for (r = 0; r < n; r++) {
+                const LA_T c = (LA_T)exp(beta - b[r]);
+                for (j = 0; j < f; j++) {
+                    Kc[r * f + j] *= c;
+                }
+            }
+        }
+        LA_GEMM(1, 0, f, ec, n, 1, Kc, f, Vc, ec, 1, Sx, ec);
+    }
+    LA_FN(store_state)(a, ec, Sx);
+    return LA_OK;
+}
+
+/* ------------------------------------------------------------- parallel -- */
+
+la_status
+LA_FN(la_linear_parallel)(const la_linear_args *a, void *work)
+{
+    const la_index f = a->f, e = a->e, T = a->t;
+    const int div = a->norm == LA_NORM_DIV;
+    const la_index ec = e + div;
+    const la_index C = la_block_rows(a->chunk, T);
+    const la_index ldp = T > 0 ? T : 1;
+    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
+    const LA_T *v = (const LA_T *)a->v;
+    LA_T *o = (LA_T *)a->o;
+    const int decayed = a->g != NULL;
+    char *p = (char *)work;
+    LA_T *Ka = (LA_T *)la_carve(&p, (size_t)(T * f) * sizeof(LA_T));
+    LA_T *Va = (LA_T *)la_carve(&p, (size_t)(T * ec) * sizeof(LA_T));
+    LA_T *Qb = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
+    LA_T *P = (LA_T *)la_carve(&p, (size_t)(C * ldp) * sizeof(LA_T));
+    LA_T *Ob = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
+    LA_T *Sx = (LA_T *)la_carve(&p, (size_t)(f * ec) * sizeof(LA_T));
+    double *G = (double *)la_carve(&p, (size_t)ldp * sizeof(double));
+    la_index r0, r, j;
+    double acc = 0;
+
+    LA_FN(load_state)(a, ec, Sx);
+    for (j = 0; j < T; j++) {
+        LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + j * a->k_rs, a->k_cs, f, Ka + j * f);
+        LA_FN(load_v)(v + j * a->v_rs, a->v_cs, e, div, Va + j * ec);
+        if (decayed) {
+            acc += la_clamp_decay(a->g[j * a->g_s]);
+            G[j] = acc;
+        }
+    }
+    for (r0 = 0; r0 < T; r0 += C) {
+        const la_index nb = T - r0 < C ? T - r0 : C;
+        const la_index r1 = r0 + nb;
+        for (r = 0; r < nb; r++) {
+            LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + (r0 + r) * a->q_rs, a->q_cs, f, Qb + r * f);
+        }
+        /* A = M o (Q K^T) over keys 0..r1-1, M_ts = exp(G_t - G_s) for s <= t */
+        LA_GEMM(0, 1, nb, r1, f, 1, Qb, f, Ka, f, 0, P, ldp);
+        for (r = 0; r < nb; r++) {
+            const la_index t = r0 + r;
+            LA_T *Pr = P + r * ldp;
+            if (decayed) {
+                for (j = 0; j < t; j++) {
+                    Pr[j] *= (LA_T)exp(G[t] - G[j]);
+                }
+            }
+            for (j = t + 1; j < r1; j++) {
+                Pr[j] = 0;
+            }
+        }
+        LA_GEMM(0, 0, nb, ec, r1, 1, P, ldp, Va, ec, 0, Ob, ec);
+        if (decayed) {
+            LA_FN(scale_rows)(Qb, nb, f, f, G + r0, 0.0);
+        }
+        LA_GEMM(0, 0, nb, ec, f, 1, Qb, f, Sx, ec, 1, Ob, ec);
+        for (r = 0; r < nb; r++) {
+            LA_FN(finish_row)(a, Ob + r * ec, o + (r0 + r) * a->o_rs, a->o_cs);
+        }
+    }
+    /* final state: exp(G_last) S0 + sum_s exp(G_last - G_s) kf_s v_s^T */
+    if (T > 0) {
+        if (decayed) {
+            const LA_T eg = (LA_T)exp(G[T - 1]);
+            for (j = 0; j < f * ec; j++) {
+                Sx[j] *= eg;
+            }
+            for (j = 0; j < T; j++) {
+                const LA_T c = (LA_T)exp(G[T - 1] - G[j]);
+                for (r = 0; r < f; r++) {
+                    Ka[j * f + r] *= c;
+                }
+            }
+        }
+        LA_GEMM(1, 0, f, ec, T, 1, Ka, f, Va, ec, 1, Sx, ec);
+    }
+    LA_FN(store_state)(a, ec, Sx);
+    return LA_OK;
+}
+
+/* ------------------------------------------------------------ noncausal -- */
+
+la_status
+LA_FN(la_linear_noncausal)(const la_linear_args *a, void *work)
+{
+    const la_index f = a->f, e = a->e;
+    const int div = a->norm == LA_NORM_DIV;
+    const la_index ec = e + div;
+    const la_index C = la_block_rows(a->chunk, a->t > a->s ? a->t : a->s);
+    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
+    const LA_T *v = (const LA_T *)a->v;
+    LA_T *o = (LA_T *)a->o;
+    char *p = (char *)work;
+    LA_T *Xb = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
+    LA_T *Vb = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
+    LA_T *Sx = (LA_T *)la_carve(&p, (size_t)(f * ec) * sizeof(LA_T));
+    la_index r0, r;
+
+    /* S = Kf^T [V | 1], blocked over keys so Kf is never held whole */
+    for (r = 0; r < f * ec; r++) {
+        Sx[r] = 0;
+    }
+    for (r0 = 0; r0 < a->s; r0 += C) {
+        const la_index nb = a->s - r0 < C ? a->s - r0 : C;
+        for (r = 0; r < nb; r++) {
+            LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + (r0 + r) * a->k_rs, a->k_cs, f, Xb + r * f);
+            LA_FN(load_v)(v + (r0 + r) * a->v_rs, a->v_cs, e, div, Vb + r * ec);
+        }
+        LA_GEMM(1, 0, f, ec, nb, 1, Xb, f, Vb, ec, 1, Sx, ec);
+    }
+    for (r0 = 0; r0 < a->t; r0 += C) {
+        const la_index nb = a->t - r0 < C ? a->t - r0 : C;
+        for (r = 0; r < nb; r++) {
+            LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + (r0 + r) * a->q_rs, a->q_cs, f, Xb + r * f);
+        }
+        LA_GEMM(0, 0, nb, ec, f, 1, Xb, f, Sx, ec, 0, Vb, ec);
+        for (r = 0; r < nb; r++) {
+            LA_FN(finish_row)(a, Vb + r * ec, o + (r0 + r) * a->o_rs, a->o_cs);
+        }
+    }
+    return LA_OK;
+}

@@ -1,0 +1,64 @@
+#include "la_cpu.h"
+
+#include "la_cblas.h"
+
+#ifndef LA_BLAS_VENDOR
+#define LA_BLAS_VENDOR "unknown"
+#endif
+
+const char *
+la_cpu_simd_level(void)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+        return "avx512";
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        return "avx2";
+    }
+#endif
+    return "generic";
+}
+
+const char *
+la_blas_vendor(void)
+{
+    return LA_BLAS_VENDOR;
+}
+
+const char *
+la_blas_corename(void)
+{
+#ifdef LA_HAVE_OPENBLAS_EXT
+    const char *s = LA_BLASEXT(openblas_get_corename)();
+    return s ? s : "";
+#else
+    return "";
+#endif
+}
+
+const char *
+la_blas_config(void)
+{
+#ifdef LA_HAVE_OPENBLAS_EXT
+    const char *s = LA_BLASEXT(openblas_get_config)();
+    return s ? s : "";
+#else
+    return "";
+#endif
+}
+
+/*
+ * Our BLAS calls are chunk-sized and run inside our own parallel regions:
+ * two BLAS threads on 64x64 blocks are slower than one (performance.md).
+ * The vendored copy is private to linattn, so this touches nobody else.
+ */
+void
+la_blas_single_thread(void)
+{
+#ifdef LA_HAVE_OPENBLAS_EXT
+    LA_BLASEXT(openblas_set_num_threads)(1);
+#endif
+}

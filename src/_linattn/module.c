@@ -1,0 +1,88 @@
+/*
+ * module.c -- linattn._core: multi-phase init, registers every gufunc from
+ * the glue tables, plus the few plain functions (threads, build info).
+ */
+#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
+#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
+#include "glue/gufunc_util.h"
+
+#include "la_cpu.h"
+#include "la_parallel.h"
+
+static PyObject *
+core_set_num_threads(PyObject *self, PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    (void)self;
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    la_set_num_threads((int)(n > 4096 ? 4096 : n));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_get_num_threads(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyLong_FromLong(la_get_num_threads());
+}
+
+static PyObject *
+core_build_info(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:i,s:i}",
+                         "blas", la_blas_vendor(),
+                         "blas_corename", la_blas_corename(),
+                         "blas_config", la_blas_config(),
+                         "simd", la_cpu_simd_level(),
+                         "openmp", la_openmp_enabled(),
+                         "max_threads", la_max_threads());
+}
+
+static PyMethodDef core_methods[] = {
+    {"set_num_threads", core_set_num_threads, METH_O,
+     "Set the worker threads (0: follow the OpenMP runtime)."},
+    {"get_num_threads", core_get_num_threads, METH_NOARGS,
+     "Worker threads a call will use."},
+    {"build_info", core_build_info, METH_NOARGS,
+     "BLAS vendor and core type, SIMD level, OpenMP."},
+    {NULL, NULL, 0, NULL}};
+
+static int
+core_exec(PyObject *m)
+{
+    if (PyArray_ImportNumPyAPI() < 0) {
+        return -1;
+    }
+    if (PyUFunc_ImportUFuncAPI() < 0) {
+        return -1;
+    }
+    la_blas_single_thread();
+    if (la_register_linear(m) < 0 || la_register_featmap(m) < 0 ||
+        la_register_softmax(m) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, (void *)core_exec},
+#if PY_VERSION_HEX >= 0x030c0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL}};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "_core",
+    "linattn's compiled core: private gufuncs behind the Python API.", 0,
+    core_methods, core_slots, NULL, NULL, NULL};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&core_module);
+}
