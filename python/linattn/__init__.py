@@ -8,7 +8,7 @@ released.  Start with ``la.causal(q, k, v, kind="elu")`` and ``la.kinds()``.
 from __future__ import annotations
 
 from . import _core
-from . import features, reference, testing
+from . import features, kinds as _kinds, reference, testing  # noqa: F401
 from ._api import causal, noncausal, softmax_attention, step
 from ._registry import kinds
 from .state import State

@@ -98,16 +98,6 @@ def causal(fq: np.ndarray, fk: np.ndarray, v: np.ndarray, *, g: np.ndarray | Non
     return o, S, z
 
 
-def causal_factorised(fq, fk, v, g):
-    """Negative control (family.md 4.3 rule 1): ``exp(G_t) * exp(-G_s)`` overflows."""
-    G = np.cumsum(np.maximum(np.asarray(g, np.float64), DECAY_FLOOR), axis=-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        qs = fq * np.exp(G)[..., :, None]
-        ks = fk * np.exp(-G)[..., :, None]
-        A = np.tril(qs @ np.swapaxes(ks, -1, -2))
-        return (A @ v) / A.sum(axis=-1)[..., None]
-
-
 def noncausal(fq, fk, v, *, normalize: str = "div", eps: float = 1e-6,
               eps_mode: str = "add") -> np.ndarray:
     """Non-causal operator (cross-attention allowed): quadratic form."""
