@@ -9,3 +9,4 @@
 #define LA_TMAX 3.402823466e+38f
 /* Largest x with exp(x) finite. */
 #define LA_LOG_TMAX 88.72283f
+#define LA_VEXP la_vexp_f32

@@ -8,3 +8,4 @@
 #define LA_GEMM la_gemm_f64
 #define LA_TMAX 1.7976931348623157e+308
 #define LA_LOG_TMAX 709.782712893384
+#define LA_VEXP la_vexp_f64

@@ -8,3 +8,4 @@
 #undef LA_GEMM
 #undef LA_TMAX
 #undef LA_LOG_TMAX
+#undef LA_VEXP

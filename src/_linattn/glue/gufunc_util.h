@@ -14,6 +14,15 @@
 
 #include "la_common.h"
 
+/*
+ * End of every gufunc loop: clear the FP status flags.  Vectorised kernels
+ * compiled with -fno-trapping-math may compute on masked-off lanes and raise
+ * spurious flags, and worker threads' flags never reach NumPy anyway; a
+ * non-finite result is visible in the output itself.
+ */
+#include <fenv.h>
+#define LA_LOOP_END() ((void)feclearexcept(FE_ALL_EXCEPT))
+
 /* Raise from inside a gufunc loop (the GIL may be released). */
 void la_raise(la_status st, const char *where, size_t nbytes);
 

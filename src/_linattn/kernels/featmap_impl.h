@@ -5,24 +5,35 @@ LA_FN(la_featmap_row)(int fmap, double scale_d, const LA_T *x, la_index xs,
                       la_index n, LA_T *y)
 {
     const LA_T scale = (LA_T)scale_d;
-    la_index j;
+    LA_T u[LA_FMAP_BLOCK], ex[LA_FMAP_BLOCK];
+    la_index j0, j, nb;
     switch (fmap) {
     case LA_FMAP_ELU1:
-        for (j = 0; j < n; j++) {
-            LA_T u = scale * x[j * xs];
-            y[j] = u > 0 ? u + (LA_T)1 : LA_EXP(u);
+    case LA_FMAP_ELU:
+        /* blocks of u = scale * x, then one vectorised exp of min(u, 0) */
+        for (j0 = 0; j0 < n; j0 += LA_FMAP_BLOCK) {
+            nb = n - j0 < LA_FMAP_BLOCK ? n - j0 : LA_FMAP_BLOCK;
+            for (j = 0; j < nb; j++) {
+                u[j] = scale * x[(j0 + j) * xs];
+                ex[j] = u[j] > 0 ? (LA_T)0 : u[j];
+            }
+            LA_VEXP(nb, ex, ex);
+            if (fmap == LA_FMAP_ELU1) {
+                for (j = 0; j < nb; j++) {
+                    y[j0 + j] = u[j] > 0 ? u[j] + (LA_T)1 : ex[j];
+                }
+            }
+            else {
+                for (j = 0; j < nb; j++) {
+                    y[j0 + j] = u[j] > 0 ? u[j] : ex[j] - (LA_T)1;
+                }
+            }
         }
         break;
     case LA_FMAP_RELU:
         for (j = 0; j < n; j++) {
-            LA_T u = scale * x[j * xs];
-            y[j] = u > 0 ? u : (LA_T)0;
-        }
-        break;
-    case LA_FMAP_ELU:
-        for (j = 0; j < n; j++) {
-            LA_T u = scale * x[j * xs];
-            y[j] = u > 0 ? u : LA_EXP(u) - (LA_T)1;
+            const LA_T v = scale * x[j * xs];
+            y[j] = v > 0 ? v : (LA_T)0;
         }
         break;
     default: /* identity */

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "la_util.h"
+#include "la_vmath.h"
 #include "linear.h"
 #include "featmap.h"
 
@@ -32,6 +33,7 @@ la_linear_work_size(int form, const la_linear_args *a, size_t itemsize)
         LA_ADD(f * ec, itemsize);
         LA_ADD(c, sizeof(double));
         LA_ADD(c, itemsize);
+        LA_ADD(c, sizeof(double));
         break;
     case LA_FORM_PARALLEL:
         c = (size_t)la_block_rows(a->chunk, a->t);
@@ -41,6 +43,7 @@ la_linear_work_size(int form, const la_linear_args *a, size_t itemsize)
         LA_ADD(c * (t > 0 ? t : 1), itemsize);
         LA_ADD(c * ec, itemsize);
         LA_ADD(f * ec, itemsize);
+        LA_ADD(t > 0 ? t : 1, sizeof(double));
         LA_ADD(t > 0 ? t : 1, sizeof(double));
         break;
     default: /* noncausal */

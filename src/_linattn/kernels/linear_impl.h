@@ -217,6 +217,7 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
     LA_T *Sx = (LA_T *)la_carve(&p, (size_t)(f * ec) * sizeof(LA_T));
     double *b = (double *)la_carve(&p, (size_t)C * sizeof(double));
     LA_T *pw = (LA_T *)la_carve(&p, (size_t)C * sizeof(LA_T));
+    double *wrow = (double *)la_carve(&p, (size_t)C * sizeof(double));
     la_index t0, r, j;
 
     LA_FN(load_state)(a, ec, Sx);
@@ -254,8 +255,13 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
                 }
             }
             else if (decayed) {
+                /* differences first (family.md 4.3 rule 1), then one vector exp */
                 for (j = 0; j < r; j++) {
-                    Pr[j] *= (LA_T)exp(b[r] - b[j]);
+                    wrow[j] = b[r] - b[j];
+                }
+                la_vexp_f64(r, wrow, wrow);
+                for (j = 0; j < r; j++) {
+                    Pr[j] *= (LA_T)wrow[j];
                 }
             }
             for (j = r + 1; j < n; j++) {
@@ -313,6 +319,7 @@ LA_FN(la_linear_parallel)(const la_linear_args *a, void *work)
     LA_T *Ob = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
     LA_T *Sx = (LA_T *)la_carve(&p, (size_t)(f * ec) * sizeof(LA_T));
     double *G = (double *)la_carve(&p, (size_t)ldp * sizeof(double));
+    double *wrow = (double *)la_carve(&p, (size_t)ldp * sizeof(double));
     la_index r0, r, j;
     double acc = 0;
 
@@ -338,7 +345,11 @@ LA_FN(la_linear_parallel)(const la_linear_args *a, void *work)
             LA_T *Pr = P + r * ldp;
             if (decayed) {
                 for (j = 0; j < t; j++) {
-                    Pr[j] *= (LA_T)exp(G[t] - G[j]);
+                    wrow[j] = G[t] - G[j];
+                }
+                la_vexp_f64(t, wrow, wrow);
+                for (j = 0; j < t; j++) {
+                    Pr[j] *= (LA_T)wrow[j];
                 }
             }
             for (j = t + 1; j < r1; j++) {

@@ -1,6 +1,7 @@
 #include <math.h>
 
 #include "la_util.h"
+#include "la_vmath.h"
 #include "softmax.h"
 
 size_t

@@ -48,7 +48,10 @@ LA_FN(la_softmax)(const la_softmax_args *a, void *work)
                 m = Pr[j] > m ? Pr[j] : m;
             }
             for (j = 0; j < valid; j++) {
-                Pr[j] = LA_EXP(Pr[j] - m);
+                Pr[j] -= m;
+            }
+            LA_VEXP(valid, Pr, Pr);
+            for (j = 0; j < valid; j++) {
                 sum += Pr[j];
             }
             for (j = valid; j < nk; j++) {
