@@ -104,12 +104,13 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     res, comp = val.compute_dtype(*arrays)
     if initial_state is not None and opt["initial_state"].dtype == np.float64:
         comp = np.dtype(np.float64)  # a float64 state keeps the scan in float64
-    groups = [X.shape[1] for X in (B, C) if X.ndim == 4]
     G = 1
-    for g in groups:
-        G = G * g // math.gcd(G, g)
-    if Dc % G:
-        raise ValueError(f"the group counts of B and C ({groups}) must divide D = {Dc}")
+    for name, X in (("B", B), ("C", C)):
+        if X.ndim == 4:
+            if X.shape[1] < 1 or Dc % X.shape[1]:
+                raise ValueError(f"grouped {name} has G = {X.shape[1]} groups (shape "
+                                 f"{X.shape}), which must divide D = {Dc}")
+            G = G * X.shape[1] // math.gcd(G, X.shape[1])
     Dg = Dc // G
     cv = lambda x: x.astype(comp, copy=False)  # noqa: E731
     Bv = _bc_view("B", cv(B), Bb, Dc, N, L, G)
