@@ -66,6 +66,10 @@ core_exec(PyObject *m)
         la_register_softmax(m) < 0) {
         return -1;
     }
+    if (la_register_cosformer(m) < 0 || la_register_diag(m) < 0 ||
+        la_register_sscan(m) < 0) {
+        return -1;
+    }
     return 0;
 }
 

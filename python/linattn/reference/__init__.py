@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import linear
+from . import cosformer, decay, linear, sscan, transnormer
 from .linear import softmax_attention
+from .sscan import selective_scan
+
+# kinds whose oracle lives in its own module: kind -> (causal, noncausal or None)
+_ORACLES = {
+    "cosformer": (cosformer.causal_api, cosformer.noncausal_api),
+    "transnormer": (transnormer.causal_api, transnormer.noncausal_api),
+    "lightning": (decay.causal_api, None),
+    "retnet": (decay.causal_api, None),
+    "mamba2": (decay.causal_api, None),
+}
 
 # kind -> (query map, key map) for the elementwise kinds
 _MAPS = {"linear": ("identity", "identity"), "elu": ("elu1", "elu1"),
@@ -25,6 +35,14 @@ def _bthd_in(x, layout):
     return np.swapaxes(np.asarray(x), -3, -2) if layout == "bthd" else np.asarray(x)
 
 
+def _bthd_decay(decay, q, layout):
+    """A per-token ``(B, T, H)`` decay of ``layout="bthd"`` as ``(B, H, T)``."""
+    if decay is None or layout != "bthd":
+        return decay
+    g = np.asarray(decay)
+    return np.swapaxes(g, -1, -2) if g.ndim == np.ndim(q) - 1 else g
+
+
 def _per_token_decay(decay, q_batch: tuple, T: int, layout: str):
     if decay is None:
         return None
@@ -38,7 +56,12 @@ def _per_token_decay(decay, q_batch: tuple, T: int, layout: str):
 def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
            decay=None, initial_state=None, return_state=False, layout="...td",
            eps_mode=None, **_ignored):
-    """Oracle of ``la.causal`` for the elementwise kinds (every mode gives this)."""
+    """Oracle of ``la.causal`` (every mode gives this)."""
+    if kind in _ORACLES:
+        o = _ORACLES[kind][0](*(_bthd_in(x, layout) for x in (q, k, v)), kind=kind,
+                              scale=scale, normalize=normalize, eps=eps,
+                              decay=_bthd_decay(decay, q, layout), **_ignored)
+        return np.swapaxes(o, -3, -2) if layout == "bthd" else o
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -66,7 +89,11 @@ def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
 
 def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
               layout="...td", eps_mode=None, **_ignored):
-    """Oracle of ``la.noncausal`` for the elementwise kinds."""
+    """Oracle of ``la.noncausal``."""
+    if kind in _ORACLES and _ORACLES[kind][1] is not None:
+        o = _ORACLES[kind][1](*(_bthd_in(x, layout) for x in (q, k, v)), kind=kind,
+                              scale=scale, normalize=normalize, eps=eps, **_ignored)
+        return np.swapaxes(o, -3, -2) if layout == "bthd" else o
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -80,4 +107,4 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
     return np.swapaxes(o, -3, -2) if layout == "bthd" else o
 
 
-__all__ = ["causal", "linear", "noncausal", "softmax_attention"]
+__all__ = ["causal", "linear", "noncausal", "selective_scan", "softmax_attention"]
