@@ -66,6 +66,9 @@ core_exec(PyObject *m)
         la_register_softmax(m) < 0) {
         return -1;
     }
+    if (la_register_lavo(m) < 0) {
+        return -1;
+    }
     return 0;
 }
 
