@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import _core
 from . import features, kinds as _kinds, reference, testing  # noqa: F401
+from ._draws import lavo_bases
 from ._api import causal, noncausal, softmax_attention, step
 from ._registry import kinds
 from .state import State
@@ -65,5 +66,5 @@ _init_threads_from_env()
 
 __all__ = [
     "State", "causal", "features", "get_num_threads", "info", "kinds", "noncausal",
-    "reference", "set_num_threads", "softmax_attention", "step", "testing",
+    "lavo_bases", "reference", "set_num_threads", "softmax_attention", "step", "testing",
 ]

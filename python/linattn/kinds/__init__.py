@@ -4,3 +4,5 @@ A kind module defines its ``causal_impl`` / ``noncausal_impl`` (validate, comput
 features in C, then run ``linattn._api.linear_core`` or its own gufunc) and calls
 ``linattn._registry.register``.  Import order below is registration order.
 """
+
+from . import lavo  # noqa: E402,F401

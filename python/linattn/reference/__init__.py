@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import linear
+from . import lavo, linear
 from .linear import softmax_attention
 
 # kind -> (query map, key map) for the elementwise kinds
@@ -19,6 +19,10 @@ _DEFAULTS = {  # normalize, eps, eps_mode, scale
     "elu": ("div", 1e-6, "add", 1.0),
     "relu": ("div", 1e-6, "add", 1.0),
 }
+
+# kinds with their own oracle module: kind -> function
+_OTHER_CAUSAL = {"lavo": lavo.causal}
+_OTHER_NONCAUSAL = {"lavo": lavo.noncausal}
 
 
 def _bthd_in(x, layout):
@@ -39,6 +43,8 @@ def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
            decay=None, initial_state=None, return_state=False, layout="...td",
            eps_mode=None, **_ignored):
     """Oracle of ``la.causal`` for the elementwise kinds (every mode gives this)."""
+    if kind in _OTHER_CAUSAL:
+        return _OTHER_CAUSAL[kind](q, k, v, scale=scale, layout=layout, **_ignored)
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -67,6 +73,8 @@ def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
 def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
               layout="...td", eps_mode=None, **_ignored):
     """Oracle of ``la.noncausal`` for the elementwise kinds."""
+    if kind in _OTHER_NONCAUSAL:
+        return _OTHER_NONCAUSAL[kind](q, k, v, scale=scale, layout=layout, **_ignored)
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -80,4 +88,4 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
     return np.swapaxes(o, -3, -2) if layout == "bthd" else o
 
 
-__all__ = ["causal", "linear", "noncausal", "softmax_attention"]
+__all__ = ["causal", "lavo", "linear", "noncausal", "softmax_attention"]
