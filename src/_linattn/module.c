@@ -66,7 +66,7 @@ core_exec(PyObject *m)
         la_register_softmax(m) < 0) {
         return -1;
     }
-    if (la_register_lavo(m) < 0) {
+    if (la_register_lavo(m) < 0 || la_register_lara(m) < 0) {
         return -1;
     }
     return 0;

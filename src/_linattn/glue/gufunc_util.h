@@ -41,5 +41,6 @@ int la_register_linear(PyObject *module);
 int la_register_featmap(PyObject *module);
 int la_register_softmax(PyObject *module);
 int la_register_lavo(PyObject *module);
+int la_register_lara(PyObject *module);
 
 #endif
