@@ -42,3 +42,29 @@ def lavo_bases(r: int, d: int, seed: int | None = 0) -> np.ndarray:
         B[i] = x / n
         i += 1
     return B
+
+
+def lara_noise(batch: tuple, proposals: int, R: int, d: int, antithetic: bool,
+               seed: int | None) -> np.ndarray:
+    """LARA proposal noise ``(..., proposals * R, d)`` (lara.md section 6).
+
+    One ``numpy.random.default_rng(seed)`` draw over the broadcast batch shape; rows are
+    proposal-major (row ``c * R + rho``).  Antithetic: ``(..., proposals, R/2, d)`` draws
+    ``eps``, rows ``2i`` and ``2i + 1`` of each proposal get ``eps`` and ``-eps``.
+    """
+    rng = np.random.default_rng(0 if seed is None else seed)
+    if antithetic:
+        e = rng.standard_normal(tuple(batch) + (proposals, R // 2, 1, d))
+        e = np.concatenate([e, -e], axis=-2)
+        return e.reshape(tuple(batch) + (proposals * R, d))
+    return rng.standard_normal(tuple(batch) + (proposals * R, d))
+
+
+def ra_draws(batch: tuple, N: int, S: int, d: int, need_uniforms: bool, need_noise: bool,
+             seed: int | None):
+    """RA draws (lara.md section 6): uniforms ``(..., N, S)`` in (0, 1), then Gaussian
+    noise ``(..., N, S, d)``, from one ``default_rng(seed)``; each only when needed."""
+    rng = np.random.default_rng(0 if seed is None else seed)
+    u = rng.random(tuple(batch) + (N, S)) if need_uniforms else None
+    z = rng.standard_normal(tuple(batch) + (N, S, d)) if need_noise else None
+    return u, z

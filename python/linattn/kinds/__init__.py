@@ -6,3 +6,4 @@ features in C, then run ``linattn._api.linear_core`` or its own gufunc) and call
 """
 
 from . import lavo  # noqa: E402,F401
+from . import lara  # noqa: E402,F401

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import lavo, linear
+from . import lara, lavo, linear
 from .linear import softmax_attention
 
 # kind -> (query map, key map) for the elementwise kinds
@@ -22,7 +22,8 @@ _DEFAULTS = {  # normalize, eps, eps_mode, scale
 
 # kinds with their own oracle module: kind -> function
 _OTHER_CAUSAL = {"lavo": lavo.causal}
-_OTHER_NONCAUSAL = {"lavo": lavo.noncausal}
+_OTHER_NONCAUSAL = {"lavo": lavo.noncausal, "lara": lara.noncausal_lara,
+                    "ra": lara.noncausal_ra}
 
 
 def _bthd_in(x, layout):
@@ -88,4 +89,4 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
     return np.swapaxes(o, -3, -2) if layout == "bthd" else o
 
 
-__all__ = ["causal", "lavo", "linear", "noncausal", "softmax_attention"]
+__all__ = ["causal", "lara", "lavo", "linear", "noncausal", "softmax_attention"]
