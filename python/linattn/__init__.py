@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import _core
 from . import features, kinds as _kinds, reference, testing  # noqa: F401
+from ._draws import lavo_bases
 from ._api import causal, noncausal, softmax_attention, step
 from ._draws import decay_slopes
 from ._sscan import selective_scan
@@ -66,6 +67,7 @@ def _init_threads_from_env() -> None:
 _init_threads_from_env()
 
 __all__ = [
-    "State", "causal", "decay_slopes", "features", "get_num_threads", "info", "kinds", "noncausal",
-    "reference", "selective_scan", "set_num_threads", "softmax_attention", "step", "testing",
+    "State", "causal", "decay_slopes", "features", "get_num_threads", "info", "kinds",
+    "lavo_bases", "noncausal", "reference", "selective_scan", "set_num_threads",
+    "softmax_attention", "step", "testing",
 ]

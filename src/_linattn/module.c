@@ -52,9 +52,17 @@ static PyMethodDef core_methods[] = {
      "BLAS vendor and core type, SIMD level, OpenMP."},
     {NULL, NULL, 0, NULL}};
 
+/* One registration function per glue file (glue/<mech>_loops.c). */
+static int (*const la_registrars[])(PyObject *) = {
+    la_register_linear, la_register_featmap,   la_register_softmax,
+    la_register_cosformer, la_register_diag,   la_register_sscan,
+    la_register_lavo,   la_register_lara,
+};
+
 static int
 core_exec(PyObject *m)
 {
+    size_t i;
     if (PyArray_ImportNumPyAPI() < 0) {
         return -1;
     }
@@ -62,13 +70,10 @@ core_exec(PyObject *m)
         return -1;
     }
     la_blas_single_thread();
-    if (la_register_linear(m) < 0 || la_register_featmap(m) < 0 ||
-        la_register_softmax(m) < 0) {
-        return -1;
-    }
-    if (la_register_cosformer(m) < 0 || la_register_diag(m) < 0 ||
-        la_register_sscan(m) < 0) {
-        return -1;
+    for (i = 0; i < sizeof(la_registrars) / sizeof(la_registrars[0]); i++) {
+        if (la_registrars[i](m) < 0) {
+            return -1;
+        }
     }
     return 0;
 }

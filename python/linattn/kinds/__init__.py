@@ -8,3 +8,5 @@ features in C, then run ``linattn._api.linear_core`` or its own gufunc) and call
 from . import cosformer  # noqa: F401,E402
 from . import decay  # noqa: F401,E402
 from . import transnormer  # noqa: F401,E402
+from . import lavo  # noqa: E402,F401
+from . import lara  # noqa: E402,F401

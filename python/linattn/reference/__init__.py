@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cosformer, decay, linear, sscan, transnormer
+from . import cosformer, decay, lara, lavo, linear, sscan, transnormer
 from .linear import softmax_attention
 from .sscan import selective_scan
 
@@ -29,6 +29,11 @@ _DEFAULTS = {  # normalize, eps, eps_mode, scale
     "elu": ("div", 1e-6, "add", 1.0),
     "relu": ("div", 1e-6, "add", 1.0),
 }
+
+# kinds with their own oracle module: kind -> function
+_OTHER_CAUSAL = {"lavo": lavo.causal}
+_OTHER_NONCAUSAL = {"lavo": lavo.noncausal, "lara": lara.noncausal_lara,
+                    "ra": lara.noncausal_ra}
 
 
 def _bthd_in(x, layout):
@@ -62,6 +67,8 @@ def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
                               scale=scale, normalize=normalize, eps=eps,
                               decay=_bthd_decay(decay, q, layout), **_ignored)
         return np.swapaxes(o, -3, -2) if layout == "bthd" else o
+    if kind in _OTHER_CAUSAL:
+        return _OTHER_CAUSAL[kind](q, k, v, scale=scale, layout=layout, **_ignored)
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -94,6 +101,8 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
         o = _ORACLES[kind][1](*(_bthd_in(x, layout) for x in (q, k, v)), kind=kind,
                               scale=scale, normalize=normalize, eps=eps, **_ignored)
         return np.swapaxes(o, -3, -2) if layout == "bthd" else o
+    if kind in _OTHER_NONCAUSAL:
+        return _OTHER_NONCAUSAL[kind](q, k, v, scale=scale, layout=layout, **_ignored)
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -107,4 +116,5 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
     return np.swapaxes(o, -3, -2) if layout == "bthd" else o
 
 
-__all__ = ["causal", "linear", "noncausal", "selective_scan", "softmax_attention"]
+__all__ = ["causal", "lara", "lavo", "linear", "noncausal", "selective_scan",
+           "softmax_attention"]

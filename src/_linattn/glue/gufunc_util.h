@@ -52,5 +52,7 @@ int la_register_softmax(PyObject *module);
 int la_register_cosformer(PyObject *module);
 int la_register_diag(PyObject *module);
 int la_register_sscan(PyObject *module);
+int la_register_lavo(PyObject *module);
+int la_register_lara(PyObject *module);
 
 #endif

@@ -1,0 +1,472 @@
+/*
+ * lavo_impl.h -- WARNING: included once per dtype by lavo.c (no include guard).
+ * The maths is in lavo.h.
+ */
+
+/* sum_c a[c] * b[c * bs] */
+LA_TARGET_CLONES static double
+LA_FN(lavo_dot)(const LA_T *LA_RESTRICT a, const LA_T *LA_RESTRICT b, la_index bs,
+                la_index n)
+{
+    la_index c;
+    LA_T s = 0;
+    if (bs == 1) {
+        for (c = 0; c < n; c++) {
+            s += a[c] * b[c];
+        }
+        return (double)s;
+    }
+    for (c = 0; c < n; c++) {
+        s += a[c] * b[c * bs];
+    }
+    return (double)s;
+}
+
+/* acc[c] += alpha * x[c * xs] */
+LA_TARGET_CLONES static void
+LA_FN(lavo_axpy)(double *LA_RESTRICT acc, double alpha, const LA_T *LA_RESTRICT x,
+                 la_index xs, la_index n)
+{
+    la_index c;
+    if (xs == 1) {
+        for (c = 0; c < n; c++) {
+            acc[c] += alpha * (double)x[c];
+        }
+        return;
+    }
+    for (c = 0; c < n; c++) {
+        acc[c] += alpha * (double)x[c * xs];
+    }
+}
+
+/* Pointer and column stride of the row at absolute position j (ring if j <= pos). */
+static inline const LA_T *
+LA_FN(lavo_rowp)(const la_lavo_args *a, const LA_T *ring, const LA_T *x, la_index rs,
+                 la_index cs, la_index width, la_index j, la_index *stride)
+{
+    if (j <= a->pos) {
+        *stride = 1;
+        return ring + (a->w - 1 - (a->pos - j)) * width;
+    }
+    *stride = cs;
+    return x + (j - a->pos - 1) * rs;
+}
+
+static void
+LA_FN(lavo_gather)(const la_lavo_args *a, const LA_T *ring, const LA_T *x, la_index rs,
+                   la_index cs, la_index width, la_index j0, la_index n, LA_T *dst)
+{
+    la_index i, c, st;
+    for (i = 0; i < n; i++) {
+        const LA_T *src = LA_FN(lavo_rowp)(a, ring, x, rs, cs, width, j0 + i, &st);
+        LA_T *dr = dst + i * width;
+        if (st == 1) {
+            memcpy(dr, src, (size_t)width * sizeof(LA_T));
+        }
+        else {
+            for (c = 0; c < width; c++) {
+                dr[c] = src[c * st];
+            }
+        }
+    }
+}
+
+/* Joint softmax over n logits (entries may be -inf); returns Z and rewrites lg to
+ * exp(lg - M).  Returns 0 when every logit is -inf (then all weights are 0). */
+static double
+LA_FN(lavo_softmax)(double *lg, la_index n)
+{
+    double m = -INFINITY, z = 0;
+    la_index i;
+    for (i = 0; i < n; i++) {
+        m = lg[i] > m ? lg[i] : m;
+    }
+    if (m == -INFINITY) {
+        for (i = 0; i < n; i++) {
+            lg[i] = 0;
+        }
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        lg[i] = exp(lg[i] - m);
+        z += lg[i];
+    }
+    return z;
+}
+
+static void
+LA_FN(lavo_state_out)(const la_lavo_args *a, const LA_T *Rk, const LA_T *Rv,
+                      const double *S, const double *SV)
+{
+    const la_index w = a->w, d = a->d, e = a->e, P = a->pos + a->t;
+    const int sep = (a->flags & LA_LAVO_SEPARATE_V) != 0;
+    la_index i, c, st;
+    for (i = 0; i < a->r; i++) {
+        a->sums1[i * a->s1_s] = S[i];
+        a->vsums1[i * a->vs1_s] = sep ? SV[i] : 0.0;
+    }
+    for (i = 0; i < w; i++) {
+        const la_index j = P - (w - 1 - i);
+        LA_T *ok = (LA_T *)a->ring_k1 + i * a->rk1_rs;
+        LA_T *ov = (LA_T *)a->ring_v1 + i * a->rv1_rs;
+        if (j >= 1) {
+            const LA_T *src = LA_FN(lavo_rowp)(a, Rk, (const LA_T *)a->k, a->k_rs, a->k_cs,
+                                               d, j, &st);
+            for (c = 0; c < d; c++) {
+                ok[c * a->rk1_cs] = src[c * st];
+            }
+        }
+        else {
+            for (c = 0; c < d; c++) {
+                ok[c * a->rk1_cs] = 0;
+            }
+        }
+        if (sep && j >= 1) {
+            const LA_T *src = LA_FN(lavo_rowp)(a, Rv, (const LA_T *)a->v, a->v_rs, a->v_cs,
+                                               e, j, &st);
+            for (c = 0; c < e; c++) {
+                ov[c * a->rv1_cs] = src[c * st];
+            }
+        }
+        else {
+            for (c = 0; c < e; c++) {
+                ov[c * a->rv1_cs] = 0;
+            }
+        }
+    }
+}
+
+/* Token by token (lavo.md 9.1), reading rows in place. */
+static void
+LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, const LA_T *Rk,
+                      const LA_T *Rv, double *S, double *SV, LA_T *qrow, double *lg,
+                      double *acc)
+{
+    const la_index T = a->t, d = a->d, e = a->e, r = a->r, w = a->w, p = a->pos;
+    const int sep = (a->flags & LA_LAVO_SEPARATE_V) != 0;
+    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
+    const LA_T *v = (const LA_T *)a->v;
+    LA_T *o = (LA_T *)a->o;
+    const double tau = a->scale;
+    la_index i, ii, j, c, st, sv;
+
+    for (i = 0; i < T; i++) {
+        const la_index t = p + 1 + i;
+        const la_index m0 = la_lavo_mem(t - 1, w, a->flags), m1 = la_lavo_mem(t, w, a->flags);
+        const la_index lo = la_lavo_lo(t, w, a->flags);
+        la_index nl = 0;
+        double z, inv;
+        for (j = m0 + 1; j <= m1; j++) {
+            const LA_T *xj = LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, d, j, &st);
+            for (ii = 0; ii < r; ii++) {
+                S[ii] += LA_FN(lavo_dot)(Bc + ii * d, xj, st, d);
+            }
+            if (sep) {
+                const LA_T *vj = LA_FN(lavo_rowp)(a, Rv, v, a->v_rs, a->v_cs, e, j, &sv);
+                for (ii = 0; ii < r; ii++) {
+                    SV[ii] += LA_FN(lavo_dot)(Bc + ii * d, vj, sv, d);
+                }
+            }
+        }
+        for (c = 0; c < d; c++) {
+            qrow[c] = q[i * a->q_rs + c * a->q_cs];
+        }
+        if (m1 > 0) {
+            const double invm = 1.0 / (double)m1;
+            for (ii = 0; ii < r; ii++) {
+                const double g = LA_FN(lavo_dot)(Bc + ii * d, qrow, 1, d);
+                lg[nl++] = tau * (S[ii] * invm) * g + a->mb[ii * a->mb_s];
+            }
+        }
+        for (j = lo; j <= t; j++) {
+            const LA_T *xj = LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, d, j, &st);
+            lg[nl++] = tau * LA_FN(lavo_dot)(qrow, xj, st, d) + a->pb[(t - j) * a->pb_s];
+        }
+        z = LA_FN(lavo_softmax)(lg, nl);
+        for (c = 0; c < e; c++) {
+            acc[c] = 0;
+        }
+        nl = 0;
+        if (m1 > 0) {
+            const double invm = 1.0 / (double)m1;
+            const double *hv = sep ? SV : S;
+            for (ii = 0; ii < r; ii++, nl++) {
+                if (lg[nl] != 0) {
+                    LA_FN(lavo_axpy)(acc, lg[nl] * hv[ii] * invm, Bc + ii * d, 1, d);
+                }
+            }
+        }
+        for (j = lo; j <= t; j++, nl++) {
+            const LA_T *vj = sep ? LA_FN(lavo_rowp)(a, Rv, v, a->v_rs, a->v_cs, e, j, &sv)
+                                 : LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, d, j, &sv);
+            LA_FN(lavo_axpy)(acc, lg[nl], vj, sv, e);
+        }
+        inv = z > 0 ? 1.0 / z : 0.0;
+        for (c = 0; c < e; c++) {
+            o[i * a->o_rs + c * a->o_cs] = (LA_T)(acc[c] * inv);
+        }
+    }
+}
+
+la_status
+LA_FN(la_lavo_causal)(const la_lavo_args *a, void *work)
+{
+    const la_index T = a->t, d = a->d, e = a->e, r = a->r, w = a->w, p = a->pos;
+    const int sep = (a->flags & LA_LAVO_SEPARATE_V) != 0;
+    const la_index C = (a->flags & LA_LAVO_RECURRENT) ? 1 : la_block_rows(a->chunk, T);
+    const la_index lr = r ? r : 1;
+    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
+    const LA_T *v = (const LA_T *)a->v;
+    LA_T *o = (LA_T *)a->o;
+    const double tau = a->scale;
+    char *pw = (char *)work;
+    LA_T *Bc = (LA_T *)la_carve(&pw, (size_t)(r * d) * sizeof(LA_T));
+    LA_T *Rk = (LA_T *)la_carve(&pw, (size_t)(w * d) * sizeof(LA_T));
+    LA_T *Rv = (LA_T *)la_carve(&pw, (size_t)(w * e) * sizeof(LA_T));
+    double *S = (double *)la_carve(&pw, (size_t)r * sizeof(double));
+    double *SV = (double *)la_carve(&pw, (size_t)r * sizeof(double));
+    LA_T *Qc = (LA_T *)la_carve(&pw, (size_t)(C * d) * sizeof(LA_T));
+    LA_T *G = (LA_T *)la_carve(&pw, (size_t)(C * lr) * sizeof(LA_T));
+    LA_T *Xe = (LA_T *)la_carve(&pw, (size_t)((C + w) * d) * sizeof(LA_T));
+    LA_T *Ve = (LA_T *)la_carve(&pw, (size_t)((C + w) * d) * sizeof(LA_T));
+    LA_T *Ce = (LA_T *)la_carve(&pw, (size_t)((C + w) * lr) * sizeof(LA_T));
+    LA_T *Cve = (LA_T *)la_carve(&pw, (size_t)((C + w) * lr) * sizeof(LA_T));
+    double *H = (double *)la_carve(&pw, (size_t)(C * r) * sizeof(double));
+    double *HV = (double *)la_carve(&pw, (size_t)(C * r) * sizeof(double));
+    LA_T *Xw = (LA_T *)la_carve(&pw, (size_t)((C + w) * (d > e ? d : e)) * sizeof(LA_T));
+    LA_T *Vw = (LA_T *)la_carve(&pw, (size_t)((C + w) * (d > e ? d : e)) * sizeof(LA_T));
+    LA_T *P = (LA_T *)la_carve(&pw, (size_t)(C * (C + w)) * sizeof(LA_T));
+    LA_T *PA = (LA_T *)la_carve(&pw, (size_t)(C * lr) * sizeof(LA_T));
+    LA_T *Ob = (LA_T *)la_carve(&pw, (size_t)(C * e) * sizeof(LA_T));
+    double *lg = (double *)la_carve(&pw, (size_t)(r + w + 1) * sizeof(double));
+    double *acc = (double *)la_carve(&pw, (size_t)(e + 1) * sizeof(double));
+    la_index i, j, c, i0;
+
+    if (sep && e != d) {
+        return LA_ERR_SHAPE;
+    }
+    for (i = 0; i < r; i++) {
+        for (c = 0; c < d; c++) {
+            Bc[i * d + c] = ((const LA_T *)a->bases)[i * a->b_rs + c * a->b_cs];
+        }
+        S[i] = a->sums0[i * a->s0_s];
+        SV[i] = sep ? a->vsums0[i * a->vs0_s] : 0.0;
+    }
+    for (i = 0; i < w; i++) {
+        for (c = 0; c < d; c++) {
+            Rk[i * d + c] = ((const LA_T *)a->ring_k0)[i * a->rk0_rs + c * a->rk0_cs];
+        }
+        for (c = 0; sep && c < e; c++) {
+            Rv[i * e + c] = ((const LA_T *)a->ring_v0)[i * a->rv0_rs + c * a->rv0_cs];
+        }
+    }
+    if (a->flags & LA_LAVO_RECURRENT) {
+        LA_FN(lavo_recurrent)(a, Bc, Rk, Rv, S, SV, Qc, lg, acc);
+        LA_FN(lavo_state_out)(a, Rk, Rv, S, SV);
+        return LA_OK;
+    }
+    for (i0 = 0; i0 < T; i0 += C) {
+        const la_index nb = T - i0 < C ? T - i0 : C;
+        const la_index t0 = p + 1 + i0, t1 = t0 + nb - 1;
+        const la_index e_lo = la_lavo_mem(t0 - 1, w, a->flags) + 1;
+        const la_index ne = la_lavo_mem(t1, w, a->flags) - e_lo + 1;
+        const la_index w_lo = w > 0 ? la_lavo_lo(t0, w, a->flags) : t1 + 1;
+        const la_index nw = t1 - w_lo + 1;
+        for (i = 0; i < nb; i++) {
+            for (c = 0; c < d; c++) {
+                Qc[i * d + c] = q[(i0 + i) * a->q_rs + c * a->q_cs];
+            }
+        }
+        /* 1-2: coefficients of the rows entering memory, prefix sums in order */
+        if (r > 0) {
+            LA_GEMM(0, 1, nb, r, d, 1, Qc, d, Bc, d, 0, G, r);
+            if (ne > 0) {
+                LA_FN(lavo_gather)(a, Rk, k, a->k_rs, a->k_cs, d, e_lo, ne, Xe);
+                LA_GEMM(0, 1, ne, r, d, 1, Xe, d, Bc, d, 0, Ce, r);
+                if (sep) {
+                    LA_FN(lavo_gather)(a, Rv, v, a->v_rs, a->v_cs, e, e_lo, ne, Ve);
+                    LA_GEMM(0, 1, ne, r, d, 1, Ve, d, Bc, d, 0, Cve, r);
+                }
+            }
+            for (i = 0; i < nb; i++) {
+                const la_index t = t0 + i;
+                const la_index m0 = la_lavo_mem(t - 1, w, a->flags);
+                const la_index m1 = la_lavo_mem(t, w, a->flags);
+                const double invm = m1 > 0 ? 1.0 / (double)m1 : 0.0;
+                for (j = m0 + 1; j <= m1; j++) {
+                    const LA_T *cr = Ce + (j - e_lo) * r;
+                    const LA_T *cv = Cve + (j - e_lo) * r;
+                    for (c = 0; c < r; c++) {
+                        S[c] += (double)cr[c];
+                    }
+                    for (c = 0; sep && c < r; c++) {
+                        SV[c] += (double)cv[c];
+                    }
+                }
+                for (c = 0; c < r; c++) {
+                    H[i * r + c] = S[c] * invm;
+                    HV[i * r + c] = (sep ? SV[c] : S[c]) * invm;
+                }
+            }
+        }
+        /* 4: banded local logits */
+        if (nw > 0) {
+            LA_FN(lavo_gather)(a, Rk, k, a->k_rs, a->k_cs, d, w_lo, nw, Xw);
+            if (sep) {
+                LA_FN(lavo_gather)(a, Rv, v, a->v_rs, a->v_cs, e, w_lo, nw, Vw);
+            }
+            LA_GEMM(0, 1, nb, nw, d, 1, Qc, d, Xw, d, 0, P, nw);
+        }
+        /* 5: row-wise joint softmax */
+        for (i = 0; i < nb; i++) {
+            const la_index t = t0 + i;
+            const la_index m1 = la_lavo_mem(t, w, a->flags);
+            const la_index lo = w > 0 ? la_lavo_lo(t, w, a->flags) : t + 1;
+            LA_T *Pr = P + i * nw;
+            la_index nl = 0;
+            double z, inv;
+            if (m1 > 0) {
+                for (c = 0; c < r; c++) {
+                    lg[nl++] = tau * H[i * r + c] * (double)G[i * r + c] + a->mb[c * a->mb_s];
+                }
+            }
+            for (j = lo; j <= t; j++) {
+                lg[nl++] = tau * (double)Pr[j - w_lo] + a->pb[(t - j) * a->pb_s];
+            }
+            z = LA_FN(lavo_softmax)(lg, nl);
+            inv = z > 0 ? 1.0 / z : 0.0;
+            nl = 0;
+            for (c = 0; c < r; c++) {
+                PA[i * r + c] = m1 > 0 ? (LA_T)(lg[nl++] * inv * HV[i * r + c]) : 0;
+            }
+            for (j = w_lo; j < lo; j++) {
+                Pr[j - w_lo] = 0;
+            }
+            for (j = lo; j <= t; j++) {
+                Pr[j - w_lo] = (LA_T)(lg[nl++] * inv);
+            }
+            for (j = t + 1; j <= t1; j++) {
+                Pr[j - w_lo] = 0;
+            }
+        }
+        /* 6: O = (P_A . H) B + P_L Xw */
+        LA_GEMM(0, 0, nb, e, r, 1, PA, lr, Bc, d, 0, Ob, e);
+        if (nw > 0) {
+            LA_GEMM(0, 0, nb, e, nw, 1, P, nw, sep ? Vw : Xw, sep ? e : d, 1, Ob, e);
+        }
+        for (i = 0; i < nb; i++) {
+            for (c = 0; c < e; c++) {
+                o[(i0 + i) * a->o_rs + c * a->o_cs] = Ob[i * e + c];
+            }
+        }
+    }
+    LA_FN(lavo_state_out)(a, Rk, Rv, S, SV);
+    return LA_OK;
+}
+
+la_status
+LA_FN(la_lavo_noncausal)(const la_lavo_args *a, void *work)
+{
+    const la_index T = a->t, Sn = a->s, d = a->d, e = a->e, r = a->r, w = a->w;
+    const int sep = (a->flags & LA_LAVO_SEPARATE_V) != 0;
+    const int bl = (a->flags & LA_LAVO_BEFORE_LOCAL) != 0;
+    const la_index lr = r ? r : 1;
+    const LA_T *q = (const LA_T *)a->q;
+    LA_T *o = (LA_T *)a->o;
+    const double tau = a->scale;
+    char *pw = (char *)work;
+    LA_T *Bc = (LA_T *)la_carve(&pw, (size_t)(r * d) * sizeof(LA_T));
+    LA_T *K = (LA_T *)la_carve(&pw, (size_t)(Sn * d) * sizeof(LA_T));
+    LA_T *V = (LA_T *)la_carve(&pw, (size_t)(Sn * e) * sizeof(LA_T));
+    LA_T *Ck = (LA_T *)la_carve(&pw, (size_t)(Sn * lr) * sizeof(LA_T));
+    LA_T *Cv = (LA_T *)la_carve(&pw, (size_t)(Sn * lr) * sizeof(LA_T));
+    double *PS = (double *)la_carve(&pw, (size_t)((Sn + 1) * r) * sizeof(double));
+    double *PV = (double *)la_carve(&pw, (size_t)((Sn + 1) * r) * sizeof(double));
+    LA_T *qrow = (LA_T *)la_carve(&pw, (size_t)d * sizeof(LA_T));
+    LA_T *g = (LA_T *)la_carve(&pw, (size_t)lr * sizeof(LA_T));
+    double *lg = (double *)la_carve(&pw, (size_t)(r + 2 * w + 2) * sizeof(double));
+    double *h = (double *)la_carve(&pw, (size_t)(r + e + 1) * sizeof(double));
+    double *acc = (double *)la_carve(&pw, (size_t)(r + e + 1) * sizeof(double));
+    double *hv = h + r;
+    la_index i, j, c;
+
+    if ((w > 0 && T != Sn) || (sep && e != d)) {
+        return LA_ERR_SHAPE;
+    }
+    for (i = 0; i < r; i++) {
+        for (c = 0; c < d; c++) {
+            Bc[i * d + c] = ((const LA_T *)a->bases)[i * a->b_rs + c * a->b_cs];
+        }
+    }
+    for (j = 0; j < Sn; j++) {
+        for (c = 0; c < d; c++) {
+            K[j * d + c] = ((const LA_T *)a->k)[j * a->k_rs + c * a->k_cs];
+        }
+        for (c = 0; c < e; c++) {
+            V[j * e + c] = ((const LA_T *)a->v)[j * a->v_rs + c * a->v_cs];
+        }
+    }
+    if (r > 0) {
+        LA_GEMM(0, 1, Sn, r, d, 1, K, d, Bc, d, 0, Ck, r);
+        if (sep) {
+            LA_GEMM(0, 1, Sn, r, d, 1, V, e, Bc, d, 0, Cv, r);
+        }
+        for (c = 0; c < r; c++) {
+            PS[c] = 0;
+            PV[c] = 0;
+        }
+        for (j = 0; j < Sn; j++) {
+            for (c = 0; c < r; c++) {
+                PS[(j + 1) * r + c] = PS[j * r + c] + (double)Ck[j * r + c];
+                PV[(j + 1) * r + c] = PV[j * r + c] + (sep ? (double)Cv[j * r + c]
+                                                           : (double)Ck[j * r + c]);
+            }
+        }
+    }
+    for (i = 0; i < T; i++) {
+        const la_index lo = w > 0 ? (i - w < 0 ? 0 : i - w) : 0;
+        const la_index hi = w > 0 ? (i + w > Sn - 1 ? Sn - 1 : i + w) : -1;
+        const la_index cnt = (bl && w > 0) ? Sn - (hi - lo + 1) : Sn;
+        la_index nl = 0;
+        double z, inv;
+        for (c = 0; c < d; c++) {
+            qrow[c] = q[i * a->q_rs + c * a->q_cs];
+        }
+        if (r > 0 && cnt > 0) {
+            const double invm = 1.0 / (double)cnt;
+            LA_GEMM(0, 1, 1, r, d, 1, qrow, d, Bc, d, 0, g, r);
+            for (c = 0; c < r; c++) {
+                double s = PS[Sn * r + c], sv = PV[Sn * r + c];
+                if (bl && w > 0) {
+                    s -= PS[(hi + 1) * r + c] - PS[lo * r + c];
+                    sv -= PV[(hi + 1) * r + c] - PV[lo * r + c];
+                }
+                h[c] = s * invm;
+                hv[c] = sv * invm;
+                lg[nl++] = tau * h[c] * (double)g[c] + a->mb[c * a->mb_s];
+            }
+        }
+        for (j = lo; j <= hi; j++) {
+            lg[nl++] = tau * LA_FN(lavo_dot)(qrow, K + j * d, 1, d) +
+                       a->pb[(i - j + w) * a->pb_s];
+        }
+        z = LA_FN(lavo_softmax)(lg, nl);
+        inv = z > 0 ? 1.0 / z : 0.0;
+        for (c = 0; c < e; c++) {
+            acc[c] = 0;
+        }
+        nl = 0;
+        if (r > 0 && cnt > 0) {
+            for (c = 0; c < r; c++, nl++) {
+                LA_FN(lavo_axpy)(acc, lg[nl] * hv[c], Bc + c * d, 1, d);
+            }
+        }
+        for (j = lo; j <= hi; j++, nl++) {
+            LA_FN(lavo_axpy)(acc, lg[nl], V + j * e, 1, e);
+        }
+        for (c = 0; c < e; c++) {
+            o[i * a->o_rs + c * a->o_cs] = (LA_T)(acc[c] * inv);
+        }
+    }
+    return LA_OK;
+}
