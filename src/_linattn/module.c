@@ -63,7 +63,8 @@ core_exec(PyObject *m)
     }
     la_blas_single_thread();
     if (la_register_linear(m) < 0 || la_register_featmap(m) < 0 ||
-        la_register_softmax(m) < 0) {
+        la_register_softmax(m) < 0 || la_register_rf(m) < 0 ||
+        la_register_performer(m) < 0) {
         return -1;
     }
     return 0;

@@ -40,5 +40,7 @@ int la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n);
 int la_register_linear(PyObject *module);
 int la_register_featmap(PyObject *module);
 int la_register_softmax(PyObject *module);
+int la_register_rf(PyObject *module);
+int la_register_performer(PyObject *module);
 
 #endif
