@@ -10,6 +10,8 @@ from __future__ import annotations
 from . import _core
 from . import features, kinds as _kinds, reference, testing  # noqa: F401
 from ._api import causal, noncausal, softmax_attention, step
+from ._draws import random_features
+from .fidelity import approximation_error
 from ._registry import kinds
 from .state import State
 
@@ -64,6 +66,6 @@ def _init_threads_from_env() -> None:
 _init_threads_from_env()
 
 __all__ = [
-    "State", "causal", "features", "get_num_threads", "info", "kinds", "noncausal",
-    "reference", "set_num_threads", "softmax_attention", "step", "testing",
+    "State", "approximation_error", "causal", "features", "get_num_threads", "info", "kinds",
+    "noncausal", "random_features", "reference", "set_num_threads", "softmax_attention", "step", "testing",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import linear
+from . import linear, randomfeatures
 from .linear import softmax_attention
 
 # kind -> (query map, key map) for the elementwise kinds
@@ -39,6 +39,10 @@ def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
            decay=None, initial_state=None, return_state=False, layout="...td",
            eps_mode=None, **_ignored):
     """Oracle of ``la.causal`` for the elementwise kinds (every mode gives this)."""
+    if kind in randomfeatures.KINDS:
+        return randomfeatures.causal(q, k, v, kind, scale=scale, normalize=normalize, eps=eps,
+                                     initial_state=initial_state, return_state=return_state,
+                                     layout=layout, eps_mode=eps_mode, **_ignored)
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -67,6 +71,9 @@ def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
 def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
               layout="...td", eps_mode=None, **_ignored):
     """Oracle of ``la.noncausal`` for the elementwise kinds."""
+    if kind in randomfeatures.KINDS:
+        return randomfeatures.noncausal(q, k, v, kind, scale=scale, normalize=normalize,
+                                        eps=eps, layout=layout, eps_mode=eps_mode, **_ignored)
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -80,4 +87,4 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
     return np.swapaxes(o, -3, -2) if layout == "bthd" else o
 
 
-__all__ = ["causal", "linear", "noncausal", "softmax_attention"]
+__all__ = ["causal", "linear", "noncausal", "randomfeatures", "softmax_attention"]
