@@ -59,7 +59,7 @@ rf_task(void *vctx, int ith, int nth)
     const npy_intp lo = c->n * ith / nth, hi = c->n * (ith + 1) / nth;
     const int is = c->ld->itemsize;
     char *tmp = c->work + (size_t)ith * c->wsize;
-    char *blk = tmp + LA_ALIGN_BYTES((size_t)(c->f > 0 ? c->f : 1) * (size_t)is);
+    char *blk = tmp + LA_ALIGN_BYTES(la_rf_work_size(c->t, c->d, c->r, (size_t)is));
     char **args = c->args;
     const npy_intp *st = c->steps;
     const int nin = c->ld->performer ? 5 : 3;
@@ -76,12 +76,12 @@ rf_task(void *vctx, int ith, int nth)
             if (is == 4) {
                 la_rfa_features_f32(c->t, scale, (const float *)x, c->x_rs, c->x_cs, c->d,
                                     (const float *)W, c->w_rs, c->w_cs, c->r, (float *)y,
-                                    y_rs, y_cs, (float *)tmp);
+                                    y_rs, y_cs, tmp);
             }
             else {
                 la_rfa_features_f64(c->t, scale, (const double *)x, c->x_rs, c->x_cs, c->d,
                                     (const double *)W, c->w_rs, c->w_cs, c->r, (double *)y,
-                                    y_rs, y_cs, (double *)tmp);
+                                    y_rs, y_cs, tmp);
             }
         }
         else {
@@ -92,14 +92,13 @@ rf_task(void *vctx, int ith, int nth)
             if (is == 4) {
                 la_performer_features_f32(c->t, kind, shift, lg, scale, eps, (const float *)x,
                                           c->x_rs, c->x_cs, c->d, (const float *)W, c->w_rs,
-                                          c->w_cs, c->r, (float *)y, y_rs, y_cs,
-                                          (float *)tmp);
+                                          c->w_cs, c->r, (float *)y, y_rs, y_cs, tmp);
             }
             else {
                 la_performer_features_f64(c->t, kind, shift, lg, scale, eps,
                                           (const double *)x, c->x_rs, c->x_cs, c->d,
                                           (const double *)W, c->w_rs, c->w_cs, c->r,
-                                          (double *)y, y_rs, y_cs, (double *)tmp);
+                                          (double *)y, y_rs, y_cs, tmp);
             }
         }
         if (!c->uniform) {
@@ -144,7 +143,7 @@ rf_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
     c.uniform = (c.c == 1 || c.y_cs == c.r * c.y_rs) && c.y_ts % is == 0 &&
                 c.y_rs % is == 0;
     nth = la_workers_for(c.n);
-    c.wsize = LA_ALIGN_BYTES((size_t)(c.f > 0 ? c.f : 1) * (size_t)is);
+    c.wsize = LA_ALIGN_BYTES(la_rf_work_size(c.t, c.d, c.r, (size_t)is));
     if (!c.uniform) {
         c.wsize += LA_ALIGN_BYTES((size_t)(c.t * c.f > 0 ? c.t * c.f : 1) * (size_t)is);
     }

@@ -67,6 +67,10 @@ void la_performer_logrow_f64(int kind, double scale, const double *x,
                              la_index w_rs, la_index w_cs, la_index r,
                              double *y);
 
+/* Rows per block of the slice functions; their scratch in bytes. */
+#define LA_RF_BLOCK 64
+size_t la_rf_work_size(la_index t, la_index d, la_index r, size_t itemsize);
+
 /*
  * Whole slices (t rows of x (d) -> t rows of y (F)), output strides y_rs, y_cs:
  *
@@ -83,23 +87,23 @@ void la_performer_logrow_f64(int kind, double scale, const double *x,
 void la_rfa_features_f32(la_index t, double scale, const float *x, la_index x_rs,
                          la_index x_cs, la_index d, const float *W, la_index w_rs,
                          la_index w_cs, la_index r, float *y, la_index y_rs,
-                         la_index y_cs, float *tmp);
+                         la_index y_cs, void *work);
 void la_rfa_features_f64(la_index t, double scale, const double *x,
                          la_index x_rs, la_index x_cs, la_index d,
                          const double *W, la_index w_rs, la_index w_cs,
                          la_index r, double *y, la_index y_rs, la_index y_cs,
-                         double *tmp);
+                         void *work);
 void la_performer_features_f32(la_index t, int kind, int shift, int log_out,
                                double scale, double eps, const float *x,
                                la_index x_rs, la_index x_cs, la_index d,
                                const float *W, la_index w_rs, la_index w_cs,
                                la_index r, float *y, la_index y_rs,
-                               la_index y_cs, float *tmp);
+                               la_index y_cs, void *work);
 void la_performer_features_f64(la_index t, int kind, int shift, int log_out,
                                double scale, double eps, const double *x,
                                la_index x_rs, la_index x_cs, la_index d,
                                const double *W, la_index w_rs, la_index w_cs,
                                la_index r, double *y, la_index y_rs,
-                               la_index y_cs, double *tmp);
+                               la_index y_cs, void *work);
 
 #endif

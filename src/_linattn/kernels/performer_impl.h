@@ -100,14 +100,15 @@ LA_FN(perf_rowmax)(const LA_T *l, la_index n)
     return (double)mx;
 }
 
-/* y = exp(l - s), elementwise (y may alias l). */
+/* y = exp(l - s), elementwise, for l <= s (y may alias l). */
 LA_TARGET_CLONES static void
 LA_FN(perf_expshift)(const LA_T *l, double s, la_index n, LA_T *y)
 {
     const LA_T ss = (LA_T)s;
     la_index i;
     for (i = 0; i < n; i++) {
-        y[i] = LA_EXP(l[i] - ss);
+        const LA_T x = l[i] - ss;
+        y[i] = LA_EXP_NEG(x < 0 ? x : (LA_T)0);
     }
 }
 
