@@ -13,6 +13,8 @@ from ._draws import lavo_bases
 from ._api import causal, noncausal, softmax_attention, step
 from ._draws import decay_slopes
 from ._sscan import selective_scan
+from ._draws import random_features
+from .fidelity import approximation_error
 from ._registry import kinds
 from .state import State
 
@@ -67,7 +69,7 @@ def _init_threads_from_env() -> None:
 _init_threads_from_env()
 
 __all__ = [
-    "State", "causal", "decay_slopes", "features", "get_num_threads", "info", "kinds",
-    "lavo_bases", "noncausal", "reference", "selective_scan", "set_num_threads",
-    "softmax_attention", "step", "testing",
+    "State", "approximation_error", "causal", "decay_slopes", "features",
+    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "random_features",
+    "reference", "selective_scan", "set_num_threads", "softmax_attention", "step", "testing",
 ]

@@ -56,7 +56,8 @@ static PyMethodDef core_methods[] = {
 static int (*const la_registrars[])(PyObject *) = {
     la_register_linear, la_register_featmap,   la_register_softmax,
     la_register_cosformer, la_register_diag,   la_register_sscan,
-    la_register_lavo,   la_register_lara,
+    la_register_lavo,   la_register_lara,      la_register_rf,
+    la_register_performer,
 };
 
 static int

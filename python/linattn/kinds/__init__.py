@@ -10,3 +10,4 @@ from . import decay  # noqa: F401,E402
 from . import transnormer  # noqa: F401,E402
 from . import lavo  # noqa: E402,F401
 from . import lara  # noqa: E402,F401
+from . import randomfeatures  # noqa: F401,E402  rfa, performer

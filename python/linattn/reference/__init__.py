@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cosformer, decay, lara, lavo, linear, sscan, transnormer
+from . import cosformer, decay, lara, lavo, linear, randomfeatures, sscan, transnormer
 from .linear import softmax_attention
 from .sscan import selective_scan
 
@@ -69,6 +69,10 @@ def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
         return np.swapaxes(o, -3, -2) if layout == "bthd" else o
     if kind in _OTHER_CAUSAL:
         return _OTHER_CAUSAL[kind](q, k, v, scale=scale, layout=layout, **_ignored)
+    if kind in randomfeatures.KINDS:
+        return randomfeatures.causal(q, k, v, kind, scale=scale, normalize=normalize, eps=eps,
+                                     initial_state=initial_state, return_state=return_state,
+                                     layout=layout, eps_mode=eps_mode, **_ignored)
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -103,6 +107,9 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
         return np.swapaxes(o, -3, -2) if layout == "bthd" else o
     if kind in _OTHER_NONCAUSAL:
         return _OTHER_NONCAUSAL[kind](q, k, v, scale=scale, layout=layout, **_ignored)
+    if kind in randomfeatures.KINDS:
+        return randomfeatures.noncausal(q, k, v, kind, scale=scale, normalize=normalize,
+                                        eps=eps, layout=layout, eps_mode=eps_mode, **_ignored)
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     mq, mk = _MAPS[kind]
     normalize = nq if normalize is None else normalize
@@ -116,5 +123,5 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
     return np.swapaxes(o, -3, -2) if layout == "bthd" else o
 
 
-__all__ = ["causal", "lara", "lavo", "linear", "noncausal", "selective_scan",
-           "softmax_attention"]
+__all__ = ["causal", "lara", "lavo", "linear", "noncausal", "randomfeatures",
+           "selective_scan", "softmax_attention"]

@@ -54,5 +54,7 @@ int la_register_diag(PyObject *module);
 int la_register_sscan(PyObject *module);
 int la_register_lavo(PyObject *module);
 int la_register_lara(PyObject *module);
+int la_register_rf(PyObject *module);
+int la_register_performer(PyObject *module);
 
 #endif

@@ -29,4 +29,81 @@ void la_featmap_row_f32(int fmap, double scale, const float *x, la_index xs,
 void la_featmap_row_f64(int fmap, double scale, const double *x, la_index xs,
                         la_index n, double *y);
 
+/*
+ * Random-feature maps (kinds.md 4 and 5): one row x (d, element stride xs) and
+ * a projection W (r x d, element strides w_rs, w_cs).
+ *
+ *   rfa        xh = x / (|x| + 1e-3),  u = sqrt(scale) W xh,
+ *              y = sqrt(2/F) [sin u ; cos u]                           F = 2r
+ *   performer  x' = sqrt(scale) x,  h = |x'|^2 / 2,  u = W x'
+ *     positive    l = u - h - log(sqrt(r))                             F = r
+ *     hyperbolic  l = [u - h ; -u - h] - log(sqrt(2r))                  F = 2r
+ *     relu        y = max(u, 0) / sqrt(r) + 1e-3  (features, not logs)  F = r
+ *
+ * la_performer_logrow writes the log-features l (the true features are
+ * exp(l)); for "relu" it writes the features themselves.  The output row is
+ * contiguous.
+ */
+typedef enum {
+    LA_PERF_POSITIVE = 0,
+    LA_PERF_HYPERBOLIC = 1,
+    LA_PERF_RELU = 2
+} la_perf_kind;
+
+#define LA_RFA_NORM_EPS 1e-3
+#define LA_PERF_RELU_EPS 1e-3
+
+void la_rfa_row_f32(double scale, const float *x, la_index xs, la_index d,
+                    const float *W, la_index w_rs, la_index w_cs, la_index r,
+                    float *y);
+void la_rfa_row_f64(double scale, const double *x, la_index xs, la_index d,
+                    const double *W, la_index w_rs, la_index w_cs, la_index r,
+                    double *y);
+void la_performer_logrow_f32(int kind, double scale, const float *x, la_index xs,
+                             la_index d, const float *W, la_index w_rs,
+                             la_index w_cs, la_index r, float *y);
+void la_performer_logrow_f64(int kind, double scale, const double *x,
+                             la_index xs, la_index d, const double *W,
+                             la_index w_rs, la_index w_cs, la_index r,
+                             double *y);
+
+/* Rows per block of the slice functions; their scratch in bytes. */
+#define LA_RF_BLOCK 64
+size_t la_rf_work_size(la_index t, la_index d, la_index r, size_t itemsize);
+
+/*
+ * Whole slices (t rows of x (d) -> t rows of y (F)), output strides y_rs, y_cs:
+ *
+ *   la_rfa_features        y_t = rfa(x_t)                              F = 2r
+ *   la_performer_features  y_t = exp(l_t - s) + eps/sqrt(r')  (r' = r, or 2r
+ *                          for hyperbolic), i.e. c (exp(u - h - s) + eps)
+ *                          with the published constant c; s = 0 (shift 0),
+ *                          the row max of u - h (shift 1, the query
+ *                          stabiliser) or its max over the whole slice
+ *                          (shift 2, the published key stabiliser).  With
+ *                          `log`, y = l - s instead (no eps).  relu ignores
+ *                          shift, eps and log.
+ */
+void la_rfa_features_f32(la_index t, double scale, const float *x, la_index x_rs,
+                         la_index x_cs, la_index d, const float *W, la_index w_rs,
+                         la_index w_cs, la_index r, float *y, la_index y_rs,
+                         la_index y_cs, void *work);
+void la_rfa_features_f64(la_index t, double scale, const double *x,
+                         la_index x_rs, la_index x_cs, la_index d,
+                         const double *W, la_index w_rs, la_index w_cs,
+                         la_index r, double *y, la_index y_rs, la_index y_cs,
+                         void *work);
+void la_performer_features_f32(la_index t, int kind, int shift, int log_out,
+                               double scale, double eps, const float *x,
+                               la_index x_rs, la_index x_cs, la_index d,
+                               const float *W, la_index w_rs, la_index w_cs,
+                               la_index r, float *y, la_index y_rs,
+                               la_index y_cs, void *work);
+void la_performer_features_f64(la_index t, int kind, int shift, int log_out,
+                               double scale, double eps, const double *x,
+                               la_index x_rs, la_index x_cs, la_index d,
+                               const double *W, la_index w_rs, la_index w_cs,
+                               la_index r, double *y, la_index y_rs,
+                               la_index y_cs, void *work);
+
 #endif

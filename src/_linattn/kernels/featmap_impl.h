@@ -50,3 +50,205 @@ LA_FN(la_featmap_row)(int fmap, double scale_d, const LA_T *x, la_index xs,
         break;
     }
 }
+
+/* ------------------------------------------------- random-feature maps -- */
+
+/* sum_j a[j*as] b[j*bs], accumulated in double (vectorised when contiguous). */
+LA_TARGET_CLONES static double
+LA_FN(rf_dot)(const LA_T *a, la_index as, const LA_T *b, la_index bs, la_index n)
+{
+    double u = 0;
+    la_index j;
+    if (as == 1 && bs == 1) {
+#pragma omp simd reduction(+ : u)
+        for (j = 0; j < n; j++) {
+            u += (double)a[j] * (double)b[j];
+        }
+        return u;
+    }
+    for (j = 0; j < n; j++) {
+        u += (double)a[j * as] * (double)b[j * bs];
+    }
+    return u;
+}
+
+void
+LA_FN(la_rfa_row)(double scale, const LA_T *x, la_index xs, la_index d,
+                  const LA_T *W, la_index w_rs, la_index w_cs, la_index r,
+                  LA_T *y)
+{
+    const double amp = r > 0 ? sqrt(2.0 / (double)(2 * r)) : 0.0;
+    const double ss = LA_FN(rf_dot)(x, xs, x, xs, d);
+    double c;
+    la_index i;
+    /* u = sqrt(scale) W x / (|x| + 1e-3) */
+    c = sqrt(scale) / (sqrt(ss) + LA_RFA_NORM_EPS);
+    for (i = 0; i < r; i++) {
+        const double u = c * LA_FN(rf_dot)(W + i * w_rs, w_cs, x, xs, d);
+        y[i] = (LA_T)(amp * sin(u));
+        y[r + i] = (LA_T)(amp * cos(u));
+    }
+}
+
+void
+LA_FN(la_performer_logrow)(int kind, double scale, const LA_T *x, la_index xs,
+                           la_index d, const LA_T *W, la_index w_rs,
+                           la_index w_cs, la_index r, LA_T *y)
+{
+    const double rs = sqrt(scale);
+    const double ss = LA_FN(rf_dot)(x, xs, x, xs, d);
+    double h, logc;
+    la_index i;
+    h = 0.5 * scale * ss;
+    logc = kind == LA_PERF_HYPERBOLIC ? -0.5 * log(2.0 * (double)r)
+                                      : -0.5 * log((double)r);
+    for (i = 0; i < r; i++) {
+        const double u = rs * LA_FN(rf_dot)(W + i * w_rs, w_cs, x, xs, d);
+        if (kind == LA_PERF_RELU) {
+            y[i] = (LA_T)((u > 0 ? u : 0.0) * exp(logc) + LA_PERF_RELU_EPS);
+        }
+        else if (kind == LA_PERF_HYPERBOLIC) {
+            y[i] = (LA_T)(u - h + logc);
+            y[r + i] = (LA_T)(-u - h + logc);
+        }
+        else {
+            y[i] = (LA_T)(u - h + logc);
+        }
+    }
+}
+
+/* Scratch of the slice functions, carved in la_rf_work_size's order. */
+static la_index
+LA_FN(rf_carve)(la_index t, la_index d, la_index r, const LA_T *W, la_index w_rs,
+                la_index w_cs, void *work, LA_T **Wc, LA_T **Xs, LA_T **U, LA_T **L,
+                double **h)
+{
+    const la_index B = la_block_rows(LA_RF_BLOCK, t);
+    char *p = (char *)work;
+    la_index i, j;
+    *Wc = (LA_T *)la_carve(&p, (size_t)(r * d) * sizeof(LA_T));
+    *Xs = (LA_T *)la_carve(&p, (size_t)(B * d) * sizeof(LA_T));
+    *U = (LA_T *)la_carve(&p, (size_t)(B * r) * sizeof(LA_T));
+    *L = (LA_T *)la_carve(&p, (size_t)(B * 2 * r) * sizeof(LA_T));
+    *h = (double *)la_carve(&p, (size_t)B * sizeof(double));
+    for (i = 0; i < r; i++) {
+        for (j = 0; j < d; j++) {
+            (*Wc)[i * d + j] = W[i * w_rs + j * w_cs];
+        }
+    }
+    return B;
+}
+
+/* Blocks of rows: U = X W^T by one GEMM, then sin/cos. */
+void
+LA_FN(la_rfa_features)(la_index t, double scale, const LA_T *x, la_index x_rs,
+                       la_index x_cs, la_index d, const LA_T *W, la_index w_rs,
+                       la_index w_cs, la_index r, LA_T *y, la_index y_rs,
+                       la_index y_cs, void *work)
+{
+    const double amp = r > 0 ? sqrt(1.0 / (double)r) : 0.0; /* sqrt(2/F) */
+    LA_T *Wc, *Xs, *U, *L;
+    double *h;
+    const la_index B = LA_FN(rf_carve)(t, d, r, W, w_rs, w_cs, work, &Wc, &Xs, &U, &L, &h);
+    la_index t0, rr, i;
+    for (t0 = 0; t0 < t; t0 += B) {
+        const la_index n = t - t0 < B ? t - t0 : B;
+        for (rr = 0; rr < n; rr++) {
+            const LA_T *xr = x + (t0 + rr) * x_rs;
+            const double ss = LA_FN(rf_dot)(xr, x_cs, xr, x_cs, d);
+            const LA_T c = (LA_T)(sqrt(scale) / (sqrt(ss) + LA_RFA_NORM_EPS));
+            for (i = 0; i < d; i++) {
+                Xs[rr * d + i] = c * xr[i * x_cs];
+            }
+        }
+        LA_GEMM(0, 1, n, r, d, 1, Xs, d, Wc, d, 0, U, r);
+        for (rr = 0; rr < n; rr++) {
+            LA_T *yr = y + (t0 + rr) * y_rs;
+            for (i = 0; i < r; i++) {
+                const double u = (double)U[rr * r + i];
+                yr[i * y_cs] = (LA_T)(amp * sin(u));
+                yr[(r + i) * y_cs] = (LA_T)(amp * cos(u));
+            }
+        }
+    }
+}
+
+void
+LA_FN(la_performer_features)(la_index t, int kind, int shift, int log_out,
+                             double scale, double eps, const LA_T *x,
+                             la_index x_rs, la_index x_cs, la_index d,
+                             const LA_T *W, la_index w_rs, la_index w_cs,
+                             la_index r, LA_T *y, la_index y_rs, la_index y_cs,
+                             void *work)
+{
+    const la_index f = kind == LA_PERF_HYPERBOLIC ? 2 * r : r;
+    const double logc = -0.5 * log((double)f);
+    const double cc = exp(logc), ce = eps * cc;
+    const LA_T sq = (LA_T)sqrt(scale);
+    double gmax = -HUGE_VAL;
+    LA_T *Wc, *Xs, *U, *L;
+    double *h;
+    const la_index B = LA_FN(rf_carve)(t, d, r, W, w_rs, w_cs, work, &Wc, &Xs, &U, &L, &h);
+    la_index t0, rr, i, j;
+    for (t0 = 0; t0 < t; t0 += B) {
+        const la_index n = t - t0 < B ? t - t0 : B;
+        for (rr = 0; rr < n; rr++) {
+            const LA_T *xr = x + (t0 + rr) * x_rs;
+            for (i = 0; i < d; i++) {
+                Xs[rr * d + i] = sq * xr[i * x_cs];
+            }
+            h[rr] = 0.5 * LA_FN(rf_dot)(Xs + rr * d, 1, Xs + rr * d, 1, d) - logc;
+        }
+        LA_GEMM(0, 1, n, r, d, 1, Xs, d, Wc, d, 0, U, r);
+        for (rr = 0; rr < n; rr++) {
+            const LA_T *Ur = U + rr * r;
+            LA_T *Lr = L + rr * f;
+            LA_T *yr = y + (t0 + rr) * y_rs;
+            LA_T s = 0;
+            if (kind == LA_PERF_RELU) {
+                for (i = 0; i < r; i++) {
+                    yr[i * y_cs] = (LA_T)((Ur[i] > 0 ? (double)Ur[i] : 0.0) * cc +
+                                          LA_PERF_RELU_EPS);
+                }
+                continue;
+            }
+            for (i = 0; i < r; i++) {
+                Lr[i] = (LA_T)((double)Ur[i] - h[rr]);
+                if (kind == LA_PERF_HYPERBOLIC) {
+                    Lr[r + i] = (LA_T)(-(double)Ur[i] - h[rr]);
+                }
+            }
+            if (shift == 2) {
+                for (j = 0; j < f; j++) {
+                    yr[j * y_cs] = Lr[j];
+                    gmax = (double)Lr[j] > gmax ? (double)Lr[j] : gmax;
+                }
+                continue;
+            }
+            if (shift == 1 && f > 0) {
+                /* s = max_i (u_i - h) = max_i l_i - log c */
+                LA_T mx = Lr[0];
+                for (j = 1; j < f; j++) {
+                    mx = Lr[j] > mx ? Lr[j] : mx;
+                }
+                s = (LA_T)((double)mx - logc);
+            }
+            for (j = 0; j < f; j++) {
+                yr[j * y_cs] = log_out ? Lr[j] - s : (LA_T)(LA_EXP(Lr[j] - s) + ce);
+            }
+        }
+    }
+    if (kind == LA_PERF_RELU || shift != 2 || t == 0 || f == 0) {
+        return;
+    }
+    {
+        const LA_T s = (LA_T)(gmax - logc);
+        for (i = 0; i < t; i++) {
+            LA_T *yi = y + i * y_rs;
+            for (j = 0; j < f; j++) {
+                const LA_T l = yi[j * y_cs];
+                yi[j * y_cs] = log_out ? l - s : (LA_T)(LA_EXP(l - s) + ce);
+            }
+        }
+    }
+}

@@ -1,0 +1,521 @@
+/*
+ * performer_impl.h -- WARNING: included once per dtype by performer.c (no
+ * include guard).  LA_T / LA_FN / LA_EXP / LA_GEMM from dtype/la_f32.h|la_f64.h;
+ * LA_PERF_SPLIT (the underflow-split threshold) from performer.c.
+ */
+
+/* Scratch shared by every form, carved in la_performer_work_size's order. */
+typedef struct {
+    LA_T *Wc, *Xs, *U;
+    double *h;
+    LA_T *Lq;
+    double *nu;
+    LA_T *Ob, *Sx, *Lk, *Vb;
+    double *M;
+    la_index C, ec;
+} LA_FN(perf_ws);
+
+static void
+LA_FN(perf_carve)(const la_performer_args *a, void *work, LA_FN(perf_ws) *w,
+                  char **rest)
+{
+    const la_index t = a->t > a->s ? a->t : a->s;
+    const la_index C = la_block_rows(a->chunk, t);
+    const la_index f = a->f, ec = a->e + 1;
+    char *p = (char *)work;
+    la_index i, j;
+    w->C = C;
+    w->ec = a->e + (a->norm == LA_NORM_DIV);
+    w->Wc = (LA_T *)la_carve(&p, (size_t)(a->m * a->d) * sizeof(LA_T));
+    w->Xs = (LA_T *)la_carve(&p, (size_t)(C * a->d) * sizeof(LA_T));
+    w->U = (LA_T *)la_carve(&p, (size_t)(C * a->m) * sizeof(LA_T));
+    w->h = (double *)la_carve(&p, (size_t)C * sizeof(double));
+    w->Lq = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
+    w->nu = (double *)la_carve(&p, (size_t)C * sizeof(double));
+    w->Ob = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
+    w->Sx = (LA_T *)la_carve(&p, (size_t)(f * ec) * sizeof(LA_T));
+    w->Lk = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
+    w->Vb = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
+    w->M = (double *)la_carve(&p, (size_t)C * sizeof(double));
+    *rest = p;
+    for (i = 0; i < a->m; i++) {
+        const LA_T *Wi = (const LA_T *)a->w + i * a->w_rs;
+        for (j = 0; j < a->d; j++) {
+            w->Wc[i * a->d + j] = Wi[j * a->w_cs];
+        }
+    }
+}
+
+/*
+ * L (n rows, leading dimension f) <- log-features of rows x_0..x_{n-1}:
+ * one GEMM U = X' W^T, then l = u - h + log c (and -u - h + log c).
+ */
+static void
+LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
+                     const LA_T *x, la_index rs, la_index cs, la_index n,
+                     LA_T *L)
+{
+    const la_index d = a->d, m = a->m, f = a->f;
+    const LA_T sq = (LA_T)sqrt(a->scale);
+    const double logc = -0.5 * log((double)f);
+    la_index r, i;
+    for (r = 0; r < n; r++) {
+        const LA_T *xr = x + r * rs;
+        LA_T *Xr = w->Xs + r * d;
+        double ss = 0;
+        for (i = 0; i < d; i++) {
+            const LA_T xv = sq * xr[i * cs];
+            Xr[i] = xv;
+            ss += (double)xv * (double)xv;
+        }
+        w->h[r] = 0.5 * ss - logc; /* l = u - (h - log c) */
+    }
+    LA_GEMM(0, 1, n, m, d, 1, w->Xs, d, w->Wc, d, 0, w->U, m);
+    for (r = 0; r < n; r++) {
+        const LA_T hh = (LA_T)w->h[r];
+        const LA_T *Ur = w->U + r * m;
+        LA_T *Lr = L + r * f;
+        if (a->feat == LA_PERF_HYPERBOLIC) {
+            for (i = 0; i < m; i++) {
+                Lr[i] = Ur[i] - hh;
+                Lr[m + i] = -Ur[i] - hh;
+            }
+        }
+        else {
+            for (i = 0; i < m; i++) {
+                Lr[i] = Ur[i] - hh;
+            }
+        }
+    }
+}
+
+static double
+LA_FN(perf_rowmax)(const LA_T *l, la_index n)
+{
+    LA_T mx = n > 0 ? l[0] : (LA_T)(-HUGE_VAL);
+    la_index i;
+    for (i = 1; i < n; i++) {
+        mx = l[i] > mx ? l[i] : mx;
+    }
+    return (double)mx;
+}
+
+/* y = exp(l - s), elementwise, for l <= s (y may alias l). */
+LA_TARGET_CLONES static void
+LA_FN(perf_expshift)(const LA_T *l, double s, la_index n, LA_T *y)
+{
+    const LA_T ss = (LA_T)s;
+    la_index i;
+    for (i = 0; i < n; i++) {
+        const LA_T x = l[i] - ss;
+        y[i] = LA_EXP_NEG(x < 0 ? x : (LA_T)0);
+    }
+}
+
+/* exp(old - new) for a scale that moves from old to new >= old (0 when empty). */
+static double
+LA_FN(perf_rescale)(double old, double nw)
+{
+    if (old == nw) {
+        return 1.0;
+    }
+    return old == -HUGE_VAL ? 0.0 : exp(old - nw);
+}
+
+/* o = num on the scale exp(L), L = nu + mu; the guard on the true scale. */
+static void
+LA_FN(perf_finish)(const la_performer_args *a, const LA_T *num, double L,
+                   LA_T *out, la_index ocs)
+{
+    const la_index e = a->e;
+    la_index j;
+    if (a->norm == LA_NORM_NONE) {
+        const double c = exp(L);
+        for (j = 0; j < e; j++) {
+            out[j * ocs] = (LA_T)(c * (double)num[j]);
+        }
+        return;
+    }
+    {
+        double g;
+        if (a->norm == LA_NORM_DIV) {
+            g = (double)num[e];
+        }
+        else {
+            double ss = 0;
+            for (j = 0; j < e; j++) {
+                ss += (double)num[j] * (double)num[j];
+            }
+            g = e > 0 ? sqrt(ss / (double)e) : 0.0;
+        }
+        if (a->eps > 0) {
+            const double lg = -L;
+            if (lg > (double)LA_LOG_TMAX) {
+                /* the guard is beyond the dtype's range: o = num / inf = 0 */
+                for (j = 0; j < e; j++) {
+                    out[j * ocs] = 0;
+                }
+                return;
+            }
+            g += a->eps * exp(lg);
+        }
+        for (j = 0; j < e; j++) {
+            out[j * ocs] = (LA_T)((double)num[j] / g);
+        }
+    }
+}
+
+static void
+LA_FN(perf_load_v)(const la_performer_args *a, la_index t0, la_index n,
+                   la_index ec, LA_T *Vb)
+{
+    const LA_T *v = (const LA_T *)a->v;
+    la_index r, j;
+    for (r = 0; r < n; r++) {
+        const LA_T *vr = v + (t0 + r) * a->v_rs;
+        for (j = 0; j < a->e; j++) {
+            Vb[r * ec + j] = vr[j * a->v_cs];
+        }
+        if (ec > a->e) {
+            Vb[r * ec + a->e] = 1;
+        }
+    }
+}
+
+static void
+LA_FN(perf_load_state)(const la_performer_args *a, la_index ec, LA_T *Sx)
+{
+    const LA_T *s0 = (const LA_T *)a->s0, *z0 = (const LA_T *)a->z0;
+    la_index i, j;
+    for (i = 0; i < a->f; i++) {
+        for (j = 0; j < a->e; j++) {
+            Sx[i * ec + j] = s0[i * a->s0_rs + j * a->s0_cs];
+        }
+        if (ec > a->e) {
+            Sx[i * ec + a->e] = z0[i * a->z0_s];
+        }
+    }
+}
+
+static void
+LA_FN(perf_store_state)(const la_performer_args *a, la_index ec, const LA_T *Sx,
+                        double mu)
+{
+    LA_T *s1 = (LA_T *)a->s1, *z1 = (LA_T *)a->z1;
+    la_index i, j;
+    for (i = 0; i < a->f; i++) {
+        for (j = 0; j < a->e; j++) {
+            s1[i * a->s1_rs + j * a->s1_cs] = Sx[i * ec + j];
+        }
+        z1[i * a->z1_s] = ec > a->e ? Sx[i * ec + a->e] : (LA_T)0;
+    }
+    *a->mu1 = mu;
+}
+
+/* Query rows [t0, t0+n): Lq <- exp(l - nu_r), nu_r = max_i l_{r,i}. */
+static void
+LA_FN(perf_queries)(const la_performer_args *a, LA_FN(perf_ws) *w, la_index t0,
+                    la_index n)
+{
+    const la_index f = a->f;
+    la_index r;
+    LA_FN(perf_logblock)(a, w, (const LA_T *)a->q + t0 * a->q_rs, a->q_rs, a->q_cs,
+                         n, w->Lq);
+    for (r = 0; r < n; r++) {
+        w->nu[r] = LA_FN(perf_rowmax)(w->Lq + r * f, f);
+        LA_FN(perf_expshift)(w->Lq + r * f, w->nu[r], f, w->Lq + r * f);
+    }
+}
+
+/* End of the piece starting at `start` (< n): the running max stays within
+ * LA_PERF_SPLIT of its value at the first key. */
+static la_index
+LA_FN(perf_piece_end)(const double *M, la_index start, la_index n)
+{
+    la_index end = start + 1;
+    while (end < n && M[end] - M[start] <= LA_PERF_SPLIT) {
+        end++;
+    }
+    return end;
+}
+
+/* ------------------------------------------------------------ recurrent -- */
+
+/* S = rho S + kf vv^T, num = S^T qf; S is f x ec (z rides in column e). */
+LA_TARGET_CLONES static void
+LA_FN(perf_token)(la_index f, la_index ec, LA_T rho, LA_T *LA_RESTRICT S,
+                  const LA_T *LA_RESTRICT qf, const LA_T *LA_RESTRICT kf,
+                  const LA_T *LA_RESTRICT vv, LA_T *LA_RESTRICT num)
+{
+    la_index i, j;
+    for (j = 0; j < ec; j++) {
+        num[j] = 0;
+    }
+    if (rho == (LA_T)1) {
+        for (i = 0; i < f; i++) {
+            LA_T *LA_RESTRICT Si = S + i * ec;
+            const LA_T ki = kf[i], qi = qf[i];
+            for (j = 0; j < ec; j++) {
+                const LA_T s = Si[j] + ki * vv[j];
+                Si[j] = s;
+                num[j] += qi * s;
+            }
+        }
+    }
+    else {
+        for (i = 0; i < f; i++) {
+            LA_T *LA_RESTRICT Si = S + i * ec;
+            const LA_T ki = kf[i], qi = qf[i];
+            for (j = 0; j < ec; j++) {
+                const LA_T s = rho * Si[j] + ki * vv[j];
+                Si[j] = s;
+                num[j] += qi * s;
+            }
+        }
+    }
+}
+
+la_status
+LA_FN(la_performer_recurrent)(const la_performer_args *a, void *work)
+{
+    const la_index f = a->f, T = a->t;
+    LA_FN(perf_ws) w;
+    char *rest;
+    la_index t0, r;
+    double mu = a->mu0;
+    LA_T *o = (LA_T *)a->o;
+    la_index ec;
+
+    LA_FN(perf_carve)(a, work, &w, &rest);
+    ec = w.ec;
+    LA_FN(perf_load_state)(a, ec, w.Sx);
+    for (t0 = 0; t0 < T; t0 += w.C) {
+        const la_index n = T - t0 < w.C ? T - t0 : w.C;
+        LA_FN(perf_logblock)(a, &w, (const LA_T *)a->k + t0 * a->k_rs, a->k_rs, a->k_cs, n,
+                             w.Lk);
+        LA_FN(perf_queries)(a, &w, t0, n);
+        LA_FN(perf_load_v)(a, t0, n, ec, w.Vb);
+        for (r = 0; r < n; r++) {
+            LA_T *lk = w.Lk + r * f;
+            const double mk = LA_FN(perf_rowmax)(lk, f);
+            const double mu_new = mk > mu ? mk : mu;
+            const LA_T rho = (LA_T)LA_FN(perf_rescale)(mu, mu_new);
+            LA_FN(perf_expshift)(lk, mu_new, f, lk);
+            LA_FN(perf_token)(f, ec, rho, w.Sx, w.Lq + r * f, lk, w.Vb + r * ec, w.Ob);
+            mu = mu_new;
+            LA_FN(perf_finish)(a, w.Ob, w.nu[r] + mu, o + (t0 + r) * a->o_rs, a->o_cs);
+        }
+    }
+    LA_FN(perf_store_state)(a, ec, w.Sx, mu);
+    return LA_OK;
+}
+
+/* -------------------------------------------------------------- chunked -- */
+
+la_status
+LA_FN(la_performer_chunked)(const la_performer_args *a, void *work)
+{
+    const la_index f = a->f, T = a->t;
+    LA_FN(perf_ws) w;
+    char *rest;
+    LA_T *P;
+    la_index t0, r, j, ec, C;
+    double mu = a->mu0;
+    LA_T *o = (LA_T *)a->o;
+
+    LA_FN(perf_carve)(a, work, &w, &rest);
+    ec = w.ec;
+    C = w.C;
+    P = (LA_T *)la_carve(&rest, (size_t)(C * C) * sizeof(LA_T));
+    LA_FN(perf_load_state)(a, ec, w.Sx);
+    for (t0 = 0; t0 < T; t0 += C) {
+        const la_index n = T - t0 < C ? T - t0 : C;
+        la_index start = 0;
+        double run = mu;
+        LA_FN(perf_logblock)(a, &w, (const LA_T *)a->k + t0 * a->k_rs, a->k_rs, a->k_cs, n,
+                             w.Lk);
+        for (r = 0; r < n; r++) {
+            const double mk = LA_FN(perf_rowmax)(w.Lk + r * f, f);
+            run = mk > run ? mk : run;
+            w.M[r] = run;
+        }
+        LA_FN(perf_queries)(a, &w, t0, n);
+        LA_FN(perf_load_v)(a, t0, n, ec, w.Vb);
+        while (start < n) {
+            const la_index end = LA_FN(perf_piece_end)(w.M, start, n);
+            const la_index np = end - start;
+            const double mu_p = w.M[end - 1];
+            const LA_T rho = (LA_T)LA_FN(perf_rescale)(mu, mu_p);
+            LA_T *Qp = w.Lq + start * f, *Kp = w.Lk + start * f, *Vp = w.Vb + start * ec;
+            if (rho != (LA_T)1) {
+                for (j = 0; j < f * ec; j++) {
+                    w.Sx[j] *= rho;
+                }
+            }
+            LA_FN(perf_expshift)(Kp, mu_p, np * f, Kp);
+            /* intra: tril(Q K^T) [V | 1];  inter: + Q [S | z] */
+            LA_GEMM(0, 1, np, np, f, 1, Qp, f, Kp, f, 0, P, C);
+            for (r = 0; r < np; r++) {
+                for (j = r + 1; j < np; j++) {
+                    P[r * C + j] = 0;
+                }
+            }
+            LA_GEMM(0, 0, np, ec, np, 1, P, C, Vp, ec, 0, w.Ob, ec);
+            LA_GEMM(0, 0, np, ec, f, 1, Qp, f, w.Sx, ec, 1, w.Ob, ec);
+            for (r = 0; r < np; r++) {
+                LA_FN(perf_finish)(a, w.Ob + r * ec, w.nu[start + r] + mu_p,
+                                   o + (t0 + start + r) * a->o_rs, a->o_cs);
+            }
+            LA_GEMM(1, 0, f, ec, np, 1, Kp, f, Vp, ec, 1, w.Sx, ec);
+            mu = mu_p;
+            start = end;
+        }
+    }
+    LA_FN(perf_store_state)(a, ec, w.Sx, mu);
+    return LA_OK;
+}
+
+/* ------------------------------------------------------------- parallel -- */
+
+la_status
+LA_FN(la_performer_parallel)(const la_performer_args *a, void *work)
+{
+    const la_index f = a->f, T = a->t;
+    const la_index ldp = T > 0 ? T : 1;
+    LA_FN(perf_ws) w;
+    char *rest;
+    LA_T *Ka, *Va, *cs, *P;
+    double *Ma;
+    la_index r0, r, j, ec, C;
+    double run = a->mu0, mu_T;
+    LA_T *o = (LA_T *)a->o;
+
+    LA_FN(perf_carve)(a, work, &w, &rest);
+    ec = w.ec;
+    C = w.C;
+    Ka = (LA_T *)la_carve(&rest, (size_t)(ldp * f) * sizeof(LA_T));
+    Va = (LA_T *)la_carve(&rest, (size_t)(ldp * (a->e + 1)) * sizeof(LA_T));
+    Ma = (double *)la_carve(&rest, (size_t)ldp * sizeof(double));
+    cs = (LA_T *)la_carve(&rest, (size_t)ldp * sizeof(LA_T));
+    P = (LA_T *)la_carve(&rest, (size_t)(C * ldp) * sizeof(LA_T));
+    LA_FN(perf_load_state)(a, ec, w.Sx);
+    /* keys once: exp(l_j - M_j) on their own running maximum */
+    for (r0 = 0; r0 < T; r0 += C) {
+        const la_index n = T - r0 < C ? T - r0 : C;
+        LA_FN(perf_logblock)(a, &w, (const LA_T *)a->k + r0 * a->k_rs, a->k_rs, a->k_cs, n,
+                             Ka + r0 * f);
+        LA_FN(perf_load_v)(a, r0, n, ec, Va + r0 * ec);
+        for (r = r0; r < r0 + n; r++) {
+            const double mk = LA_FN(perf_rowmax)(Ka + r * f, f);
+            run = mk > run ? mk : run;
+            Ma[r] = run;
+            LA_FN(perf_expshift)(Ka + r * f, run, f, Ka + r * f);
+        }
+    }
+    for (r0 = 0; r0 < T; r0 += C) {
+        const la_index nb = T - r0 < C ? T - r0 : C;
+        la_index start = 0;
+        LA_FN(perf_queries)(a, &w, r0, nb);
+        while (start < nb) {
+            const la_index end = LA_FN(perf_piece_end)(Ma + r0, start, nb);
+            const la_index np = end - start, kend = r0 + end;
+            const double mu_p = Ma[kend - 1];
+            const LA_T s0f = (LA_T)LA_FN(perf_rescale)(a->mu0, mu_p);
+            LA_T *Qp = w.Lq + start * f;
+            for (j = 0; j < kend; j++) {
+                cs[j] = (LA_T)exp(Ma[j] - mu_p);
+            }
+            LA_GEMM(0, 1, np, kend, f, 1, Qp, f, Ka, f, 0, P, ldp);
+            for (r = 0; r < np; r++) {
+                const la_index t = r0 + start + r;
+                LA_T *Pr = P + r * ldp;
+                for (j = 0; j <= t; j++) {
+                    Pr[j] *= cs[j];
+                }
+                for (j = t + 1; j < kend; j++) {
+                    Pr[j] = 0;
+                }
+            }
+            LA_GEMM(0, 0, np, ec, kend, 1, P, ldp, Va, ec, 0, w.Ob, ec);
+            if (s0f != (LA_T)0) {
+                LA_GEMM(0, 0, np, ec, f, s0f, Qp, f, w.Sx, ec, 1, w.Ob, ec);
+            }
+            for (r = 0; r < np; r++) {
+                LA_FN(perf_finish)(a, w.Ob + r * ec, w.nu[start + r] + mu_p,
+                                   o + (r0 + start + r) * a->o_rs, a->o_cs);
+            }
+            start = end;
+        }
+    }
+    /* final state on mu_T: exp(mu0 - mu_T) S0 + sum_j exp(M_j - mu_T) kf_j v_j^T */
+    mu_T = T > 0 ? Ma[T - 1] : a->mu0;
+    if (T > 0) {
+        const LA_T s0f = (LA_T)LA_FN(perf_rescale)(a->mu0, mu_T);
+        for (j = 0; j < T; j++) {
+            const LA_T c = (LA_T)exp(Ma[j] - mu_T);
+            for (r = 0; r < f; r++) {
+                Ka[j * f + r] *= c;
+            }
+        }
+        if (s0f != (LA_T)1) {
+            for (j = 0; j < f * ec; j++) {
+                w.Sx[j] *= s0f;
+            }
+        }
+        LA_GEMM(1, 0, f, ec, T, 1, Ka, f, Va, ec, 1, w.Sx, ec);
+    }
+    LA_FN(perf_store_state)(a, ec, w.Sx, mu_T);
+    return LA_OK;
+}
+
+/* ------------------------------------------------------------ noncausal -- */
+
+la_status
+LA_FN(la_performer_noncausal)(const la_performer_args *a, void *work)
+{
+    const la_index f = a->f;
+    LA_FN(perf_ws) w;
+    char *rest;
+    la_index r0, r, j, ec, C;
+    double mu = -HUGE_VAL;
+    LA_T *o = (LA_T *)a->o;
+
+    LA_FN(perf_carve)(a, work, &w, &rest);
+    ec = w.ec;
+    C = w.C;
+    for (j = 0; j < f * ec; j++) {
+        w.Sx[j] = 0;
+    }
+    /* S = sum_s exp(l_s - mu) [v_s | 1], online over key blocks */
+    for (r0 = 0; r0 < a->s; r0 += C) {
+        const la_index nb = a->s - r0 < C ? a->s - r0 : C;
+        double mb = mu;
+        LA_T rho;
+        LA_FN(perf_logblock)(a, &w, (const LA_T *)a->k + r0 * a->k_rs, a->k_rs, a->k_cs, nb,
+                             w.Lk);
+        for (r = 0; r < nb; r++) {
+            const double mk = LA_FN(perf_rowmax)(w.Lk + r * f, f);
+            mb = mk > mb ? mk : mb;
+        }
+        rho = (LA_T)LA_FN(perf_rescale)(mu, mb);
+        if (rho != (LA_T)1) {
+            for (j = 0; j < f * ec; j++) {
+                w.Sx[j] *= rho;
+            }
+        }
+        mu = mb;
+        LA_FN(perf_expshift)(w.Lk, mu, nb * f, w.Lk);
+        LA_FN(perf_load_v)(a, r0, nb, ec, w.Vb);
+        LA_GEMM(1, 0, f, ec, nb, 1, w.Lk, f, w.Vb, ec, 1, w.Sx, ec);
+    }
+    for (r0 = 0; r0 < a->t; r0 += C) {
+        const la_index nb = a->t - r0 < C ? a->t - r0 : C;
+        LA_FN(perf_queries)(a, &w, r0, nb);
+        LA_GEMM(0, 0, nb, ec, f, 1, w.Lq, f, w.Sx, ec, 0, w.Ob, ec);
+        for (r = 0; r < nb; r++) {
+            LA_FN(perf_finish)(a, w.Ob + r * ec, w.nu[r] + mu, o + (r0 + r) * a->o_rs,
+                               a->o_cs);
+        }
+    }
+    return LA_OK;
+}
