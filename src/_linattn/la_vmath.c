@@ -1,41 +1,11 @@
 #include "la_vmath.h"
 
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-
-/*
- * exp(x) = 2^n exp(r),  n = round(x / ln 2),  r = x - n ln 2 in [-ln2/2, ln2/2]
- * (Cody-Waite two-part ln 2), exp(r) by its Taylor polynomial in Horner form
- * (degree 7 for float32, 13 for float64), 2^n built in the exponent bits.
- */
 LA_TARGET_CLONES void
 la_vexp_f32(la_index n, const float *x, float *y)
 {
     la_index i;
     for (i = 0; i < n; i++) {
-        const float xi = x[i];
-        const float xc = xi < -87.33654f ? -87.33654f : (xi > 88.72283f ? 88.72283f : xi);
-        const float shifter = 12582912.0f; /* 1.5 * 2^23: round to nearest */
-        const float kf = (xc * 1.44269504088896341f + shifter) - shifter;
-        const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
-        float p = 1.0f / 5040.0f;
-        int32_t bits;
-        float s, out;
-        p = p * r + 1.0f / 720.0f;
-        p = p * r + 1.0f / 120.0f;
-        p = p * r + 1.0f / 24.0f;
-        p = p * r + 1.0f / 6.0f;
-        p = p * r + 0.5f;
-        p = p * r + 1.0f;
-        p = p * r + 1.0f;
-        /* n = 128 only just below the overflow threshold: use 2^127 * 2 */
-        bits = ((int32_t)(kf > 127.0f ? 127.0f : kf) + 127) << 23;
-        memcpy(&s, &bits, sizeof(s));
-        out = p * s * (kf > 127.0f ? 2.0f : 1.0f);
-        out = xi < -87.33654f ? 0.0f : out;
-        out = xi > 88.72283f ? INFINITY : out;
-        y[i] = xi != xi ? xi : out;
+        y[i] = la_exp_f32(x[i]);
     }
 }
 
@@ -44,34 +14,6 @@ la_vexp_f64(la_index n, const double *x, double *y)
 {
     la_index i;
     for (i = 0; i < n; i++) {
-        const double xi = x[i];
-        const double xc = xi < -708.3964185322641 ? -708.3964185322641
-                        : (xi > 709.782712893384 ? 709.782712893384 : xi);
-        const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
-        const double kf = (xc * 1.4426950408889634 + shifter) - shifter;
-        const double r = (xc - kf * 6.93147180369123816490e-01) -
-                         kf * 1.90821492927058770002e-10;
-        double p = 1.0 / 6227020800.0;
-        int64_t bits;
-        double s, out;
-        p = p * r + 1.0 / 479001600.0;
-        p = p * r + 1.0 / 39916800.0;
-        p = p * r + 1.0 / 3628800.0;
-        p = p * r + 1.0 / 362880.0;
-        p = p * r + 1.0 / 40320.0;
-        p = p * r + 1.0 / 5040.0;
-        p = p * r + 1.0 / 720.0;
-        p = p * r + 1.0 / 120.0;
-        p = p * r + 1.0 / 24.0;
-        p = p * r + 1.0 / 6.0;
-        p = p * r + 0.5;
-        p = p * r + 1.0;
-        p = p * r + 1.0;
-        bits = ((int64_t)(kf > 1023.0 ? 1023.0 : kf) + 1023) << 52;
-        memcpy(&s, &bits, sizeof(s));
-        out = p * s * (kf > 1023.0 ? 2.0 : 1.0);
-        out = xi < -708.3964185322641 ? 0.0 : out;
-        out = xi > 709.782712893384 ? (double)INFINITY : out;
-        y[i] = xi != xi ? xi : out;
+        y[i] = la_exp_f64(x[i]);
     }
 }

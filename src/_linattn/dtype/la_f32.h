@@ -1,7 +1,9 @@
+#include "la_vmath.h"
+
 /* Template parameters for float32 (CPython stringlib's ucs1lib.h pattern). */
 #define LA_T float
 #define LA_FN(name) name##_f32
-#define LA_EXP expf
+#define LA_EXP la_exp_f32 /* vectorisable, <= 2 ulp (la_vmath.h) */
 #define LA_LOG logf
 #define LA_SQRT sqrtf
 #define LA_FABS fabsf

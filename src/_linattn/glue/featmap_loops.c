@@ -26,7 +26,6 @@
                                      LA_ES(steps[4], sizeof(T)), d,            \
                                      (T *)(args[3] + i * steps[3]));           \
             }                                                                  \
-            LA_LOOP_END();                                                     \
             return;                                                            \
         }                                                                      \
         tmp = (T *)la_alloc_work((size_t)(d > 0 ? d : 1) * sizeof(T), 1,       \
@@ -45,7 +44,6 @@
             }                                                                  \
         }                                                                      \
         la_free_work((char *)tmp);                                             \
-        LA_LOOP_END();                                                         \
     }
 
 LA_FEATMAP_LOOP(f32, float)

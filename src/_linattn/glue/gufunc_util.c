@@ -4,6 +4,7 @@
 #define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
+#include <fenv.h>
 #include <stdlib.h>
 
 void
@@ -73,14 +74,54 @@ la_free_work(char *p)
     free(p);
 }
 
+/*
+ * Every registered loop runs through this trampoline, which clears the FP
+ * status flags afterwards: vectorised kernels compiled with
+ * -fno-trapping-math may compute on masked-off lanes and raise spurious
+ * flags, and worker threads' flags never reach NumPy anyway.  A non-finite
+ * result is visible in the output itself (check_finite= validates inputs).
+ */
+typedef struct {
+    PyUFuncGenericFunction fn;
+    void *data;
+} la_loop_entry;
+
+static void
+la_loop_trampoline(char **args, npy_intp const *dims, npy_intp const *steps,
+                   void *data)
+{
+    const la_loop_entry *e = (const la_loop_entry *)data;
+    e->fn(args, dims, steps, e->data);
+    (void)feclearexcept(FE_ALL_EXCEPT);
+}
+
 int
 la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n)
 {
-    int i;
+    int i, j;
     for (i = 0; i < n; i++) {
         const la_gufunc_desc *d = &table[i];
-        PyObject *f = PyUFunc_FromFuncAndDataAndSignature(
-            d->funcs, d->data, (char *)d->types, d->ntypes, d->nin, d->nout,
+        /* lives as long as the process: the ufunc keeps pointers to it */
+        PyUFuncGenericFunction *funcs =
+            PyMem_RawMalloc(sizeof(PyUFuncGenericFunction) * (size_t)d->ntypes);
+        void **data = PyMem_RawMalloc(sizeof(void *) * (size_t)d->ntypes);
+        la_loop_entry *entries = PyMem_RawMalloc(sizeof(la_loop_entry) * (size_t)d->ntypes);
+        PyObject *f;
+        if (funcs == NULL || data == NULL || entries == NULL) {
+            PyMem_RawFree(funcs);
+            PyMem_RawFree(data);
+            PyMem_RawFree(entries);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (j = 0; j < d->ntypes; j++) {
+            entries[j].fn = d->funcs[j];
+            entries[j].data = d->data[j];
+            funcs[j] = la_loop_trampoline;
+            data[j] = &entries[j];
+        }
+        f = PyUFunc_FromFuncAndDataAndSignature(
+            funcs, data, (char *)d->types, d->ntypes, d->nin, d->nout,
             PyUFunc_None, d->name, d->doc, 0, d->signature);
         if (f == NULL) {
             return -1;

@@ -14,15 +14,6 @@
 
 #include "la_common.h"
 
-/*
- * End of every gufunc loop: clear the FP status flags.  Vectorised kernels
- * compiled with -fno-trapping-math may compute on masked-off lanes and raise
- * spurious flags, and worker threads' flags never reach NumPy anyway; a
- * non-finite result is visible in the output itself.
- */
-#include <fenv.h>
-#define LA_LOOP_END() ((void)feclearexcept(FE_ALL_EXCEPT))
-
 /* Raise from inside a gufunc loop (the GIL may be released). */
 void la_raise(la_status st, const char *where, size_t nbytes);
 
@@ -43,7 +34,8 @@ typedef struct {
     const char *types;
 } la_gufunc_desc;
 
-/* Create every gufunc of a table and add it to the module. */
+/* Create every gufunc of a table and add it to the module; every loop runs
+ * through a trampoline that clears the FP status flags when it returns. */
 int la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n);
 
 int la_register_linear(PyObject *module);

@@ -148,7 +148,6 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
     }
     la_parallel_run(linear_task, &c, nth);
     la_free_work(c.work);
-    LA_LOOP_END();
     if (c.status != LA_OK) {
         la_raise((la_status)c.status, d->name, 0);
     }

@@ -80,7 +80,6 @@ softmax_loop(char **args, npy_intp const *dims, npy_intp const *steps,
     }
     la_parallel_run(softmax_task, &c, nth);
     la_free_work(c.work);
-    LA_LOOP_END();
     if (c.status != LA_OK) {
         la_raise((la_status)c.status, "linattn._softmax", 0);
     }

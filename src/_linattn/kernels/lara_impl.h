@@ -26,7 +26,7 @@ LA_FN(ra_feature)(const LA_T *K, const LA_T *V, const double *kn, const LA_T *om
         mx = lg[j] > mx ? lg[j] : mx;
     }
     for (j = 0; j < m; j++) {
-        lg[j] = exp(lg[j] - mx);
+        lg[j] = la_exp_f64(lg[j] - mx);
         z += lg[j];
     }
     weight /= z;
@@ -99,7 +99,7 @@ LA_FN(la_ra)(const la_lara_args *a, void *work)
                 mx = l > mx ? l : mx;
             }
             for (j = 0; j < M; j++) {
-                pi[j] = exp(pi[j] - mx);
+                pi[j] = la_exp_f64(pi[j] - mx);
                 z += pi[j];
             }
             for (j = 0; j < M; j++) {
@@ -228,7 +228,7 @@ LA_FN(la_lara)(const la_lara_args *a, void *work)
                 bm = l > bm ? l : bm;
             }
             if (bm > mx[i]) {
-                sc = mx[i] == -INFINITY ? 0.0 : exp(mx[i] - bm);
+                sc = mx[i] == -INFINITY ? 0.0 : la_exp_f64(mx[i] - bm);
                 Z[i] *= sc;
                 for (c = 0; c < e; c++) {
                     F[i * e + c] *= sc;
@@ -236,7 +236,7 @@ LA_FN(la_lara)(const la_lara_args *a, void *work)
                 mx[i] = bm;
             }
             for (j = 0; j < nb; j++) {
-                const double p = exp((double)Pr[j] - kn[j] - mx[i]);
+                const double p = la_exp_f64((double)Pr[j] - kn[j] - mx[i]);
                 Pr[j] = (LA_T)p;
                 z += p;
             }
@@ -266,11 +266,11 @@ LA_FN(la_lara)(const la_lara_args *a, void *work)
             pm = lw[j] > pm ? lw[j] : pm;
         }
         for (j = 0; j < C; j++) {
-            z += exp(lw[j] - pm);
+            z += la_exp_f64(lw[j] - pm);
         }
         Pself[i] = lw[i];
         Pmix[i] = pm + log(z);
-        BH[i] = exp(Pself[i] - Pmix[i]);
+        BH[i] = la_exp_f64(Pself[i] - Pmix[i]);
         off[i] = Lz[i] - (alpha == 1 ? Pmix[i] : Pself[i]);
     }
     /* step 5 (opt): L_c = LSE_n qbar_c . q_n */
@@ -294,11 +294,11 @@ LA_FN(la_lara)(const la_lara_args *a, void *work)
                     bm = (double)R[j * C + i] > bm ? (double)R[j * C + i] : bm;
                 }
                 if (bm > lm[i]) {
-                    lz[i] *= lm[i] == -INFINITY ? 0.0 : exp(lm[i] - bm);
+                    lz[i] *= lm[i] == -INFINITY ? 0.0 : la_exp_f64(lm[i] - bm);
                     lm[i] = bm;
                 }
                 for (j = 0; j < nb; j++) {
-                    z += exp((double)R[j * C + i] - lm[i]);
+                    z += la_exp_f64((double)R[j * C + i] - lm[i]);
                 }
                 lz[i] += z;
             }
@@ -323,7 +323,7 @@ LA_FN(la_lara)(const la_lara_args *a, void *work)
             double m = -INFINITY, z = 0, rbar = 0;
             if (alpha == 0) {
                 for (i = 0; i < C; i++) {
-                    rr[i] = exp((double)R[j * C + i] - Lc[i]);
+                    rr[i] = la_exp_f64((double)R[j * C + i] - Lc[i]);
                     rbar += rr[i];
                 }
                 rbar /= (double)C;
@@ -338,7 +338,7 @@ LA_FN(la_lara)(const la_lara_args *a, void *work)
                 m = l > m ? l : m;
             }
             for (i = 0; i < C; i++) {
-                lw[i] = exp(lw[i] - m);
+                lw[i] = la_exp_f64(lw[i] - m);
                 z += lw[i];
             }
             for (i = 0; i < C; i++) {

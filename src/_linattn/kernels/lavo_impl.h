@@ -72,7 +72,7 @@ LA_FN(lavo_gather)(const la_lavo_args *a, const LA_T *ring, const LA_T *x, la_in
 }
 
 /* Joint softmax over n logits (entries may be -inf); returns Z and rewrites lg to
- * exp(lg - M).  Returns 0 when every logit is -inf (then all weights are 0). */
+ * la_exp_f64(lg - M).  Returns 0 when every logit is -inf (then all weights are 0). */
 static double
 LA_FN(lavo_softmax)(double *lg, la_index n)
 {
@@ -88,7 +88,7 @@ LA_FN(lavo_softmax)(double *lg, la_index n)
         return 0;
     }
     for (i = 0; i < n; i++) {
-        lg[i] = exp(lg[i] - m);
+        lg[i] = la_exp_f64(lg[i] - m);
         z += lg[i];
     }
     return z;
