@@ -292,12 +292,18 @@ def noncausal_core(q, k, v, *, fmap_q: int, fmap_k: int, scale: float, normalize
     return _finish_out(o, out, res)
 
 
-def step(q_t, k_t, v_t, state: State | None = None, kind: str = "elu", **options):
+def step(q_t, k_t, v_t, state: State | None = None, kind: str = "elu", *,
+         inplace: bool = False, **options):
     """One decoding step: ``q_t (..., D)``, ``k_t (..., D)``, ``v_t (..., E)``.
 
     Equivalent to ``la.causal`` on a length-1 sequence resumed from ``state`` (None
     starts fresh), in the recurrent form.  Returns ``(o_t (..., E), new_state)``; the
     new state has the same structure as a ``T > 1`` call's.
+
+    ``inplace=True`` updates ``state``'s arrays in place and returns the same object
+    (like ``out=``): no new ``(..., F, E)`` state is allocated, which is what makes a
+    decoding loop fast.  The old state is consumed; keep ``state.copy()`` if you need it.
+    Every check runs before anything is written, so a rejected call leaves it intact.
     """
     q_t = val.array("q_t", q_t)
     k_t = val.array("k_t", k_t)
@@ -309,9 +315,74 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str = "elu", **options
         bad = [n for n in ("layout", "mode", "return_state") if n in options]
         raise TypeError(f"step() does not take {bad}: it runs one token in the recurrent "
                         f"form on (..., D) arrays")
-    o, st = causal(q_t[..., None, :], k_t[..., None, :], v_t[..., None, :], kind,
-                   mode="recurrent", initial_state=state, return_state=True, **options)
-    return o[..., 0, :], st
+    q1, k1, v1 = q_t[..., None, :], k_t[..., None, :], v_t[..., None, :]
+    if not inplace:
+        o, st = causal(q1, k1, v1, kind, mode="recurrent", initial_state=state,
+                       return_state=True, **options)
+        return o[..., 0, :], st
+    if not isinstance(state, State):
+        raise TypeError(f"inplace=True needs a linattn.State to update, got "
+                        f"{type(state).__name__}")
+    spec = reg.get(kind)
+    if spec.causal_impl is not None or options.get("out") is not None:
+        # kinds with their own machinery: compute, then write into the given state
+        o, st = causal(q1, k1, v1, kind, mode="recurrent", initial_state=state,
+                       return_state=True, **options)
+        _write_state(state, st)
+        return o[..., 0, :], state
+    return _step_inplace(q1, k1, v1, state, spec, options)
+
+
+def _write_state(state: State, new: State) -> None:
+    for name in ("S", "z"):
+        old, fresh = getattr(state, name), getattr(new, name)
+        if old is not None and fresh is not None and old.shape == fresh.shape \
+                and old.dtype == fresh.dtype and old.flags.writeable:
+            np.copyto(old, fresh)
+        else:
+            setattr(state, name, fresh)
+    state.t = new.t
+    state.extra = new.extra
+
+
+def _step_inplace(q, k, v, state: State, spec: reg.KindSpec, options: dict):
+    """The in-place decoding path of the elementwise kinds: one gufunc call that
+    updates ``state.S`` / ``state.z`` where they are."""
+    scale = options.pop("scale", None)
+    normalize = options.pop("normalize", None)
+    eps = options.pop("eps", None)
+    decay = options.pop("decay", None)
+    options.pop("chunk_size", None)
+    _check_gated(spec, "step", **{n: options.pop(n, None) for n in reg.GATED_KEYWORDS
+                                  if n in options})
+    opts = _check_options(spec, options, "step")
+    dims = val.qkv_dims(q, k, v, "...td", causal=True)
+    res, comp = val.compute_dtype(q, k, v)
+    normalize, eps, eps_mode = _norm_and_eps(spec, normalize, eps, opts.get("eps_mode"))
+    scale = spec.default_scale(dims.D) if scale is None else val.positive_number("scale", scale)
+    div = normalize == "div"
+    S, z, _ = _state_in(state, spec, dims, dims.D, dims.E, div)
+    comp = S.dtype if S.dtype == np.float64 else comp
+    want = dims.batch + (dims.D, dims.E)
+    for name, arr, shape in (("S", S, want), ("z", z, want[:-1])):
+        if arr is None:
+            continue
+        if arr.shape != shape or arr.dtype != comp or not arr.flags.writeable \
+                or not arr.flags.aligned:
+            raise ValueError(f"inplace=True needs a writeable, aligned state.{name} of shape "
+                             f"{shape} and dtype {comp}; got shape {arr.shape}, dtype "
+                             f"{arr.dtype}, writeable={arr.flags.writeable} (use the state "
+                             f"returned by a call on these shapes, or inplace=False)")
+    if z is None:
+        z = np.zeros(dims.D, comp)  # scratch: no denominator is carried
+    g, decayed = (_ZERO_DECAY, False) if decay is None else (val.decay(decay, dims)[0], True)
+    flags = (spec.fmap_q | (spec.fmap_k << 4) | (reg.NORMALIZE[normalize] << 8)
+             | (reg.EPS_MODES[eps_mode] << 10) | (int(decayed) << 12))
+    qc, kc, vc = (x.astype(comp, copy=False) for x in (q, k, v))
+    o = _core._step_inplace(qc, kc, vc, g, S, z, scale, eps, np.int64(flags), np.int64(1))
+    state.t += 1
+    o = o[..., 0, :]
+    return (o if o.dtype == res else o.astype(res)), state
 
 
 def softmax_attention(q, k, v, causal: bool = True, scale: float | None = None, *,

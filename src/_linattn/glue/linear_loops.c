@@ -28,6 +28,7 @@ typedef struct {
     int form;
     int itemsize;
     const char *name;
+    int inplace; /* the state inputs S, z are updated in place (no outputs) */
 } la_linear_loop_data;
 
 typedef struct {
@@ -64,8 +65,14 @@ linear_task(void *vctx, int ith, int nth)
             a.s0 = args[4] + i * st[4];
             a.z0 = args[5] + i * st[5];
             a.o = args[10] + i * st[10];
-            a.s1 = args[11] + i * st[11];
-            a.z1 = args[12] + i * st[12];
+            if (c->d->inplace) {
+                a.s1 = (void *)a.s0;
+                a.z1 = (void *)a.z0;
+            }
+            else {
+                a.s1 = args[11] + i * st[11];
+                a.z1 = args[12] + i * st[12];
+            }
         }
         else {
             a.o = args[7] + i * st[7];
@@ -97,11 +104,11 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
     c.causal = causal;
     c.d = d;
     if (causal) {
-        /* dims: n, t, f, e;  13 operands */
+        /* dims: n, t, f, e;  13 operands (11 in place) */
         a->t = a->s = dims[1];
         a->f = dims[2];
         a->e = dims[3];
-        cs = steps + 13;
+        cs = steps + (d->inplace ? 11 : 13);
         a->q_rs = LA_ES(cs[0], is);  a->q_cs = LA_ES(cs[1], is);
         a->k_rs = LA_ES(cs[2], is);  a->k_cs = LA_ES(cs[3], is);
         a->v_rs = LA_ES(cs[4], is);  a->v_cs = LA_ES(cs[5], is);
@@ -109,8 +116,13 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
         a->s0_rs = LA_ES(cs[7], is); a->s0_cs = LA_ES(cs[8], is);
         a->z0_s = LA_ES(cs[9], is);
         a->o_rs = LA_ES(cs[10], is); a->o_cs = LA_ES(cs[11], is);
-        a->s1_rs = LA_ES(cs[12], is); a->s1_cs = LA_ES(cs[13], is);
-        a->z1_s = LA_ES(cs[14], is);
+        if (d->inplace) {
+            a->s1_rs = a->s0_rs; a->s1_cs = a->s0_cs; a->z1_s = a->z0_s;
+        }
+        else {
+            a->s1_rs = LA_ES(cs[12], is); a->s1_cs = LA_ES(cs[13], is);
+            a->z1_s = LA_ES(cs[14], is);
+        }
         /* scalars are loop-invariant in practice: read the first ones */
         a->scale = *(double *)args[6];
         a->eps = *(double *)args[7];
@@ -140,7 +152,15 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
     /* any non-NULL marks "decayed"; the task sets the real pointer */
     a->g = causal && ((flags >> 12) & 1) ? (const double *)args[3] : NULL;
 
+    /* about 4 f e flops per token and slice; below ~256 kflop per worker a
+     * second thread costs more to wake than it saves */
     nth = la_workers_for(c.n);
+    {
+        const double work = 4.0 * (double)c.n * (double)(a->t > a->s ? a->t : a->s) *
+                            (double)(a->f > 0 ? a->f : 1) * (double)(a->e + 1);
+        const int cap = work < 262144.0 ? 1 : (int)(work / 262144.0);
+        nth = nth < cap ? nth : cap;
+    }
     c.wsize = LA_ALIGN_BYTES(la_linear_work_size(d->form, a, (size_t)is));
     c.work = la_alloc_work(c.wsize, nth, d->name);
     if (c.work == NULL) {
@@ -156,6 +176,9 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
 static la_linear_loop_data ld_rec[2] = {
     {la_linear_recurrent_f32, LA_FORM_RECURRENT, 4, "linattn._causal_recurrent"},
     {la_linear_recurrent_f64, LA_FORM_RECURRENT, 8, "linattn._causal_recurrent"}};
+static la_linear_loop_data ld_step[2] = {
+    {la_linear_recurrent_f32, LA_FORM_RECURRENT, 4, "linattn._step_inplace", 1},
+    {la_linear_recurrent_f64, LA_FORM_RECURRENT, 8, "linattn._step_inplace", 1}};
 static la_linear_loop_data ld_chk[2] = {
     {la_linear_chunked_f32, LA_FORM_CHUNKED, 4, "linattn._causal_chunked"},
     {la_linear_chunked_f64, LA_FORM_CHUNKED, 8, "linattn._causal_chunked"}};
@@ -169,6 +192,7 @@ static la_linear_loop_data ld_nc[2] = {
 static PyUFuncGenericFunction linear_funcs[2] = {linear_loop, linear_loop};
 static void *rec_data[2] = {&ld_rec[0], &ld_rec[1]};
 static void *chk_data[2] = {&ld_chk[0], &ld_chk[1]};
+static void *step_data[2] = {&ld_step[0], &ld_step[1]};
 static void *par_data[2] = {&ld_par[0], &ld_par[1]};
 static void *nc_data[2] = {&ld_nc[0], &ld_nc[1]};
 
@@ -179,6 +203,11 @@ static const char causal_types[] = {
     NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE,
     NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_INT64,
     NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE};
+static const char step_types[] = {
+    NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_DOUBLE, NPY_FLOAT, NPY_FLOAT,
+    NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_INT64, NPY_FLOAT,
+    NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE,
+    NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_INT64, NPY_DOUBLE};
 static const char nc_types[] = {
     NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_INT64, NPY_FLOAT,
     NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_INT64, NPY_DOUBLE};
@@ -198,6 +227,9 @@ la_register_linear(PyObject *module)
         {"_causal_parallel", LA_CAUSAL_SIG,
          "Causal linear attention, parallel (masked quadratic) form.", 10, 3, 2,
          linear_funcs, par_data, causal_types},
+        {"_step_inplace", "(t,f),(t,f),(t,e),(t),(f,e),(f),(),(),(),()->(t,e)",
+         "Recurrent form updating the state inputs S, z in place (la.step inplace=True).",
+         10, 1, 2, linear_funcs, step_data, step_types},
         {"_noncausal", "(t,f),(s,f),(s,e),(),(),(),()->(t,e)",
          "Non-causal linear attention (and cross-attention).", 7, 1, 2,
          linear_funcs, nc_data, nc_types},

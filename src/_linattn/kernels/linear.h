@@ -52,7 +52,9 @@ typedef struct {
     const void *q, *k, *v;
     const double *g; /* per-token log-decay, NULL when there is none */
     const void *s0, *z0; /* initial state (f, e) and (f); causal only */
-    void *o, *s1, *z1;   /* output (t, e); final state; causal only */
+    void *o, *s1, *z1;   /* output (t, e); final state; causal only.  The
+                          * recurrent form accepts s1 == s0, z1 == z0 with
+                          * equal strides (in-place update) */
     /* strides in elements: row, column */
     la_index q_rs, q_cs, k_rs, k_cs, v_rs, v_cs, o_rs, o_cs;
     la_index g_s; /* 0 for one decay per head */

@@ -16,6 +16,27 @@ LA_FN(load_v)(const LA_T *v, la_index cs, la_index e, int div, LA_T *dst)
     }
 }
 
+/* dst <- src for a rows x cols block with any strides (memcpy rows when the
+ * columns are contiguous in both). */
+static void
+LA_FN(copy_block)(LA_T *dst, la_index drs, la_index dcs, const LA_T *src,
+                  la_index srs, la_index scs, la_index rows, la_index cols)
+{
+    la_index i, j;
+    if (dst == src && drs == srs && dcs == scs) {
+        return; /* updated in place */
+    }
+    for (i = 0; i < rows; i++) {
+        if (dcs == 1 && scs == 1) {
+            memcpy(dst + i * drs, src + i * srs, (size_t)cols * sizeof(LA_T));
+            continue;
+        }
+        for (j = 0; j < cols; j++) {
+            dst[i * drs + j * dcs] = src[i * srs + j * scs];
+        }
+    }
+}
+
 /* Finish one row: num[0..e) (and den = num[e] in div mode) -> out. */
 static void
 LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
@@ -65,15 +86,9 @@ LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
 static void
 LA_FN(load_state)(const la_linear_args *a, la_index ec, LA_T *Sx)
 {
-    const LA_T *s0 = (const LA_T *)a->s0, *z0 = (const LA_T *)a->z0;
-    la_index i, j;
-    for (i = 0; i < a->f; i++) {
-        for (j = 0; j < a->e; j++) {
-            Sx[i * ec + j] = s0[i * a->s0_rs + j * a->s0_cs];
-        }
-        if (ec > a->e) {
-            Sx[i * ec + a->e] = z0[i * a->z0_s];
-        }
+    LA_FN(copy_block)(Sx, ec, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, a->f, a->e);
+    if (ec > a->e) {
+        LA_FN(copy_block)(Sx + a->e, ec, 1, (const LA_T *)a->z0, a->z0_s, 1, a->f, 1);
     }
 }
 
@@ -81,12 +96,10 @@ LA_FN(load_state)(const la_linear_args *a, la_index ec, LA_T *Sx)
 static void
 LA_FN(store_state)(const la_linear_args *a, la_index ec, const LA_T *Sx)
 {
-    LA_T *s1 = (LA_T *)a->s1, *z1 = (LA_T *)a->z1;
-    la_index i, j;
+    LA_T *z1 = (LA_T *)a->z1;
+    la_index i;
+    LA_FN(copy_block)((LA_T *)a->s1, a->s1_rs, a->s1_cs, Sx, ec, 1, a->f, a->e);
     for (i = 0; i < a->f; i++) {
-        for (j = 0; j < a->e; j++) {
-            s1[i * a->s1_rs + j * a->s1_cs] = Sx[i * ec + j];
-        }
         z1[i * a->z1_s] = ec > a->e ? Sx[i * ec + a->e] : (LA_T)0;
     }
 }
@@ -110,7 +123,7 @@ LA_FN(scale_rows)(LA_T *M, la_index n, la_index w, la_index ld,
 /* One token: S = a S + kf v^T, num = S^T qf (fused: one pass over S). */
 LA_TARGET_CLONES static void
 LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
-                       LA_T *LA_RESTRICT S, const LA_T *LA_RESTRICT qf,
+                       LA_T *LA_RESTRICT S, la_index ld, const LA_T *LA_RESTRICT qf,
                        const LA_T *LA_RESTRICT kf, const LA_T *LA_RESTRICT vv,
                        LA_T *LA_RESTRICT num)
 {
@@ -120,7 +133,7 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
     }
     if (decayed) {
         for (i = 0; i < f; i++) {
-            LA_T *LA_RESTRICT Si = S + i * e;
+            LA_T *LA_RESTRICT Si = S + i * ld;
             const LA_T ki = kf[i], qi = qf[i];
             for (j = 0; j < e; j++) {
                 const LA_T s = a * Si[j] + ki * vv[j];
@@ -131,7 +144,7 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
     }
     else {
         for (i = 0; i < f; i++) {
-            LA_T *LA_RESTRICT Si = S + i * e;
+            LA_T *LA_RESTRICT Si = S + i * ld;
             const LA_T ki = kf[i], qi = qf[i];
             for (j = 0; j < e; j++) {
                 const LA_T s = Si[j] + ki * vv[j];
@@ -155,16 +168,16 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
     LA_T *kf = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
     LA_T *vv = (LA_T *)la_carve(&p, (size_t)e * sizeof(LA_T));
     LA_T *num = (LA_T *)la_carve(&p, (size_t)(e + 1) * sizeof(LA_T));
-    LA_T *S = (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
+    /* update the output state in place when its rows are contiguous */
+    const int direct = a->s1_cs == 1;
+    LA_T *S = direct ? (LA_T *)a->s1
+                     : (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
+    const la_index ld = direct ? a->s1_rs : e;
     LA_T *z = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
-    la_index t, i, j;
+    la_index t, i;
 
-    for (i = 0; i < f; i++) {
-        for (j = 0; j < e; j++) {
-            S[i * e + j] = ((const LA_T *)a->s0)[i * a->s0_rs + j * a->s0_cs];
-        }
-        z[i] = ((const LA_T *)a->z0)[i * a->z0_s];
-    }
+    LA_FN(copy_block)(S, ld, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, f, e);
+    LA_FN(copy_block)(z, 1, 1, (const LA_T *)a->z0, a->z0_s, 1, f, 1);
     for (t = 0; t < a->t; t++) {
         LA_T decay = 1;
         const int decayed = a->g != NULL;
@@ -174,7 +187,7 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
         LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + t * a->q_rs, a->q_cs, f, qf);
         LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_cs, f, kf);
         LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, 0, vv);
-        LA_FN(recurrent_token)(f, e, decay, decayed, S, qf, kf, vv, num);
+        LA_FN(recurrent_token)(f, e, decay, decayed, S, ld, qf, kf, vv, num);
         if (div) {
             LA_T den = 0;
             for (i = 0; i < f; i++) {
@@ -185,10 +198,10 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
         }
         LA_FN(finish_row)(a, num, o + t * a->o_rs, a->o_cs);
     }
+    if (!direct) {
+        LA_FN(copy_block)((LA_T *)a->s1, a->s1_rs, a->s1_cs, S, e, 1, f, e);
+    }
     for (i = 0; i < f; i++) {
-        for (j = 0; j < e; j++) {
-            ((LA_T *)a->s1)[i * a->s1_rs + j * a->s1_cs] = S[i * e + j];
-        }
         ((LA_T *)a->z1)[i * a->z1_s] = div ? z[i] : (LA_T)0;
     }
     return LA_OK;

@@ -1,0 +1,62 @@
+"""la.step(inplace=True): the decoding fast path updates the state where it is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import linattn as la
+from conftest import assert_close, make_qkv
+
+
+@pytest.mark.parametrize("kind", ["elu", "linear", "relu", "performer", "cosformer", "lavo"])
+def test_inplace_equals_fresh_states(rng, kind):
+    q, k, v = make_qkv(rng, T=12, D=8, E=8, scale=0.5)
+    kw = {"horizon": 64} if kind == "cosformer" else {}
+    o_ref, st_ref = la.causal(q, k, v, kind=kind, return_state=True, **kw)
+    _, st = la.step(q[..., 0, :], k[..., 0, :], v[..., 0, :], None, kind=kind, **kw)
+    S_id = id(st.S)
+    outs = [la.causal(q[..., :1, :], k[..., :1, :], v[..., :1, :], kind=kind, **kw)[..., 0, :]]
+    for t in range(1, 12):
+        o, st2 = la.step(q[..., t, :], k[..., t, :], v[..., t, :], st, kind=kind, inplace=True,
+                         **kw)
+        assert st2 is st
+        outs.append(o)
+    assert st.t == 12
+    assert_close(np.stack(outs, -2), o_ref, np.float64)
+    if kind in ("elu", "linear", "relu"):
+        assert id(st.S) == S_id  # no new state array
+        assert_close(st.S, st_ref.S, np.float64)
+
+
+def test_inplace_with_decay_and_float32(rng):
+    q, k, v = make_qkv(rng, T=10, D=6, E=5, dtype=np.float32)
+    g = -rng.uniform(0, 0.5, (2, 3, 10))
+    o_ref = la.causal(q, k, v, decay=g)
+    o0, st = la.step(q[..., 0, :], k[..., 0, :], v[..., 0, :], None, decay=g[..., 0])
+    outs = [o0]
+    for t in range(1, 10):
+        o, _ = la.step(q[..., t, :], k[..., t, :], v[..., t, :], st, decay=g[..., t],
+                       inplace=True)
+        outs.append(o)
+    assert_close(np.stack(outs, -2), o_ref, np.float32)
+
+
+def test_inplace_rejections_leave_state_intact(rng):
+    q, k, v = make_qkv(rng, T=2, D=4, E=3)
+    _, st = la.step(q[..., 0, :], k[..., 0, :], v[..., 0, :], None)
+    before = st.copy()
+    with pytest.raises(TypeError, match="inplace=True needs a linattn.State"):
+        la.step(q[..., 1, :], k[..., 1, :], v[..., 1, :], None, inplace=True)
+    # a state that would broadcast over the batch cannot be updated in place
+    small = la.State(st.S[:1].copy(), st.z[:1].copy(), 1, "elu")
+    with pytest.raises(ValueError, match=r"inplace=True needs a writeable, aligned state.S"):
+        la.step(q[..., 1, :], k[..., 1, :], v[..., 1, :], small, inplace=True)
+    ro = st.copy()
+    ro.S.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        la.step(q[..., 1, :], k[..., 1, :], v[..., 1, :], ro, inplace=True)
+    with pytest.raises(ValueError, match="decay is a log-decay"):
+        la.step(q[..., 1, :], k[..., 1, :], v[..., 1, :], st, inplace=True, decay=1.0)
+    assert np.array_equal(st.S, before.S) and np.array_equal(st.z, before.z)
+    assert st.t == before.t
