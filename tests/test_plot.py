@@ -296,3 +296,11 @@ def test_progress_helper(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     assert list(progress([1, 2], enabled=True)) == [1, 2]  # no tqdm: silent passthrough
+
+
+def test_progress_bar_when_enabled(capsys):
+    pytest.importorskip("tqdm")
+    from linattn._progress import progress
+
+    assert list(progress(range(4), desc="sweep", enabled=True)) == [0, 1, 2, 3]
+    assert "sweep" in capsys.readouterr().err

@@ -11,10 +11,18 @@ T = TypeVar("T")
 
 def _tqdm():
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # the text bar: tqdm.auto would want ipywidgets in notebooks
     except ImportError:  # the "progress" extra is optional
         return None
     return tqdm
+
+
+def _stderr_is_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str | None = None,
@@ -26,18 +34,11 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str | None =
     whenever tqdm is installed; ``False`` never does.  Without a bar the items are yielded
     unchanged, so the helper can wrap any loop.
     """
-    if enabled is False:
+    if enabled is False or (enabled is None and not _stderr_is_terminal()):
         return iter(iterable)
     tqdm = _tqdm()
     if tqdm is None:
         return iter(iterable)
-    if enabled is None:
-        isatty = getattr(sys.stderr, "isatty", None)
-        try:
-            if not (isatty is not None and isatty()):
-                return iter(iterable)
-        except ValueError:  # closed stream
-            return iter(iterable)
     if total is None:
         try:
             total = len(iterable)  # type: ignore[arg-type]
