@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import _core
 from . import features, kinds as _kinds, reference, testing  # noqa: F401
+from . import plot  # noqa: F401  (matplotlib is imported lazily inside its functions)
 from ._draws import lavo_bases
 from ._api import causal, noncausal, softmax_attention, step
 from ._draws import decay_slopes
