@@ -80,7 +80,7 @@ def run_demo(args: argparse.Namespace) -> int:
         try:
             from . import plot
             fig = plot.attention_matrix(q[0, :64], k[0, :64], kind=args.plot_kind, causal=True)
-            fig.savefig(args.png, dpi=110)
+            fig.savefig(args.png, dpi=110, bbox_inches="tight")
             print(f"\nwrote {args.png} (implied attention of {args.plot_kind!r} next to "
                   f"softmax, first 64 tokens)")
         except ImportError as exc:
