@@ -105,3 +105,30 @@ def test_float64_state_with_float32_inputs(rng):
     o, st2 = la.causal(q[..., 20:, :], k[..., 20:, :], v[..., 20:, :], initial_state=st64,
                        return_state=True)
     assert o.dtype == np.float32 and st2.S.dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("normalize", ["div", "none"])
+@pytest.mark.parametrize("decay", [None, "head", "token"])
+def test_sequence_parallel_is_bit_identical(rng, dtype, normalize, decay):
+    """One slice, two threads: the chunked form splits the sequence (family.md 7) and
+    must give exactly the serial chunked result, state included."""
+    T = 16 * 100 + 7  # not a multiple of the chunk; more than one window of chunks
+    q, k, v = make_qkv(rng, batch=(1,), T=T, D=5, E=4, dtype=dtype, scale=0.5)
+    g = None if decay is None else (-rng.uniform(0, 0.2, (1,)) if decay == "head"
+                                    else -rng.uniform(0, 0.2, (1, T)))
+    _, st0 = la.causal(q[:, :5], k[:, :5], v[:, :5], normalize=normalize, return_state=True,
+                       decay=None if g is None or decay == "head" else g[:, :5])
+    kw = dict(mode="chunked", chunk_size=4, normalize=normalize, decay=g, initial_state=st0,
+              return_state=True)
+    before = la.get_num_threads()
+    try:
+        la.set_num_threads(1)
+        o1, s1 = la.causal(q, k, v, **kw)
+        la.set_num_threads(2)
+        o2, s2 = la.causal(q, k, v, **kw)
+    finally:
+        la.set_num_threads(0 if before == la.info()["max_threads"] else before)
+    assert np.array_equal(o1, o2) and np.array_equal(s1.S, s2.S)
+    assert_close(o1, la.reference.causal(q, k, v, normalize=normalize, decay=g,
+                                         initial_state=st0), dtype)

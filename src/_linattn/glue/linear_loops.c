@@ -18,6 +18,9 @@
 #define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "kernels/linear.h"
 #include "la_parallel.h"
 
@@ -82,6 +85,114 @@ linear_task(void *vctx, int ith, int nth)
             c->status = s;
         }
     }
+}
+
+/*
+ * Sequence parallelism (family.md 7) for fewer (batch, head) slices than
+ * threads: per window of chunks, pass 1 computes every chunk's state
+ * increment in parallel, a serial scan turns increments into entering
+ * states, pass 2 computes every chunk's outputs in parallel.  The operations
+ * are those of the serial chunked kernel, so the results are bit-identical.
+ */
+#define LA_SEQ_WINDOW 64 /* chunks per window: bounds the stored states */
+
+typedef struct {
+    const la_linear_args *a;
+    int f64;
+    la_index c0, cw, C;
+    char *states;  /* cw blocks of f x ec */
+    double *betas;
+    size_t sbytes; /* bytes per state block */
+    char *work;
+    size_t wsize;
+    int pass;
+    volatile int status;
+} la_seq_ctx;
+
+static void
+seq_task(void *vctx, int ith, int nth)
+{
+    la_seq_ctx *c = (la_seq_ctx *)vctx;
+    const la_index lo = c->cw * ith / nth, hi = c->cw * (ith + 1) / nth;
+    char *work = c->work + (size_t)ith * c->wsize;
+    la_index j;
+    for (j = lo; j < hi; j++) {
+        const la_index t0 = (c->c0 + j) * c->C;
+        void *st = c->states + (size_t)j * c->sbytes;
+        la_status s;
+        if (c->pass == 1) {
+            s = c->f64 ? la_linear_chunk_delta_f64(c->a, work, t0, (double *)st, &c->betas[j])
+                       : la_linear_chunk_delta_f32(c->a, work, t0, (float *)st, &c->betas[j]);
+        }
+        else {
+            s = c->f64 ? la_linear_chunk_out_f64(c->a, work, t0, (const double *)st)
+                       : la_linear_chunk_out_f32(c->a, work, t0, (const float *)st);
+        }
+        if (s != LA_OK) {
+            c->status = s;
+        }
+    }
+}
+
+static la_status
+linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
+{
+    const size_t is = f64 ? sizeof(double) : sizeof(float);
+    const la_index C = a->chunk < a->t ? a->chunk : a->t;
+    const la_index nchunks = (a->t + C - 1) / C;
+    const la_index ec = a->e + (a->norm == LA_NORM_DIV);
+    la_seq_ctx c;
+    char *Sx;
+    la_index c0, j;
+    memset(&c, 0, sizeof(c));
+    c.a = a;
+    c.f64 = f64;
+    c.C = C;
+    c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ec) * is);
+    c.wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
+    c.states = malloc(c.sbytes * (LA_SEQ_WINDOW + 1));
+    c.betas = malloc(sizeof(double) * LA_SEQ_WINDOW);
+    c.work = malloc(c.wsize * (size_t)nth + 64);
+    if (c.states == NULL || c.betas == NULL || c.work == NULL) {
+        free(c.states);
+        free(c.betas);
+        free(c.work);
+        return LA_ERR_NOMEM;
+    }
+    Sx = c.states + c.sbytes * LA_SEQ_WINDOW;
+    if (f64) {
+        la_linear_state_load_f64(a, (double *)Sx);
+    }
+    else {
+        la_linear_state_load_f32(a, (float *)Sx);
+    }
+    for (c0 = 0; c0 < nchunks && c.status == LA_OK; c0 += LA_SEQ_WINDOW) {
+        c.c0 = c0;
+        c.cw = nchunks - c0 < LA_SEQ_WINDOW ? nchunks - c0 : LA_SEQ_WINDOW;
+        c.pass = 1;
+        la_parallel_run(seq_task, &c, nth);
+        for (j = 0; j < c.cw; j++) {
+            char *st = c.states + (size_t)j * c.sbytes;
+            if (f64) {
+                la_linear_state_scan_f64(a, (double *)Sx, c.betas[j], (double *)st);
+            }
+            else {
+                la_linear_state_scan_f32(a, (float *)Sx, c.betas[j], (float *)st);
+            }
+        }
+        c.pass = 2;
+        la_parallel_run(seq_task, &c, nth);
+    }
+    if (f64) {
+        la_linear_state_store_f64(a, (const double *)Sx);
+    }
+    else {
+        la_linear_state_store_f32(a, (const float *)Sx);
+    }
+    free(c.states);
+    free(c.betas);
+    free(c.work);
+    return (la_status)c.status;
 }
 
 static void
@@ -161,6 +272,31 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
         const int cap = work < 262144.0 ? 1 : (int)(work / 262144.0);
         nth = nth < cap ? nth : cap;
     }
+    if (d->form == LA_FORM_CHUNKED && c.n < la_get_num_threads() && a->chunk >= 1 &&
+        a->t >= 4 * a->chunk * la_get_num_threads()) {
+        /* fewer slices than threads and a long sequence: split the sequence */
+        npy_intp i;
+        const int nseq = la_get_num_threads();
+        for (i = 0; i < c.n; i++) {
+            la_linear_args s1 = *a;
+            la_status st;
+            s1.q = args[0] + i * steps[0];
+            s1.k = args[1] + i * steps[1];
+            s1.v = args[2] + i * steps[2];
+            s1.g = a->g != NULL ? (const double *)(args[3] + i * steps[3]) : NULL;
+            s1.s0 = args[4] + i * steps[4];
+            s1.z0 = args[5] + i * steps[5];
+            s1.o = args[10] + i * steps[10];
+            s1.s1 = args[11] + i * steps[11];
+            s1.z1 = args[12] + i * steps[12];
+            st = linear_seqpar_slice(&s1, is == 8, nseq);
+            if (st != LA_OK) {
+                la_raise(st, d->name, 0);
+                return;
+            }
+        }
+        return;
+    }
     c.wsize = LA_ALIGN_BYTES(la_linear_work_size(d->form, a, (size_t)is));
     c.work = la_alloc_work(c.wsize, nth, d->name);
     if (c.work == NULL) {
@@ -174,20 +310,20 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
 }
 
 static la_linear_loop_data ld_rec[2] = {
-    {la_linear_recurrent_f32, LA_FORM_RECURRENT, 4, "linattn._causal_recurrent"},
-    {la_linear_recurrent_f64, LA_FORM_RECURRENT, 8, "linattn._causal_recurrent"}};
+    {la_linear_recurrent_f32, LA_FORM_RECURRENT, 4, "linattn._causal_recurrent", 0},
+    {la_linear_recurrent_f64, LA_FORM_RECURRENT, 8, "linattn._causal_recurrent", 0}};
 static la_linear_loop_data ld_step[2] = {
     {la_linear_recurrent_f32, LA_FORM_RECURRENT, 4, "linattn._step_inplace", 1},
     {la_linear_recurrent_f64, LA_FORM_RECURRENT, 8, "linattn._step_inplace", 1}};
 static la_linear_loop_data ld_chk[2] = {
-    {la_linear_chunked_f32, LA_FORM_CHUNKED, 4, "linattn._causal_chunked"},
-    {la_linear_chunked_f64, LA_FORM_CHUNKED, 8, "linattn._causal_chunked"}};
+    {la_linear_chunked_f32, LA_FORM_CHUNKED, 4, "linattn._causal_chunked", 0},
+    {la_linear_chunked_f64, LA_FORM_CHUNKED, 8, "linattn._causal_chunked", 0}};
 static la_linear_loop_data ld_par[2] = {
-    {la_linear_parallel_f32, LA_FORM_PARALLEL, 4, "linattn._causal_parallel"},
-    {la_linear_parallel_f64, LA_FORM_PARALLEL, 8, "linattn._causal_parallel"}};
+    {la_linear_parallel_f32, LA_FORM_PARALLEL, 4, "linattn._causal_parallel", 0},
+    {la_linear_parallel_f64, LA_FORM_PARALLEL, 8, "linattn._causal_parallel", 0}};
 static la_linear_loop_data ld_nc[2] = {
-    {la_linear_noncausal_f32, LA_FORM_NONCAUSAL, 4, "linattn._noncausal"},
-    {la_linear_noncausal_f64, LA_FORM_NONCAUSAL, 8, "linattn._noncausal"}};
+    {la_linear_noncausal_f32, LA_FORM_NONCAUSAL, 4, "linattn._noncausal", 0},
+    {la_linear_noncausal_f64, LA_FORM_NONCAUSAL, 8, "linattn._noncausal", 0}};
 
 static PyUFuncGenericFunction linear_funcs[2] = {linear_loop, linear_loop};
 static void *rec_data[2] = {&ld_rec[0], &ld_rec[1]};

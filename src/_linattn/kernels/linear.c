@@ -24,16 +24,20 @@ la_linear_work_size(int form, const la_linear_args *a, size_t itemsize)
         LA_ADD(f, itemsize);
         break;
     case LA_FORM_CHUNKED:
+    case LA_FORM_CHUNK_ONE:
         c = (size_t)la_block_rows(a->chunk, a->t);
-        LA_ADD(c * f, itemsize);
-        LA_ADD(c * f, itemsize);
-        LA_ADD(c * ec, itemsize);
-        LA_ADD(c * c, itemsize);
-        LA_ADD(c * ec, itemsize);
-        LA_ADD(f * ec, itemsize);
+        LA_ADD(c * f, itemsize);  /* Qc */
+        LA_ADD(c * f, itemsize);  /* Kc */
+        LA_ADD(c * ec, itemsize); /* Vc */
+        LA_ADD(c * c, itemsize);  /* P */
+        LA_ADD(c * ec, itemsize); /* Oc */
+        LA_ADD(f * ec, itemsize); /* dS */
         LA_ADD(c, sizeof(double));
         LA_ADD(c, itemsize);
         LA_ADD(c, sizeof(double));
+        if (form == LA_FORM_CHUNKED) {
+            LA_ADD(f * ec, itemsize); /* the running state */
+        }
         break;
     case LA_FORM_PARALLEL:
         c = (size_t)la_block_rows(a->chunk, a->t);
@@ -54,7 +58,7 @@ la_linear_work_size(int form, const la_linear_args *a, size_t itemsize)
         break;
     }
 #undef LA_ADD
-    return n + 64;
+    return n + (form == LA_FORM_CHUNK_ONE ? 0 : 64);
 }
 
 #include "dtype/la_f32.h"

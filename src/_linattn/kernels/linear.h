@@ -39,7 +39,8 @@ typedef enum {
     LA_FORM_RECURRENT = 0,
     LA_FORM_CHUNKED = 1,
     LA_FORM_PARALLEL = 2,
-    LA_FORM_NONCAUSAL = 3
+    LA_FORM_NONCAUSAL = 3,
+    LA_FORM_CHUNK_ONE = 4 /* scratch of one chunk worker (sequence-parallel) */
 } la_form;
 
 typedef struct {
@@ -75,5 +76,32 @@ la_status la_linear_parallel_f32(const la_linear_args *a, void *work);
 la_status la_linear_parallel_f64(const la_linear_args *a, void *work);
 la_status la_linear_noncausal_f32(const la_linear_args *a, void *work);
 la_status la_linear_noncausal_f64(const la_linear_args *a, void *work);
+
+/*
+ * The chunked form in pieces, for the sequence-parallel two-pass scan
+ * (family.md 7) run by the glue when there are fewer slices than threads.
+ * States are f x (e + div) blocks [S | z]; work is LA_FORM_CHUNK_ONE bytes.
+ *   chunk_delta: dS = the chunk's state increment on a zero state, and its
+ *                total log-decay beta;
+ *   state_scan:  Sx <- exp(beta) Sx + dS, and dS <- the old Sx (the state
+ *                entering that chunk);
+ *   chunk_out:   the chunk's outputs from the state entering it.
+ * The serial chunked kernel performs exactly these operations in this order,
+ * so the two agree bit for bit.
+ */
+la_status la_linear_chunk_delta_f32(const la_linear_args *a, void *work, la_index t0,
+                                    float *dS, double *beta);
+la_status la_linear_chunk_delta_f64(const la_linear_args *a, void *work, la_index t0,
+                                    double *dS, double *beta);
+la_status la_linear_chunk_out_f32(const la_linear_args *a, void *work, la_index t0,
+                                  const float *S_enter);
+la_status la_linear_chunk_out_f64(const la_linear_args *a, void *work, la_index t0,
+                                  const double *S_enter);
+void la_linear_state_load_f32(const la_linear_args *a, float *Sx);
+void la_linear_state_load_f64(const la_linear_args *a, double *Sx);
+void la_linear_state_store_f32(const la_linear_args *a, const float *Sx);
+void la_linear_state_store_f64(const la_linear_args *a, const double *Sx);
+void la_linear_state_scan_f32(const la_linear_args *a, float *Sx, double beta, float *dS);
+void la_linear_state_scan_f64(const la_linear_args *a, double *Sx, double beta, double *dS);
 
 #endif

@@ -209,105 +209,219 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
 
 /* -------------------------------------------------------------- chunked -- */
 
-la_status
-LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
-{
-    const la_index f = a->f, e = a->e, T = a->t;
-    const int div = a->norm == LA_NORM_DIV;
-    const la_index ec = e + div;
-    const la_index C = la_block_rows(a->chunk, T);
-    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
-    const LA_T *v = (const LA_T *)a->v;
-    LA_T *o = (LA_T *)a->o;
-    const int decayed = a->g != NULL;
-    const int const_decay = decayed && a->g_s == 0;
-    char *p = (char *)work;
-    LA_T *Qc = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
-    LA_T *Kc = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
-    LA_T *Vc = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
-    LA_T *P = (LA_T *)la_carve(&p, (size_t)(C * C) * sizeof(LA_T));
-    LA_T *Oc = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
-    LA_T *Sx = (LA_T *)la_carve(&p, (size_t)(f * ec) * sizeof(LA_T));
-    double *b = (double *)la_carve(&p, (size_t)C * sizeof(double));
-    LA_T *pw = (LA_T *)la_carve(&p, (size_t)C * sizeof(LA_T));
-    double *wrow = (double *)la_carve(&p, (size_t)C * sizeof(double));
-    la_index t0, r, j;
+/* Scratch of one chunk worker, carved from the caller's block. */
+typedef struct {
+    LA_T *Qc, *Kc, *Vc, *P, *Oc, *dS, *pw;
+    double *b, *wrow;
+    la_index C, ec;
+    int decayed, const_decay;
+} LA_FN(chunk_ws);
 
-    LA_FN(load_state)(a, ec, Sx);
-    if (const_decay) {
+static void
+LA_FN(chunk_ws_init)(const la_linear_args *a, void *work, LA_FN(chunk_ws) *w)
+{
+    const la_index f = a->f, C = la_block_rows(a->chunk, a->t);
+    const la_index ec = a->e + (a->norm == LA_NORM_DIV);
+    char *p = (char *)work;
+    la_index r;
+    w->C = C;
+    w->ec = ec;
+    w->decayed = a->g != NULL;
+    w->const_decay = w->decayed && a->g_s == 0;
+    w->Qc = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
+    w->Kc = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
+    w->Vc = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
+    w->P = (LA_T *)la_carve(&p, (size_t)(C * C) * sizeof(LA_T));
+    w->Oc = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
+    w->dS = (LA_T *)la_carve(&p, (size_t)(f * ec) * sizeof(LA_T));
+    w->b = (double *)la_carve(&p, (size_t)C * sizeof(double));
+    w->pw = (LA_T *)la_carve(&p, (size_t)C * sizeof(LA_T));
+    w->wrow = (double *)la_carve(&p, (size_t)C * sizeof(double));
+    if (w->const_decay) {
         /* Toeplitz mask: L[r][j] = lambda^(r-j), one table per call. */
         const double g0 = la_clamp_decay(a->g[0]);
         for (r = 0; r < C; r++) {
-            pw[r] = (LA_T)exp((double)r * g0);
+            w->pw[r] = (LA_T)exp((double)r * g0);
         }
     }
-    for (t0 = 0; t0 < T; t0 += C) {
-        const la_index n = T - t0 < C ? T - t0 : C;
-        for (r = 0; r < n; r++) {
-            const la_index t = t0 + r;
-            LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + t * a->q_rs, a->q_cs, f, Qc + r * f);
-            LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_cs, f, Kc + r * f);
-            LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, div, Vc + r * ec);
-        }
-        if (decayed) {
-            /* b_r: inclusive in-chunk cumulative log-decay, in float64. */
-            double acc = 0;
-            for (r = 0; r < n; r++) {
-                acc = const_decay ? (double)(r + 1) * la_clamp_decay(a->g[0])
-                                  : acc + la_clamp_decay(a->g[(t0 + r) * a->g_s]);
-                b[r] = acc;
-            }
-        }
-        /* intra: P = tril((Q K^T) o L) */
-        LA_GEMM(0, 1, n, n, f, 1, Qc, f, Kc, f, 0, P, C);
-        for (r = 0; r < n; r++) {
-            LA_T *Pr = P + r * C;
-            if (const_decay) {
-                for (j = 0; j < r; j++) {
-                    Pr[j] *= pw[r - j];
-                }
-            }
-            else if (decayed) {
-                /* differences first (family.md 4.3 rule 1), then one vector exp */
-                for (j = 0; j < r; j++) {
-                    wrow[j] = b[r] - b[j];
-                }
-                la_vexp_f64(r, wrow, wrow);
-                for (j = 0; j < r; j++) {
-                    Pr[j] *= (LA_T)wrow[j];
-                }
-            }
-            for (j = r + 1; j < n; j++) {
-                Pr[j] = 0;
-            }
-        }
-        LA_GEMM(0, 0, n, ec, n, 1, P, C, Vc, ec, 0, Oc, ec);
-        /* inter: + diag(exp(b)) Q S_{c-1}, with the state before this chunk */
-        if (decayed) {
-            LA_FN(scale_rows)(Qc, n, f, f, b, 0.0);
-        }
-        LA_GEMM(0, 0, n, ec, f, 1, Qc, f, Sx, ec, 1, Oc, ec);
-        for (r = 0; r < n; r++) {
-            LA_FN(finish_row)(a, Oc + r * ec, o + (t0 + r) * a->o_rs, a->o_cs);
-        }
-        /* state: S = exp(beta) S + (diag(exp(beta - b)) K)^T V */
-        if (decayed) {
-            const double beta = b[n - 1];
-            const LA_T eb = (LA_T)exp(beta);
-            for (j = 0; j < f * ec; j++) {
-                Sx[j] *= eb;
-            }
-            for (r = 0; r < n; r++) {
-                const LA_T c = (LA_T)exp(beta - b[r]);
-                for (j = 0; j < f; j++) {
-                    Kc[r * f + j] *= c;
-                }
-            }
-        }
-        LA_GEMM(1, 0, f, ec, n, 1, Kc, f, Vc, ec, 1, Sx, ec);
+}
+
+/* Features of tokens [t0, t0+n) and b_r, the inclusive in-chunk cumulative
+ * log-decay (in float64, family.md 4.3 rule 4). */
+static void
+LA_FN(chunk_load)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+                  la_index n)
+{
+    const la_index f = a->f, e = a->e, ec = w->ec;
+    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
+    const LA_T *v = (const LA_T *)a->v;
+    la_index r;
+    for (r = 0; r < n; r++) {
+        const la_index t = t0 + r;
+        LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + t * a->q_rs, a->q_cs, f, w->Qc + r * f);
+        LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_cs, f, w->Kc + r * f);
+        LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, ec > e, w->Vc + r * ec);
     }
-    LA_FN(store_state)(a, ec, Sx);
+    if (w->decayed) {
+        double acc = 0;
+        for (r = 0; r < n; r++) {
+            acc = w->const_decay ? (double)(r + 1) * la_clamp_decay(a->g[0])
+                                 : acc + la_clamp_decay(a->g[(t0 + r) * a->g_s]);
+            w->b[r] = acc;
+        }
+    }
+}
+
+/* Outputs of the loaded chunk: intra (Q K^T o L) V + inter diag(exp(b)) Q S,
+ * with Sx the state entering the chunk.  Scales Qc in place. */
+static void
+LA_FN(chunk_out)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+                 la_index n, const LA_T *Sx)
+{
+    const la_index f = a->f, C = w->C, ec = w->ec;
+    LA_T *P = w->P, *o = (LA_T *)a->o;
+    la_index r, j;
+    LA_GEMM(0, 1, n, n, f, 1, w->Qc, f, w->Kc, f, 0, P, C);
+    for (r = 0; r < n; r++) {
+        LA_T *Pr = P + r * C;
+        if (w->const_decay) {
+            for (j = 0; j < r; j++) {
+                Pr[j] *= w->pw[r - j];
+            }
+        }
+        else if (w->decayed) {
+            /* differences first (family.md 4.3 rule 1), then one vector exp */
+            for (j = 0; j < r; j++) {
+                w->wrow[j] = w->b[r] - w->b[j];
+            }
+            la_vexp_f64(r, w->wrow, w->wrow);
+            for (j = 0; j < r; j++) {
+                Pr[j] *= (LA_T)w->wrow[j];
+            }
+        }
+        for (j = r + 1; j < n; j++) {
+            Pr[j] = 0;
+        }
+    }
+    LA_GEMM(0, 0, n, ec, n, 1, P, C, w->Vc, ec, 0, w->Oc, ec);
+    if (w->decayed) {
+        LA_FN(scale_rows)(w->Qc, n, f, f, w->b, 0.0);
+    }
+    LA_GEMM(0, 0, n, ec, f, 1, w->Qc, f, Sx, ec, 1, w->Oc, ec);
+    for (r = 0; r < n; r++) {
+        LA_FN(finish_row)(a, w->Oc + r * ec, o + (t0 + r) * a->o_rs, a->o_cs);
+    }
+}
+
+/* The loaded chunk's state increment on a zero state: dS = (diag(exp(beta - b))
+ * K)^T [V | 1]; returns beta, the chunk's total log-decay.  Scales Kc. */
+static double
+LA_FN(chunk_delta)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index n,
+                   LA_T *dS)
+{
+    const la_index f = a->f, ec = w->ec;
+    double beta = 0;
+    la_index r, j;
+    if (w->decayed) {
+        beta = w->b[n - 1];
+        for (r = 0; r < n; r++) {
+            const LA_T c = (LA_T)exp(beta - w->b[r]);
+            for (j = 0; j < f; j++) {
+                w->Kc[r * f + j] *= c;
+            }
+        }
+    }
+    LA_GEMM(1, 0, f, ec, n, 1, w->Kc, f, w->Vc, ec, 0, dS, ec);
+    return beta;
+}
+
+/* Sx <- exp(beta) Sx + dS; with swap, dS receives the old Sx (the state
+ * entering that chunk, kept for pass 2 of the sequence-parallel scan). */
+static void
+LA_FN(state_step)(la_index m, LA_T *LA_RESTRICT Sx, double beta,
+                  LA_T *LA_RESTRICT dS, int swap)
+{
+    const LA_T eb = (LA_T)exp(beta);
+    la_index j;
+    for (j = 0; j < m; j++) {
+        const LA_T old = Sx[j];
+        Sx[j] = eb * old + dS[j];
+        if (swap) {
+            dS[j] = old;
+        }
+    }
+}
+
+/* The serial chunked form: per chunk load, outputs from the entering state,
+ * then the state step.  The sequence-parallel form (glue) runs the very same
+ * operations, so both give bit-identical results. */
+la_status
+LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
+{
+    LA_FN(chunk_ws) w;
+    LA_T *Sx;
+    char *p;
+    la_index t0;
+    LA_FN(chunk_ws_init)(a, work, &w);
+    p = (char *)work + la_linear_work_size(LA_FORM_CHUNK_ONE, a, sizeof(LA_T));
+    Sx = (LA_T *)la_carve(&p, (size_t)(a->f * w.ec) * sizeof(LA_T));
+    LA_FN(load_state)(a, w.ec, Sx);
+    for (t0 = 0; t0 < a->t; t0 += w.C) {
+        const la_index n = a->t - t0 < w.C ? a->t - t0 : w.C;
+        double beta;
+        LA_FN(chunk_load)(a, &w, t0, n);
+        LA_FN(chunk_out)(a, &w, t0, n, Sx);
+        beta = LA_FN(chunk_delta)(a, &w, n, w.dS);
+        LA_FN(state_step)(a->f * w.ec, Sx, beta, w.dS, 0);
+    }
+    LA_FN(store_state)(a, w.ec, Sx);
     return LA_OK;
+}
+
+/* Pieces of the chunked form for the sequence-parallel scan (family.md 7). */
+la_status
+LA_FN(la_linear_chunk_delta)(const la_linear_args *a, void *work, la_index t0,
+                             LA_T *dS, double *beta)
+{
+    LA_FN(chunk_ws) w;
+    const la_index n = a->t - t0 < la_block_rows(a->chunk, a->t)
+                           ? a->t - t0 : la_block_rows(a->chunk, a->t);
+    LA_FN(chunk_ws_init)(a, work, &w);
+    LA_FN(chunk_load)(a, &w, t0, n);
+    *beta = LA_FN(chunk_delta)(a, &w, n, dS);
+    return LA_OK;
+}
+
+la_status
+LA_FN(la_linear_chunk_out)(const la_linear_args *a, void *work, la_index t0,
+                           const LA_T *S_enter)
+{
+    LA_FN(chunk_ws) w;
+    const la_index n = a->t - t0 < la_block_rows(a->chunk, a->t)
+                           ? a->t - t0 : la_block_rows(a->chunk, a->t);
+    LA_FN(chunk_ws_init)(a, work, &w);
+    LA_FN(chunk_load)(a, &w, t0, n);
+    LA_FN(chunk_out)(a, &w, t0, n, S_enter);
+    return LA_OK;
+}
+
+void
+LA_FN(la_linear_state_load)(const la_linear_args *a, LA_T *Sx)
+{
+    LA_FN(load_state)(a, a->e + (a->norm == LA_NORM_DIV), Sx);
+}
+
+void
+LA_FN(la_linear_state_store)(const la_linear_args *a, const LA_T *Sx)
+{
+    LA_FN(store_state)(a, a->e + (a->norm == LA_NORM_DIV), Sx);
+}
+
+void
+LA_FN(la_linear_state_scan)(const la_linear_args *a, LA_T *Sx, double beta,
+                            LA_T *dS)
+{
+    LA_FN(state_step)(a->f * (a->e + (a->norm == LA_NORM_DIV)), Sx, beta, dS, 1);
 }
 
 /* ------------------------------------------------------------- parallel -- */
