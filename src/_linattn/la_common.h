@@ -41,6 +41,10 @@ typedef enum {
 #define LA_TARGET_CLONES
 #endif
 
+/* Cooperative cancellation: kernels poll a flag between chunks / row blocks
+ * (NULL: never cancelled) and return LA_ERR_INTERRUPTED when it is set. */
+#define LA_CANCELLED(flag) ((flag) != NULL && *(flag) != 0)
+
 /* Log-decays below this are clamped (family.md section 2.3). */
 #define LA_DECAY_FLOOR (-1000.0)
 

@@ -1,6 +1,9 @@
 #include "la_parallel.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef LA_HAVE_OPENMP
 #include <omp.h>
@@ -71,4 +74,57 @@ la_parallel_run(la_task_fn fn, void *ctx, int nth)
 #else
     fn(ctx, 0, 1);
 #endif
+}
+
+volatile int la_cancel_flag = 0;
+static struct sigaction la_old_sigint;
+static int la_sigint_installed = 0;
+static pthread_t la_main_thread;
+static int la_main_known = 0;
+
+static void
+la_on_sigint(int sig)
+{
+    (void)sig;
+    la_cancel_flag = 1;
+}
+
+void
+la_interrupt_init(void)
+{
+    la_main_thread = pthread_self();
+    la_main_known = 1;
+}
+
+int
+la_interrupt_begin(void)
+{
+    struct sigaction sa;
+    if (!la_main_known || !pthread_equal(pthread_self(), la_main_thread) ||
+        la_sigint_installed) {
+        return 0;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = la_on_sigint;
+    sigemptyset(&sa.sa_mask);
+    la_cancel_flag = 0;
+    if (sigaction(SIGINT, &sa, &la_old_sigint) != 0) {
+        return 0;
+    }
+    la_sigint_installed = 1;
+    return 1;
+}
+
+int
+la_interrupt_end(int installed)
+{
+    int hit;
+    if (!installed) {
+        return 0;
+    }
+    sigaction(SIGINT, &la_old_sigint, NULL);
+    la_sigint_installed = 0;
+    hit = la_cancel_flag;
+    la_cancel_flag = 0;
+    return hit;
 }

@@ -23,4 +23,15 @@ int la_openmp_enabled(void);
 /* Workers to use for n independent items. */
 int la_workers_for(la_index n);
 
+/*
+ * Ctrl-C during a long kernel call.  la_interrupt_begin() (main thread only)
+ * routes SIGINT to a flag the kernels poll between chunks; la_interrupt_end()
+ * restores the previous handler and says whether SIGINT arrived, so the glue
+ * can raise KeyboardInterrupt.  Nested or non-main-thread calls do nothing.
+ */
+extern volatile int la_cancel_flag;
+void la_interrupt_init(void);
+int la_interrupt_begin(void);
+int la_interrupt_end(int installed);
+
 #endif

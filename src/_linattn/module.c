@@ -71,6 +71,7 @@ core_exec(PyObject *m)
         return -1;
     }
     la_blas_single_thread();
+    la_interrupt_init();
     for (i = 0; i < sizeof(la_registrars) / sizeof(la_registrars[0]); i++) {
         if (la_registrars[i](m) < 0) {
             return -1;

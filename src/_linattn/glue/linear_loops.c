@@ -116,8 +116,12 @@ seq_task(void *vctx, int ith, int nth)
     const la_index lo = c->cw * ith / nth, hi = c->cw * (ith + 1) / nth;
     char *work = c->work + (size_t)ith * c->wsize;
     la_index j;
-    for (j = lo; j < hi; j++) {
+    for (j = lo; j < hi && c->status == LA_OK; j++) {
         const la_index t0 = (c->c0 + j) * c->C;
+        if (LA_CANCELLED(c->a->cancel)) {
+            c->status = LA_ERR_INTERRUPTED;
+            break;
+        }
         void *st = c->states + (size_t)j * c->sbytes;
         la_status s;
         if (c->pass == 1) {
@@ -262,6 +266,7 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
     a->eps_mode = (int)((flags >> 10) & 3);
     /* any non-NULL marks "decayed"; the task sets the real pointer */
     a->g = causal && ((flags >> 12) & 1) ? (const double *)args[3] : NULL;
+    a->cancel = &la_cancel_flag;
 
     /* about 4 f e flops per token and slice; below ~256 kflop per worker a
      * second thread costs more to wake than it saves */
@@ -277,6 +282,7 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
         /* fewer slices than threads and a long sequence: split the sequence */
         npy_intp i;
         const int nseq = la_get_num_threads();
+        const int sig = la_interrupt_begin();
         for (i = 0; i < c.n; i++) {
             la_linear_args s1 = *a;
             la_status st;
@@ -291,9 +297,13 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
             s1.z1 = args[12] + i * steps[12];
             st = linear_seqpar_slice(&s1, is == 8, nseq);
             if (st != LA_OK) {
+                la_interrupt_end(sig);
                 la_raise(st, d->name, 0);
                 return;
             }
+        }
+        if (la_interrupt_end(sig)) {
+            la_raise(LA_ERR_INTERRUPTED, d->name, 0);
         }
         return;
     }
@@ -302,7 +312,13 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
     if (c.work == NULL) {
         return;
     }
-    la_parallel_run(linear_task, &c, nth);
+    {
+        const int sig = la_interrupt_begin();
+        la_parallel_run(linear_task, &c, nth);
+        if (la_interrupt_end(sig) && c.status == LA_OK) {
+            c.status = LA_ERR_INTERRUPTED;
+        }
+    }
     la_free_work(c.work);
     if (c.status != LA_OK) {
         la_raise((la_status)c.status, d->name, 0);

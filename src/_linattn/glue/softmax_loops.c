@@ -71,6 +71,7 @@ softmax_loop(char **args, npy_intp const *dims, npy_intp const *steps,
     a->o_rs = LA_ES(cs[6], is); a->o_cs = LA_ES(cs[7], is);
     a->scale = *(double *)args[3];
     a->causal = *(npy_int64 *)args[4] != 0;
+    a->cancel = &la_cancel_flag;
 
     nth = la_workers_for(c.n);
     c.wsize = LA_ALIGN_BYTES(la_softmax_work_size(a, (size_t)is));
@@ -78,7 +79,13 @@ softmax_loop(char **args, npy_intp const *dims, npy_intp const *steps,
     if (c.work == NULL) {
         return;
     }
-    la_parallel_run(softmax_task, &c, nth);
+    {
+        const int sig = la_interrupt_begin();
+        la_parallel_run(softmax_task, &c, nth);
+        if (la_interrupt_end(sig) && c.status == LA_OK) {
+            c.status = LA_ERR_INTERRUPTED;
+        }
+    }
     la_free_work(c.work);
     if (c.status != LA_OK) {
         la_raise((la_status)c.status, "linattn._softmax", 0);

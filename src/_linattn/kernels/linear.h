@@ -64,6 +64,7 @@ typedef struct {
     double scale, eps;
     int fmap_q, fmap_k; /* la_fmap of featmap.h */
     int norm, eps_mode;
+    const volatile int *cancel; /* polled between chunks; NULL: never */
 } la_linear_args;
 
 size_t la_linear_work_size(int form, const la_linear_args *a, size_t itemsize);

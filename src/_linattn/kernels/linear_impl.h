@@ -179,6 +179,9 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
     LA_FN(copy_block)(S, ld, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, f, e);
     LA_FN(copy_block)(z, 1, 1, (const LA_T *)a->z0, a->z0_s, 1, f, 1);
     for (t = 0; t < a->t; t++) {
+        if ((t & 255) == 0 && LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
         LA_T decay = 1;
         const int decayed = a->g != NULL;
         if (decayed) {
@@ -369,6 +372,9 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
     for (t0 = 0; t0 < a->t; t0 += w.C) {
         const la_index n = a->t - t0 < w.C ? a->t - t0 : w.C;
         double beta;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
         LA_FN(chunk_load)(a, &w, t0, n);
         LA_FN(chunk_out)(a, &w, t0, n, Sx);
         beta = LA_FN(chunk_delta)(a, &w, n, w.dS);
@@ -461,6 +467,9 @@ LA_FN(la_linear_parallel)(const la_linear_args *a, void *work)
     }
     for (r0 = 0; r0 < T; r0 += C) {
         const la_index nb = T - r0 < C ? T - r0 : C;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
         const la_index r1 = r0 + nb;
         for (r = 0; r < nb; r++) {
             LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + (r0 + r) * a->q_rs, a->q_cs, f, Qb + r * f);
@@ -536,6 +545,9 @@ LA_FN(la_linear_noncausal)(const la_linear_args *a, void *work)
     }
     for (r0 = 0; r0 < a->s; r0 += C) {
         const la_index nb = a->s - r0 < C ? a->s - r0 : C;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
         for (r = 0; r < nb; r++) {
             LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + (r0 + r) * a->k_rs, a->k_cs, f, Xb + r * f);
             LA_FN(load_v)(v + (r0 + r) * a->v_rs, a->v_cs, e, div, Vb + r * ec);

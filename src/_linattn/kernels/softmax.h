@@ -19,6 +19,7 @@ typedef struct {
     la_index q_rs, q_cs, k_rs, k_cs, v_rs, v_cs, o_rs, o_cs;
     double scale;
     int causal;
+    const volatile int *cancel; /* polled between row blocks; NULL: never */
 } la_softmax_args;
 
 size_t la_softmax_work_size(const la_softmax_args *a, size_t itemsize);

@@ -31,6 +31,9 @@ LA_FN(la_softmax)(const la_softmax_args *a, void *work)
         }
     }
     for (r0 = 0; r0 < T; r0 += C) {
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
         const la_index nb = T - r0 < C ? T - r0 : C;
         const la_index nk = a->causal ? (r0 + nb < S ? r0 + nb : S) : S;
         for (r = 0; r < nb; r++) {
