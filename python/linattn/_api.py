@@ -28,8 +28,16 @@ def default_chunk(F: int) -> int:
     return 32 if F <= 32 else 64
 
 
-def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec) -> str:
-    """The documented ``mode="auto"`` rule (see ``la.kinds()[kind]["auto_rule"]``)."""
+def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | None = None,
+              E: int | None = None, slices: int | None = None) -> str:
+    """The documented ``mode="auto"`` rule (``la.kinds()[kind]["auto_rule"]``).
+
+    Measured on the reference machine (benchmarks/README.md): the fused recurrent loop
+    beats three chunk-sized GEMMs per chunk while the state is at most 128 x 128
+    (``F * E <= 16384``); the chunked form wins on larger states and whenever it can
+    split the sequence over idle threads (fewer slices than threads).  Kinds with their
+    own kernels pass no ``F``/``E`` and get chunked from ``T >= 2 * chunk``.
+    """
     if mode != "auto":
         if mode not in spec.causal_modes:
             raise ValueError(f"mode must be 'auto' or one of {spec.causal_modes} for kind "
@@ -37,7 +45,15 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec) -> str:
         return mode
     if "chunked" not in spec.causal_modes or T < 2 * chunk:
         return "recurrent"
-    return "chunked"
+    if F is None or E is None:
+        return "chunked"
+    threads = _core.get_num_threads()
+    if slices is not None and slices < threads and T >= 4 * chunk * threads:
+        return "chunked"  # sequence-parallel
+    return "recurrent" if F * E <= AUTO_STATE_LIMIT else "chunked"
+
+
+AUTO_STATE_LIMIT = 128 * 128
 
 
 def _check_options(spec: reg.KindSpec, given: dict[str, Any], entry: str) -> dict[str, Any]:
@@ -102,7 +118,8 @@ def linear_core(q, k, v, *, spec: reg.KindSpec, fmap_q: int, fmap_k: int, scale:
     F, E, T = dims.D, dims.E, dims.T
     chunk = default_chunk(F) if chunk_size is None else val.positive_int("chunk_size",
                                                                          chunk_size)
-    mode = pick_mode(mode, T, chunk, spec)
+    slices = int(np.prod(dims.batch, dtype=np.int64)) if dims.batch else 1
+    mode = pick_mode(mode, T, chunk, spec, F=F, E=E, slices=slices)
     div = normalize == "div"
     S0, z0, t0 = _state_in(initial_state, spec, dims, F, E, div)
     if S0 is not None and S0.dtype == np.float64:

@@ -70,8 +70,12 @@ class KindSpec:
         }
 
 
-AUTO_RULE = ("recurrent when T < 2 * chunk_size (decoding, short prompts); chunked otherwise; "
-             "parallel is never chosen automatically")
+AUTO_RULE = ("recurrent when T < 2 * chunk_size, or when the state is at most 128 x 128 "
+             "(F * E <= 16384) and the (batch x head) slices keep every thread busy; chunked "
+             "otherwise (larger states, or fewer slices than threads with T >= 4 * chunk_size * "
+             "threads, where it splits the sequence); parallel is never chosen automatically. "
+             "Kinds with their own kernels (performer, rfa, lavo) use chunked from T >= "
+             "2 * chunk_size")
 
 _REGISTRY: dict[str, KindSpec] = {}
 

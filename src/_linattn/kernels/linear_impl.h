@@ -120,37 +120,62 @@ LA_FN(scale_rows)(LA_T *M, la_index n, la_index w, la_index ld,
 
 /* ------------------------------------------------------------ recurrent -- */
 
-/* One token: S = a S + kf v^T, num = S^T qf (fused: one pass over S). */
+/*
+ * One token: S = a S + kf v^T, num = S^T qf, fused in one pass over S.  The
+ * columns go in blocks of LA_RBLOCK whose num accumulators stay in registers
+ * while the rows stream past: the FMA chain per accumulator is then one row
+ * long instead of a store-to-load round trip (1.5x over rows-outer here).
+ */
+#define LA_RBLOCK 64
 LA_TARGET_CLONES static void
 LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
                        LA_T *LA_RESTRICT S, la_index ld, const LA_T *LA_RESTRICT qf,
                        const LA_T *LA_RESTRICT kf, const LA_T *LA_RESTRICT vv,
                        LA_T *LA_RESTRICT num)
 {
-    la_index i, j;
-    for (j = 0; j < e; j++) {
-        num[j] = 0;
-    }
-    if (decayed) {
-        for (i = 0; i < f; i++) {
-            LA_T *LA_RESTRICT Si = S + i * ld;
-            const LA_T ki = kf[i], qi = qf[i];
-            for (j = 0; j < e; j++) {
-                const LA_T s = a * Si[j] + ki * vv[j];
-                Si[j] = s;
-                num[j] += qi * s;
+    la_index i, j, j0;
+    for (j0 = 0; j0 < e; j0 += LA_RBLOCK) {
+        const la_index nb = e - j0 < LA_RBLOCK ? e - j0 : LA_RBLOCK;
+        LA_T acc[LA_RBLOCK], vl[LA_RBLOCK];
+        for (j = 0; j < LA_RBLOCK; j++) {
+            acc[j] = 0;
+            vl[j] = j < nb ? vv[j0 + j] : (LA_T)0;
+        }
+        if (nb == LA_RBLOCK && decayed) {
+            for (i = 0; i < f; i++) {
+                LA_T *LA_RESTRICT Si = S + i * ld + j0;
+                const LA_T ki = kf[i], qi = qf[i];
+                for (j = 0; j < LA_RBLOCK; j++) {
+                    const LA_T s = a * Si[j] + ki * vl[j];
+                    Si[j] = s;
+                    acc[j] += qi * s;
+                }
             }
         }
-    }
-    else {
-        for (i = 0; i < f; i++) {
-            LA_T *LA_RESTRICT Si = S + i * ld;
-            const LA_T ki = kf[i], qi = qf[i];
-            for (j = 0; j < e; j++) {
-                const LA_T s = Si[j] + ki * vv[j];
-                Si[j] = s;
-                num[j] += qi * s;
+        else if (nb == LA_RBLOCK) {
+            for (i = 0; i < f; i++) {
+                LA_T *LA_RESTRICT Si = S + i * ld + j0;
+                const LA_T ki = kf[i], qi = qf[i];
+                for (j = 0; j < LA_RBLOCK; j++) {
+                    const LA_T s = Si[j] + ki * vl[j];
+                    Si[j] = s;
+                    acc[j] += qi * s;
+                }
             }
+        }
+        else {
+            for (i = 0; i < f; i++) {
+                LA_T *LA_RESTRICT Si = S + i * ld + j0;
+                const LA_T ki = kf[i], qi = qf[i];
+                for (j = 0; j < nb; j++) {
+                    const LA_T s = (decayed ? a * Si[j] : Si[j]) + ki * vl[j];
+                    Si[j] = s;
+                    acc[j] += qi * s;
+                }
+            }
+        }
+        for (j = 0; j < nb; j++) {
+            num[j0 + j] = acc[j];
         }
     }
 }
