@@ -1,0 +1,590 @@
+"""Benchmark harness: ``benchmarks/run.py`` (and a future ``python -m linattn bench``).
+
+``main(argv, entries=None, parity=None)`` times a registry of entries for threads 1 and 2,
+prints a table, writes ``results.csv`` and PNG plots, and runs the extra measurements of
+performance.md section 3 (decode step, float64/float32, long-sequence scaling with peak RSS).
+Without ``entries`` it uses :func:`linattn_entries` (linattn kinds, NumPy references and
+the ``np.matmul`` baseline); ``benchmarks/registry.py`` adds the torch peers.
+
+Method (performance.md section 4): warm up, median of ``repeat`` (>= 5) runs with min-max,
+threads pinned for linattn (``la.set_num_threads``), NumPy's BLAS (``threadpoolctl``) and
+torch (``torch.set_num_threads``); every ratio is taken inside one run.
+Not imported by ``linattn``; needs only NumPy (threadpoolctl, matplotlib, tqdm optional).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+
+import linattn as la
+
+D = E = 64
+BH = 8
+CHUNK = 64
+TABLE_T = (512, 2048, 8192)
+SWEEP_T = tuple(2 ** i for i in range(7, 15))  # 128 ... 16384
+QUICK_T = (512, 2048)
+
+
+@dataclasses.dataclass
+class Entry:
+    """One benchmarked callable.
+
+    ``make(T, BH, dtype)`` builds inputs and returns a zero-argument callable (setup is not
+    timed); ``flops(T, BH)`` gives the executed flop count (None: no GFLOP/s column);
+    ``shapes`` the sequence lengths of a full run (``quick`` those of ``--quick``);
+    ``heads_timed``: above ``full_heads_max_T`` only that many heads are timed and the time
+    is multiplied by ``BH / heads_timed`` (for slow references).
+    """
+
+    name: str
+    make: Callable[[int, int, type], Callable[[], object]]
+    flops: Callable[[int, int], float] | None
+    shapes: tuple[int, ...]
+    quick: tuple[int, ...] = ()
+    group: str = "linattn"
+    full_heads_max_T: int | None = None
+    heads_timed: int = 1
+    note: str = ""
+
+
+# ------------------------------------------------------------------- inputs --
+
+def qkv(T: int, bh: int = BH, d: int = D, e: int = E, dtype=np.float32, seed: int = 0):
+    """Inputs of the benchmarks: ``(bh, T, d)`` q, k and ``(bh, T, e)`` v, N(0, 0.25)."""
+    rng = np.random.default_rng(seed)
+    q = (0.5 * rng.standard_normal((bh, T, d), dtype=np.float32)).astype(dtype)
+    k = (0.5 * rng.standard_normal((bh, T, d), dtype=np.float32)).astype(dtype)
+    v = rng.standard_normal((bh, T, e), dtype=np.float32).astype(dtype)
+    return q, k, v
+
+
+def flops_recurrent(F: int = D, Ev: int = E, extra: float = 0.0):
+    return lambda T, bh: bh * T * (4 * F * Ev + extra)
+
+
+def flops_chunked(F: int = D, Ev: int = E, C: int = CHUNK, extra: float = 0.0):
+    """Executed flops of the dense chunked form, family.md section 5."""
+    return lambda T, bh: bh * T * (4 * F * Ev + 2 * C * (F + Ev) + extra)
+
+
+def flops_quadratic(F: int = D, Ev: int = E):
+    """Useful flops of causal quadratic attention (lower triangle of QK^T and PV)."""
+    return lambda T, bh: bh * T * T * (F + Ev)
+
+
+def elu1(x):
+    return np.where(x > 0, x + 1, np.exp(np.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+def numpy_quadratic(fq, fk, v, eps=1e-6):
+    """NumPy reference a user would write: masked ``tril(QK^T) V`` with the normaliser."""
+    A = np.tril(fq @ np.swapaxes(fk, -1, -2))
+    return (A @ v) / (A.sum(-1, keepdims=True) + eps)
+
+
+def numpy_cumsum(fq, fk, v, eps=1e-6):
+    """NumPy reference: cumulative sum of outer products (O(T D E) memory)."""
+    S = np.cumsum(np.einsum("...td,...te->...tde", fk, v), axis=-3)
+    z = np.cumsum(fk, axis=-2)
+    return np.einsum("...td,...tde->...te", fq, S) / (
+        np.einsum("...td,...td->...t", fq, z)[..., None] + eps)
+
+
+def linattn_entries() -> list[Entry]:
+    """linattn kinds and modes, NumPy references; D = E = 64 (Mamba-2: N = 128, P = 64)."""
+    full = tuple(sorted(set(TABLE_T) | set(SWEEP_T)))
+    table = TABLE_T
+
+    def causal(kind, mode="auto", **kw):
+        def make(T, bh, dtype):
+            q, k, v = qkv(T, bh, dtype=dtype)
+            return lambda: la.causal(q, k, v, kind=kind, mode=mode, **kw)
+        return make
+
+    def mamba2(T, bh, dtype):
+        rng = np.random.default_rng(1)
+        C = (0.3 * rng.standard_normal((bh, T, 128), dtype=np.float32)).astype(dtype)
+        B = (0.3 * rng.standard_normal((bh, T, 128), dtype=np.float32)).astype(dtype)
+        x = rng.standard_normal((bh, T, 64), dtype=np.float32).astype(dtype)
+        g = -0.1 * np.abs(rng.standard_normal((bh, T)))
+        return lambda: la.causal(C, B, x, kind="mamba2", decay=g)
+
+    def softmax(T, bh, dtype):
+        q, k, v = qkv(T, bh, dtype=dtype)
+        return lambda: la.softmax_attention(q, k, v, causal=True)
+
+    def np_ref(fn):
+        def make(T, bh, dtype):
+            q, k, v = qkv(T, bh, dtype=dtype)
+            return lambda: fn(elu1(q), elu1(k), v)
+        return make
+
+    m = 256
+    perf_extra = 4 * D * m  # q and k feature maps, 2 d m flops each
+    return [
+        Entry("la elu chunked", causal("elu", "chunked"), flops_chunked(), full, QUICK_T + (8192,)),
+        Entry("la elu recurrent", causal("elu", "recurrent"), flops_recurrent(), full,
+              QUICK_T + (8192,)),
+        Entry("la elu parallel", causal("elu", "parallel"), flops_quadratic(),
+              tuple(t for t in full if t <= 8192), QUICK_T),
+        Entry("la performer m256 chunked",
+              causal("performer", "chunked", num_features=m, seed=0),
+              flops_chunked(m, E, extra=perf_extra), table, (2048,)),
+        Entry("la performer m256 recurrent",
+              causal("performer", "recurrent", num_features=m, seed=0),
+              flops_recurrent(m, E, extra=perf_extra), table, (2048,)),
+        Entry("la lightning", causal("lightning"), flops_chunked(), table, (2048,)),
+        Entry("la mamba2 N128", mamba2, flops_chunked(128, 64), table, (2048,)),
+        Entry("la cosformer", causal("cosformer"), flops_chunked(2 * D, E), table, (2048,)),
+        Entry("la lavo", causal("lavo"), None, table, (2048,)),
+        Entry("la softmax_attention", softmax, flops_quadratic(),
+              tuple(t for t in full if t <= 8192), QUICK_T, group="softmax"),
+        Entry("numpy quadratic tril(QK^T)V", np_ref(numpy_quadratic), None,
+              tuple(t for t in full if t <= 8192), (512,), group="reference",
+              full_heads_max_T=2048, heads_timed=1, note="float32; 1 head x B*H above T=2048"),
+        Entry("numpy cumsum outer", np_ref(numpy_cumsum), None, (512, 2048, 8192), (512,),
+              group="reference", full_heads_max_T=2048, heads_timed=1,
+              note="float32; 1 head x B*H above T=2048"),
+    ]
+
+
+# ------------------------------------------------------------------- timing --
+
+def median_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1):
+    """(median, min, max) seconds of ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return ts[len(ts) // 2], ts[0], ts[-1]
+
+
+def _numpy_blas_controllers():
+    """threadpoolctl controllers of BLAS libraries other than linattn's own (linattn keeps
+    its BLAS single-threaded and threads over heads itself)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return []
+    ctl = ThreadpoolController()
+    return [c for c in ctl.lib_controllers
+            if c.user_api == "blas" and "linattn" not in (c.filepath or "")]
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Pin linattn, NumPy's BLAS and (if imported) torch to ``n`` threads."""
+    old_la = la.get_num_threads()
+    la.set_num_threads(n)
+    ctls = _numpy_blas_controllers()
+    olds = [c.num_threads for c in ctls]
+    for c in ctls:
+        c.set_num_threads(n)
+    torch = sys.modules.get("torch")
+    old_t = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        la.set_num_threads(old_la)
+        for c, o in zip(ctls, olds):
+            c.set_num_threads(o)
+        if torch is not None:
+            torch.set_num_threads(old_t)
+
+
+def matmul_rate(repeat: int = 7) -> float:
+    """Same-run ``np.matmul`` float32 1024^3 rate in GFLOP/s (current thread setting)."""
+    a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+    b = a.copy()
+    t, _, _ = median_time(lambda: a @ b, repeat, warmup=2)
+    return 2 * 1024 ** 3 / t / 1e9
+
+
+def _progress(it: Iterable, total: int, desc: str):
+    if not sys.stderr.isatty():
+        return it
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, total=total, desc=desc, leave=False)
+
+
+# --------------------------------------------------------------- environment --
+
+def environment() -> dict:
+    """Versions, CPU, OpenBLAS core types of linattn and NumPy, relevant variables."""
+    info = la.info()
+    env = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "linattn": info["version"],
+        "numpy": np.__version__,
+        "linattn_blas": info["blas"],
+        "linattn_blas_corename": info["blas_corename"],
+        "simd": info["simd"],
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "<unset>"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "<unset>"),
+    }
+    try:
+        from threadpoolctl import threadpool_info
+        for d in threadpool_info():
+            if d.get("user_api") == "blas" and "linattn" not in d.get("filepath", ""):
+                env["numpy_blas"] = f"{d.get('internal_api')} {d.get('version')}"
+                env["numpy_blas_corename"] = d.get("architecture")
+    except ImportError:
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env["torch"] = torch.__version__
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ---------------------------------------------------------------------- run --
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    T: int
+    threads: int
+    seconds: float
+    min: float
+    max: float
+    gflops: float
+    ratio_to_matmul: float
+    group: str = ""
+
+
+def run_entries(entries: list[Entry], thread_counts, quick: bool, repeat: int,
+                sweep: bool, budget_s: float) -> tuple[list[Row], dict[int, float]]:
+    rows: list[Row] = []
+    rates: dict[int, float] = {}
+    for n in thread_counts:
+        with threads(n):
+            rates[n] = mm = matmul_rate()
+            rows.append(Row("np.matmul f32 1024^3", 1024, n, 2 * 1024 ** 3 / mm / 1e9,
+                            float("nan"), float("nan"), mm, 1.0, "baseline"))
+            jobs = [(e, T) for e in entries for T in (e.quick if quick else
+                                                     (e.shapes if sweep else
+                                                      tuple(t for t in e.shapes
+                                                            if t in TABLE_T)))]
+            slow: dict[str, float] = {}
+            for e, T in _progress(jobs, len(jobs), f"threads={n}"):
+                # skip larger T once a single call of this entry exceeded the budget
+                if e.name in slow and T > slow[e.name]:
+                    continue
+                bh_t = BH
+                if e.full_heads_max_T is not None and T > e.full_heads_max_T:
+                    bh_t = e.heads_timed
+                try:
+                    fn = e.make(T, bh_t, np.float32)
+                    fn()
+                    t0 = time.perf_counter()
+                    fn()
+                    one = time.perf_counter() - t0
+                    r = repeat if one * repeat < budget_s else 5
+                    med, lo, hi = median_time(fn, r, warmup=0)
+                except Exception as exc:  # noqa: BLE001 - a peer may fail at one shape
+                    print(f"  {e.name} T={T}: failed: {type(exc).__name__}: {exc}")
+                    continue
+                f = BH / bh_t
+                med, lo, hi = med * f, lo * f, hi * f
+                gf = e.flops(T, BH) / med / 1e9 if e.flops else float("nan")
+                rows.append(Row(e.name, T, n, med, lo, hi, gf, gf / mm, e.group))
+                if one > budget_s / 5:
+                    slow[e.name] = T
+                del fn
+    return rows, rates
+
+
+def print_table(rows: list[Row], file=sys.stdout) -> None:
+    base = {(r.name, r.T, r.threads): r.seconds for r in rows}
+    print(f"{'name':<32} {'T':>6} {'thr':>3} {'median ms':>10} {'min':>9} {'max':>9} "
+          f"{'GFLOP/s':>8} {'x mm':>6} {'vs chunked':>10}", file=file)
+    for r in rows:
+        ref = base.get(("la elu chunked", r.T, r.threads))
+        rel = f"{r.seconds / ref:>10.2f}" if ref else f"{'':>10}"
+        gf = "" if np.isnan(r.gflops) else f"{r.gflops:.1f}"
+        xm = "" if np.isnan(r.ratio_to_matmul) else f"{r.ratio_to_matmul:.2f}"
+        print(f"{r.name:<32} {r.T:>6} {r.threads:>3} {r.seconds * 1e3:>10.3f} "
+              f"{r.min * 1e3:>9.3f} {r.max * 1e3:>9.3f} {gf:>8} {xm:>6} {rel}", file=file)
+
+
+def write_csv(path: str, rows: list[Row], env: dict, notes: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        for k, val in env.items():
+            f.write(f"# {k}: {val}\n")
+        for n in notes:
+            f.write(f"# {n}\n")
+        w = csv.writer(f)
+        w.writerow(["name", "T", "threads", "seconds", "min", "max", "gflops",
+                    "ratio_to_matmul"])
+        for r in rows:
+            w.writerow([r.name, r.T, r.threads, f"{r.seconds:.6g}", f"{r.min:.6g}",
+                        f"{r.max:.6g}", f"{r.gflops:.4g}", f"{r.ratio_to_matmul:.4g}"])
+
+
+def plot(rows: list[Row], outdir: str, env: dict) -> list[str]:
+    """time vs T (per thread count) and the crossover plot (time / softmax time)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plots (pip install 'linattn[bench]')")
+        return []
+    names = [n for n in dict.fromkeys(r.name for r in rows) if not n.startswith("np.matmul")]
+    thr = sorted({r.threads for r in rows})
+    paths = []
+    fig, axes = plt.subplots(1, len(thr), figsize=(7 * len(thr), 5.5), squeeze=False)
+    for ax, n in zip(axes[0], thr):
+        for name in names:
+            pts = sorted((r.T, r.seconds) for r in rows if r.name == name and r.threads == n)
+            if len(pts) >= 2:
+                ax.loglog(*zip(*pts), marker="o", ms=3, label=name,
+                          ls="-" if name.startswith("la ") else "--")
+        ax.set_xlabel("T (sequence length)")
+        ax.set_ylabel("seconds (median)")
+        ax.set_title(f"B*H={BH}, D=E={D}, float32, threads={n}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"linattn {env['linattn']} vs peers; {env['cpu']}; "
+                 f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}", fontsize=9)
+    fig.tight_layout()
+    p = os.path.join(outdir, "time_vs_T.png")
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    paths.append(p)
+
+    # crossover: each entry's time relative to softmax (linattn's C softmax and torch SDPA)
+    soft_names = [nm for nm in ("torch sdpa causal", "la softmax_attention") if nm in names]
+    if soft_names:
+        fig, axes = plt.subplots(1, len(soft_names), figsize=(7 * len(soft_names), 5.5),
+                                 squeeze=False)
+        n = thr[0]
+        for ax, sname in zip(axes[0], soft_names):
+            soft = {r.T: r.seconds for r in rows if r.name == sname and r.threads == n}
+            for name in names:
+                if name == sname:
+                    continue
+                pts = sorted((r.T, r.seconds / soft[r.T]) for r in rows
+                             if r.name == name and r.threads == n and r.T in soft)
+                if len(pts) >= 2:
+                    ax.loglog(*zip(*pts), marker="o", ms=3, label=name,
+                              ls="-" if name.startswith("la ") else "--")
+            ax.axhline(1.0, color="k", lw=1)
+            ax.set_xlabel("T")
+            ax.set_ylabel(f"time / time of {sname} (below 1: faster)")
+            ax.set_title(f"crossover vs {sname}, threads={n}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = os.path.join(outdir, "crossover.png")
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+# ------------------------------------------------------------------- extras --
+
+def step_us(bh: int = 32, calls: int = 2000, repeat: int = 5) -> tuple[float, float, float]:
+    """Decode ``la.step`` microseconds per call (Python included), B*H = bh, D = E = 64."""
+    q, k, v = qkv(65, bh)
+    _, st = la.causal(q[:, :64], k[:, :64], v[:, :64], kind="elu", return_state=True)
+    qt, kt, vt = q[:, 64], k[:, 64], v[:, 64]
+
+    def loop():
+        s = st
+        for _ in range(calls):
+            _, s = la.step(qt, kt, vt, s, kind="elu")
+
+    med, lo, hi = median_time(loop, repeat)
+    return med / calls * 1e6, lo / calls * 1e6, hi / calls * 1e6
+
+
+def dtype_ratio(T: int = 8192, repeat: int = 5) -> dict:
+    """float64 speed / float32 speed (= t32 / t64) for elu chunked and recurrent."""
+    out = {}
+    for mode in ("chunked", "recurrent"):
+        ts = {}
+        for dt in (np.float32, np.float64):
+            q, k, v = qkv(T, BH, dtype=dt)
+            ts[dt] = median_time(lambda: la.causal(q, k, v, kind="elu", mode=mode), repeat)[0]
+        out[mode] = (ts[np.float32], ts[np.float64], ts[np.float32] / ts[np.float64])
+    return out
+
+
+_SCALING_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+import linattn as la
+T, n, rep = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+la.set_num_threads(n)
+rng = np.random.default_rng(0)
+q = 0.5 * rng.standard_normal((1, T, 64), dtype=np.float32)
+k = 0.5 * rng.standard_normal((1, T, 64), dtype=np.float32)
+v = rng.standard_normal((1, T, 64), dtype=np.float32)
+out = np.zeros((1, T, 64), np.float32)
+def hwm():
+    # VmHWM (KiB): ru_maxrss is inherited from the forking parent on Linux, VmHWM is not
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
+ts = []
+for i in range(rep + 1):
+    t0 = time.perf_counter()
+    la.causal(q, k, v, kind="elu", mode="chunked", out=out)
+    ts.append(time.perf_counter() - t0)
+peak = hwm()
+ts = sorted(ts[1:])
+print(json.dumps({"T": T, "threads": n, "seconds": ts[len(ts) // 2], "min": ts[0],
+                  "max": ts[-1], "base_kib": base, "extra_kib": peak - base}))
+"""
+
+
+def scaling(max_T: int = 1 << 20, thread_counts=(1, 2), repeat: int = 5) -> list[dict]:
+    """elu chunked, B*H = 1, T = 4096 ... max_T; one subprocess per T for a clean peak RSS
+    (peak RSS after inputs and ``out=`` are allocated vs after the calls: ``VmHWM``, since
+    ``getrusage().ru_maxrss`` of a child starts at the forking parent's RSS on Linux)."""
+    res = []
+    for n in thread_counts:
+        T = 4096
+        while T <= max_T:
+            p = subprocess.run([sys.executable, "-c", _SCALING_CHILD, str(T), str(n),
+                                str(repeat)], capture_output=True, text=True, check=False)
+            if p.returncode != 0:
+                print(f"  scaling T={T}: failed: {p.stderr.strip()[-300:]}")
+                break
+            res.append(json.loads(p.stdout.strip().splitlines()[-1]))
+            T *= 2
+    return res
+
+
+# --------------------------------------------------------------------- main --
+
+def main(argv=None, entries: list[Entry] | None = None,
+         parity: Callable[[], list[tuple[str, float, str]]] | None = None,
+         versions: Callable[[], dict] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="linattn bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="few shapes, < 2 minutes")
+    p.add_argument("--out", default="bench-results", help="output folder")
+    p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    p.add_argument("--repeat", type=int, default=7, help="timed runs (>= 5)")
+    p.add_argument("--no-sweep", action="store_true", help="only T in {512, 2048, 8192}")
+    p.add_argument("--no-extras", action="store_true",
+                   help="skip step / float64 / scaling measurements")
+    p.add_argument("--filter", default="", help="only entries whose name contains this")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds per (entry, T) before dropping to 5 runs / larger T")
+    a = p.parse_args(argv)
+    repeat = max(5, a.repeat)
+    if a.budget is None:
+        a.budget = 2.0 if a.quick else 12.0
+    if a.quick:
+        repeat = 5
+    thread_counts = [int(x) for x in a.threads.split(",") if x]
+    os.makedirs(a.out, exist_ok=True)
+    t_start = time.perf_counter()
+    if entries is None:
+        entries = linattn_entries()
+    if a.filter:
+        entries = [e for e in entries if a.filter in e.name]
+
+    notes: list[str] = []
+    if parity is not None:
+        print("parity vs linattn (max |peer - linattn| / max |linattn|, small input):")
+        for name, err, msg in parity():
+            line = f"parity {name}: {err:.2e} {msg}".rstrip()
+            print("  " + line)
+            notes.append(line)
+    env = environment()
+    if versions is not None:
+        env.update(versions())
+    env["run"] = "quick" if a.quick else "full"
+    env["shape"] = f"B*H={BH} D=E={D} chunk={CHUNK} float32 (mamba2 N=128 P=64)"
+    print("  ".join(f"{k}={v}" for k, v in env.items()))
+
+    rows, rates = run_entries(entries, thread_counts, a.quick, repeat,
+                              sweep=not (a.quick or a.no_sweep), budget_s=a.budget)
+    for e in entries:
+        if e.note:
+            notes.append(f"{e.name}: {e.note}")
+    print()
+    print_table(rows)
+
+    extras: list[str] = []
+    if not a.no_extras:
+        for n in thread_counts:
+            with threads(n):
+                us = step_us(calls=300 if a.quick else 2000)
+                extras.append(f"step B*H=32 threads={n}: {us[0]:.1f} us/call "
+                              f"(min {us[1]:.1f}, max {us[2]:.1f})")
+                if not a.quick:
+                    for mode, (t32, t64, r) in dtype_ratio().items():
+                        extras.append(f"float64/float32 speed elu {mode} T=8192 threads={n}: "
+                                      f"{r:.2f} ({t64 * 1e3:.1f} vs {t32 * 1e3:.1f} ms)")
+        sc = scaling(max_T=(1 << 15) if a.quick else (1 << 20),
+                     thread_counts=thread_counts[:1] if a.quick else thread_counts)
+        prev = {}
+        for s in sc:
+            key = s["threads"]
+            ratio = s["seconds"] / prev[key] if key in prev else float("nan")
+            prev[key] = s["seconds"]
+            extras.append(f"scaling elu chunked B*H=1 T={s['T']} threads={key}: "
+                          f"{s['seconds'] * 1e3:.2f} ms (min {s['min'] * 1e3:.2f}, "
+                          f"max {s['max'] * 1e3:.2f}) x{ratio:.2f} per doubling, "
+                          f"peak RSS +{s['extra_kib'] / 1024:.1f} MiB over inputs "
+                          f"({s['base_kib'] / 1024:.0f} MiB)")
+        print()
+        for x in extras:
+            print(x)
+    write_csv(os.path.join(a.out, "results.csv"), rows, env, notes + extras)
+    pngs = plot(rows, a.out, env)
+    print(f"\nwrote {os.path.join(a.out, 'results.csv')} " + " ".join(pngs))
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
