@@ -12,7 +12,7 @@ from conftest import assert_close, make_qkv
 MODES = ["recurrent", "chunked", "parallel"]
 DTYPES = [np.float32, np.float64]
 PERF_FEATURES = ["positive", "hyperbolic", "relu"]
-LEAK = 4.9344655726306055  # kinds.md 5.4 protocol with an aligned key at t = 300
+LEAK = 0.15680927322703608  # kinds.md 5.4 protocol: the key at t = 300 scaled by 4
 dt_id = lambda d: np.dtype(d).name  # noqa: E731
 
 
@@ -274,14 +274,14 @@ def test_prefix_safety(dtype):
 
 
 def test_global_stabilizer_leaks():
-    """kinds.md 5.4: a key at t = 300 that raises the global key maximum changes earlier
-    outputs under "global" (eps inside the features); "prefix" is unaffected."""
+    """kinds.md 5.4's protocol: scaling the key at t = 300 by 4 raises the published global
+    key maximum and so changes earlier outputs under "global" (eps inside the features;
+    the spec measured up to 0.07 at t < 100); "prefix" is unaffected."""
     rng = np.random.default_rng(0)
     N, d = 400, 64
     q, k, v = (1.5 * rng.standard_normal((1, N, d)) for _ in range(3))
-    W = la.random_features(d, 256, seed=0)
     k2 = k.copy()
-    k2[:, 300] = W[0] * d ** 0.25  # x' = w_0: log-feature |w_0|^2 / 2, the new maximum
+    k2[:, 300] *= 4
     leak = {}
     for stab in ("global", "prefix"):
         for mode in MODES:
@@ -290,7 +290,7 @@ def test_global_stabilizer_leaks():
             leak[stab, mode] = np.abs(a[:, :300] - b[:, :300]).max()
     for mode in MODES:
         assert leak["prefix", mode] <= 1e-12
-        # pinned regression value of the published leak (outputs at t < 300 move by ~4.9)
+        # pinned regression value of the published leak (outputs at t < 300 move by 0.157)
         assert leak["global", mode] == pytest.approx(LEAK, rel=1e-6)
 
 

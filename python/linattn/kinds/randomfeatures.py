@@ -193,16 +193,20 @@ def _perf_feats(x, W, features, scale, comp, shift=None, eps=0.0, log=False):
 
 
 def _perf_global_keys(k, W, features, scale, comp, eps, F, prev_max):
-    """Published key features c (exp(u - h - M_K) + eps), M_K over every key of the call
-    (and the carried maximum); returns (features, M) with M the maximum log-feature."""
+    """Published key features c (exp(u - h - M_K) + eps) with M_K the maximum projection
+    u = W x' over every key and feature of the call (and the carried maximum), as
+    performer-pytorch and google-research compute it; returns (features, M_K)."""
     lk = _perf_feats(k, W, features, scale, comp, log=True)  # log c + u - h
     logc = -0.5 * np.log(F)
-    M = lk.max(axis=(-2, -1), initial=-np.inf) if lk.size else np.full(lk.shape[:-2], -np.inf)
+    xs = np.sqrt(scale) * np.asarray(k, dtype=np.float64)
+    h = 0.5 * np.einsum("...i,...i->...", xs, xs)
+    u = lk.astype(np.float64) - logc + h[..., None]
+    M = u.max(axis=(-2, -1), initial=-np.inf) if u.size else np.full(u.shape[:-2], -np.inf)
     if prev_max is not None:
         M = np.maximum(M, prev_max)
     with np.errstate(invalid="ignore"):
-        fk = np.exp(lk - M[..., None, None].astype(comp)) * np.exp(logc).astype(comp) \
-            + np.exp(logc).astype(comp) * comp.type(eps)
+        fk = np.exp(lk - M[..., None, None].astype(comp)) + np.exp(logc).astype(comp) \
+            * comp.type(eps)
     return fk.astype(comp, copy=False), M
 
 

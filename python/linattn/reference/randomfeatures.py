@@ -47,14 +47,21 @@ def performer_features(x, W, kind: str = "positive", scale: float = 1.0) -> np.n
 
 
 def published_features(q, k, W, kind: str, scale: float, eps: float):
-    """google-research / performer-pytorch: c (exp(u - h - max) + eps), the query max per
-    row, the key max over every key and feature of the (batch, head) slice."""
-    lq = performer_log_features(q, W, kind, scale)
-    lk = performer_log_features(k, W, kind, scale)
-    F = lq.shape[-1]
-    c = 1.0 / np.sqrt(F)
-    fq = c * (np.exp(lq - lq.max(axis=-1, keepdims=True)) + eps)
-    fk = c * (np.exp(lk - lk.max(axis=(-2, -1), keepdims=True)) + eps)
+    """performer-pytorch's ``softmax_kernel`` (= google-research's FAVOR+): x' = sqrt(scale) x,
+    u = W x', h = |x'|^2 / 2; queries c (exp(u - h - max_i u_i) + eps), keys
+    c (exp(u - h - max_{s,i} u_{s,i}) + eps) over every key of the (batch, head) slice."""
+    def parts(x):
+        xs = np.sqrt(scale) * np.asarray(x, dtype=np.float64)
+        u = xs @ np.swapaxes(np.asarray(W, dtype=np.float64), -1, -2)
+        if kind == "hyperbolic":
+            u = np.concatenate([u, -u], axis=-1)
+        return u, 0.5 * (xs * xs).sum(axis=-1, keepdims=True)
+
+    uq, hq = parts(q)
+    uk, hk = parts(k)
+    c = 1.0 / np.sqrt(uq.shape[-1])
+    fq = c * (np.exp(uq - hq - uq.max(axis=-1, keepdims=True)) + eps)
+    fk = c * (np.exp(uk - hk - uk.max(axis=(-2, -1), keepdims=True)) + eps)
     return fq, fk
 
 

@@ -218,20 +218,24 @@ LA_FN(la_performer_features)(la_index t, int kind, int shift, int log_out,
                     Lr[r + i] = (LA_T)(-(double)Ur[i] - h[rr]);
                 }
             }
+            /* The published stabiliser (performer-pytorch, google-research)
+             * subtracts the maximum of the projections u (not of u - h):
+             * c (exp(u - h - max u) + eps).  With l = u - h + log c stored in
+             * Lr and h[rr] = h - log c, u = Lr + h[rr]. */
             if (shift == 2) {
                 for (j = 0; j < f; j++) {
+                    const double uj = (double)Lr[j] + h[rr];
                     yr[j * y_cs] = Lr[j];
-                    gmax = (double)Lr[j] > gmax ? (double)Lr[j] : gmax;
+                    gmax = uj > gmax ? uj : gmax;
                 }
                 continue;
             }
             if (shift == 1 && f > 0) {
-                /* s = max_i (u_i - h) = max_i l_i - log c */
                 LA_T mx = Lr[0];
                 for (j = 1; j < f; j++) {
                     mx = Lr[j] > mx ? Lr[j] : mx;
                 }
-                s = (LA_T)((double)mx - logc);
+                s = (LA_T)((double)mx + h[rr]);
             }
             for (j = 0; j < f; j++) {
                 yr[j * y_cs] = log_out ? Lr[j] - s : (LA_T)(LA_EXP(Lr[j] - s) + ce);
@@ -242,7 +246,7 @@ LA_FN(la_performer_features)(la_index t, int kind, int shift, int log_out,
         return;
     }
     {
-        const LA_T s = (LA_T)(gmax - logc);
+        const LA_T s = (LA_T)gmax;
         for (i = 0; i < t; i++) {
             LA_T *yi = y + i * y_rs;
             for (j = 0; j < f; j++) {
