@@ -181,7 +181,8 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
            scale: float | None = None, normalize: str | None = None, eps: float | None = None,
            decay=None, num_features: int | None = None, projection=None, seed: int | None = None,
            horizon: int | None = None, initial_state: State | None = None,
-           return_state: bool = False, layout: str = "...td", out=None, **kind_options):
+           return_state: bool = False, layout: str = "...td", out=None,
+           check_finite: bool = False, **kind_options):
     """Causal linear attention ``o_t = sum_{s<=t} w(t,s) phi(q_t).phi(k_s) v_s / den_t``.
 
     Parameters
@@ -213,11 +214,18 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     layout : {"...td", "bthd"}
     out : ndarray, optional
         Output array of the result's shape and dtype.
+    check_finite : bool
+        Scan ``q``, ``k``, ``v`` first and raise ValueError naming the tensor and the
+        index of its first NaN or Inf.  By default (False) nothing is scanned and NaN /
+        Inf propagate to the outputs they reach (at least every later output of a causal
+        call; no error, no warning).
 
     Returns
     -------
     o : ndarray ``(..., T, E)``, or ``(o, state)`` with ``return_state=True``.
     """
+    if check_finite:
+        val.check_finite(q=q, k=k, v=v)
     spec = reg.get(kind)
     if not spec.causal_modes:
         raise ValueError(f"kind {kind!r} has no causal form; use la.noncausal")
@@ -246,14 +254,18 @@ def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
               scale: float | None = None, normalize: str | None = None,
               eps: float | None = None, num_features: int | None = None, projection=None,
               seed: int | None = None, horizon: int | None = None, layout: str = "...td",
-              out=None, **kind_options):
+              out=None, check_finite: bool = False, **kind_options):
     """Non-causal linear attention (and cross-attention, ``S != T``).
 
     ``o_t = phi(q_t)^T (sum_s phi(k_s) v_s^T) / guard(phi(q_t) . sum_s phi(k_s))``:
     two GEMMs blocked over the key axis.  Shapes: ``q (..., T, D)``, ``k (..., S, D)``,
     ``v (..., S, E)`` -> ``(..., T, E)``.  Arguments as :func:`causal`, without state,
-    mode or decay (decay is causal only).
+    mode or decay (decay is causal only).  ``check_finite=True`` raises ValueError naming
+    the first of ``q``, ``k``, ``v`` holding a NaN or Inf and its index; by default they
+    propagate.
     """
+    if check_finite:
+        val.check_finite(q=q, k=k, v=v)
     spec = reg.get(kind)
     if not spec.noncausal:
         raise ValueError(f"kind {kind!r} has no non-causal form; use la.causal")
@@ -292,13 +304,17 @@ def noncausal_core(q, k, v, *, fmap_q: int, fmap_k: int, scale: float, normalize
     return _finish_out(o, out, res)
 
 
-def step(q_t, k_t, v_t, state: State | None = None, kind: str = "elu", **options):
+def step(q_t, k_t, v_t, state: State | None = None, kind: str = "elu", *,
+         check_finite: bool = False, **options):
     """One decoding step: ``q_t (..., D)``, ``k_t (..., D)``, ``v_t (..., E)``.
 
     Equivalent to ``la.causal`` on a length-1 sequence resumed from ``state`` (None
     starts fresh), in the recurrent form.  Returns ``(o_t (..., E), new_state)``; the
-    new state has the same structure as a ``T > 1`` call's.
+    new state has the same structure as a ``T > 1`` call's.  ``check_finite=True`` raises
+    ValueError naming the first of ``q_t``, ``k_t``, ``v_t`` holding a NaN or Inf.
     """
+    if check_finite:
+        val.check_finite(q_t=q_t, k_t=k_t, v_t=v_t)
     q_t = val.array("q_t", q_t)
     k_t = val.array("k_t", k_t)
     v_t = val.array("v_t", v_t)
@@ -315,12 +331,16 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str = "elu", **options
 
 
 def softmax_attention(q, k, v, causal: bool = True, scale: float | None = None, *,
-                      layout: str = "...td", out=None):
+                      layout: str = "...td", out=None, check_finite: bool = False):
     """Exact softmax attention ``softmax(scale * q k^T [+ causal mask]) v``, in C.
 
     The quality baseline.  ``scale`` defaults to ``D**-0.5``.  Causal attention needs
-    ``S == T``.  Shapes and ``layout`` as :func:`causal`.
+    ``S == T``.  Shapes and ``layout`` as :func:`causal`.  ``check_finite=True`` raises
+    ValueError naming the first of ``q``, ``k``, ``v`` holding a NaN or Inf; by default
+    they propagate.
     """
+    if check_finite:
+        val.check_finite(q=q, k=k, v=v)
     q, k, v, dims, res, comp = _prepare_qkv(q, k, v, layout, causal=bool(causal))
     scale = (1.0 / np.sqrt(dims.D) if dims.D else 1.0) if scale is None else \
         val.positive_number("scale", scale)

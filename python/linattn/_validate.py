@@ -200,3 +200,26 @@ def out_array(out: object, shape: tuple[int, ...], dtype: np.dtype,
         if overlap:
             raise ValueError(f"out overlaps the input {name}; pass a separate array")
     return out
+
+
+def check_finite(**named: object) -> None:
+    """``check_finite=True``: raise ValueError naming the first tensor (in argument order)
+    that holds a NaN or an infinity, and the index of its first such element.
+
+    Non-array and non-float arguments are skipped (their dtype errors come later, from
+    :func:`array`); ``None`` is skipped.  Nothing is copied: the scan is read-only.
+    """
+    for name, x in named.items():
+        if x is None:
+            continue
+        a = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if a.dtype.kind != "f" or a.size == 0:
+            continue
+        finite = np.isfinite(a)
+        if finite.all():
+            continue
+        bad = ~finite
+        idx = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
+        idx = tuple(int(i) for i in idx)
+        raise ValueError(f"{name} contains a non-finite value ({float(a[idx])}) at index {idx}; "
+                         f"check_finite=True rejects NaN and Inf")
