@@ -232,6 +232,11 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     _check_gated(spec, "causal", decay=decay, num_features=num_features,
                  projection=projection, seed=seed, horizon=horizon)
     if spec.causal_impl is not None:
+        # checks every kind shares, before kinds that compute features first lose track
+        # of the caller's arrays
+        if chunk_size is not None:
+            val.positive_int("chunk_size", chunk_size)
+        val.no_overlap(out, q=q, k=k, v=v)
         return spec.causal_impl(
             q, k, v, spec=spec, mode=mode, chunk_size=chunk_size, scale=scale,
             normalize=normalize, eps=eps, decay=decay, num_features=num_features,
@@ -275,6 +280,9 @@ def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
                  seed=seed, horizon=horizon)
     opts = _check_options(spec, kind_options, "noncausal")
     if spec.noncausal_impl is not None:
+        if chunk_size is not None:
+            val.positive_int("chunk_size", chunk_size)
+        val.no_overlap(out, q=q, k=k, v=v)
         return spec.noncausal_impl(
             q, k, v, spec=spec, chunk_size=chunk_size, scale=scale, normalize=normalize,
             eps=eps, num_features=num_features, projection=projection, seed=seed,

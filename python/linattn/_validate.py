@@ -192,14 +192,23 @@ def out_array(out: object, shape: tuple[int, ...], dtype: np.dtype,
         raise TypeError(f"out has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
-    for name, a in zip(("q", "k", "v"), inputs):
+    no_overlap(out, **dict(zip(("q", "k", "v"), inputs)))
+    return out
+
+
+def no_overlap(out: object, **inputs: object) -> None:
+    """ValueError when ``out`` shares memory with one of the named input arrays."""
+    if not isinstance(out, np.ndarray):
+        return
+    for name, a in inputs.items():
+        if not isinstance(a, np.ndarray):
+            continue
         try:
             overlap = np.shares_memory(out, a, max_work=10**6)
         except np.exceptions.TooHardError:
             overlap = np.may_share_memory(out, a)
         if overlap:
             raise ValueError(f"out overlaps the input {name}; pass a separate array")
-    return out
 
 
 def check_finite(**named: object) -> None:
