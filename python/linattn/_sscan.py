@@ -96,8 +96,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                          f"A is (D, N)")
     N = A.shape[1]
     if np.isnan(A).any() or (A > 0).any():
+        amax = np.where(np.isnan(A), -np.inf, A).max() if A.size else 0.0
         raise ValueError("A must be real and <= 0 (a contractive scan; A = -exp(A_log) "
-                         f"upstream); got max(A) = {np.nanmax(A) if A.size else 0!r}"
+                         f"upstream); got max(A) = {float(amax)!r}"
                          + (" and NaN" if np.isnan(A).any() else ""))
     opt = {}
     for name, x, shape in (("D", D, (Dc,)), ("delta_bias", delta_bias, (Dc,)),
