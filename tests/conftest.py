@@ -26,3 +26,13 @@ def make_qkv(rng, batch=(2, 3), T=20, D=8, E=None, S=None, dtype=np.float64, sca
 
 def assert_close(actual, desired, dtype):
     la.testing.assert_close(actual, desired, rtol=TOL[np.dtype(dtype).type])
+
+
+# Counters for the reliability closing note (issue 8): bad inputs tried, fuzz cases run.
+COUNTS: dict[str, int] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if COUNTS:
+        parts = ", ".join(f"{v} {k}" for k, v in sorted(COUNTS.items()))
+        terminalreporter.write_line(f"linattn reliability counts: {parts}")

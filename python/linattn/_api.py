@@ -198,7 +198,8 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
            scale: float | None = None, normalize: str | None = None, eps: float | None = None,
            decay=None, num_features: int | None = None, projection=None, seed: int | None = None,
            horizon: int | None = None, initial_state: State | None = None,
-           return_state: bool = False, layout: str = "...td", out=None, **kind_options):
+           return_state: bool = False, layout: str = "...td", out=None,
+           check_finite: bool = False, **kind_options):
     """Causal linear attention ``o_t = sum_{s<=t} w(t,s) phi(q_t).phi(k_s) v_s / den_t``.
 
     Parameters
@@ -230,17 +231,29 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     layout : {"...td", "bthd"}
     out : ndarray, optional
         Output array of the result's shape and dtype.
+    check_finite : bool
+        Scan ``q``, ``k``, ``v`` first and raise ValueError naming the tensor and the
+        index of its first NaN or Inf.  By default (False) nothing is scanned and NaN /
+        Inf propagate to the outputs they reach (at least every later output of a causal
+        call; no error, no warning).
 
     Returns
     -------
     o : ndarray ``(..., T, E)``, or ``(o, state)`` with ``return_state=True``.
     """
+    if check_finite:
+        val.check_finite(q=q, k=k, v=v)
     spec = reg.get(kind)
     if not spec.causal_modes:
         raise ValueError(f"kind {kind!r} has no causal form; use la.noncausal")
     _check_gated(spec, "causal", decay=decay, num_features=num_features,
                  projection=projection, seed=seed, horizon=horizon)
     if spec.causal_impl is not None:
+        # checks every kind shares, before kinds that compute features first lose track
+        # of the caller's arrays
+        if chunk_size is not None:
+            val.positive_int("chunk_size", chunk_size)
+        val.no_overlap(out, q=q, k=k, v=v)
         return spec.causal_impl(
             q, k, v, spec=spec, mode=mode, chunk_size=chunk_size, scale=scale,
             normalize=normalize, eps=eps, decay=decay, num_features=num_features,
@@ -263,14 +276,18 @@ def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
               scale: float | None = None, normalize: str | None = None,
               eps: float | None = None, num_features: int | None = None, projection=None,
               seed: int | None = None, horizon: int | None = None, layout: str = "...td",
-              out=None, **kind_options):
+              out=None, check_finite: bool = False, **kind_options):
     """Non-causal linear attention (and cross-attention, ``S != T``).
 
     ``o_t = phi(q_t)^T (sum_s phi(k_s) v_s^T) / guard(phi(q_t) . sum_s phi(k_s))``:
     two GEMMs blocked over the key axis.  Shapes: ``q (..., T, D)``, ``k (..., S, D)``,
     ``v (..., S, E)`` -> ``(..., T, E)``.  Arguments as :func:`causal`, without state,
-    mode or decay (decay is causal only).
+    mode or decay (decay is causal only).  ``check_finite=True`` raises ValueError naming
+    the first of ``q``, ``k``, ``v`` holding a NaN or Inf and its index; by default they
+    propagate.
     """
+    if check_finite:
+        val.check_finite(q=q, k=k, v=v)
     spec = reg.get(kind)
     if not spec.noncausal:
         raise ValueError(f"kind {kind!r} has no non-causal form; use la.causal")
@@ -280,6 +297,9 @@ def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
                  seed=seed, horizon=horizon)
     opts = _check_options(spec, kind_options, "noncausal")
     if spec.noncausal_impl is not None:
+        if chunk_size is not None:
+            val.positive_int("chunk_size", chunk_size)
+        val.no_overlap(out, q=q, k=k, v=v)
         return spec.noncausal_impl(
             q, k, v, spec=spec, chunk_size=chunk_size, scale=scale, normalize=normalize,
             eps=eps, num_features=num_features, projection=projection, seed=seed,
@@ -310,18 +330,21 @@ def noncausal_core(q, k, v, *, fmap_q: int, fmap_k: int, scale: float, normalize
 
 
 def step(q_t, k_t, v_t, state: State | None = None, kind: str = "elu", *,
-         inplace: bool = False, **options):
+         inplace: bool = False, check_finite: bool = False, **options):
     """One decoding step: ``q_t (..., D)``, ``k_t (..., D)``, ``v_t (..., E)``.
 
     Equivalent to ``la.causal`` on a length-1 sequence resumed from ``state`` (None
     starts fresh), in the recurrent form.  Returns ``(o_t (..., E), new_state)``; the
-    new state has the same structure as a ``T > 1`` call's.
+    new state has the same structure as a ``T > 1`` call's.  ``check_finite=True`` raises
+    ValueError naming the first of ``q_t``, ``k_t``, ``v_t`` holding a NaN or Inf.
 
     ``inplace=True`` updates ``state``'s arrays in place and returns the same object
     (like ``out=``): no new ``(..., F, E)`` state is allocated, which is what makes a
     decoding loop fast.  The old state is consumed; keep ``state.copy()`` if you need it.
     Every check runs before anything is written, so a rejected call leaves it intact.
     """
+    if check_finite:
+        val.check_finite(q_t=q_t, k_t=k_t, v_t=v_t)
     q_t = val.array("q_t", q_t)
     k_t = val.array("k_t", k_t)
     v_t = val.array("v_t", v_t)
@@ -403,12 +426,16 @@ def _step_inplace(q, k, v, state: State, spec: reg.KindSpec, options: dict):
 
 
 def softmax_attention(q, k, v, causal: bool = True, scale: float | None = None, *,
-                      layout: str = "...td", out=None):
+                      layout: str = "...td", out=None, check_finite: bool = False):
     """Exact softmax attention ``softmax(scale * q k^T [+ causal mask]) v``, in C.
 
     The quality baseline.  ``scale`` defaults to ``D**-0.5``.  Causal attention needs
-    ``S == T``.  Shapes and ``layout`` as :func:`causal`.
+    ``S == T``.  Shapes and ``layout`` as :func:`causal`.  ``check_finite=True`` raises
+    ValueError naming the first of ``q``, ``k``, ``v`` holding a NaN or Inf; by default
+    they propagate.
     """
+    if check_finite:
+        val.check_finite(q=q, k=k, v=v)
     q, k, v, dims, res, comp = _prepare_qkv(q, k, v, layout, causal=bool(causal))
     scale = (1.0 / np.sqrt(dims.D) if dims.D else 1.0) if scale is None else \
         val.positive_number("scale", scale)

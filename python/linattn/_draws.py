@@ -196,12 +196,11 @@ def random_features(d: int, m: int, kind: str = "orthogonal", seed: int | None =
         if norms == "sqrt_d":
             W *= np.sqrt(d) / np.linalg.norm(W, axis=1, keepdims=True)
         return W.astype(dt)
-    blocks = []
-    for _ in range(-(-m // d)):
+    W = np.empty((m, d))  # absurd sizes raise MemoryError here, before any draw loop
+    for i in range(0, m, d):
         Q, R = np.linalg.qr(rng.standard_normal((d, d)))
         Q = Q * np.where(np.diag(R) < 0, -1.0, 1.0)
-        blocks.append(Q.T)
-    W = np.concatenate(blocks, axis=0)[:m]
+        W[i:i + d] = Q.T[:m - i]
     if norms == "chi":
         lengths = np.linalg.norm(rng.standard_normal((m, d)), axis=1)
     else:

@@ -49,7 +49,7 @@ def _bc_view(name: str, X: np.ndarray, Bb: int, Dc: int, N: int, L: int, G: int)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   initial_state=None, return_state=False):
+                   initial_state=None, return_state=False, *, check_finite=False):
     """Selective scan (Mamba-1 S6), as ``mamba_ssm.ops.selective_scan_interface.selective_scan_ref``.
 
     ::
@@ -73,9 +73,16 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     return_state : bool
         Also return the last state ``(B, D, N)`` (the reference's ``return_last_state``).
 
+    check_finite : bool
+        Raise ValueError naming the first array holding a NaN or Inf (and its index)
+        before the scan; by default they propagate.
+
     Returns ``out (B, D, L)`` in the promoted input dtype (float16 computed in float32),
     or ``(out, last_state)``.  Discretisation as the reference: ZOH on A, Euler on B.
     """
+    if check_finite:
+        val.check_finite(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
+                         initial_state=initial_state)
     u = _real("u", u, (3,), "(B, D, L)")
     delta = _real("delta", delta, (3,), "(B, D, L)")
     A = _real("A", A, (2,), "(D, N)")
@@ -89,8 +96,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                          f"A is (D, N)")
     N = A.shape[1]
     if np.isnan(A).any() or (A > 0).any():
+        amax = np.where(np.isnan(A), -np.inf, A).max() if A.size else 0.0
         raise ValueError("A must be real and <= 0 (a contractive scan; A = -exp(A_log) "
-                         f"upstream); got max(A) = {np.nanmax(A) if A.size else 0!r}"
+                         f"upstream); got max(A) = {float(amax)!r}"
                          + (" and NaN" if np.isnan(A).any() else ""))
     opt = {}
     for name, x, shape in (("D", D, (Dc,)), ("delta_bias", delta_bias, (Dc,)),

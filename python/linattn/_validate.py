@@ -192,11 +192,43 @@ def out_array(out: object, shape: tuple[int, ...], dtype: np.dtype,
         raise TypeError(f"out has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
-    for name, a in zip(("q", "k", "v"), inputs):
+    no_overlap(out, **dict(zip(("q", "k", "v"), inputs)))
+    return out
+
+
+def no_overlap(out: object, **inputs: object) -> None:
+    """ValueError when ``out`` shares memory with one of the named input arrays."""
+    if not isinstance(out, np.ndarray):
+        return
+    for name, a in inputs.items():
+        if not isinstance(a, np.ndarray):
+            continue
         try:
             overlap = np.shares_memory(out, a, max_work=10**6)
         except np.exceptions.TooHardError:
             overlap = np.may_share_memory(out, a)
         if overlap:
             raise ValueError(f"out overlaps the input {name}; pass a separate array")
-    return out
+
+
+def check_finite(**named: object) -> None:
+    """``check_finite=True``: raise ValueError naming the first tensor (in argument order)
+    that holds a NaN or an infinity, and the index of its first such element.
+
+    Non-array and non-float arguments are skipped (their dtype errors come later, from
+    :func:`array`); ``None`` is skipped.  Nothing is copied: the scan is read-only.
+    """
+    for name, x in named.items():
+        if x is None:
+            continue
+        a = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if a.dtype.kind != "f" or a.size == 0:
+            continue
+        finite = np.isfinite(a)
+        if finite.all():
+            continue
+        bad = ~finite
+        idx = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
+        idx = tuple(int(i) for i in idx)
+        raise ValueError(f"{name} contains a non-finite value ({float(a[idx])}) at index {idx}; "
+                         f"check_finite=True rejects NaN and Inf")

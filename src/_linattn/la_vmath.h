@@ -24,7 +24,8 @@
 static inline float
 la_exp_f32(float xi)
 {
-    const float xc = xi < -87.33654f ? -87.33654f : (xi > 88.72283f ? 88.72283f : xi);
+    /* NaN selects the lower bound, so the int conversion below stays defined */
+    const float xc = xi >= -87.33654f ? (xi <= 88.72283f ? xi : 88.72283f) : -87.33654f;
     const float shifter = 12582912.0f; /* 1.5 * 2^23: round to nearest */
     const float kf = (xc * 1.44269504088896341f + shifter) - shifter;
     const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
@@ -50,8 +51,10 @@ la_exp_f32(float xi)
 static inline double
 la_exp_f64(double xi)
 {
-    const double xc = xi < -708.3964185322641 ? -708.3964185322641
-                    : (xi > 709.782712893384 ? 709.782712893384 : xi);
+    /* NaN selects the lower bound, so the int conversion below stays defined */
+    const double xc = xi >= -708.3964185322641
+                    ? (xi <= 709.782712893384 ? xi : 709.782712893384)
+                    : -708.3964185322641;
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     const double kf = (xc * 1.4426950408889634 + shifter) - shifter;
     const double r = (xc - kf * 6.93147180369123816490e-01) -

@@ -81,6 +81,10 @@ def _causal(q, k, v, *, spec, mode, chunk_size, scale, normalize, eps, decay, ho
         t0 = int(initial_state.t)
         if initial_state.kind == spec.name:
             hs = initial_state.extra.get("horizon")
+            if hs is not None and (np.asarray(hs).shape != ()
+                                   or np.asarray(hs).dtype.kind not in "iuf"):
+                raise ValueError(f"initial_state.extra['horizon'] must be a scalar integer, "
+                                 f"got {np.asarray(hs).dtype} of shape {np.asarray(hs).shape}")
             if hs is None or int(np.asarray(hs)) != M:
                 raise ValueError(f"horizon={M} does not match initial_state.extra['horizon']="
                                  f"{None if hs is None else int(np.asarray(hs))}: a cosFormer "

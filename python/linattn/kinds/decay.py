@@ -46,7 +46,7 @@ def heads_of(q: np.ndarray, layout: str) -> int:
 def _preset_decay(preset_of):
     def fn(q, dims):
         H = heads_of(q, dims.layout)
-        g = decay_slopes(H, **preset_of())
+        g = decay_slopes(max(H, 1), **preset_of())[:H]  # H = 0: an empty batch
         return g if q.ndim >= 3 else g[0]
     return fn
 

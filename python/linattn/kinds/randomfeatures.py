@@ -72,12 +72,18 @@ def _check_resume(state, fp: np.ndarray, stabilizer: str | None = None) -> None:
     if state is None or not isinstance(state, State):
         return
     old = state.extra.get("fingerprint")
-    if old is not None and np.asarray(old).shape == () and int(old) != int(fp):
+    if old is not None and (np.asarray(old).shape != () or np.asarray(old).dtype.kind not in "iu"):
+        raise ValueError(f"initial_state.extra['fingerprint'] must be a scalar integer, got "
+                         f"{np.asarray(old).dtype} of shape {np.asarray(old).shape}")
+    if old is not None and int(old) != int(fp):
         raise ValueError("initial_state was computed with a different projection "
                          "(fingerprint mismatch); resume with the same projection= or "
                          "seed= and num_features=")
     if stabilizer is not None:
         s = state.extra.get("stabilizer")
+        if s is not None and np.asarray(s).shape != ():
+            raise ValueError(f"initial_state.extra['stabilizer'] must be a scalar string, got "
+                             f"shape {np.asarray(s).shape}")
         if s is not None and str(np.asarray(s)[()]) != stabilizer:
             raise ValueError(f"initial_state was computed with stabilizer="
                              f"{str(np.asarray(s)[()])!r}, not {stabilizer!r}")
