@@ -32,10 +32,11 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | Non
               E: int | None = None, slices: int | None = None) -> str:
     """The documented ``mode="auto"`` rule (``la.kinds()[kind]["auto_rule"]``).
 
-    Measured on the reference machine (benchmarks/README.md): the fused recurrent loop
-    beats three chunk-sized GEMMs per chunk while the state is at most 128 x 128
-    (``F * E <= 16384``); the chunked form wins on larger states and whenever it can
-    split the sequence over idle threads (fewer slices than threads).  Kinds with their
+    Measured on the reference machine (benchmarks/bench_targets.py): the fused recurrent
+    loop beats three chunk-sized GEMMs per chunk for states between 32 x 32 and 128 x 128
+    (``1024 < F * E <= 16384``); the chunked form wins on smaller states (per-token
+    overhead), larger ones (state traffic), and whenever it can split the sequence over
+    idle threads (fewer slices than threads).  Kinds with their
     own kernels pass no ``F``/``E`` and get chunked from ``T >= 2 * chunk``.
     """
     if mode != "auto":
@@ -50,10 +51,13 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | Non
     threads = _core.get_num_threads()
     if slices is not None and slices < threads and T >= 4 * chunk * threads:
         return "chunked"  # sequence-parallel
-    return "recurrent" if F * E <= AUTO_STATE_LIMIT else "chunked"
+    return "recurrent" if AUTO_STATE_RANGE[0] < F * E <= AUTO_STATE_RANGE[1] else "chunked"
 
 
-AUTO_STATE_LIMIT = 128 * 128
+# States (F * E) for which the fused recurrent loop beats the chunked form when every
+# thread has slices of its own (benchmarks/bench_targets.py): tiny states are dominated
+# by per-token overhead, large ones by state traffic; both favour the chunked form.
+AUTO_STATE_RANGE = (32 * 32, 128 * 128)
 
 
 def _check_options(spec: reg.KindSpec, given: dict[str, Any], entry: str) -> dict[str, Any]:

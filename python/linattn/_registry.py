@@ -70,8 +70,9 @@ class KindSpec:
         }
 
 
-AUTO_RULE = ("recurrent when T < 2 * chunk_size, or when the state is at most 128 x 128 "
-             "(F * E <= 16384) and the (batch x head) slices keep every thread busy; chunked "
+AUTO_RULE = ("recurrent when T < 2 * chunk_size, or when the state is between 32 x 32 and "
+             "128 x 128 (1024 < F * E <= 16384) and the (batch x head) slices keep every "
+             "thread busy; chunked "
              "otherwise (larger states, or fewer slices than threads with T >= 4 * chunk_size * "
              "threads, where it splits the sequence); parallel is never chosen automatically. "
              "Kinds with their own kernels (performer, rfa, lavo) use chunked from T >= "

@@ -101,8 +101,10 @@ typedef struct {
     int f64;
     la_index c0, cw, C;
     char *states;  /* cw blocks of f x ec */
+    char *outs;    /* cw blocks of chunk x ec: intra-chunk outputs */
     double *betas;
     size_t sbytes; /* bytes per state block */
+    size_t obytes; /* bytes per output block */
     char *work;
     size_t wsize;
     int pass;
@@ -118,19 +120,24 @@ seq_task(void *vctx, int ith, int nth)
     la_index j;
     for (j = lo; j < hi && c->status == LA_OK; j++) {
         const la_index t0 = (c->c0 + j) * c->C;
+        void *st = c->states + (size_t)j * c->sbytes;
+        void *oc = c->outs + (size_t)j * c->obytes;
+        la_status s;
         if (LA_CANCELLED(c->a->cancel)) {
             c->status = LA_ERR_INTERRUPTED;
             break;
         }
-        void *st = c->states + (size_t)j * c->sbytes;
-        la_status s;
         if (c->pass == 1) {
-            s = c->f64 ? la_linear_chunk_delta_f64(c->a, work, t0, (double *)st, &c->betas[j])
-                       : la_linear_chunk_delta_f32(c->a, work, t0, (float *)st, &c->betas[j]);
+            s = c->f64 ? la_linear_chunk_pass1_f64(c->a, work, t0, (double *)st, &c->betas[j],
+                                                   (double *)oc)
+                       : la_linear_chunk_pass1_f32(c->a, work, t0, (float *)st, &c->betas[j],
+                                                   (float *)oc);
         }
         else {
-            s = c->f64 ? la_linear_chunk_out_f64(c->a, work, t0, (const double *)st)
-                       : la_linear_chunk_out_f32(c->a, work, t0, (const float *)st);
+            s = c->f64 ? la_linear_chunk_pass2_f64(c->a, work, t0, (const double *)st,
+                                                   (double *)oc)
+                       : la_linear_chunk_pass2_f32(c->a, work, t0, (const float *)st,
+                                                   (float *)oc);
         }
         if (s != LA_OK) {
             c->status = s;
@@ -153,12 +160,15 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     c.f64 = f64;
     c.C = C;
     c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ec) * is);
+    c.obytes = LA_ALIGN_BYTES((size_t)(C * ec) * is);
     c.wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
     c.states = malloc(c.sbytes * (LA_SEQ_WINDOW + 1));
+    c.outs = malloc(c.obytes * LA_SEQ_WINDOW);
     c.betas = malloc(sizeof(double) * LA_SEQ_WINDOW);
     c.work = malloc(c.wsize * (size_t)nth + 64);
-    if (c.states == NULL || c.betas == NULL || c.work == NULL) {
+    if (c.states == NULL || c.outs == NULL || c.betas == NULL || c.work == NULL) {
         free(c.states);
+        free(c.outs);
         free(c.betas);
         free(c.work);
         return LA_ERR_NOMEM;
@@ -194,6 +204,7 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
         la_linear_state_store_f32(a, (const float *)Sx);
     }
     free(c.states);
+    free(c.outs);
     free(c.betas);
     free(c.work);
     return (la_status)c.status;

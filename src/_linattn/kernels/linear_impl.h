@@ -274,21 +274,18 @@ LA_FN(chunk_ws_init)(const la_linear_args *a, void *work, LA_FN(chunk_ws) *w)
     }
 }
 
-/* Features of tokens [t0, t0+n) and b_r, the inclusive in-chunk cumulative
- * log-decay (in float64, family.md 4.3 rule 4). */
+/* Query features of tokens [t0, t0+n) and b_r, the inclusive in-chunk
+ * cumulative log-decay (in float64, family.md 4.3 rule 4). */
 static void
-LA_FN(chunk_load)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
-                  la_index n)
+LA_FN(chunk_load_q)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+                    la_index n)
 {
-    const la_index f = a->f, e = a->e, ec = w->ec;
-    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
-    const LA_T *v = (const LA_T *)a->v;
+    const la_index f = a->f;
+    const LA_T *q = (const LA_T *)a->q;
     la_index r;
     for (r = 0; r < n; r++) {
-        const la_index t = t0 + r;
-        LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + t * a->q_rs, a->q_cs, f, w->Qc + r * f);
-        LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_cs, f, w->Kc + r * f);
-        LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, ec > e, w->Vc + r * ec);
+        LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + (t0 + r) * a->q_rs, a->q_cs, f,
+                              w->Qc + r * f);
     }
     if (w->decayed) {
         double acc = 0;
@@ -300,14 +297,29 @@ LA_FN(chunk_load)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
     }
 }
 
-/* Outputs of the loaded chunk: intra (Q K^T o L) V + inter diag(exp(b)) Q S,
- * with Sx the state entering the chunk.  Scales Qc in place. */
+/* All features of tokens [t0, t0+n): queries (and b), keys, [v | 1]. */
 static void
-LA_FN(chunk_out)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
-                 la_index n, const LA_T *Sx)
+LA_FN(chunk_load)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+                  la_index n)
+{
+    const la_index f = a->f, e = a->e, ec = w->ec;
+    const LA_T *k = (const LA_T *)a->k, *v = (const LA_T *)a->v;
+    la_index r;
+    LA_FN(chunk_load_q)(a, w, t0, n);
+    for (r = 0; r < n; r++) {
+        const la_index t = t0 + r;
+        LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_cs, f, w->Kc + r * f);
+        LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, ec > e, w->Vc + r * ec);
+    }
+}
+
+/* Intra-chunk part of the loaded chunk's outputs: Oc = ((Q K^T) o L) V. */
+static void
+LA_FN(chunk_intra)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index n,
+                   LA_T *Oc)
 {
     const la_index f = a->f, C = w->C, ec = w->ec;
-    LA_T *P = w->P, *o = (LA_T *)a->o;
+    LA_T *P = w->P;
     la_index r, j;
     LA_GEMM(0, 1, n, n, f, 1, w->Qc, f, w->Kc, f, 0, P, C);
     for (r = 0; r < n; r++) {
@@ -331,13 +343,24 @@ LA_FN(chunk_out)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
             Pr[j] = 0;
         }
     }
-    LA_GEMM(0, 0, n, ec, n, 1, P, C, w->Vc, ec, 0, w->Oc, ec);
+    LA_GEMM(0, 0, n, ec, n, 1, P, C, w->Vc, ec, 0, Oc, ec);
+}
+
+/* Inter-chunk part and the finish: Oc += diag(exp(b)) Q S_enter, then each
+ * row is normalised into the output.  Scales Qc in place. */
+static void
+LA_FN(chunk_inter)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+                   la_index n, const LA_T *Sx, LA_T *Oc)
+{
+    const la_index f = a->f, ec = w->ec;
+    LA_T *o = (LA_T *)a->o;
+    la_index r;
     if (w->decayed) {
         LA_FN(scale_rows)(w->Qc, n, f, f, w->b, 0.0);
     }
-    LA_GEMM(0, 0, n, ec, f, 1, w->Qc, f, Sx, ec, 1, w->Oc, ec);
+    LA_GEMM(0, 0, n, ec, f, 1, w->Qc, f, Sx, ec, 1, Oc, ec);
     for (r = 0; r < n; r++) {
-        LA_FN(finish_row)(a, w->Oc + r * ec, o + (t0 + r) * a->o_rs, a->o_cs);
+        LA_FN(finish_row)(a, Oc + r * ec, o + (t0 + r) * a->o_rs, a->o_cs);
     }
 }
 
@@ -401,7 +424,8 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
             return LA_ERR_INTERRUPTED;
         }
         LA_FN(chunk_load)(a, &w, t0, n);
-        LA_FN(chunk_out)(a, &w, t0, n, Sx);
+        LA_FN(chunk_intra)(a, &w, n, w.Oc);
+        LA_FN(chunk_inter)(a, &w, t0, n, Sx, w.Oc);
         beta = LA_FN(chunk_delta)(a, &w, n, w.dS);
         LA_FN(state_step)(a->f * w.ec, Sx, beta, w.dS, 0);
     }
@@ -411,28 +435,29 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
 
 /* Pieces of the chunked form for the sequence-parallel scan (family.md 7). */
 la_status
-LA_FN(la_linear_chunk_delta)(const la_linear_args *a, void *work, la_index t0,
-                             LA_T *dS, double *beta)
+LA_FN(la_linear_chunk_pass1)(const la_linear_args *a, void *work, la_index t0,
+                             LA_T *dS, double *beta, LA_T *Oc)
 {
     LA_FN(chunk_ws) w;
-    const la_index n = a->t - t0 < la_block_rows(a->chunk, a->t)
-                           ? a->t - t0 : la_block_rows(a->chunk, a->t);
+    const la_index C = la_block_rows(a->chunk, a->t);
+    const la_index n = a->t - t0 < C ? a->t - t0 : C;
     LA_FN(chunk_ws_init)(a, work, &w);
     LA_FN(chunk_load)(a, &w, t0, n);
+    LA_FN(chunk_intra)(a, &w, n, Oc);
     *beta = LA_FN(chunk_delta)(a, &w, n, dS);
     return LA_OK;
 }
 
 la_status
-LA_FN(la_linear_chunk_out)(const la_linear_args *a, void *work, la_index t0,
-                           const LA_T *S_enter)
+LA_FN(la_linear_chunk_pass2)(const la_linear_args *a, void *work, la_index t0,
+                             const LA_T *S_enter, LA_T *Oc)
 {
     LA_FN(chunk_ws) w;
-    const la_index n = a->t - t0 < la_block_rows(a->chunk, a->t)
-                           ? a->t - t0 : la_block_rows(a->chunk, a->t);
+    const la_index C = la_block_rows(a->chunk, a->t);
+    const la_index n = a->t - t0 < C ? a->t - t0 : C;
     LA_FN(chunk_ws_init)(a, work, &w);
-    LA_FN(chunk_load)(a, &w, t0, n);
-    LA_FN(chunk_out)(a, &w, t0, n, S_enter);
+    LA_FN(chunk_load_q)(a, &w, t0, n);
+    LA_FN(chunk_inter)(a, &w, t0, n, S_enter, Oc);
     return LA_OK;
 }
 
