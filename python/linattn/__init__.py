@@ -7,7 +7,24 @@ released.  Start with ``la.causal(q, k, v, kind="elu")`` and ``la.kinds()``.
 
 from __future__ import annotations
 
-from . import _core
+import os as _os
+
+import numpy as _np  # noqa: F401  numpy's own BLAS initialises with the user's settings
+
+# linattn's vendored OpenBLAS runs single-threaded inside linattn's own parallel regions;
+# created with one thread it never starts idle worker threads that would compete for
+# the cores (openblas_set_num_threads(1) later cannot remove them).  The variable is
+# restored right after the library loads, so nothing else sees it.
+_prev = _os.environ.get("OPENBLAS_NUM_THREADS")
+_os.environ["OPENBLAS_NUM_THREADS"] = "1"
+try:
+    from . import _core
+finally:
+    if _prev is None:
+        del _os.environ["OPENBLAS_NUM_THREADS"]
+    else:
+        _os.environ["OPENBLAS_NUM_THREADS"] = _prev
+del _prev
 from . import features, kinds as _kinds, reference, testing  # noqa: F401
 from . import plot  # noqa: F401  (matplotlib is imported lazily inside its functions)
 from ._draws import lavo_bases

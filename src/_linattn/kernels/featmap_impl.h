@@ -1,6 +1,6 @@
 /* featmap_impl.h: included once per dtype by featmap.c -- no include guard. */
 
-void
+LA_TARGET_CLONES void
 LA_FN(la_featmap_row)(int fmap, double scale_d, const LA_T *x, la_index xs,
                       la_index n, LA_T *y)
 {

@@ -16,8 +16,9 @@ la_linear_work_size(int form, const la_linear_args *a, size_t itemsize)
 #define LA_ADD(count, size) (n += LA_ALIGN_BYTES((size_t)(count) * (size)))
     switch (form) {
     case LA_FORM_RECURRENT:
-        LA_ADD(f, itemsize);
-        LA_ADD(f, itemsize);
+        c = (size_t)la_block_rows(LA_RFEAT_ROWS, a->t);
+        LA_ADD(c * f, itemsize);
+        LA_ADD(c * f, itemsize);
         LA_ADD(e, itemsize);
         LA_ADD(e + 1, itemsize);
         LA_ADD(f * e, itemsize);

@@ -67,6 +67,9 @@ typedef struct {
     const volatile int *cancel; /* polled between chunks; NULL: never */
 } la_linear_args;
 
+/* Tokens whose features the recurrent form computes in one batch. */
+#define LA_RFEAT_ROWS 16
+
 size_t la_linear_work_size(int form, const la_linear_args *a, size_t itemsize);
 
 la_status la_linear_recurrent_f32(const la_linear_args *a, void *work);

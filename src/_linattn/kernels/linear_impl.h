@@ -37,6 +37,22 @@ LA_FN(copy_block)(LA_T *dst, la_index drs, la_index dcs, const LA_T *src,
     }
 }
 
+/* Features of n rows (row stride rs, column stride cs) into dense n x f:
+ * one map call over the whole block when the rows are dense already. */
+static void
+LA_FN(feature_rows)(int fmap, double scale, const LA_T *x, la_index rs, la_index cs,
+                    la_index n, la_index f, LA_T *y)
+{
+    la_index r;
+    if (cs == 1 && rs == f) {
+        LA_FN(la_featmap_row)(fmap, scale, x, 1, n * f, y);
+        return;
+    }
+    for (r = 0; r < n; r++) {
+        LA_FN(la_featmap_row)(fmap, scale, x + r * rs, cs, f, y + r * f);
+    }
+}
+
 /* Finish one row: num[0..e) (and den = num[e] in div mode) -> out. */
 static void
 LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
@@ -189,9 +205,10 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
     const LA_T *v = (const LA_T *)a->v;
     LA_T *o = (LA_T *)a->o;
     char *p = (char *)work;
-    LA_T *qf = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
-    LA_T *kf = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
-    LA_T *vv = (LA_T *)la_carve(&p, (size_t)e * sizeof(LA_T));
+    const la_index RB = la_block_rows(LA_RFEAT_ROWS, a->t);
+    LA_T *qb = (LA_T *)la_carve(&p, (size_t)(RB * f) * sizeof(LA_T));
+    LA_T *kb = (LA_T *)la_carve(&p, (size_t)(RB * f) * sizeof(LA_T));
+    LA_T *vbuf = (LA_T *)la_carve(&p, (size_t)e * sizeof(LA_T));
     LA_T *num = (LA_T *)la_carve(&p, (size_t)(e + 1) * sizeof(LA_T));
     /* update the output state in place when its rows are contiguous */
     const int direct = a->s1_cs == 1;
@@ -199,32 +216,37 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
                      : (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
     const la_index ld = direct ? a->s1_rs : e;
     LA_T *z = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
-    la_index t, i;
+    const int decayed = a->g != NULL;
+    la_index t, t0, i;
 
     LA_FN(copy_block)(S, ld, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, f, e);
     LA_FN(copy_block)(z, 1, 1, (const LA_T *)a->z0, a->z0_s, 1, f, 1);
-    for (t = 0; t < a->t; t++) {
-        if ((t & 255) == 0 && LA_CANCELLED(a->cancel)) {
+    for (t0 = 0; t0 < a->t; t0 += RB) {
+        const la_index nb = a->t - t0 < RB ? a->t - t0 : RB;
+        if (LA_CANCELLED(a->cancel)) {
             return LA_ERR_INTERRUPTED;
         }
-        LA_T decay = 1;
-        const int decayed = a->g != NULL;
-        if (decayed) {
-            decay = (LA_T)exp(la_clamp_decay(a->g[t * a->g_s]));
-        }
-        LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + t * a->q_rs, a->q_cs, f, qf);
-        LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_cs, f, kf);
-        LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, 0, vv);
-        LA_FN(recurrent_token)(f, e, decay, decayed, S, ld, qf, kf, vv, num);
-        if (div) {
-            LA_T den = 0;
-            for (i = 0; i < f; i++) {
-                z[i] = decay * z[i] + kf[i];
-                den += z[i] * qf[i];
+        /* features of a block of tokens at once (one call when rows are dense) */
+        LA_FN(feature_rows)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, nb, f, qb);
+        LA_FN(feature_rows)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, nb, f, kb);
+        for (t = t0; t < t0 + nb; t++) {
+            const LA_T *qf = qb + (t - t0) * f, *kf = kb + (t - t0) * f;
+            LA_T decay = 1;
+            if (decayed) {
+                decay = (LA_T)exp(la_clamp_decay(a->g[t * a->g_s]));
             }
-            num[e] = den;
+            LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, 0, vbuf);
+            LA_FN(recurrent_token)(f, e, decay, decayed, S, ld, qf, kf, vbuf, num);
+            if (div) {
+                LA_T den = 0;
+                for (i = 0; i < f; i++) {
+                    z[i] = decay * z[i] + kf[i];
+                    den += z[i] * qf[i];
+                }
+                num[e] = den;
+            }
+            LA_FN(finish_row)(a, num, o + t * a->o_rs, a->o_cs);
         }
-        LA_FN(finish_row)(a, num, o + t * a->o_rs, a->o_cs);
     }
     if (!direct) {
         LA_FN(copy_block)((LA_T *)a->s1, a->s1_rs, a->s1_cs, S, e, 1, f, e);
