@@ -93,15 +93,7 @@ diag_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
 
     nth = la_workers_for(c.n);
     c.wsize = LA_ALIGN_BYTES(la_diag_work_size(a, (size_t)is));
-    c.work = la_alloc_work(c.wsize, nth, "linattn._diag_attention");
-    if (c.work == NULL) {
-        return;
-    }
-    la_parallel_run(diag_task, &c, nth);
-    la_free_work(c.work);
-    if (c.status != LA_OK) {
-        la_raise((la_status)c.status, "linattn._diag_attention", 0);
-    }
+    la_run_workers(diag_task, &c, nth, c.wsize, &c.work, &c.status, "linattn._diag_attention");
 }
 
 static PyUFuncGenericFunction diag_funcs[2] = {diag_loop, diag_loop};

@@ -3,6 +3,7 @@
 #define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
 #define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
+#include "la_parallel.h"
 
 #include <fenv.h>
 #include <stdlib.h>
@@ -72,6 +73,27 @@ void
 la_free_work(char *p)
 {
     free(p);
+}
+
+void
+la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
+               char **work, volatile int *status, const char *name)
+{
+    int sig;
+    *work = la_alloc_work(wsize, nth, name);
+    if (*work == NULL) {
+        return;
+    }
+    sig = la_interrupt_begin();
+    la_parallel_run(task, ctx, nth);
+    if (la_interrupt_end(sig) && *status == LA_OK) {
+        *status = LA_ERR_INTERRUPTED;
+    }
+    la_free_work(*work);
+    *work = NULL;
+    if (*status != LA_OK) {
+        la_raise((la_status)*status, name, 0);
+    }
 }
 
 /*

@@ -21,6 +21,15 @@ void la_raise(la_status st, const char *where, size_t nbytes);
 char *la_alloc_work(size_t each, int nth, const char *where);
 void la_free_work(char *p);
 
+/*
+ * The common end of a gufunc loop: allocate nth x wsize bytes of scratch
+ * into *work (worker ith uses *work + ith * wsize), run task over the workers
+ * with Ctrl-C routed to la_cancel_flag (kernels that poll it stop early), free
+ * the scratch, and raise if *status (the tasks' shared failure slot) is set.
+ */
+void la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
+                    char **work, volatile int *status, const char *name);
+
 /* Element stride from a byte stride (strides of aligned data divide evenly). */
 #define LA_ES(bytes, itemsize) ((la_index)((bytes) / (npy_intp)(itemsize)))
 

@@ -74,15 +74,7 @@ lara_run(la_lara_ctx *c, size_t ws, const char *name)
         return;
     }
     c->wsize = LA_ALIGN_BYTES(ws);
-    c->work = la_alloc_work(c->wsize, nth, name);
-    if (c->work == NULL) {
-        return;
-    }
-    la_parallel_run(lara_task, c, nth);
-    la_free_work(c->work);
-    if (c->status != LA_OK) {
-        la_raise((la_status)c->status, name, 0);
-    }
+    la_run_workers(lara_task, c, nth, c->wsize, &c->work, &c->status, name);
 }
 
 static void

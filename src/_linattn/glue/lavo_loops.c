@@ -105,15 +105,7 @@ lavo_run(la_lavo_ctx *c, size_t (*wsize)(const la_lavo_args *, size_t), int is,
         }
     }
     c->wsize = LA_ALIGN_BYTES(ws);
-    c->work = la_alloc_work(c->wsize, nth, name);
-    if (c->work == NULL) {
-        return;
-    }
-    la_parallel_run(lavo_task, c, nth);
-    la_free_work(c->work);
-    if (c->status != LA_OK) {
-        la_raise((la_status)c->status, name, 0);
-    }
+    la_run_workers(lavo_task, c, nth, c->wsize, &c->work, &c->status, name);
 }
 
 static void

@@ -319,21 +319,7 @@ linear_loop(char **args, npy_intp const *dims, npy_intp const *steps,
         return;
     }
     c.wsize = LA_ALIGN_BYTES(la_linear_work_size(d->form, a, (size_t)is));
-    c.work = la_alloc_work(c.wsize, nth, d->name);
-    if (c.work == NULL) {
-        return;
-    }
-    {
-        const int sig = la_interrupt_begin();
-        la_parallel_run(linear_task, &c, nth);
-        if (la_interrupt_end(sig) && c.status == LA_OK) {
-            c.status = LA_ERR_INTERRUPTED;
-        }
-    }
-    la_free_work(c.work);
-    if (c.status != LA_OK) {
-        la_raise((la_status)c.status, d->name, 0);
-    }
+    la_run_workers(linear_task, &c, nth, c.wsize, &c.work, &c.status, d->name);
 }
 
 static la_linear_loop_data ld_rec[2] = {

@@ -152,15 +152,7 @@ performer_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *d
     }
     nth = la_workers_for(c.n);
     c.wsize = LA_ALIGN_BYTES(la_performer_work_size(d->form, a, (size_t)is));
-    c.work = la_alloc_work(c.wsize, nth, d->name);
-    if (c.work == NULL) {
-        return;
-    }
-    la_parallel_run(performer_task, &c, nth);
-    la_free_work(c.work);
-    if (c.status != LA_OK) {
-        la_raise((la_status)c.status, d->name, 0);
-    }
+    la_run_workers(performer_task, &c, nth, c.wsize, &c.work, &c.status, d->name);
 }
 
 static la_performer_loop_data pd_rec[2] = {

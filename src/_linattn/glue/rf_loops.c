@@ -36,6 +36,7 @@ typedef struct {
     const la_rf_loop_data *ld;
     char *work;
     size_t wsize;
+    volatile int status; /* stays LA_OK: the feature maps cannot fail */
 } la_rf_ctx;
 
 /* Copy a contiguous (t x f) block into the (t, c, r) output. */
@@ -147,12 +148,7 @@ rf_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
     if (!c.uniform) {
         c.wsize += LA_ALIGN_BYTES((size_t)(c.t * c.f > 0 ? c.t * c.f : 1) * (size_t)is);
     }
-    c.work = la_alloc_work(c.wsize, nth, ld->name);
-    if (c.work == NULL) {
-        return;
-    }
-    la_parallel_run(rf_task, &c, nth);
-    la_free_work(c.work);
+    la_run_workers(rf_task, &c, nth, c.wsize, &c.work, &c.status, ld->name);
 }
 
 static la_rf_loop_data rfa_ld[2] = {{0, 4, "linattn._rfa_features"},

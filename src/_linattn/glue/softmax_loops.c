@@ -75,21 +75,7 @@ softmax_loop(char **args, npy_intp const *dims, npy_intp const *steps,
 
     nth = la_workers_for(c.n);
     c.wsize = LA_ALIGN_BYTES(la_softmax_work_size(a, (size_t)is));
-    c.work = la_alloc_work(c.wsize, nth, "linattn._softmax");
-    if (c.work == NULL) {
-        return;
-    }
-    {
-        const int sig = la_interrupt_begin();
-        la_parallel_run(softmax_task, &c, nth);
-        if (la_interrupt_end(sig) && c.status == LA_OK) {
-            c.status = LA_ERR_INTERRUPTED;
-        }
-    }
-    la_free_work(c.work);
-    if (c.status != LA_OK) {
-        la_raise((la_status)c.status, "linattn._softmax", 0);
-    }
+    la_run_workers(softmax_task, &c, nth, c.wsize, &c.work, &c.status, "linattn._softmax");
 }
 
 static PyUFuncGenericFunction softmax_funcs[2] = {softmax_loop, softmax_loop};

@@ -100,15 +100,7 @@ sscan_loop(char **args, npy_intp const *dims, npy_intp const *steps,
 
     nth = la_workers_for(c.n);
     c.wsize = LA_ALIGN_BYTES(la_sscan_work_size(a, (size_t)is));
-    c.work = la_alloc_work(c.wsize, nth, "linattn._selective_scan");
-    if (c.work == NULL) {
-        return;
-    }
-    la_parallel_run(sscan_task, &c, nth);
-    la_free_work(c.work);
-    if (c.status != LA_OK) {
-        la_raise((la_status)c.status, "linattn._selective_scan", 0);
-    }
+    la_run_workers(sscan_task, &c, nth, c.wsize, &c.work, &c.status, "linattn._selective_scan");
 }
 
 static PyUFuncGenericFunction sscan_funcs[2] = {sscan_loop, sscan_loop};
