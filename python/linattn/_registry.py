@@ -38,7 +38,7 @@ class KindSpec:
     fmap_k: int | None = FMAP_IDENTITY
     scale: float | Callable[[int], float] = 1.0
     scale_doc: str = "1, multiplies q before the feature map"
-    normalize: str = "div"
+    normalize: str = "div"  # "softmax": a softmax read-out, no normalize/eps options
     eps: float = 1e-6
     eps_mode: str = "add"
     causal_modes: tuple[str, ...] = CAUSAL_MODES
@@ -61,8 +61,8 @@ class KindSpec:
             "defaults": {
                 "scale": self.scale_doc,
                 "normalize": self.normalize,
-                "eps": self.eps,
-                "eps_mode": self.eps_mode,
+                **({} if self.normalize == "softmax" else
+                   {"eps": self.eps, "eps_mode": self.eps_mode}),
                 **self.options,
             },
             "keywords": list(self.keywords),

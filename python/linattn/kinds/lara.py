@@ -222,7 +222,7 @@ reg.register(reg.KindSpec(
     paper="Zheng, Wang, Kong 2022, Linear Complexity Randomized Self-attention Mechanism, "
           "ICML, arXiv:2204.04667",
     fmap_q=None, fmap_k=None, scale=reg.inv_sqrt,
-    scale_doc="d**-0.5; sqrt(scale) multiplies q and k", normalize="div", eps=0.0,
+    scale_doc="d**-0.5; sqrt(scale) multiplies q and k", normalize="softmax", eps=0.0,
     causal_modes=(), keywords=("seed",),
     options={"samples": 1, "component": "sample", "sampling": "sample", "noise_std": 1.0,
              "noise": None, "uniforms": None},
@@ -235,7 +235,7 @@ reg.register(reg.KindSpec(
     paper="Zheng, Wang, Kong 2022, Linear Complexity Randomized Self-attention Mechanism, "
           "ICML, arXiv:2204.04667",
     fmap_q=None, fmap_k=None, scale=reg.inv_sqrt,
-    scale_doc="d**-0.5; sqrt(scale) multiplies q and k", normalize="div", eps=0.0,
+    scale_doc="d**-0.5; sqrt(scale) multiplies q and k", normalize="softmax", eps=0.0,
     causal_modes=(), keywords=("seed",),
     options={"landmarks": None, "grid": None, "mixed_landmarks": False, "alpha": "opt",
              "alpha_coeff": 1.0, "sampling": "sample", "noise_std": 1.0,

@@ -290,7 +290,7 @@ SPEC = reg.register(reg.KindSpec(
     paper="Zhang et al. 2023, Linear Attention via Orthogonal Memory, arXiv:2312.11135",
     fmap_q=None, fmap_k=None,
     scale=reg.inv_sqrt, scale_doc="d**-0.5, multiplies the logits (tau)",
-    normalize="div", eps=0.0,
+    normalize="softmax", eps=0.0,
     keywords=("seed",),
     options={"bases": None, "window": None, "position_bias": None, "memory_bias": None,
              "window_mode": "sliding", "memory_scope": "all", "combine": "joint"},
