@@ -21,6 +21,7 @@ the state is ``State(S=None, z=None, t, extra={"sums", "ring_k", "fill"[, "value
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -62,10 +63,19 @@ def _window(x, default: int) -> int:
     return int(x)
 
 
+@functools.lru_cache(maxsize=16)
+def _default_bases(r: int, d: int, seed) -> np.ndarray:
+    """The default bases, drawn once per (r, d, seed): a decoding loop calls the kind
+    once per token and the draw (Gram-Schmidt in NumPy) would dominate it."""
+    B = lavo_bases(r, d, seed=seed)
+    B.flags.writeable = False
+    return B
+
+
 def check_bases(bases, d: int, seed, batch: tuple) -> np.ndarray:
     """Validated bases ``(..., r, d)`` (float64 or float32); orthonormal rows."""
     if bases is None:
-        return lavo_bases(min(d, 64), d, seed=0 if seed is None else seed)
+        return _default_bases(min(d, 64), d, 0 if seed is None else seed)
     B = val.array("bases", bases)
     if B.ndim < 2:
         raise ValueError(f"bases must have shape (r, d) or (..., r, d), got {B.shape}")
