@@ -4,6 +4,7 @@
 #include "la_util.h"
 #include "la_vmath.h"
 #include "linear.h"
+#include "linear_simd.h"
 #include "featmap.h"
 
 size_t

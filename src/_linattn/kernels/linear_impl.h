@@ -217,6 +217,7 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
     const la_index ld = direct ? a->s1_rs : e;
     LA_T *z = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
     const int decayed = a->g != NULL;
+    const int simd = la_recurrent_simd_available();
     la_index t, t0, i;
 
     LA_FN(copy_block)(S, ld, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, f, e);
@@ -236,7 +237,13 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
                 decay = (LA_T)exp(la_clamp_decay(a->g[t * a->g_s]));
             }
             LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, 0, vbuf);
-            LA_FN(recurrent_token)(f, e, decay, decayed, S, ld, qf, kf, vbuf, num);
+            if (simd) {
+                LA_FN(la_recurrent_token_avx512)(f, e, decay, decayed, S, ld, qf, kf, vbuf,
+                                                 num);
+            }
+            else {
+                LA_FN(recurrent_token)(f, e, decay, decayed, S, ld, qf, kf, vbuf, num);
+            }
             if (div) {
                 LA_T den = 0;
                 for (i = 0; i < f; i++) {
