@@ -1,5 +1,7 @@
 #include "linear_simd.h"
 
+#include <stdlib.h>
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LA_HAVE_AVX512_PATH 1
 #include <immintrin.h>
@@ -12,8 +14,10 @@ la_recurrent_simd_available(void)
 {
     static int cached = -1;
     if (cached < 0) {
+        /* LINATTN_NO_SIMD=1 forces the generic loop (tests run both paths) */
+        const char *off = getenv("LINATTN_NO_SIMD");
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        cached = __builtin_cpu_supports("avx512f") && !(off != NULL && off[0] == '1');
     }
     return cached;
 }

@@ -14,7 +14,8 @@
 
 #include "la_common.h"
 
-/* 1 when the AVX-512 path can run on this CPU (and was compiled). */
+/* 1 when the AVX-512 path can run on this CPU (and was compiled), unless the
+ * environment sets LINATTN_NO_SIMD=1 (read once). */
 int la_recurrent_simd_available(void);
 
 void la_recurrent_token_avx512_f32(la_index f, la_index e, float a, int decayed,
