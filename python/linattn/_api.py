@@ -32,12 +32,12 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | Non
               E: int | None = None, slices: int | None = None) -> str:
     """The documented ``mode="auto"`` rule (``la.kinds()[kind]["auto_rule"]``).
 
-    Measured on the reference machine (benchmarks/bench_targets.py): the fused recurrent
-    loop beats three chunk-sized GEMMs per chunk for states between 32 x 32 and 128 x 128
-    (``1024 < F * E <= 16384``); the chunked form wins on smaller states (per-token
-    overhead), larger ones (state traffic), and whenever it can split the sequence over
-    idle threads (fewer slices than threads).  Kinds with their
-    own kernels pass no ``F``/``E`` and get chunked from ``T >= 2 * chunk``.
+    Measured on the reference machine (benchmarks/bench_targets.py): the AVX-512 recurrent
+    loop beats three chunk-sized GEMMs per chunk for every state size from 16 x 16 to
+    256 x 256 as long as every thread has (batch x head) slices of its own; the chunked
+    form wins when it can split the sequence over otherwise idle threads (fewer slices
+    than threads) and the state is larger than 64 x 64.  Kinds with their own kernels
+    pass no ``F``/``E`` and get chunked from ``T >= 2 * chunk``.
     """
     if mode != "auto":
         if mode not in spec.causal_modes:
@@ -49,15 +49,14 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | Non
     if F is None or E is None:
         return "chunked"
     threads = _core.get_num_threads()
-    if slices is not None and slices < threads and T >= 4 * chunk * threads:
-        return "chunked"  # sequence-parallel
-    return "recurrent" if AUTO_STATE_RANGE[0] < F * E <= AUTO_STATE_RANGE[1] else "chunked"
+    if (slices is not None and slices < threads and T >= 4 * chunk * threads
+            and F * E > AUTO_SEQPAR_MIN_STATE):
+        return "chunked"  # sequence-parallel over the idle threads
+    return "recurrent"
 
 
-# States (F * E) for which the fused recurrent loop beats the chunked form when every
-# thread has slices of its own (benchmarks/bench_targets.py): tiny states are dominated
-# by per-token overhead, large ones by state traffic; both favour the chunked form.
-AUTO_STATE_RANGE = (32 * 32, 128 * 128)
+# The chunked form's sequence parallelism pays off above this state size (F * E).
+AUTO_SEQPAR_MIN_STATE = 64 * 64
 
 
 def _check_options(spec: reg.KindSpec, given: dict[str, Any], entry: str) -> dict[str, Any]:

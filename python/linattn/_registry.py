@@ -70,13 +70,12 @@ class KindSpec:
         }
 
 
-AUTO_RULE = ("recurrent when T < 2 * chunk_size, or when the state is between 32 x 32 and "
-             "128 x 128 (1024 < F * E <= 16384) and the (batch x head) slices keep every "
-             "thread busy; chunked "
-             "otherwise (larger states, or fewer slices than threads with T >= 4 * chunk_size * "
-             "threads, where it splits the sequence); parallel is never chosen automatically. "
-             "Kinds with their own kernels (performer, rfa, lavo) use chunked from T >= "
-             "2 * chunk_size")
+AUTO_RULE = ("recurrent, except when there are fewer (batch x head) slices than threads, "
+             "T >= 4 * chunk_size * threads and the state is larger than 64 x 64 (F * E > "
+             "4096): then chunked, which splits the sequence over the threads; recurrent "
+             "also whenever T < 2 * chunk_size; parallel is never chosen automatically. "
+             "Kinds with their own kernels (performer, rfa, lavo) use chunked from "
+             "T >= 2 * chunk_size")
 
 _REGISTRY: dict[str, KindSpec] = {}
 
