@@ -6,6 +6,7 @@ per-token computation runs in C with the GIL released (linattn._core).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -121,7 +122,7 @@ def linear_core(q, k, v, *, spec: reg.KindSpec, fmap_q: int, fmap_k: int, scale:
     F, E, T = dims.D, dims.E, dims.T
     chunk = default_chunk(F) if chunk_size is None else val.positive_int("chunk_size",
                                                                          chunk_size)
-    slices = int(np.prod(dims.batch, dtype=np.int64)) if dims.batch else 1
+    slices = math.prod(dims.batch)
     mode = pick_mode(mode, T, chunk, spec, F=F, E=E, slices=slices)
     div = normalize == "div"
     S0, z0, t0 = _state_in(initial_state, spec, dims, F, E, div)

@@ -108,6 +108,19 @@ tail_f64(la_index f, la_index e0, la_index nb, __m512d av, int decayed, double *
     _mm512_mask_storeu_pd(num + e0, m, acc);
 }
 
+/* One step of 8 column vectors (64 doubles): v and the accumulators stay in
+ * 16 registers while the rows stream past. */
+#define LA_F64_ROW8(OP)                                                         \
+    do {                                                                        \
+        int u;                                                                  \
+        for (u = 0; u < 8; u++) {                                               \
+            __m512d s = _mm512_loadu_pd(Si + 8 * u);                            \
+            s = OP;                                                             \
+            _mm512_storeu_pd(Si + 8 * u, s);                                    \
+            acc[u] = _mm512_fmadd_pd(q, s, acc[u]);                             \
+        }                                                                       \
+    } while (0)
+
 __attribute__((target("avx512f"))) void
 la_recurrent_token_avx512_f64(la_index f, la_index e, double a, int decayed, double *S,
                               la_index ld, const double *qf, const double *kf,
@@ -115,40 +128,26 @@ la_recurrent_token_avx512_f64(la_index f, la_index e, double a, int decayed, dou
 {
     const __m512d av = _mm512_set1_pd(a);
     la_index j0 = 0, i;
-    for (; j0 + 32 <= e; j0 += 32) {
-        const __m512d v0 = _mm512_loadu_pd(vv + j0), v1 = _mm512_loadu_pd(vv + j0 + 8);
-        const __m512d v2 = _mm512_loadu_pd(vv + j0 + 16), v3 = _mm512_loadu_pd(vv + j0 + 24);
-        __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+    int u;
+    for (; j0 + 64 <= e; j0 += 64) {
+        __m512d vr[8], acc[8];
+        for (u = 0; u < 8; u++) {
+            vr[u] = _mm512_loadu_pd(vv + j0 + 8 * u);
+            acc[u] = _mm512_setzero_pd();
+        }
         for (i = 0; i < f; i++) {
             double *Si = S + i * ld + j0;
             const __m512d k = _mm512_set1_pd(kf[i]), q = _mm512_set1_pd(qf[i]);
-            __m512d s0 = _mm512_loadu_pd(Si), s1 = _mm512_loadu_pd(Si + 8);
-            __m512d s2 = _mm512_loadu_pd(Si + 16), s3 = _mm512_loadu_pd(Si + 24);
             if (decayed) {
-                s0 = _mm512_fmadd_pd(av, s0, _mm512_mul_pd(k, v0));
-                s1 = _mm512_fmadd_pd(av, s1, _mm512_mul_pd(k, v1));
-                s2 = _mm512_fmadd_pd(av, s2, _mm512_mul_pd(k, v2));
-                s3 = _mm512_fmadd_pd(av, s3, _mm512_mul_pd(k, v3));
+                LA_F64_ROW8(_mm512_fmadd_pd(av, s, _mm512_mul_pd(k, vr[u])));
             }
             else {
-                s0 = _mm512_fmadd_pd(k, v0, s0);
-                s1 = _mm512_fmadd_pd(k, v1, s1);
-                s2 = _mm512_fmadd_pd(k, v2, s2);
-                s3 = _mm512_fmadd_pd(k, v3, s3);
+                LA_F64_ROW8(_mm512_fmadd_pd(k, vr[u], s));
             }
-            _mm512_storeu_pd(Si, s0);
-            _mm512_storeu_pd(Si + 8, s1);
-            _mm512_storeu_pd(Si + 16, s2);
-            _mm512_storeu_pd(Si + 24, s3);
-            a0 = _mm512_fmadd_pd(q, s0, a0);
-            a1 = _mm512_fmadd_pd(q, s1, a1);
-            a2 = _mm512_fmadd_pd(q, s2, a2);
-            a3 = _mm512_fmadd_pd(q, s3, a3);
         }
-        _mm512_storeu_pd(num + j0, a0);
-        _mm512_storeu_pd(num + j0 + 8, a1);
-        _mm512_storeu_pd(num + j0 + 16, a2);
-        _mm512_storeu_pd(num + j0 + 24, a3);
+        for (u = 0; u < 8; u++) {
+            _mm512_storeu_pd(num + j0 + 8 * u, acc[u]);
+        }
     }
     for (; j0 < e; j0 += 8) {
         tail_f64(f, j0, e - j0 < 8 ? e - j0 : 8, av, decayed, S, ld, qf, kf, vv, num);
