@@ -286,16 +286,18 @@ def parity() -> list[tuple[str, float, str]]:
     if _STATUS.get("performer-pytorch") == "ok":
         W = la.random_features(D, M, seed=0, dtype=np.float32)
         tq, tk, tv = (_t(x).view(1, BH, T, -1) for x in (q, k, v))
-        # linattn's 'global' form subtracts max(u - h); performer-pytorch and google-research
-        # subtract max(u) and then h, which changes the weight of the eps inside features
+        # linattn's 'global' form reproduces performer-pytorch's features (max(u) shift,
+        # eps inside); its causal CPU fallback also adds 1e-6 to every entry of
+        # cumsum(phi(k)) in the denominator, which the global form does not
         add("performer-pytorch causal vs la performer stabilizer=global eps=1e-4",
             lambda: _performer_module(True, W)(tq, tk, tv).view(BH, T, -1).numpy(),
             la.causal(q, k, v, kind="performer", projection=W, stabilizer="global",
-                      eps=1e-4), "(max(u-h) vs max(u) shift: eps weighs differently)")
+                      eps=1e-4), "(its causal fallback adds 1e-6 to every cumsum entry of the "
+            "denominator)")
         add("performer-pytorch noncausal vs la.noncausal performer global eps=1e-4",
             lambda: _performer_module(False, W)(tq, tk, tv).view(BH, T, -1).numpy(),
             la.noncausal(q, k, v, kind="performer", projection=W, stabilizer="global",
-                         eps=1e-4), "(max(u-h) vs max(u) shift: eps weighs differently)")
+                         eps=1e-4), "")
         add("performer-pytorch causal vs la performer default (prefix stabiliser)",
             lambda: _performer_module(True, W)(tq, tk, tv).view(BH, T, -1).numpy(),
             la.causal(q, k, v, kind="performer", projection=W),
