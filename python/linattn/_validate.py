@@ -41,6 +41,22 @@ def check_layout(layout: str | None) -> str:
     return layout
 
 
+def td_views(q, k, v, layout: str | None):
+    """``(layout, (q, k, v))`` with ``layout="bthd"`` arrays viewed as ``(..., H, T, D)``
+    (no copies), for kinds whose kernels take the default layout only."""
+    layout = check_layout(layout)
+    if layout != "bthd":
+        return layout, (q, k, v)
+    out = []
+    for name, a in zip(("q", "k", "v"), (q, k, v)):
+        a = array(name, a)
+        if a.ndim < 3:
+            raise ValueError(f"{name} must have at least 3 dimensions (B, T, H, D) with "
+                             f"layout='bthd', got shape {a.shape}")
+        out.append(np.swapaxes(a, -3, -2))
+    return layout, tuple(out)
+
+
 @dataclass
 class Dims:
     layout: str

@@ -62,13 +62,7 @@ def _sigma(noise_std, d):
 
 def _prepare(q, k, v, layout, scale):
     q, k, v = val.array("q", q), val.array("k", k), val.array("v", v)
-    layout = val.check_layout(layout)
-    if layout == "bthd":
-        for name, a in (("q", q), ("k", k), ("v", v)):
-            if a.ndim < 3:
-                raise ValueError(f"{name} must have at least 3 dimensions (B, T, H, D) with "
-                                 f"layout='bthd', got shape {a.shape}")
-        q, k, v = (np.swapaxes(a, -3, -2) for a in (q, k, v))
+    layout, (q, k, v) = val.td_views(q, k, v, layout)
     dims = val.qkv_dims(q, k, v, "...td", False)
     if dims.S < 1:
         raise ValueError("k must have at least one token")

@@ -121,13 +121,7 @@ def _bias(name: str, x, n: int, batch: tuple, what: str) -> np.ndarray:
 def _prepare(q, k, v, layout, causal):
     separate = not _same_array(v, k)
     q, k, v = val.array("q", q), val.array("k", k), val.array("v", v)
-    layout = val.check_layout(layout)
-    if layout == "bthd":
-        for name, a in (("q", q), ("k", k), ("v", v)):
-            if a.ndim < 3:
-                raise ValueError(f"{name} must have at least 3 dimensions (B, T, H, D) with "
-                                 f"layout='bthd', got shape {a.shape}")
-        q, k, v = (np.swapaxes(a, -3, -2) for a in (q, k, v))
+    layout, (q, k, v) = val.td_views(q, k, v, layout)
     dims = val.qkv_dims(q, k, v, "...td", causal)
     if separate and dims.E != dims.D:
         raise ValueError(f"v has E = {dims.E} features but LAVO with separate values needs "

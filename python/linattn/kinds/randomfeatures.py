@@ -31,21 +31,6 @@ STABILIZERS = ("prefix", "global")
 
 # ------------------------------------------------------------------ helpers --
 
-def _to_td(layout, *arrays):
-    """``layout="bthd"`` views as ``(..., H, T, D)`` (no copies)."""
-    layout = val.check_layout(layout)
-    if layout != "bthd":
-        return layout, arrays
-    out = []
-    for name, a in zip(("q", "k", "v"), arrays):
-        a = val.array(name, a)
-        if a.ndim < 3:
-            raise ValueError(f"{name} must have at least 3 dimensions (B, T, H, D) with "
-                             f"layout='bthd', got shape {a.shape}")
-        out.append(np.swapaxes(a, -3, -2))
-    return layout, tuple(out)
-
-
 def _from_td(layout, o):
     return np.swapaxes(o, -3, -2) if layout == "bthd" else o
 
@@ -116,7 +101,7 @@ def _gate(gate, dims: val.Dims) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------- RFA --
 
 def _rfa_setup(q, k, v, layout, causal, scale, num_features, projection, seed, spec):
-    layout, (q, k, v) = _to_td(layout, q, k, v)
+    layout, (q, k, v) = val.td_views(q, k, v, layout)
     q, k, v, dims, res, comp = _api._prepare_qkv(q, k, v, "...td", causal=causal)
     scale = spec.default_scale(dims.D) if scale is None else val.positive_number("scale", scale)
     W, F = _draws.projection_for("rfa", dims.D, num_features, projection, seed, dtype=comp)
@@ -181,7 +166,7 @@ def rfa_noncausal(q, k, v, *, spec, chunk_size, scale, normalize, eps, num_featu
 def _perf_setup(q, k, v, layout, causal, scale, num_features, projection, seed, spec, options):
     features = val.choice("features", options["features"], tuple(_features.PERFORMER_KINDS))
     stabilizer = val.choice("stabilizer", options["stabilizer"], STABILIZERS)
-    layout, (q, k, v) = _to_td(layout, q, k, v)
+    layout, (q, k, v) = val.td_views(q, k, v, layout)
     q, k, v, dims, res, comp = _api._prepare_qkv(q, k, v, "...td", causal=causal)
     scale = spec.default_scale(dims.D) if scale is None else val.positive_number("scale", scale)
     W, F = _draws.projection_for("performer", dims.D, num_features, projection, seed,

@@ -36,6 +36,17 @@ _OTHER_NONCAUSAL = {"lavo": lavo.noncausal, "lara": lara.noncausal_lara,
                     "ra": lara.noncausal_ra}
 
 
+def _resolve(kind, normalize, eps, eps_mode, scale):
+    """Maps and defaults of an elementwise kind (kinds.md section 0)."""
+    nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
+    normalize = nq if normalize is None else normalize
+    if eps is None:
+        eps = 1e-8 if normalize == "norm" else default_eps
+    eps_mode = default_mode if eps_mode is None else eps_mode
+    scale = default_scale if scale is None else scale
+    return (*_MAPS[kind], normalize, eps, eps_mode, scale)
+
+
 def _bthd_in(x, layout):
     return np.swapaxes(np.asarray(x), -3, -2) if layout == "bthd" else np.asarray(x)
 
@@ -73,13 +84,7 @@ def causal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=None,
         return randomfeatures.causal(q, k, v, kind, scale=scale, normalize=normalize, eps=eps,
                                      initial_state=initial_state, return_state=return_state,
                                      layout=layout, eps_mode=eps_mode, **_ignored)
-    nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
-    mq, mk = _MAPS[kind]
-    normalize = nq if normalize is None else normalize
-    if eps is None:
-        eps = 1e-8 if normalize == "norm" else default_eps
-    eps_mode = default_mode if eps_mode is None else eps_mode
-    scale = default_scale if scale is None else scale
+    mq, mk, normalize, eps, eps_mode, scale = _resolve(kind, normalize, eps, eps_mode, scale)
     q, k, v = (_bthd_in(x, layout) for x in (q, k, v))
     fq = linear.phi(q, mq, scale)
     fk = linear.phi(k, mk)
@@ -110,13 +115,7 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
     if kind in randomfeatures.KINDS:
         return randomfeatures.noncausal(q, k, v, kind, scale=scale, normalize=normalize,
                                         eps=eps, layout=layout, eps_mode=eps_mode, **_ignored)
-    nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
-    mq, mk = _MAPS[kind]
-    normalize = nq if normalize is None else normalize
-    if eps is None:
-        eps = 1e-8 if normalize == "norm" else default_eps
-    eps_mode = default_mode if eps_mode is None else eps_mode
-    scale = default_scale if scale is None else scale
+    mq, mk, normalize, eps, eps_mode, scale = _resolve(kind, normalize, eps, eps_mode, scale)
     q, k, v = (_bthd_in(x, layout) for x in (q, k, v))
     o = linear.noncausal(linear.phi(q, mq, scale), linear.phi(k, mk), v,
                          normalize=normalize, eps=eps, eps_mode=eps_mode)
