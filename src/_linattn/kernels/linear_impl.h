@@ -315,10 +315,7 @@ LA_FN(chunk_load_q)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
     const la_index f = a->f;
     const LA_T *q = (const LA_T *)a->q;
     la_index r;
-    for (r = 0; r < n; r++) {
-        LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + (t0 + r) * a->q_rs, a->q_cs, f,
-                              w->Qc + r * f);
-    }
+    LA_FN(feature_rows)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, f, w->Qc);
     if (w->decayed) {
         double acc = 0;
         for (r = 0; r < n; r++) {
@@ -338,10 +335,9 @@ LA_FN(chunk_load)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
     const LA_T *k = (const LA_T *)a->k, *v = (const LA_T *)a->v;
     la_index r;
     LA_FN(chunk_load_q)(a, w, t0, n);
+    LA_FN(feature_rows)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, n, f, w->Kc);
     for (r = 0; r < n; r++) {
-        const la_index t = t0 + r;
-        LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_cs, f, w->Kc + r * f);
-        LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, ec > e, w->Vc + r * ec);
+        LA_FN(load_v)(v + (t0 + r) * a->v_rs, a->v_cs, e, ec > e, w->Vc + r * ec);
     }
 }
 
