@@ -2,9 +2,27 @@
 
 #include "la_cblas.h"
 
+#include <stdlib.h>
+
 #ifndef LA_BLAS_VENDOR
 #define LA_BLAS_VENDOR "unknown"
 #endif
+
+int
+la_cpu_avx512(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        int yes = 0;
+#if defined(__GNUC__) && defined(__x86_64__)
+        const char *off = getenv("LINATTN_NO_SIMD");
+        __builtin_cpu_init();
+        yes = __builtin_cpu_supports("avx512f") && !(off != NULL && off[0] == '1');
+#endif
+        cached = yes;
+    }
+    return cached;
+}
 
 const char *
 la_cpu_simd_level(void)

@@ -4,6 +4,10 @@
 #ifndef LA_CPU_H
 #define LA_CPU_H
 
+/* 1 when the hand-written AVX-512 paths may run: the CPU has AVX-512F and the
+ * environment does not set LINATTN_NO_SIMD=1 (read once). */
+int la_cpu_avx512(void);
+
 /* "avx512", "avx2", or "generic": the level the run-time dispatch selects. */
 const char *la_cpu_simd_level(void);
 

@@ -1,6 +1,6 @@
 #include "linear_simd.h"
 
-#include <stdlib.h>
+#include "la_cpu.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LA_HAVE_AVX512_PATH 1
@@ -12,14 +12,7 @@
 int
 la_recurrent_simd_available(void)
 {
-    static int cached = -1;
-    if (cached < 0) {
-        /* LINATTN_NO_SIMD=1 forces the generic loop (tests run both paths) */
-        const char *off = getenv("LINATTN_NO_SIMD");
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") && !(off != NULL && off[0] == '1');
-    }
-    return cached;
+    return la_cpu_avx512();
 }
 
 /* One block of up to 16 lanes with a mask (the column tail). */
