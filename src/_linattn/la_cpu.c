@@ -71,12 +71,13 @@ la_blas_config(void)
 /*
  * Our BLAS calls are chunk-sized and run inside our own parallel regions:
  * two BLAS threads on 64x64 blocks are slower than one (performance.md).
- * The vendored copy is private to linattn, so this touches nobody else.
+ * Only the vendored copy (private to linattn) is set; a system OpenBLAS may
+ * be shared with NumPy and is left as the user configured it.
  */
 void
 la_blas_single_thread(void)
 {
-#ifdef LA_HAVE_OPENBLAS_EXT
+#ifdef LA_BLAS_PRIVATE
     LA_BLASEXT(openblas_set_num_threads)(1);
 #endif
 }
