@@ -26,6 +26,7 @@ def test_demo_table(tmp_path):
     r = run("demo", "--T", "128", "--png", str(png))
     assert r.returncode == 0, r.stderr
     assert "error vs softmax" in r.stdout
+    assert png.exists() and png.stat().st_size > 1000 and str(png) in r.stdout
     import linattn as la
 
     for kind in la.kinds():
