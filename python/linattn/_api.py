@@ -30,15 +30,16 @@ def default_chunk(F: int) -> int:
 
 
 def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | None = None,
-              E: int | None = None, slices: int | None = None) -> str:
+              E: int | None = None, slices: int | None = None, dtype=None) -> str:
     """The documented ``mode="auto"`` rule (``la.kinds()[kind]["auto_rule"]``).
 
-    Measured on the reference machine (benchmarks/bench_targets.py): the AVX-512 recurrent
-    loop beats three chunk-sized GEMMs per chunk for every state size from 16 x 16 to
-    256 x 256 as long as every thread has (batch x head) slices of its own; the chunked
-    form wins when it can split the sequence over otherwise idle threads (fewer slices
-    than threads) and the state is larger than 64 x 64.  Kinds with their own kernels
-    pass no ``F``/``E`` and get chunked from ``T >= 2 * chunk``.
+    Measured on the reference machine (benchmarks/bench_targets.py, one core, B*H = 4,
+    T = 4096): in float32 the AVX-512 recurrent loop wins up to 64 x 64 states (D = 64:
+    3.6 vs 5.1 ms) and the chunked form with its AVX-512 tiles above (D = 96: 8.0 vs
+    11.9 ms; D = 256: 54.5 vs 58.5 ms); in float64 the chunked form runs on BLAS and the
+    recurrent loop wins at every size.  With fewer (batch x head) slices than threads the
+    chunked form splits the sequence over the otherwise idle threads.  Kinds with their
+    own kernels pass no ``F``/``E`` and get chunked from ``T >= 2 * chunk``.
     """
     if mode != "auto":
         if mode not in spec.causal_modes:
@@ -50,14 +51,15 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | Non
     if F is None or E is None:
         return "chunked"
     threads = _core.get_num_threads()
-    if (slices is not None and slices < threads and T >= 4 * chunk * threads
-            and F * E > AUTO_SEQPAR_MIN_STATE):
+    if slices is not None and slices < threads and T >= 4 * chunk * threads:
         return "chunked"  # sequence-parallel over the idle threads
-    return "recurrent"
+    if dtype is not None and np.dtype(dtype) == np.float64:
+        return "recurrent"
+    return "chunked" if F * E > AUTO_RECURRENT_MAX_STATE else "recurrent"
 
 
-# The chunked form's sequence parallelism pays off above this state size (F * E).
-AUTO_SEQPAR_MIN_STATE = 64 * 64
+# Largest float32 state (F * E) for which the recurrent loop beats the chunked form.
+AUTO_RECURRENT_MAX_STATE = 64 * 64
 
 
 def _check_options(spec: reg.KindSpec, given: dict[str, Any], entry: str) -> dict[str, Any]:
@@ -122,12 +124,12 @@ def linear_core(q, k, v, *, spec: reg.KindSpec, fmap_q: int, fmap_k: int, scale:
     F, E, T = dims.D, dims.E, dims.T
     chunk = default_chunk(F) if chunk_size is None else val.positive_int("chunk_size",
                                                                          chunk_size)
-    slices = math.prod(dims.batch)
-    mode = pick_mode(mode, T, chunk, spec, F=F, E=E, slices=slices)
     div = normalize == "div"
     S0, z0, t0 = _state_in(initial_state, spec, dims, F, E, div)
     if S0 is not None and S0.dtype == np.float64:
         comp = np.dtype(np.float64)  # a float64 state keeps the computation in float64
+    mode = pick_mode(mode, T, chunk, spec, F=F, E=E, slices=math.prod(dims.batch),
+                     dtype=comp)
     if decay is None:
         g, g_axes, decayed = np.broadcast_to(_ZERO_DECAY, (T,)), (-1,), False
     else:

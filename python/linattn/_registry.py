@@ -70,12 +70,13 @@ class KindSpec:
         }
 
 
-AUTO_RULE = ("recurrent, except when there are fewer (batch x head) slices than threads, "
-             "T >= 4 * chunk_size * threads and the state is larger than 64 x 64 (F * E > "
-             "4096): then chunked, which splits the sequence over the threads; recurrent "
-             "also whenever T < 2 * chunk_size; parallel is never chosen automatically. "
-             "Kinds with their own kernels (performer, rfa, lavo) use chunked from "
-             "T >= 2 * chunk_size")
+AUTO_RULE = ("recurrent when T < 2 * chunk_size; chunked when there are fewer (batch x head) "
+             "slices than threads and T >= 4 * chunk_size * threads (it splits the sequence "
+             "over the threads); otherwise, in float32, recurrent for states up to 64 x 64 "
+             "(F * E <= 4096) and chunked above, and in float64 recurrent (measured "
+             "crossovers, benchmarks/bench_targets.py); parallel is never chosen "
+             "automatically. Kinds with their own kernels (performer, rfa, lavo) use chunked "
+             "from T >= 2 * chunk_size")
 
 _REGISTRY: dict[str, KindSpec] = {}
 

@@ -26,7 +26,12 @@ la_gemm_f32(int ta, int tb, la_index m, la_index n, la_index k, float alpha,
             const float *A, la_index lda, const float *B, la_index ldb,
             float beta, float *C, la_index ldc)
 {
-    LA_GEMM_BODY(float, LA_CBLAS(sgemm))
+    if (la_sgemm_small(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)) {
+        return;
+    }
+    {
+        LA_GEMM_BODY(float, LA_CBLAS(sgemm))
+    }
 }
 
 void

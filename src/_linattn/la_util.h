@@ -38,6 +38,15 @@ la_clamp_decay(double g)
  * C = alpha op(A) op(B) + beta C (row-major).  Zero m or n is a no-op, zero k
  * gives beta C, and BLAS never sees a leading dimension below 1.
  */
+/*
+ * The AVX-512 path of la_gemm_f32 for chunk-sized products
+ * (la_sgemm_avx512.c): returns 1 when it computed C, 0 when the shape, the CPU
+ * or alpha / beta are outside its range and BLAS must run instead.
+ */
+int la_sgemm_small(int ta, int tb, la_index m, la_index n, la_index k, float alpha,
+                   const float *A, la_index lda, const float *B, la_index ldb, float beta,
+                   float *C, la_index ldc);
+
 void la_gemm_f32(int ta, int tb, la_index m, la_index n, la_index k,
                  float alpha, const float *A, la_index lda, const float *B,
                  la_index ldb, float beta, float *C, la_index ldc);
