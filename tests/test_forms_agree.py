@@ -134,9 +134,10 @@ def test_sequence_parallel_is_bit_identical(rng, dtype, normalize, decay):
                                          initial_state=st0), dtype)
 
 
-def test_generic_recurrent_loop_matches_simd_path(tmp_path):
-    """LINATTN_NO_SIMD=1 forces the generic C loop of the recurrent update; both paths
-    agree with the oracle (the AVX-512 one runs everywhere else in this suite)."""
+def test_generic_paths_match_simd_paths(tmp_path):
+    """LINATTN_NO_SIMD=1 forces the generic C loop of the recurrent update and BLAS for
+    the chunk products; both paths agree with the oracle (the AVX-512 ones run everywhere
+    else in this suite)."""
     import subprocess
     import sys
 
@@ -149,9 +150,10 @@ def test_generic_recurrent_loop_matches_simd_path(tmp_path):
         "        v = rng.standard_normal((2, 40, E)).astype(dt)\n"
         "        g = -rng.uniform(0, 0.3, (2, 40))\n"
         "        for dec in (None, g):\n"
-        "            o = la.causal(q, k, v, mode='recurrent', decay=dec)\n"
-        "            la.testing.assert_close(o, la.reference.causal(q, k, v, decay=dec),\n"
-        "                                    rtol=la.testing.tolerance(dt))\n"
+        "            for mode in ('recurrent', 'chunked'):\n"
+        "                o = la.causal(q, k, v, mode=mode, decay=dec, chunk_size=16)\n"
+        "                la.testing.assert_close(o, la.reference.causal(q, k, v, decay=dec),\n"
+        "                                        rtol=la.testing.tolerance(dt))\n"
         "print('ok')\n")
     import os
 
