@@ -30,14 +30,13 @@ def default_chunk(F: int) -> int:
 
 
 def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | None = None,
-              E: int | None = None, slices: int | None = None, dtype=None) -> str:
+              E: int | None = None, slices: int | None = None) -> str:
     """The documented ``mode="auto"`` rule (``la.kinds()[kind]["auto_rule"]``).
 
     Measured on the reference machine (benchmarks/bench_targets.py, one core, B*H = 4,
-    T = 4096): in float32 the AVX-512 recurrent loop wins up to 64 x 64 states (D = 64:
-    3.6 vs 5.1 ms) and the chunked form with its AVX-512 tiles above (D = 96: 8.0 vs
-    11.9 ms; D = 256: 54.5 vs 58.5 ms); in float64 the chunked form runs on BLAS and the
-    recurrent loop wins at every size.  With fewer (batch x head) slices than threads the
+    T = 4096): the AVX-512 recurrent loop wins up to 64 x 64 states (float32 D = 64: 3.6 vs
+    5.1 ms) and the chunked form with its AVX-512 tiles above (D = 96: 8.0 vs 11.9 ms;
+    float64 D = 128: 21.8 vs 30.3 ms).  With fewer (batch x head) slices than threads the
     chunked form splits the sequence over the otherwise idle threads.  Kinds with their
     own kernels pass no ``F``/``E`` and get chunked from ``T >= 2 * chunk``.
     """
@@ -53,12 +52,10 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | Non
     threads = _core.get_num_threads()
     if slices is not None and slices < threads and T >= 4 * chunk * threads:
         return "chunked"  # sequence-parallel over the idle threads
-    if dtype is not None and np.dtype(dtype) == np.float64:
-        return "recurrent"
     return "chunked" if F * E > AUTO_RECURRENT_MAX_STATE else "recurrent"
 
 
-# Largest float32 state (F * E) for which the recurrent loop beats the chunked form.
+# Largest state (F * E) for which the recurrent loop beats the chunked form.
 AUTO_RECURRENT_MAX_STATE = 64 * 64
 
 
@@ -128,8 +125,7 @@ def linear_core(q, k, v, *, spec: reg.KindSpec, fmap_q: int, fmap_k: int, scale:
     S0, z0, t0 = _state_in(initial_state, spec, dims, F, E, div)
     if S0 is not None and S0.dtype == np.float64:
         comp = np.dtype(np.float64)  # a float64 state keeps the computation in float64
-    mode = pick_mode(mode, T, chunk, spec, F=F, E=E, slices=math.prod(dims.batch),
-                     dtype=comp)
+    mode = pick_mode(mode, T, chunk, spec, F=F, E=E, slices=math.prod(dims.batch))
     if decay is None:
         g, g_axes, decayed = np.broadcast_to(_ZERO_DECAY, (T,)), (-1,), False
     else:

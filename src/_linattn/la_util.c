@@ -39,5 +39,10 @@ la_gemm_f64(int ta, int tb, la_index m, la_index n, la_index k, double alpha,
             const double *A, la_index lda, const double *B, la_index ldb,
             double beta, double *C, la_index ldc)
 {
-    LA_GEMM_BODY(double, LA_CBLAS(dgemm))
+    if (la_dgemm_small(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)) {
+        return;
+    }
+    {
+        LA_GEMM_BODY(double, LA_CBLAS(dgemm))
+    }
 }

@@ -47,6 +47,10 @@ int la_sgemm_small(int ta, int tb, la_index m, la_index n, la_index k, float alp
                    const float *A, la_index lda, const float *B, la_index ldb, float beta,
                    float *C, la_index ldc);
 
+int la_dgemm_small(int ta, int tb, la_index m, la_index n, la_index k, double alpha,
+                   const double *A, la_index lda, const double *B, la_index ldb,
+                   double beta, double *C, la_index ldc);
+
 void la_gemm_f32(int ta, int tb, la_index m, la_index n, la_index k,
                  float alpha, const float *A, la_index lda, const float *B,
                  la_index ldb, float beta, float *C, la_index ldc);
