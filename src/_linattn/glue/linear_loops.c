@@ -94,7 +94,7 @@ linear_task(void *vctx, int ith, int nth)
  * states, pass 2 computes every chunk's outputs in parallel.  The operations
  * are those of the serial chunked kernel, so the results are bit-identical.
  */
-#define LA_SEQ_WINDOW 64 /* chunks per window: bounds the stored states */
+#define LA_SEQ_WINDOW 32 /* chunks per window: bounds the stored states */
 
 typedef struct {
     const la_linear_args *a;

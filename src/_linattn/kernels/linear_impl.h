@@ -422,7 +422,7 @@ LA_FN(chunk_delta)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index n,
 
 /* Sx <- exp(beta) Sx + dS; with swap, dS receives the old Sx (the state
  * entering that chunk, kept for pass 2 of the sequence-parallel scan). */
-static void
+LA_TARGET_CLONES static void
 LA_FN(state_step)(la_index m, LA_T *LA_RESTRICT Sx, double beta,
                   LA_T *LA_RESTRICT dS, int swap)
 {
