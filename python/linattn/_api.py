@@ -33,10 +33,12 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | Non
               E: int | None = None, slices: int | None = None) -> str:
     """The documented ``mode="auto"`` rule (``la.kinds()[kind]["auto_rule"]``).
 
-    Measured on the reference machine (benchmarks/bench_targets.py, one core, B*H = 4,
-    T = 4096): the AVX-512 recurrent loop wins up to 64 x 64 states (float32 D = 64: 3.6 vs
-    5.1 ms) and the chunked form with its AVX-512 tiles above (D = 96: 8.0 vs 11.9 ms;
-    float64 D = 128: 21.8 vs 30.3 ms).  With fewer (batch x head) slices than threads the
+    Measured on the reference machine (one core, B*H = 4, T = 4096, with and without
+    decay): the AVX-512 recurrent loop keeps 64 value columns of accumulators in registers
+    and wins while ``E <= 64``, whatever ``F`` (F, E = 64, 64: 4.3 vs 5.0 ms; 128, 64: 5.3 vs
+    6.2 ms; 256, 64: 10.6 vs 11.5 ms); wider values take more passes over the state and the
+    chunked form with its AVX-512 tiles wins (96, 96: 6.2 vs 6.7 ms; 128, 128: 9.3 vs 12.8
+    ms; float64 128, 128: 21.8 vs 30.3 ms).  With fewer (batch x head) slices than threads the
     chunked form splits the sequence over the otherwise idle threads.  Kinds with their
     own kernels pass no ``F``/``E`` and get chunked from ``T >= 2 * chunk``.
     """
@@ -52,11 +54,11 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | Non
     threads = _core.get_num_threads()
     if slices is not None and slices < threads and T >= 4 * chunk * threads:
         return "chunked"  # sequence-parallel over the idle threads
-    return "chunked" if F * E > AUTO_RECURRENT_MAX_STATE else "recurrent"
+    return "chunked" if E > AUTO_RECURRENT_MAX_E else "recurrent"
 
 
-# Largest state (F * E) for which the recurrent loop beats the chunked form.
-AUTO_RECURRENT_MAX_STATE = 64 * 64
+# Widest values (E) for which the recurrent loop beats the chunked form.
+AUTO_RECURRENT_MAX_E = 64
 
 
 def _check_options(spec: reg.KindSpec, given: dict[str, Any], entry: str) -> dict[str, Any]:

@@ -72,8 +72,8 @@ class KindSpec:
 
 AUTO_RULE = ("recurrent when T < 2 * chunk_size; chunked when there are fewer (batch x head) "
              "slices than threads and T >= 4 * chunk_size * threads (it splits the sequence "
-             "over the threads); otherwise recurrent for states up to 64 x 64 (F * E <= 4096) "
-             "and chunked above (measured crossovers, benchmarks/bench_targets.py); parallel is never chosen "
+             "over the threads); otherwise recurrent while the values are at most 64 wide (E <= "
+             "64, any F) and chunked for wider values (measured crossovers); parallel is never chosen "
              "automatically. Kinds with their own kernels (performer, rfa, lavo) use chunked "
              "from T >= 2 * chunk_size")
 
