@@ -26,7 +26,7 @@ la_gemm_f32(int ta, int tb, la_index m, la_index n, la_index k, float alpha,
             const float *A, la_index lda, const float *B, la_index ldb,
             float beta, float *C, la_index ldc)
 {
-    if (la_sgemm_small(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)) {
+    if (la_gemm_small_f32(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)) {
         return;
     }
     {
@@ -39,7 +39,7 @@ la_gemm_f64(int ta, int tb, la_index m, la_index n, la_index k, double alpha,
             const double *A, la_index lda, const double *B, la_index ldb,
             double beta, double *C, la_index ldc)
 {
-    if (la_dgemm_small(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)) {
+    if (la_gemm_small_f64(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)) {
         return;
     }
     {

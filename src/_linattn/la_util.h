@@ -39,17 +39,16 @@ la_clamp_decay(double g)
  * gives beta C, and BLAS never sees a leading dimension below 1.
  */
 /*
- * The AVX-512 path of la_gemm_f32 for chunk-sized products
- * (la_sgemm_avx512.c): returns 1 when it computed C, 0 when the shape, the CPU
- * or alpha / beta are outside its range and BLAS must run instead.
+ * The AVX-512 register-tile path of la_gemm_f32 / la_gemm_f64 for chunk-sized
+ * products (la_gemm_tiles.c): returns 1 when it computed C, 0 when the shape,
+ * the CPU or alpha / beta are outside its range and BLAS must run instead.
  */
-int la_sgemm_small(int ta, int tb, la_index m, la_index n, la_index k, float alpha,
-                   const float *A, la_index lda, const float *B, la_index ldb, float beta,
-                   float *C, la_index ldc);
-
-int la_dgemm_small(int ta, int tb, la_index m, la_index n, la_index k, double alpha,
-                   const double *A, la_index lda, const double *B, la_index ldb,
-                   double beta, double *C, la_index ldc);
+int la_gemm_small_f32(int ta, int tb, la_index m, la_index n, la_index k, float alpha,
+                      const float *A, la_index lda, const float *B, la_index ldb,
+                      float beta, float *C, la_index ldc);
+int la_gemm_small_f64(int ta, int tb, la_index m, la_index n, la_index k, double alpha,
+                      const double *A, la_index lda, const double *B, la_index ldb,
+                      double beta, double *C, la_index ldc);
 
 void la_gemm_f32(int ta, int tb, la_index m, la_index n, la_index k,
                  float alpha, const float *A, la_index lda, const float *B,
