@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import linattn as la
 
 
 def test_info_fields():
     i = la.info()
-    for key in ("version", "blas", "blas_corename", "simd", "threads", "openmp"):
+    for key in ("version", "blas", "blas_corename", "simd", "avx512_kernels", "threads",
+                "openmp"):
         assert key in i
     assert i["simd"] in ("avx512", "avx2", "generic")
     assert i["threads"] >= 1
+    if i["simd"] == "avx512" and os.environ.get("LINATTN_NO_SIMD") != "1":
+        assert i["avx512_kernels"]
 
 
 def test_kinds_registry_is_true_to_the_code():

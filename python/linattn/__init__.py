@@ -67,6 +67,8 @@ def info() -> dict:
         "blas_config": b["blas_config"],
         "blas_threads": 1,
         "simd": b["simd"],
+        # the hand-written AVX-512 recurrent loop and GEMM tiles (off with LINATTN_NO_SIMD=1)
+        "avx512_kernels": bool(b["avx512_kernels"]),
         "openmp": bool(b["openmp"]),
         "threads": get_num_threads(),
         "max_threads": b["max_threads"],

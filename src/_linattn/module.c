@@ -34,11 +34,12 @@ core_build_info(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:i,s:i}",
+    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:i,s:i,s:i}",
                          "blas", la_blas_vendor(),
                          "blas_corename", la_blas_corename(),
                          "blas_config", la_blas_config(),
                          "simd", la_cpu_simd_level(),
+                         "avx512_kernels", la_cpu_avx512(),
                          "openmp", la_openmp_enabled(),
                          "max_threads", la_max_threads());
 }
