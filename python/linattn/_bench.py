@@ -1,4 +1,4 @@
-"""Benchmark harness: ``benchmarks/run.py`` (and a future ``python -m linattn bench``).
+"""Benchmark harness behind ``python -m linattn bench`` and ``benchmarks/run.py``.
 
 ``main(argv, entries=None, parity=None)`` times a registry of entries for threads 1 and 2,
 prints a table, writes ``results.csv`` and PNG plots, and runs the extra measurements of
