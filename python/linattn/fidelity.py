@@ -7,7 +7,6 @@ import numpy as np
 from . import _draws
 from ._api import causal as _causal, noncausal as _noncausal
 from .reference import randomfeatures as _rf
-from .reference.linear import softmax_attention as _softmax
 
 _KINDS = ("performer", "rfa")
 

@@ -122,5 +122,5 @@ def noncausal(q, k, v, kind: str = "elu", *, scale=None, normalize=None, eps=Non
     return np.swapaxes(o, -3, -2) if layout == "bthd" else o
 
 
-__all__ = ["causal", "lara", "lavo", "linear", "noncausal", "randomfeatures",
-           "selective_scan", "softmax_attention"]
+__all__ = ["causal", "cosformer", "decay", "lara", "lavo", "linear", "noncausal",
+           "randomfeatures", "selective_scan", "softmax_attention", "sscan", "transnormer"]

@@ -58,7 +58,6 @@ def _decay_args(q, kind, decay, slopes="tnl", layer=0, num_layers=1):
     from .._draws import decay_slopes
 
     q = np.asarray(q)
-    T = q.shape[-2]
     if decay is not None:
         g = np.asarray(decay, np.float64)
         if g.ndim == q.ndim - 1:  # per token (..., T)
