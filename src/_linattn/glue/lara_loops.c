@@ -77,21 +77,19 @@ lara_run(la_lara_ctx *c, size_t ws, const char *name)
     la_run_workers(lara_task, c, nth, c->wsize, &c->work, &c->status, name);
 }
 
+/* The part both loops share: the context, the five core sizes (queries,
+ * features, keys, values, samples or proposals) and the strides of q, k, v. */
 static void
-ra_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
+lara_ctx_init(la_lara_ctx *c, char **args, npy_intp const *dims, npy_intp const *steps,
+              int ra, la_lara_fn fn, const npy_intp *cs, int is)
 {
-    const int is = data == NULL ? 4 : 8;
-    const npy_intp *cs = steps + 9;
-    la_lara_ctx c;
-    la_lara_args *a = &c.proto;
-
-    memset(&c, 0, sizeof(c));
-    c.args = args;
-    c.steps = steps;
-    c.n = dims[0];
-    c.ra = 1;
-    c.fn = is == 4 ? la_ra_f32 : la_ra_f64;
-    /* dims: n, n(queries), d, m, e, s */
+    la_lara_args *a = &c->proto;
+    memset(c, 0, sizeof(*c));
+    c->args = args;
+    c->steps = steps;
+    c->n = dims[0];
+    c->ra = ra;
+    c->fn = fn;
     a->n = dims[1];
     a->d = dims[2];
     a->m = dims[3];
@@ -100,6 +98,18 @@ ra_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
     a->q_rs = LA_ES(cs[0], is); a->q_cs = LA_ES(cs[1], is);
     a->k_rs = LA_ES(cs[2], is); a->k_cs = LA_ES(cs[3], is);
     a->v_rs = LA_ES(cs[4], is); a->v_cs = LA_ES(cs[5], is);
+}
+
+static void
+ra_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
+{
+    const int is = data == NULL ? 4 : 8;
+    const npy_intp *cs = steps + 9;
+    la_lara_ctx c;
+    la_lara_args *a = &c.proto;
+
+    /* dims: n, n(queries), d, m, e, s */
+    lara_ctx_init(&c, args, dims, steps, 1, is == 4 ? la_ra_f32 : la_ra_f64, cs, is);
     a->nz_s0 = LA_ES(cs[6], is); a->nz_s1 = LA_ES(cs[7], is); a->nz_s2 = LA_ES(cs[8], is);
     a->u_s0 = LA_ES(cs[9], 8); a->u_s1 = LA_ES(cs[10], 8);
     a->o_rs = LA_ES(cs[11], is); a->o_cs = LA_ES(cs[12], is);
@@ -114,21 +124,8 @@ lara_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
     la_lara_ctx c;
     la_lara_args *a = &c.proto;
 
-    memset(&c, 0, sizeof(c));
-    c.args = args;
-    c.steps = steps;
-    c.n = dims[0];
-    c.ra = 0;
-    c.fn = is == 4 ? la_lara_f32 : la_lara_f64;
     /* dims: n, n(queries), d, m, e, c */
-    a->n = dims[1];
-    a->d = dims[2];
-    a->m = dims[3];
-    a->e = dims[4];
-    a->c = dims[5];
-    a->q_rs = LA_ES(cs[0], is); a->q_cs = LA_ES(cs[1], is);
-    a->k_rs = LA_ES(cs[2], is); a->k_cs = LA_ES(cs[3], is);
-    a->v_rs = LA_ES(cs[4], is); a->v_cs = LA_ES(cs[5], is);
+    lara_ctx_init(&c, args, dims, steps, 0, is == 4 ? la_lara_f32 : la_lara_f64, cs, is);
     a->qb_rs = LA_ES(cs[6], is); a->qb_cs = LA_ES(cs[7], is);
     a->mu_rs = LA_ES(cs[8], is); a->mu_cs = LA_ES(cs[9], is);
     a->om_rs = LA_ES(cs[10], is); a->om_cs = LA_ES(cs[11], is);

@@ -108,6 +108,27 @@ lavo_run(la_lavo_ctx *c, size_t (*wsize)(const la_lavo_args *, size_t), int is,
     la_run_workers(lavo_task, c, nth, c->wsize, &c->work, &c->status, name);
 }
 
+/* The part both loops share: the context and the strides of q, k, v, the
+ * bases and the two bias tables (the first ten core strides of either form). */
+static void
+lavo_ctx_init(la_lavo_ctx *c, char **args, npy_intp const *steps, npy_intp n,
+              int causal, la_lavo_fn fn, const npy_intp *cs, int is)
+{
+    la_lavo_args *a = &c->proto;
+    memset(c, 0, sizeof(*c));
+    c->args = args;
+    c->steps = steps;
+    c->n = n;
+    c->causal = causal;
+    c->fn = fn;
+    a->q_rs = LA_ES(cs[0], is); a->q_cs = LA_ES(cs[1], is);
+    a->k_rs = LA_ES(cs[2], is); a->k_cs = LA_ES(cs[3], is);
+    a->v_rs = LA_ES(cs[4], is); a->v_cs = LA_ES(cs[5], is);
+    a->b_rs = LA_ES(cs[6], is); a->b_cs = LA_ES(cs[7], is);
+    a->pb_s = LA_ES(cs[8], 8);
+    a->mb_s = LA_ES(cs[9], 8);
+}
+
 static void
 lavo_causal_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
 {
@@ -116,12 +137,8 @@ lavo_causal_loop(char **args, npy_intp const *dims, npy_intp const *steps, void 
     la_lavo_ctx c;
     la_lavo_args *a = &c.proto;
 
-    memset(&c, 0, sizeof(c));
-    c.args = args;
-    c.steps = steps;
-    c.n = dims[0];
-    c.causal = 1;
-    c.fn = is == 4 ? la_lavo_causal_f32 : la_lavo_causal_f64;
+    lavo_ctx_init(&c, args, steps, dims[0], 1,
+                  is == 4 ? la_lavo_causal_f32 : la_lavo_causal_f64, cs, is);
     /* dims: n, t, d, e, r, w */
     a->t = dims[1];
     a->s = dims[1];
@@ -129,12 +146,6 @@ lavo_causal_loop(char **args, npy_intp const *dims, npy_intp const *steps, void 
     a->e = dims[3];
     a->r = dims[4];
     a->w = dims[5];
-    a->q_rs = LA_ES(cs[0], is); a->q_cs = LA_ES(cs[1], is);
-    a->k_rs = LA_ES(cs[2], is); a->k_cs = LA_ES(cs[3], is);
-    a->v_rs = LA_ES(cs[4], is); a->v_cs = LA_ES(cs[5], is);
-    a->b_rs = LA_ES(cs[6], is); a->b_cs = LA_ES(cs[7], is);
-    a->pb_s = LA_ES(cs[8], 8);
-    a->mb_s = LA_ES(cs[9], 8);
     a->s0_s = LA_ES(cs[10], 8);
     a->vs0_s = LA_ES(cs[11], 8);
     a->rk0_rs = LA_ES(cs[12], is); a->rk0_cs = LA_ES(cs[13], is);
@@ -155,12 +166,8 @@ lavo_noncausal_loop(char **args, npy_intp const *dims, npy_intp const *steps, vo
     la_lavo_ctx c;
     la_lavo_args *a = &c.proto;
 
-    memset(&c, 0, sizeof(c));
-    c.args = args;
-    c.steps = steps;
-    c.n = dims[0];
-    c.causal = 0;
-    c.fn = is == 4 ? la_lavo_noncausal_f32 : la_lavo_noncausal_f64;
+    lavo_ctx_init(&c, args, steps, dims[0], 0,
+                  is == 4 ? la_lavo_noncausal_f32 : la_lavo_noncausal_f64, cs, is);
     /* dims: n, t, d, s, e, r, p */
     a->t = dims[1];
     a->d = dims[2];
@@ -168,12 +175,6 @@ lavo_noncausal_loop(char **args, npy_intp const *dims, npy_intp const *steps, vo
     a->e = dims[4];
     a->r = dims[5];
     a->w = dims[6] > 0 ? (dims[6] - 1) / 2 : 0;
-    a->q_rs = LA_ES(cs[0], is); a->q_cs = LA_ES(cs[1], is);
-    a->k_rs = LA_ES(cs[2], is); a->k_cs = LA_ES(cs[3], is);
-    a->v_rs = LA_ES(cs[4], is); a->v_cs = LA_ES(cs[5], is);
-    a->b_rs = LA_ES(cs[6], is); a->b_cs = LA_ES(cs[7], is);
-    a->pb_s = LA_ES(cs[8], 8);
-    a->mb_s = LA_ES(cs[9], 8);
     a->o_rs = LA_ES(cs[10], is); a->o_cs = LA_ES(cs[11], is);
     lavo_run(&c, la_lavo_noncausal_work_size, is, "linattn._lavo_noncausal");
 }
