@@ -1,4 +1,4 @@
-"""NumPy oracles for RA and LARA (lara.md sections 3-4), direct transcriptions of the
+"""NumPy oracles for RA and LARA (docs/design/lara.md §3-4), direct transcriptions of the
 definitions in float64 with dense (N x C) and (N x M) matrices."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ def _lse(x, axis=-1):
 
 
 def segments(L: int, C: int) -> list[tuple[int, int]]:
-    """lara.md 4.2 1-D segments of a length-L axis into C parts (L >= C)."""
+    """docs/design/lara.md §4.2 1-D segments of a length-L axis into C parts (L >= C)."""
     if C >= L:
         return [(i, i + 1) for i in range(L)]
     g = L // C
