@@ -212,7 +212,7 @@ def _tril(T):
     return np.tril(np.ones((T, T)))
 
 
-def _rel(a, b):
+def _relerr(a, b):
     return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
 
 
@@ -314,6 +314,6 @@ def test_readme_peer_table_calls_equal_the_peers_defaults():
             out = out[0]
         if mask:
             out, ref = np.asarray(out)[mask[0]], ref[mask[0]]
-        assert _rel(out, ref) < 1e-12, (peer, call, _rel(out, ref))
+        assert _relerr(out, ref) < 1e-12, (peer, call, _relerr(out, ref))
         checked.add(key)
     assert checked == set(cases), f"README rows missing for {set(cases) - checked}"
