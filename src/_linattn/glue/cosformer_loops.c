@@ -6,10 +6,6 @@
  * angles are computed once per loop call and shared by every slice (t0 and
  * horizon are options: the same for every slice).
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/cosformer.h"
@@ -60,8 +56,4 @@ static const la_gufunc cosformer_table[] = {
      "theta_i = pi i / (2 horizon), i = t0 + row + 1.", cosformer_loop, NULL},
 };
 
-int
-la_register_cosformer(PyObject *module)
-{
-    return la_add_gufunc_table(module, cosformer_table, 1);
-}
+LA_REGISTER(cosformer, cosformer_table)

@@ -1,14 +1,8 @@
 /*
- * diag_loops.c -- gufunc for TransNormer's DiagAttention (kernels/diag.h):
- *   q (t,d), k (s,d), v (s,e), kc (c,d), vc (c,e) cached rows of the current
- *   block, t0 () int64, w () int64, scale (), eps (), flags () int64 -> o (t,e)
- * flags: bit 0 causal, bit 1 variant (0 softmax / T2, 1 ReLU / T1),
+ * diag_loops.c -- gufunc for TransNormer's DiagAttention (kernels/diag.h);
+ * kc, vc are the cached rows of the current block.  flags: bit 0 causal, bit 1 variant (0 softmax / T2, 1 ReLU / T1),
  * bits 2-3 norm (0 none, 2 rms).  The outer loop is split over threads.
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/diag.h"
@@ -68,8 +62,4 @@ static const la_gufunc diag_table[] = {
      NULL},
 };
 
-int
-la_register_diag(PyObject *module)
-{
-    return la_add_gufunc_table(module, diag_table, 1);
-}
+LA_REGISTER(diag, diag_table)

@@ -2,10 +2,6 @@
  * featmap_loops.c -- gufunc for the elementwise feature maps
  * (kernels/featmap.h), one row per outer item.
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/featmap.h"
@@ -51,8 +47,4 @@ static const la_gufunc featmap_table[] = {
      "Elementwise feature map phi(scale * x).", featmap_loop, NULL},
 };
 
-int
-la_register_featmap(PyObject *module)
-{
-    return la_add_gufunc_table(module, featmap_table, 1);
-}
+LA_REGISTER(featmap, featmap_table)

@@ -1,7 +1,3 @@
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 #include "la_parallel.h"
 
@@ -71,14 +67,14 @@ la_free_work(char *p)
     free(p);
 }
 
-void
+int
 la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
                char **work, volatile int *status, const char *name)
 {
     int sig;
     *work = la_alloc_work(wsize, nth, name);
     if (*work == NULL) {
-        return;
+        return -1;
     }
     sig = la_interrupt_begin();
     la_parallel_run(task, ctx, nth);
@@ -89,7 +85,9 @@ la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
     *work = NULL;
     if (*status != LA_OK) {
         la_raise((la_status)*status, name, 0);
+        return -1;
     }
+    return 0;
 }
 
 /* ------------------------------------------------------------ the runner -- */
@@ -144,68 +142,38 @@ typedef struct {
     const la_call *c;
     la_item_fn item;
     const void *proto;
-    char *work;
-    size_t wsize;
-    npy_intp next, grain; /* the next unclaimed item; items claimed at a time */
-    volatile int status;
 } la_run_ctx;
 
-static void
-la_run_task(void *vctx, int ith, int nth)
+static la_status
+la_run_item(void *ctx, la_index i, char *work)
 {
-    la_run_ctx *r = (la_run_ctx *)vctx;
-    char *work = r->work + (size_t)ith * r->wsize;
-    (void)nth;
-    while (r->status == LA_OK) {
-        npy_intp i = __atomic_fetch_add(&r->next, r->grain, __ATOMIC_RELAXED);
-        npy_intp hi = i + r->grain < r->c->n ? i + r->grain : r->c->n;
-        if (i >= r->c->n) {
-            break;
-        }
-        for (; i < hi && r->status == LA_OK; i++) {
-            la_status s;
-            if (la_cancel_flag) {
-                r->status = LA_ERR_INTERRUPTED;
-                break;
-            }
-            s = r->item(r->c, r->proto, i, work);
-            if (s != LA_OK) {
-                r->status = s;
-            }
-        }
-    }
+    const la_run_ctx *r = (const la_run_ctx *)ctx;
+    return r->item(r->c, r->proto, (npy_intp)i, work);
 }
 
 int
 la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize, double flops)
 {
-    la_run_ctx r;
-    int nth, sig;
+    const la_run_ctx r = {c, item, proto};
+    const int nth = la_call_workers(c, flops);
+    char *work;
+    la_status st;
+    int sig;
     if (c->n <= 0) {
         return 0;
     }
-    nth = la_call_workers(c, flops);
-    memset(&r, 0, sizeof(r));
-    r.c = c;
-    r.item = item;
-    r.proto = proto;
-    r.wsize = LA_ALIGN_BYTES(wsize);
-    /* a few claims per worker: cheap to hand out, and a slow worker (sharing
-     * its core with another process) leaves its unclaimed items to the others */
-    r.grain = c->n / (8 * (npy_intp)nth);
-    r.grain = r.grain < 1 ? 1 : r.grain;
-    r.work = la_alloc_work(r.wsize, nth, c->name);
-    if (r.work == NULL) {
+    wsize = LA_ALIGN_BYTES(wsize);
+    if ((work = la_alloc_work(wsize, nth, c->name)) == NULL) {
         return -1;
     }
     sig = la_interrupt_begin();
-    la_parallel_run(la_run_task, &r, nth);
-    if (la_interrupt_end(sig) && r.status == LA_OK) {
-        r.status = LA_ERR_INTERRUPTED;
+    st = la_parallel_items(c->n, nth, la_run_item, (void *)&r, work, wsize);
+    if (la_interrupt_end(sig) && st == LA_OK) {
+        st = LA_ERR_INTERRUPTED;
     }
-    la_free_work(r.work);
-    if (r.status != LA_OK) {
-        la_raise((la_status)r.status, c->name, 0);
+    la_free_work(work);
+    if (st != LA_OK) {
+        la_raise(st, c->name, 0);
         return -1;
     }
     return 0;
@@ -234,53 +202,35 @@ la_loop_trampoline(char **args, npy_intp const *dims, npy_intp const *steps,
     (void)feclearexcept(FE_ALL_EXCEPT);
 }
 
-/* The scalar rule: an option must hold the same value for every item. */
+/* Whether items i and j have the same options (bit for bit). */
 static int
-la_check_options(const la_call *c)
+la_same_options(const la_call *c, npy_intp i, npy_intp j)
 {
-    const la_loop_info *in = c->info;
     int op;
-    npy_intp i;
-    for (op = 0; op < in->nin; op++) {
-        if ((in->type[op] != 'D' && in->type[op] != 'Q') || c->steps[op] == 0) {
-            continue;
-        }
-        for (i = 1; i < c->n; i++) {
-            if (memcmp(c->args[op], LA_AT(c, op, i), 8) != 0) {
-                NPY_ALLOW_C_API_DEF
-                NPY_ALLOW_C_API;
-                if (in->type[op] == 'D') {
-                    PyObject *a = PyFloat_FromDouble(*(const double *)c->args[op]);
-                    PyObject *b = PyFloat_FromDouble(*(const double *)LA_AT(c, op, i));
-                    PyErr_Format(PyExc_ValueError,
-                                 "%s: %s must be one value for the whole call (a scalar), "
-                                 "got %R for item 0 and %R for item %zd",
-                                 c->name, in->opname[op], a, b, (Py_ssize_t)i);
-                    Py_XDECREF(a);
-                    Py_XDECREF(b);
-                }
-                else {
-                    PyErr_Format(PyExc_ValueError,
-                                 "%s: %s must be one value for the whole call (a scalar), "
-                                 "got %lld for item 0 and %lld for item %zd",
-                                 c->name, in->opname[op],
-                                 (long long)*(const npy_int64 *)c->args[op],
-                                 (long long)*(const npy_int64 *)LA_AT(c, op, i),
-                                 (Py_ssize_t)i);
-                }
-                NPY_DISABLE_C_API;
-                return -1;
-            }
+    for (op = 0; op < c->info->nin; op++) {
+        if ((c->info->type[op] == 'D' || c->info->type[op] == 'Q') && c->steps[op] != 0 &&
+            memcmp(LA_AT(c, op, i), LA_AT(c, op, j), 8) != 0) {
+            return 0;
         }
     }
-    return 0;
+    return 1;
 }
 
+/*
+ * The scalar rule: every item is computed with its own options.  A loop reads
+ * them once per call (they size the scratch, pick the threads, fill tables),
+ * so a call whose options vary is cut into runs of items with equal options
+ * and the loop runs once per run.  Scalars (stride 0) cost nothing.
+ */
 static void
 la_table_trampoline(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
 {
     const la_loop_info *in = (const la_loop_info *)data;
+    char *sub[LA_MAX_OPERANDS];
+    npy_intp subdims[LA_MAX_CORE_DIMS + 1];
+    npy_intp start, end;
     la_call c;
+    int op, err = 0;
     c.args = args;
     c.dims = dims;
     c.steps = steps;
@@ -290,8 +240,29 @@ la_table_trampoline(char **args, npy_intp const *dims, npy_intp const *steps, vo
     c.data = in->g->data;
     c.name = in->qualname;
     c.info = in;
-    if (la_check_options(&c) == 0) {
-        in->g->loop(&c);
+    memcpy(subdims, dims, sizeof(npy_intp) * (size_t)(in->ncore + 1));
+    for (start = 0; start < dims[0] && !err; start = end) {
+        for (end = start + 1; end < dims[0] && la_same_options(&c, start, end); end++) {
+        }
+        if (start == 0 && end == dims[0]) {
+            in->g->loop(&c); /* the usual case: one run */
+            break;
+        }
+        {
+            la_call r = c;
+            NPY_ALLOW_C_API_DEF
+            for (op = 0; op < in->nop; op++) {
+                sub[op] = LA_AT(&c, op, start);
+            }
+            subdims[0] = end - start;
+            r.args = sub;
+            r.dims = subdims;
+            r.n = end - start;
+            in->g->loop(&r);
+            NPY_ALLOW_C_API;
+            err = PyErr_Occurred() != NULL;
+            NPY_DISABLE_C_API;
+        }
     }
     (void)feclearexcept(FE_ALL_EXCEPT);
 }
@@ -305,101 +276,66 @@ la_bad_table(const la_gufunc *g, const char *why)
     return -1;
 }
 
-/* Learn operand and core-dim layout from the signature and the operands string. */
+/* Learn the operands' core axes from the signature, their names and types
+ * from the operands string. */
 static int
 la_parse_entry(const la_gufunc *g, la_loop_info *in)
 {
-    const char *p = g->signature;
-    int op = 0, nd = 0, off = 0, j;
+    const char *p;
+    int op = 0, off = 0, j, len;
     memset(in, 0, sizeof(*in));
     in->g = g;
-    in->nin = -1;
-    while (*p) {
-        if (*p == '-') {
+    for (p = g->signature; *p; p += len > 0 ? len : 1) {
+        len = 0;
+        if (*p == '(' && op < LA_MAX_OPERANDS) {
+            in->core_off[op] = (unsigned char)off;
+        }
+        else if (*p == ')') {
+            op++;
+        }
+        else if (*p == '-') {
             in->nin = op;
-            p += 2;
+        }
+        while (isalnum((unsigned char)p[len]) || p[len] == '_') {
+            len++;
+        }
+        if (len == 0) {
             continue;
         }
-        if (*p != '(') {
-            p++;
-            continue;
+        if (len > 15 || op >= LA_MAX_OPERANDS || in->ndim[op] >= 6) {
+            return la_bad_table(g, "signature too large");
         }
-        if (op >= LA_MAX_OPERANDS) {
-            return la_bad_table(g, "too many operands");
+        for (j = 0; j < in->ncore && (strncmp(in->dimname[j], p, (size_t)len) != 0 ||
+                                      in->dimname[j][len] != '\0'); j++) {
         }
-        p++;
-        in->core_off[op] = (unsigned char)off;
-        while (*p && *p != ')') {
-            char nm[16];
-            int len = 0;
-            while (*p == ',' || *p == ' ') {
-                p++;
-            }
-            while (isalnum((unsigned char)*p) || *p == '_') {
-                if (len < 15) {
-                    nm[len++] = *p;
-                }
-                p++;
-            }
-            nm[len] = '\0';
-            while (*p == '?' || *p == ' ') {
-                p++;
-            }
-            if (len == 0) {
-                continue;
-            }
-            for (j = 0; j < nd && strcmp(in->dimname[j], nm) != 0; j++) {
-            }
-            if (j == nd) {
-                if (nd >= LA_MAX_CORE_DIMS) {
-                    return la_bad_table(g, "too many core dimensions");
-                }
-                memcpy(in->dimname[nd++], nm, (size_t)len + 1);
-            }
-            if (in->ndim[op] >= 6) {
-                return la_bad_table(g, "an operand with more than 6 core axes");
-            }
-            in->axdim[op][in->ndim[op]++] = (unsigned char)j;
-            off++;
+        if (j == in->ncore && in->ncore++ < LA_MAX_CORE_DIMS) {
+            memcpy(in->dimname[j], p, (size_t)len);
         }
-        op++;
-        if (*p) {
-            p++;
-        }
+        in->axdim[op][in->ndim[op]++] = (unsigned char)j;
+        off++;
     }
     in->nop = op;
-    in->ncore = nd;
-    if (in->nin < 1) {
-        return la_bad_table(g, "no '->' in the signature");
+    if (in->nin < 1 || in->ncore > LA_MAX_CORE_DIMS) {
+        return la_bad_table(g, "bad signature");
     }
-    /* the operands string: "name:T ..." with "->" between inputs and outputs */
-    p = g->operands;
-    op = 0;
-    while (*p) {
-        const char *colon, *end;
-        while (*p == ' ' || *p == '-' || *p == '>') {
-            p++;
+    for (p = g->operands, op = 0; *p; p += len > 0 ? len + 2 : 1) {
+        len = 0;
+        if (*p == ' ' || *p == '-' || *p == '>') {
+            continue;
         }
-        if (!*p) {
-            break;
+        while (p[len] && p[len] != ':' && p[len] != ' ') {
+            len++;
         }
-        end = p;
-        while (*end && *end != ' ') {
-            end++;
-        }
-        colon = memchr(p, ':', (size_t)(end - p));
-        if (colon == NULL || colon + 2 != end || op >= in->nop ||
-            strchr("TdqDQ", colon[1]) == NULL || colon - p >= 16) {
+        if (p[len] != ':' || len > 15 || op >= in->nop || p[len + 1] == '\0' ||
+            strchr("TdqDQ", p[len + 1]) == NULL || (p[len + 2] && p[len + 2] != ' ')) {
             return la_bad_table(g, "operands must be name:T|d|q|D|Q, one per operand");
         }
-        memcpy(in->opname[op], p, (size_t)(colon - p));
-        in->type[op] = colon[1];
-        if ((in->type[op] == 'D' || in->type[op] == 'Q') &&
-            (in->ndim[op] != 0 || op >= in->nin)) {
+        memcpy(in->opname[op], p, (size_t)len);
+        in->type[op] = p[len + 1];
+        if ((p[len + 1] == 'D' || p[len + 1] == 'Q') && (in->ndim[op] || op >= in->nin)) {
             return la_bad_table(g, "an option (D or Q) must be a 0-d input");
         }
         op++;
-        p = end;
     }
     if (op != in->nop) {
         return la_bad_table(g, "the operands string does not match the signature");
@@ -414,42 +350,37 @@ la_add_gufunc_table(PyObject *module, const la_gufunc *table, int n)
     int i, j, k;
     for (i = 0; i < n; i++) {
         /* lives as long as the process: the ufunc keeps pointers to it */
-        la_loop_info *in = PyMem_RawMalloc(2 * sizeof(la_loop_info));
-        PyUFuncGenericFunction *funcs = PyMem_RawMalloc(2 * sizeof(PyUFuncGenericFunction));
-        void **data = PyMem_RawMalloc(2 * sizeof(void *));
-        char *types = PyMem_RawMalloc(2 * LA_MAX_OPERANDS);
+        struct {
+            la_loop_info in[2];
+            PyUFuncGenericFunction funcs[2];
+            void *data[2];
+            char types[2 * LA_MAX_OPERANDS];
+        } *b = PyMem_RawCalloc(1, sizeof(*b));
         PyObject *f;
-        if (in == NULL || funcs == NULL || data == NULL || types == NULL) {
-            PyMem_RawFree(in);
-            PyMem_RawFree(funcs);
-            PyMem_RawFree(data);
-            PyMem_RawFree(types);
+        if (b == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        if (la_parse_entry(&table[i], &in[0]) < 0) {
+        if (la_parse_entry(&table[i], &b->in[0]) < 0) {
             return -1;
         }
-        in[1] = in[0];
-        in[1].f64 = 1;
+        b->in[1] = b->in[0];
+        b->in[1].f64 = 1;
         for (k = 0; k < 2; k++) {
-            funcs[k] = la_table_trampoline;
-            data[k] = &in[k];
-            for (j = 0; j < in[0].nop; j++) {
-                const char t = in[0].type[j];
-                types[k * in[0].nop + j] = (char)(t == 'T' ? (k ? NPY_DOUBLE : NPY_FLOAT)
-                                                  : (t == 'd' || t == 'D') ? NPY_DOUBLE
-                                                                           : NPY_INT64);
+            b->funcs[k] = la_table_trampoline;
+            b->data[k] = &b->in[k];
+            for (j = 0; j < b->in[0].nop; j++) {
+                const char t = b->in[0].type[j];
+                b->types[k * b->in[0].nop + j] =
+                    (char)(t == 'T' ? (k ? NPY_DOUBLE : NPY_FLOAT)
+                                    : (t == 'd' || t == 'D') ? NPY_DOUBLE : NPY_INT64);
             }
         }
         f = PyUFunc_FromFuncAndDataAndSignature(
-            funcs, data, types, 2, in[0].nin, in[0].nop - in[0].nin, PyUFunc_None,
-            table[i].name, table[i].doc, 0, table[i].signature);
-        if (f == NULL) {
-            return -1;
-        }
-        if (PyModule_AddObject(module, table[i].name, f) < 0) {
-            Py_DECREF(f);
+            b->funcs, b->data, b->types, 2, b->in[0].nin, b->in[0].nop - b->in[0].nin,
+            PyUFunc_None, table[i].name, table[i].doc, 0, table[i].signature);
+        if (f == NULL || PyModule_AddObject(module, table[i].name, f) < 0) {
+            Py_XDECREF(f);
             return -1;
         }
     }
@@ -463,15 +394,13 @@ la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n)
     for (i = 0; i < n; i++) {
         const la_gufunc_desc *d = &table[i];
         /* lives as long as the process: the ufunc keeps pointers to it */
-        PyUFuncGenericFunction *funcs =
-            PyMem_RawMalloc(sizeof(PyUFuncGenericFunction) * (size_t)d->ntypes);
-        void **data = PyMem_RawMalloc(sizeof(void *) * (size_t)d->ntypes);
-        la_loop_entry *entries = PyMem_RawMalloc(sizeof(la_loop_entry) * (size_t)d->ntypes);
+        char *blk = PyMem_RawMalloc((sizeof(PyUFuncGenericFunction) + sizeof(void *) +
+                                     sizeof(la_loop_entry)) * (size_t)d->ntypes);
+        PyUFuncGenericFunction *funcs = (PyUFuncGenericFunction *)blk;
+        void **data = (void **)(funcs + d->ntypes);
+        la_loop_entry *entries = (la_loop_entry *)(data + d->ntypes);
         PyObject *f;
-        if (funcs == NULL || data == NULL || entries == NULL) {
-            PyMem_RawFree(funcs);
-            PyMem_RawFree(data);
-            PyMem_RawFree(entries);
+        if (blk == NULL) {
             PyErr_NoMemory();
             return -1;
         }
@@ -484,11 +413,8 @@ la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n)
         f = PyUFunc_FromFuncAndDataAndSignature(
             funcs, data, (char *)d->types, d->ntypes, d->nin, d->nout,
             PyUFunc_None, d->name, d->doc, 0, d->signature);
-        if (f == NULL) {
-            return -1;
-        }
-        if (PyModule_AddObject(module, d->name, f) < 0) {
-            Py_DECREF(f);
+        if (f == NULL || PyModule_AddObject(module, d->name, f) < 0) {
+            Py_XDECREF(f);
             return -1;
         }
     }

@@ -17,12 +17,14 @@
  * The operands string names every operand with its type, one token each:
  * "q:T k:T ... -> o:T".  T is the loop's float dtype (one loop per float32 /
  * float64), d float64 and q int64 data, D float64 and Q int64 *options*.
- * The scalar rule: an option (scale, eps, flags, chunk, ...) configures the
- * whole call, so it must be the same for every outer-loop item; when it
- * varies (an array passed where a scalar is meant) the call raises ValueError
- * naming the option before any kernel runs.  0-d operands that are data
- * (a running maximum, a stream position, a per-channel parameter) are typed
- * T/d/q and read per item like any other operand.
+ * The scalar rule: every outer-loop item is computed with its own options
+ * (scale, eps, flags, chunk, ...).  A loop reads them once (LA_OPT_F /
+ * LA_OPT_I read item 0): they size the scratch, pick the threads, fill
+ * tables; the layer calls it once per run of items whose options are equal,
+ * so a call with scalar options (stride 0: every call from Python) is one
+ * run, and an option array that varies splits the call.  0-d operands that
+ * are data (a running maximum, a stream position, a per-channel parameter)
+ * are typed T/d/q and read per item with LA_AT like any other operand.
  *
  * Registration checks the operands string against the signature (count and
  * the 0-d core shape of options), so a miscounted table fails at import.
@@ -30,6 +32,14 @@
 #ifndef LA_GUFUNC_UTIL_H
 #define LA_GUFUNC_UTIL_H
 
+/* One NumPy C-API table for the extension: module.c defines LA_GLUE_MAIN
+ * (and imports it), every other file uses it. */
+#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
+#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
+#if !defined(LA_GLUE_MAIN) && !defined(NO_IMPORT_ARRAY)
+#define NO_IMPORT_ARRAY
+#define NO_IMPORT_UFUNC
+#endif
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -81,12 +91,18 @@ struct la_call {
     const la_loop_info *info;
 };
 
-/* Create every gufunc of a table (both float dtypes) and add it to the module. */
+/* Create every gufunc of a table (both float dtypes) and add it to the module;
+ * LA_REGISTER(mech, table) defines la_register_<mech> doing that. */
 int la_add_gufunc_table(PyObject *module, const la_gufunc *table, int n);
+#define LA_REGISTER(mech, table)                                                   \
+    int la_register_##mech(PyObject *module)                                       \
+    {                                                                              \
+        return la_add_gufunc_table(module, table, (int)(sizeof(table) / sizeof(table[0]))); \
+    }
 
 /* Operand op of outer item i. */
 #define LA_AT(c, op, i) ((c)->args[op] + (npy_intp)(i) * (c)->steps[op])
-/* An option's value (the same for every item: checked before the loop). */
+/* An option's value (the same for every item of a loop call: see above). */
 #define LA_OPT_F(c, op) (*(const double *)(c)->args[op])
 #define LA_OPT_I(c, op) (*(const npy_int64 *)(c)->args[op])
 
@@ -133,9 +149,10 @@ void la_free_work(char *p);
  * nth x wsize bytes of scratch into *work (worker ith uses *work + ith *
  * wsize), run task over the workers with Ctrl-C routed to la_cancel_flag,
  * free the scratch, and raise if *status (the tasks' failure slot) is set.
+ * Returns 0, or -1 with a Python exception set.
  */
-void la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
-                    char **work, volatile int *status, const char *name);
+int la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
+                   char **work, volatile int *status, const char *name);
 
 /* Element stride from a byte stride (strides of aligned data divide evenly). */
 #define LA_ES(bytes, itemsize) ((la_index)((bytes) / (npy_intp)(itemsize)))

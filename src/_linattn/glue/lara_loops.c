@@ -3,10 +3,6 @@
  *
  * _ra and _lara (operands in the table at the end).
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/lara.h"
@@ -98,8 +94,4 @@ static const la_gufunc lara_table[] = {
      "Linear randomized attention (flags: 0 opt, 1 bh, 2 const).", lara_loop, NULL},
 };
 
-int
-la_register_lara(PyObject *module)
-{
-    return la_add_gufunc_table(module, lara_table, 2);
-}
+LA_REGISTER(lara, lara_table)

@@ -4,10 +4,6 @@
  * _lavo_causal and _lavo_noncausal (operands in the table at the end).
  * The outer loop (batch x heads) is split over worker threads.
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/lavo.h"
@@ -114,8 +110,4 @@ static const la_gufunc lavo_table[] = {
      lavo_noncausal_loop, NULL},
 };
 
-int
-la_register_lavo(PyObject *module)
-{
-    return la_add_gufunc_table(module, lavo_table, 2);
-}
+LA_REGISTER(lavo, lavo_table)

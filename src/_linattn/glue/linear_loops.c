@@ -6,10 +6,6 @@
  * loop (batch x heads) is split over worker threads; BLAS runs
  * single-threaded inside.
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include <stdlib.h>
@@ -78,51 +74,31 @@ linear_item(const la_call *c, const void *proto, npy_intp i, void *work)
 
 typedef struct {
     const la_linear_args *a;
-    int f64;
-    la_index c0, cw, C;
-    char *states;  /* cw blocks of f x ec */
-    char *outs;    /* cw blocks of chunk x ec: intra-chunk outputs */
+    int f64, pass;
+    la_index c0, C;
+    char *states;  /* window blocks of f x ec */
+    char *outs;    /* window blocks of chunk x ec: intra-chunk outputs */
     double *betas;
     size_t sbytes; /* bytes per state block */
     size_t obytes; /* bytes per output block */
-    char *work;
-    size_t wsize;
-    int pass;
-    volatile int status;
 } la_seq_ctx;
 
-static void
-seq_task(void *vctx, int ith, int nth)
+/* Chunk j of the window: pass 1 its state increment, pass 2 its outputs. */
+static la_status
+seq_item(void *vctx, la_index j, char *work)
 {
-    la_seq_ctx *c = (la_seq_ctx *)vctx;
-    const la_index lo = c->cw * ith / nth, hi = c->cw * (ith + 1) / nth;
-    char *work = c->work + (size_t)ith * c->wsize;
-    la_index j;
-    for (j = lo; j < hi && c->status == LA_OK; j++) {
-        const la_index t0 = (c->c0 + j) * c->C;
-        void *st = c->states + (size_t)j * c->sbytes;
-        void *oc = c->outs + (size_t)j * c->obytes;
-        la_status s;
-        if (LA_CANCELLED(c->a->cancel)) {
-            c->status = LA_ERR_INTERRUPTED;
-            break;
-        }
-        if (c->pass == 1) {
-            s = c->f64 ? la_linear_chunk_pass1_f64(c->a, work, t0, (double *)st, &c->betas[j],
-                                                   (double *)oc)
-                       : la_linear_chunk_pass1_f32(c->a, work, t0, (float *)st, &c->betas[j],
-                                                   (float *)oc);
-        }
-        else {
-            s = c->f64 ? la_linear_chunk_pass2_f64(c->a, work, t0, (const double *)st,
-                                                   (double *)oc)
-                       : la_linear_chunk_pass2_f32(c->a, work, t0, (const float *)st,
-                                                   (float *)oc);
-        }
-        if (s != LA_OK) {
-            c->status = s;
-        }
+    const la_seq_ctx *c = (const la_seq_ctx *)vctx;
+    const la_index t0 = (c->c0 + j) * c->C;
+    void *st = c->states + (size_t)j * c->sbytes;
+    void *oc = c->outs + (size_t)j * c->obytes;
+    if (c->pass == 1) {
+        return c->f64 ? la_linear_chunk_pass1_f64(c->a, work, t0, (double *)st, &c->betas[j],
+                                                  (double *)oc)
+                      : la_linear_chunk_pass1_f32(c->a, work, t0, (float *)st, &c->betas[j],
+                                                  (float *)oc);
     }
+    return c->f64 ? la_linear_chunk_pass2_f64(c->a, work, t0, (const double *)st, (double *)oc)
+                  : la_linear_chunk_pass2_f32(c->a, work, t0, (const float *)st, (float *)oc);
 }
 
 static la_status
@@ -133,61 +109,52 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     const la_index nchunks = (a->t + C - 1) / C;
     const la_index ec = a->e + (a->norm == LA_NORM_DIV);
     la_seq_ctx c;
-    char *Sx;
-    la_index c0, j;
+    la_status st = LA_OK;
+    char *Sx, *work;
+    size_t wsize;
+    la_index c0, j, cw;
     memset(&c, 0, sizeof(c));
     c.a = a;
     c.f64 = f64;
     c.C = C;
     c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ec) * is);
     c.obytes = LA_ALIGN_BYTES((size_t)(C * ec) * is);
-    c.wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
+    wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
     c.states = malloc(c.sbytes * (LA_SEQ_WINDOW + 1));
     c.outs = malloc(c.obytes * LA_SEQ_WINDOW);
     c.betas = malloc(sizeof(double) * LA_SEQ_WINDOW);
-    c.work = malloc(c.wsize * (size_t)nth + 64);
-    if (c.states == NULL || c.outs == NULL || c.betas == NULL || c.work == NULL) {
-        free(c.states);
-        free(c.outs);
-        free(c.betas);
-        free(c.work);
-        return LA_ERR_NOMEM;
+    work = malloc(wsize * (size_t)nth + 64);
+    if (c.states == NULL || c.outs == NULL || c.betas == NULL || work == NULL) {
+        st = LA_ERR_NOMEM;
+        goto done;
     }
     Sx = c.states + c.sbytes * LA_SEQ_WINDOW;
-    if (f64) {
-        la_linear_state_load_f64(a, (double *)Sx);
-    }
-    else {
-        la_linear_state_load_f32(a, (float *)Sx);
-    }
-    for (c0 = 0; c0 < nchunks && c.status == LA_OK; c0 += LA_SEQ_WINDOW) {
+    f64 ? la_linear_state_load_f64(a, (double *)Sx) : la_linear_state_load_f32(a, (float *)Sx);
+    for (c0 = 0; c0 < nchunks && st == LA_OK; c0 += LA_SEQ_WINDOW) {
         c.c0 = c0;
-        c.cw = nchunks - c0 < LA_SEQ_WINDOW ? nchunks - c0 : LA_SEQ_WINDOW;
+        cw = nchunks - c0 < LA_SEQ_WINDOW ? nchunks - c0 : LA_SEQ_WINDOW;
         c.pass = 1;
-        la_parallel_run(seq_task, &c, nth);
-        for (j = 0; j < c.cw; j++) {
-            char *st = c.states + (size_t)j * c.sbytes;
-            if (f64) {
-                la_linear_state_scan_f64(a, (double *)Sx, c.betas[j], (double *)st);
-            }
-            else {
-                la_linear_state_scan_f32(a, (float *)Sx, c.betas[j], (float *)st);
-            }
+        if ((st = la_parallel_items(cw, nth, seq_item, &c, work, wsize)) != LA_OK) {
+            break;
+        }
+        for (j = 0; j < cw; j++) {
+            char *sj = c.states + (size_t)j * c.sbytes;
+            f64 ? la_linear_state_scan_f64(a, (double *)Sx, c.betas[j], (double *)sj)
+                : la_linear_state_scan_f32(a, (float *)Sx, c.betas[j], (float *)sj);
         }
         c.pass = 2;
-        la_parallel_run(seq_task, &c, nth);
+        st = la_parallel_items(cw, nth, seq_item, &c, work, wsize);
     }
-    if (f64) {
-        la_linear_state_store_f64(a, (const double *)Sx);
+    if (st == LA_OK) {
+        f64 ? la_linear_state_store_f64(a, (const double *)Sx)
+            : la_linear_state_store_f32(a, (const float *)Sx);
     }
-    else {
-        la_linear_state_store_f32(a, (const float *)Sx);
-    }
+done:
     free(c.states);
     free(c.outs);
     free(c.betas);
-    free(c.work);
-    return (la_status)c.status;
+    free(work);
+    return st;
 }
 
 static void
@@ -287,9 +254,4 @@ static const la_gufunc linear_table[] = {
      "Non-causal linear attention (and cross-attention).", linear_loop, &ld_nc},
 };
 
-int
-la_register_linear(PyObject *module)
-{
-    return la_add_gufunc_table(module, linear_table,
-                               (int)(sizeof(linear_table) / sizeof(linear_table[0])));
-}
+LA_REGISTER(linear, linear_table)

@@ -8,10 +8,6 @@
  * it, causal checks the state's f against it.  The outer loop (batch x heads)
  * is split over worker threads; BLAS runs single-threaded inside.
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/featmap.h"
@@ -128,9 +124,4 @@ static const la_gufunc performer_table[] = {
      "Non-causal Performer, online key maximum, true-scale guard.", performer_loop, &pd_nc},
 };
 
-int
-la_register_performer(PyObject *module)
-{
-    return la_add_gufunc_table(module, performer_table,
-                               (int)(sizeof(performer_table) / sizeof(performer_table[0])));
-}
+LA_REGISTER(performer, performer_table)

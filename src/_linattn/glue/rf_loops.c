@@ -1,19 +1,12 @@
 /*
  * rf_loops.c -- gufuncs for the random-feature maps (kernels/featmap.h):
- *
- *   _rfa_features          x (t,d), W (r,d), scale ()                 -> y (t,2,r)
- *   _performer_features_1  x (t,d), W (r,d), scale, eps, flags        -> y (t,1,r)
- *   _performer_features_2  (the same, hyperbolic: F = 2r)              -> y (t,2,r)
- *
+ _rfa_features,
+ * _performer_features_1 and _performer_features_2 (hyperbolic: F = 2r).
  * The frozen middle axis gives F = 2r (or r), which a signature cannot say;
  * Python reshapes (t,c,r) -> (t,c*r).  flags: bits 0-1 la_perf_kind, bits
  * 2-3 shift (0 none, 1 per row, 2 per slice), bit 4 "return log-features".
  * The outer loop is split over worker threads.
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/featmap.h"
@@ -31,69 +24,49 @@ typedef struct {
     size_t tmp_bytes;          /* the kernels' scratch; a (t x f) block follows */
 } la_rf_proto;
 
-/* Copy a contiguous (t x f) block into the (t, c, r) output. */
-#define LA_RF_SCATTER(T)                                                       \
-    do {                                                                       \
-        la_index tt, cc, ii;                                                   \
-        for (tt = 0; tt < p->t; tt++) {                                        \
-            for (cc = 0; cc < p->c; cc++) {                                    \
-                for (ii = 0; ii < p->r; ii++) {                                \
-                    *(T *)(yb + tt * p->y_ts + cc * p->y_cs + ii * p->y_rs) = \
-                        ((T *)blk)[tt * p->f + cc * p->r + ii];                \
-                }                                                              \
-            }                                                                  \
-        }                                                                      \
+/* The kernel into y (the output, or a contiguous (t x f) block that is then
+ * copied into the (t, c, r) output). */
+#define LA_RF_ITEM(SUF, T)                                                                \
+    do {                                                                                  \
+        la_index tt, cc, ii;                                                              \
+        if (p->yop == RF_EPS) { /* rfa: the output follows scale */                      \
+            la_rfa_features_##SUF(p->t, scale, (const T *)x, p->x_rs, p->x_cs, p->d,      \
+                                  (const T *)W, p->w_rs, p->w_cs, p->r, (T *)y, y_rs,     \
+                                  y_cs, tmp);                                             \
+        }                                                                                 \
+        else {                                                                            \
+            const npy_int64 fl = LA_OPT_I(c, RF_FLAGS);                                   \
+            la_performer_features_##SUF(p->t, (int)(fl & 3), (int)((fl >> 2) & 3),        \
+                                        (int)((fl >> 4) & 1), scale, LA_OPT_F(c, RF_EPS), \
+                                        (const T *)x, p->x_rs, p->x_cs, p->d,             \
+                                        (const T *)W, p->w_rs, p->w_cs, p->r, (T *)y,     \
+                                        y_rs, y_cs, tmp);                                 \
+        }                                                                                 \
+        for (tt = 0; !p->uniform && tt < p->t; tt++) {                                    \
+            for (cc = 0; cc < p->c; cc++) {                                               \
+                for (ii = 0; ii < p->r; ii++) {                                           \
+                    *(T *)(yb + tt * p->y_ts + cc * p->y_cs + ii * p->y_rs) =            \
+                        ((T *)blk)[tt * p->f + cc * p->r + ii];                           \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
     } while (0)
 
 static la_status
 rf_item(const la_call *c, const void *proto, npy_intp i, void *work)
 {
     const la_rf_proto *p = (const la_rf_proto *)proto;
-    const int is = (int)c->is;
-    char *tmp = (char *)work;
-    char *blk = tmp + p->tmp_bytes;
-    const char *x = LA_AT(c, RF_X, i);
-    const char *W = LA_AT(c, RF_W, i);
+    char *tmp = (char *)work, *blk = tmp + p->tmp_bytes;
+    const char *x = LA_AT(c, RF_X, i), *W = LA_AT(c, RF_W, i);
     const double scale = LA_OPT_F(c, RF_SCALE);
-    char *yb = LA_AT(c, p->yop, i);
-    char *y = p->uniform ? yb : blk;
-    const la_index y_rs = p->uniform ? LA_ES(p->y_ts, is) : p->f;
-    const la_index y_cs = p->uniform ? LA_ES(p->y_rs, is) : 1;
-    if (p->yop == RF_EPS) { /* rfa: the output follows scale */
-        if (is == 4) {
-            la_rfa_features_f32(p->t, scale, (const float *)x, p->x_rs, p->x_cs, p->d,
-                                (const float *)W, p->w_rs, p->w_cs, p->r, (float *)y,
-                                y_rs, y_cs, tmp);
-        }
-        else {
-            la_rfa_features_f64(p->t, scale, (const double *)x, p->x_rs, p->x_cs, p->d,
-                                (const double *)W, p->w_rs, p->w_cs, p->r, (double *)y,
-                                y_rs, y_cs, tmp);
-        }
+    char *yb = LA_AT(c, p->yop, i), *y = p->uniform ? yb : blk;
+    const la_index y_rs = p->uniform ? LA_ES(p->y_ts, c->is) : p->f;
+    const la_index y_cs = p->uniform ? LA_ES(p->y_rs, c->is) : 1;
+    if (c->f64) {
+        LA_RF_ITEM(f64, double);
     }
     else {
-        const double eps = LA_OPT_F(c, RF_EPS);
-        const npy_int64 flags = LA_OPT_I(c, RF_FLAGS);
-        const int kind = (int)(flags & 3), shift = (int)((flags >> 2) & 3);
-        const int lg = (int)((flags >> 4) & 1);
-        if (is == 4) {
-            la_performer_features_f32(p->t, kind, shift, lg, scale, eps, (const float *)x,
-                                      p->x_rs, p->x_cs, p->d, (const float *)W, p->w_rs,
-                                      p->w_cs, p->r, (float *)y, y_rs, y_cs, tmp);
-        }
-        else {
-            la_performer_features_f64(p->t, kind, shift, lg, scale, eps, (const double *)x,
-                                      p->x_rs, p->x_cs, p->d, (const double *)W, p->w_rs,
-                                      p->w_cs, p->r, (double *)y, y_rs, y_cs, tmp);
-        }
-    }
-    if (!p->uniform) {
-        if (is == 4) {
-            LA_RF_SCATTER(float);
-        }
-        else {
-            LA_RF_SCATTER(double);
-        }
+        LA_RF_ITEM(f32, float);
     }
     return LA_OK;
 }
@@ -140,9 +113,4 @@ static const la_gufunc rf_table[] = {
      rf_loop, NULL},
 };
 
-int
-la_register_rf(PyObject *module)
-{
-    return la_add_gufunc_table(module, rf_table,
-                               (int)(sizeof(rf_table) / sizeof(rf_table[0])));
-}
+LA_REGISTER(rf, rf_table)

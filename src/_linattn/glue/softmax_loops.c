@@ -1,11 +1,6 @@
 /*
- * softmax_loops.c -- gufunc for exact softmax attention (kernels/softmax.h):
- *   q (t,d), k (s,d), v (s,e), scale (), causal () int64 -> o (t,e)
+ * softmax_loops.c -- gufunc for exact softmax attention (kernels/softmax.h).
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/softmax.h"
@@ -50,8 +45,4 @@ static const la_gufunc softmax_table[] = {
      "Exact softmax attention (causal requires s == t).", softmax_loop, NULL},
 };
 
-int
-la_register_softmax(PyObject *module)
-{
-    return la_add_gufunc_table(module, softmax_table, 1);
-}
+LA_REGISTER(softmax, softmax_table)

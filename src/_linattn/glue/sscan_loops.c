@@ -1,15 +1,9 @@
 /*
  * sscan_loops.c -- gufunc for the selective scan (kernels/sscan.h), one
- * (batch, channel) slice per outer index:
- *   u (l), delta (l), A (n), B (n,l), C (n,l), D (), z (l), delta_bias (),
- *   h0 (n), flags () int64  ->  out (l), h1 (n)
- * flags: bit 0 softplus, bit 1 "z is given".  Time-invariant B / C arrive
+ * (batch, channel) slice per outer index; D and delta_bias are per-channel
+ * data.  flags: bit 0 softplus, bit 1 "z is given".  Time-invariant B / C arrive
  * broadcast with stride 0 on l.  The outer loop is split over threads.
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/sscan.h"
@@ -70,8 +64,4 @@ static const la_gufunc sscan_table[] = {
      sscan_loop, NULL},
 };
 
-int
-la_register_sscan(PyObject *module)
-{
-    return la_add_gufunc_table(module, sscan_table, 1);
-}
+LA_REGISTER(sscan, sscan_table)
