@@ -1,15 +1,13 @@
 /*
- * cosformer_loops.c -- gufunc for cosFormer's features (kernels/cosformer.h):
- *   x (t,d), t0 () int64, horizon () float64, scale () float64 -> y (t,2,d)
+ * cosformer_loops.c -- gufunc for cosFormer's features (kernels/cosformer.h).
  * y[..., 0, :] is the sin part, y[..., 1, :] the cos part; a contiguous
  * (t,2,d) output reshapes to the (t, 2d) features without a copy.  The
- * angles are computed once per loop call and shared by every slice (t0 and
- * horizon are options: the same for every slice).
+ * angles are computed once per loop call (t0 and horizon are options) and
+ * shared by every slice.
  */
 #include "gufunc_util.h"
 
 #include "kernels/cosformer.h"
-#include "la_parallel.h"
 
 enum { CF_X, CF_T0, CF_HORIZON, CF_SCALE, CF_Y };
 

@@ -6,7 +6,6 @@
 #include "gufunc_util.h"
 
 #include "kernels/diag.h"
-#include "la_parallel.h"
 
 enum { DG_Q, DG_K, DG_V, DG_KC, DG_VC, DG_T0, DG_W, DG_SCALE, DG_EPS, DG_FLAGS, DG_O };
 

@@ -116,7 +116,8 @@ la_stride(const la_call *c, int op, int ax)
     return LA_ES(la_bstride(c, op, ax), c->info->type[op] == 'T' ? (npy_intp)c->is : 8);
 }
 
-int
+/* Threads for c at `flops` per item. */
+static int
 la_call_workers(const la_call *c, double flops)
 {
     int nth = la_workers_for(c->n);
@@ -227,43 +228,33 @@ la_table_trampoline(char **args, npy_intp const *dims, npy_intp const *steps, vo
 {
     const la_loop_info *in = (const la_loop_info *)data;
     char *sub[LA_MAX_OPERANDS];
-    npy_intp subdims[LA_MAX_CORE_DIMS + 1];
-    npy_intp start, end;
-    la_call c;
-    int op, err = 0;
-    c.args = args;
-    c.dims = dims;
-    c.steps = steps;
-    c.n = dims[0];
-    c.f64 = in->f64;
-    c.is = in->f64 ? 8 : 4;
-    c.data = in->g->data;
-    c.name = in->qualname;
-    c.info = in;
+    npy_intp subdims[LA_MAX_CORE_DIMS + 1], start = 0, end;
+    int op, vary = 0, err = 0;
+    la_call c = {args, dims, steps, dims[0], in->f64, in->f64 ? 8 : 4, in->g->data,
+                 in->qualname, in};
+    for (op = 0; op < in->nin; op++) {
+        vary |= (in->type[op] == 'D' || in->type[op] == 'Q') && steps[op] != 0;
+    }
     memcpy(subdims, dims, sizeof(npy_intp) * (size_t)(in->ncore + 1));
-    for (start = 0; start < dims[0] && !err; start = end) {
-        for (end = start + 1; end < dims[0] && la_same_options(&c, start, end); end++) {
+    do {
+        la_call r = c;
+        for (end = vary ? start + 1 : dims[0];
+             end < dims[0] && la_same_options(&c, start, end); end++) {
         }
-        if (start == 0 && end == dims[0]) {
-            in->g->loop(&c); /* the usual case: one run */
-            break;
+        for (op = 0; op < in->nop; op++) {
+            sub[op] = LA_AT(&c, op, start);
         }
-        {
-            la_call r = c;
+        subdims[0] = r.n = end - start;
+        r.args = sub;
+        r.dims = subdims;
+        in->g->loop(&r);
+        if (end < dims[0]) {
             NPY_ALLOW_C_API_DEF
-            for (op = 0; op < in->nop; op++) {
-                sub[op] = LA_AT(&c, op, start);
-            }
-            subdims[0] = end - start;
-            r.args = sub;
-            r.dims = subdims;
-            r.n = end - start;
-            in->g->loop(&r);
             NPY_ALLOW_C_API;
             err = PyErr_Occurred() != NULL;
             NPY_DISABLE_C_API;
         }
-    }
+    } while ((start = end) < dims[0] && !err);
     (void)feclearexcept(FE_ALL_EXCEPT);
 }
 

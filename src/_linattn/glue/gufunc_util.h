@@ -132,8 +132,6 @@ int la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize,
            double flops);
 #define LA_MIN_FLOPS_PER_WORKER 262144.0
 
-/* Threads la_run would use for c at `flops` per item. */
-int la_call_workers(const la_call *c, double flops);
 
 /* ------------------------------------------- lower-level pieces (stable) -- */
 

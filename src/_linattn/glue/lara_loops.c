@@ -6,7 +6,6 @@
 #include "gufunc_util.h"
 
 #include "kernels/lara.h"
-#include "la_parallel.h"
 
 enum { RA_Q, RA_K, RA_V, RA_NOISE, RA_UNIF, RA_SCALE, RA_SIGMA, RA_FLAGS, RA_O };
 enum { LR_Q, LR_K, LR_V, LR_QBAR, LR_MU, LR_OMEGA, LR_SCALE, LR_ALPHA, LR_FLAGS, LR_O };

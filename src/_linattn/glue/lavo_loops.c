@@ -7,7 +7,6 @@
 #include "gufunc_util.h"
 
 #include "kernels/lavo.h"
-#include "la_parallel.h"
 
 enum { VC_Q, VC_K, VC_V, VC_BASES, VC_PB, VC_MB, VC_SUMS0, VC_VSUMS0, VC_RK0, VC_RV0,
        VC_POS, VC_SCALE, VC_FLAGS, VC_CHUNK, VC_O, VC_SUMS1, VC_VSUMS1, VC_RK1, VC_RV1 };

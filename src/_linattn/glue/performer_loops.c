@@ -13,7 +13,6 @@
 #include "kernels/featmap.h"
 #include "kernels/linear.h"
 #include "kernels/performer.h"
-#include "la_parallel.h"
 
 enum { PC_Q, PC_K, PC_V, PC_W, PC_S0, PC_Z0, PC_MU0, PC_SCALE, PC_EPS, PC_FLAGS, PC_CHUNK,
        PC_O, PC_S1, PC_Z1, PC_MU1 };

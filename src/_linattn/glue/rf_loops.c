@@ -1,7 +1,6 @@
 /*
  * rf_loops.c -- gufuncs for the random-feature maps (kernels/featmap.h):
- _rfa_features,
- * _performer_features_1 and _performer_features_2 (hyperbolic: F = 2r).
+ * _rfa_features, _performer_features_1 and _performer_features_2 (F = 2r).
  * The frozen middle axis gives F = 2r (or r), which a signature cannot say;
  * Python reshapes (t,c,r) -> (t,c*r).  flags: bits 0-1 la_perf_kind, bits
  * 2-3 shift (0 none, 1 per row, 2 per slice), bit 4 "return log-features".
@@ -10,7 +9,6 @@
 #include "gufunc_util.h"
 
 #include "kernels/featmap.h"
-#include "la_parallel.h"
 
 /* _rfa_features: x, W, scale -> y;  _performer_features_*: x, W, scale, eps, flags -> y */
 enum { RF_X, RF_W, RF_SCALE, RF_EPS, RF_FLAGS };

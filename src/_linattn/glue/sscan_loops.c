@@ -7,7 +7,6 @@
 #include "gufunc_util.h"
 
 #include "kernels/sscan.h"
-#include "la_parallel.h"
 
 enum { SS_U, SS_DELTA, SS_A, SS_B, SS_C, SS_D, SS_Z, SS_DBIAS, SS_H0, SS_FLAGS, SS_OUT, SS_H1 };
 
@@ -24,14 +23,10 @@ sscan_item(const la_call *c, const void *proto, npy_intp i, void *work)
     a.h0 = LA_AT(c, SS_H0, i);
     a.out = LA_AT(c, SS_OUT, i);
     a.h1 = LA_AT(c, SS_H1, i);
-    if (c->f64) {
-        a.D = *(const double *)LA_AT(c, SS_D, i);
-        a.delta_bias = *(const double *)LA_AT(c, SS_DBIAS, i);
-        return la_sscan_f64(&a, work);
-    }
-    a.D = *(const float *)LA_AT(c, SS_D, i);
-    a.delta_bias = *(const float *)LA_AT(c, SS_DBIAS, i);
-    return la_sscan_f32(&a, work);
+    a.D = c->f64 ? *(const double *)LA_AT(c, SS_D, i) : *(const float *)LA_AT(c, SS_D, i);
+    a.delta_bias = c->f64 ? *(const double *)LA_AT(c, SS_DBIAS, i)
+                          : *(const float *)LA_AT(c, SS_DBIAS, i);
+    return (c->f64 ? la_sscan_f64 : la_sscan_f32)(&a, work);
 }
 
 static void
