@@ -2,11 +2,15 @@
  * la_parallel.c -- the thread pool, the thread-count settings, Ctrl-C.
  *
  * Pool protocol (one job at a time, ggml-style): the caller publishes
- * (fn, ctx, nth) under the mutex and bumps `gen`; workers 1..nth-1 run their
- * share and count `pending` down; the last one signals `done`.  Idle workers
- * spin for at most la_spin iterations of a pause instruction, then sleep on
- * `wake`: a short spin catches back-to-back calls, and a sleeping worker
- * costs nothing to a process that needs the core.
+ * (fn, ctx, nth) under the mutex and bumps `gen`; a worker k < nth that wakes
+ * while the job is open joins it (under the mutex), runs share k and leaves.
+ * When the caller has run share 0 it closes the job, runs itself every share
+ * no worker joined, and waits only for the workers that did join, so a worker
+ * that the OS has not scheduled yet (a busy machine) never delays a call.
+ * With la_parallel_items a share is "claim items until none are left", so
+ * whoever runs first does the work.  Idle workers spin for at most la_spin
+ * pause instructions, then sleep on `wake`: the spin catches back-to-back
+ * calls, and a sleeping worker costs nothing to a process that needs the core.
  */
 #define _GNU_SOURCE
 #include "la_parallel.h"
@@ -27,9 +31,6 @@
 #define LA_RELAX() __asm__ __volatile__("" ::: "memory")
 #endif
 
-#define LA_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define LA_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
@@ -38,10 +39,12 @@ static struct {
     la_task_fn fn;        /* the job */
     void *ctx;
     int nth;
-    int pending;          /* workers still inside the job */
+    int open;             /* workers may still join */
+    int inside;           /* workers that joined and have not left */
     int busy;             /* a caller owns the pool */
+    char joined[LA_POOL_MAX];
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-       0, 0, NULL, NULL, 0, 0, 0};
+       0, 0, NULL, NULL, 0, 0, 0, 0, {0}};
 
 static int la_spin = LA_SPIN_DEFAULT;
 static unsigned la_start_gen[LA_POOL_MAX];
@@ -56,31 +59,34 @@ la_worker(void *arg)
     const int k = (int)(intptr_t)arg;
     unsigned seen = la_start_gen[k]; /* the job before the first one it may join */
     for (;;) {
-        la_task_fn fn;
-        void *ctx;
-        int i, nth;
-        for (i = 0; i < la_spin && LA_LOAD(&P.gen) == seen; i++) {
+        la_task_fn fn = NULL;
+        void *ctx = NULL;
+        int i, nth = 0;
+        for (i = 0; i < la_spin && __atomic_load_n(&P.gen, __ATOMIC_ACQUIRE) == seen; i++) {
             LA_RELAX();
         }
-        /* read the job under the mutex: a consistent (gen, fn, ctx, nth) */
         pthread_mutex_lock(&P.mu);
         while (P.gen == seen) {
             pthread_cond_wait(&P.wake, &P.mu);
         }
         seen = P.gen;
-        fn = P.fn;
-        ctx = P.ctx;
-        nth = P.nth;
+        if (P.open && k < P.nth) { /* join: the caller now waits for this worker */
+            fn = P.fn;
+            ctx = P.ctx;
+            nth = P.nth;
+            P.joined[k] = 1;
+            P.inside++;
+        }
         pthread_mutex_unlock(&P.mu);
-        if (k >= nth) {
-            continue; /* not part of this job */
+        if (fn == NULL) {
+            continue; /* not part of this job, or it is over */
         }
         fn(ctx, k, nth);
-        if (__atomic_sub_fetch(&P.pending, 1, __ATOMIC_ACQ_REL) == 0) {
-            pthread_mutex_lock(&P.mu);
+        pthread_mutex_lock(&P.mu);
+        if (--P.inside == 0 && !P.open) {
             pthread_cond_signal(&P.done);
-            pthread_mutex_unlock(&P.mu);
         }
+        pthread_mutex_unlock(&P.mu);
     }
     return NULL;
 }
@@ -94,7 +100,8 @@ la_atfork_child(void)
     pthread_cond_init(&P.done, NULL);
     P.started = 0;
     P.busy = 0;
-    P.pending = 0;
+    P.open = 0;
+    P.inside = 0;
 }
 
 /* Start workers 1..want-1 (the caller holds the pool); returns how many run. */
@@ -143,19 +150,26 @@ la_parallel_run(la_task_fn fn, void *ctx, int nth)
     P.fn = fn;
     P.ctx = ctx;
     P.nth = nth;
-    LA_STORE(&P.pending, (have < nth ? have : nth) - 1);
-    LA_STORE(&P.gen, P.gen + 1);
+    memset(P.joined, 0, (size_t)nth);
+    P.open = have > 1;
+    __atomic_store_n(&P.gen, P.gen + 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&P.wake);
     pthread_mutex_unlock(&P.mu);
     fn(ctx, 0, nth);
-    for (i = have; i < nth; i++) { /* shares no worker could be started for */
-        fn(ctx, i, nth);
-    }
-    for (i = 0; i < la_spin && LA_LOAD(&P.pending) != 0; i++) {
+    /* close the job: run the shares nobody joined, wait for those who did */
+    for (i = 0; i < la_spin && __atomic_load_n(&P.inside, __ATOMIC_ACQUIRE) != 0; i++) {
         LA_RELAX();
     }
     pthread_mutex_lock(&P.mu);
-    while (LA_LOAD(&P.pending) != 0) {
+    P.open = 0;
+    pthread_mutex_unlock(&P.mu);
+    for (i = 1; i < nth; i++) {
+        if (!__atomic_load_n(&P.joined[i], __ATOMIC_ACQUIRE)) {
+            fn(ctx, i, nth);
+        }
+    }
+    pthread_mutex_lock(&P.mu);
+    while (P.inside != 0) {
         pthread_cond_wait(&P.done, &P.mu);
     }
     pthread_mutex_unlock(&P.mu);
