@@ -74,8 +74,8 @@ la_worker(void *arg)
             fn = P.fn;
             ctx = P.ctx;
             nth = P.nth;
-            P.joined[k] = 1;
-            P.inside++;
+            __atomic_store_n(&P.joined[k], 1, __ATOMIC_RELEASE);
+            __atomic_add_fetch(&P.inside, 1, __ATOMIC_ACQ_REL);
         }
         pthread_mutex_unlock(&P.mu);
         if (fn == NULL) {
@@ -83,7 +83,7 @@ la_worker(void *arg)
         }
         fn(ctx, k, nth);
         pthread_mutex_lock(&P.mu);
-        if (--P.inside == 0 && !P.open) {
+        if (__atomic_sub_fetch(&P.inside, 1, __ATOMIC_ACQ_REL) == 0 && !P.open) {
             pthread_cond_signal(&P.done);
         }
         pthread_mutex_unlock(&P.mu);
@@ -182,7 +182,7 @@ typedef struct {
     void *ctx;
     char *work;
     size_t wsize;
-    volatile int status;
+    int status;
 } la_items_ctx;
 
 static void
@@ -191,16 +191,18 @@ la_items_run(void *vctx, int ith, int nth)
     la_items_ctx *r = (la_items_ctx *)vctx;
     char *work = r->work + (size_t)ith * r->wsize;
     (void)nth;
-    while (r->status == LA_OK) {
+    while (__atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK) {
         la_index i = __atomic_fetch_add(&r->next, r->grain, __ATOMIC_RELAXED);
         const la_index hi = i + r->grain < r->n ? i + r->grain : r->n;
         if (i >= r->n) {
             break;
         }
-        for (; i < hi && r->status == LA_OK; i++) {
+        for (; i < hi && __atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK; i++) {
             la_status s = la_cancel_flag ? LA_ERR_INTERRUPTED : r->task(r->ctx, i, work);
-            if (s != LA_OK) {
-                r->status = s;
+            if (s != LA_OK) { /* the first failure wins */
+                int ok = LA_OK;
+                __atomic_compare_exchange_n(&r->status, &ok, (int)s, 0, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED);
             }
         }
     }
