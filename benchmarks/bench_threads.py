@@ -12,8 +12,12 @@ Rows (float32, D = E = 64, elu):
 * ``seq-split``  chunked, B x H = 1, T = 65536: the sequence is split over the threads
   (target >= 1.8x).
 
-``speedup`` is t(1 thread) / t(2 threads).  Timings on a shared machine are noisy: the
-median of ``--repeat`` runs, with min and max, is printed; the CPU model heads the table.
+``speedup`` is t(1 thread) / t(2 threads).  ``cpu 2/1`` is the process's CPU time with 2
+threads over that with 1 (all threads counted): 1.0 means the second thread adds no work
+(no spinning, no duplicated work), so it bounds what 2 free cores can give, and unlike the
+wall times it hardly moves when other processes load the machine.  Timings on a shared
+machine are noisy: the median of ``--repeat`` runs, with min and max, is printed; the CPU
+model and the load average head the table.
 """
 
 from __future__ import annotations
@@ -41,15 +45,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def median_time(fn, repeat: int) -> tuple[float, float, float]:
+def median_time(fn, repeat: int) -> tuple[float, float, float, float]:
+    """Median, min and max wall time, and the median CPU time of the whole process."""
     fn()  # warm up (starts the pool, touches the buffers)
-    ts = []
+    ts, cs = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
+        cs.append(time.process_time() - c0)
     ts.sort()
-    return ts[len(ts) // 2], ts[0], ts[-1]
+    cs.sort()
+    return ts[len(ts) // 2], ts[0], ts[-1], cs[len(cs) // 2]
 
 
 def inputs(bh: int, T: int, d: int = 64, seed: int = 0):
@@ -70,6 +77,7 @@ def row(name: str, fn, repeat: int) -> dict:
         out[n] = median_time(fn, repeat)
     la.set_num_threads(0)
     out["speedup"] = out[1][0] / out[2][0]
+    out["cpu"] = out[2][3] / out[1][3] if out[1][3] > 0 else float("nan")
     return out
 
 
@@ -105,11 +113,12 @@ def main() -> None:
           f" linattn {i['version']} simd={i['simd']} pool={i['thread_pool']};"
           f" load average {os.getloadavg()[0]:.1f}")
     print(f"{'case':38s} {'1 thread ms (min-max)':>26s} {'2 threads ms (min-max)':>26s}"
-          f" {'speedup':>8s}")
+          f" {'speedup':>8s} {'cpu 2/1':>8s}")
     for r in rows:
         cells = [f"{r[n][0] * 1e3:8.2f} ({r[n][1] * 1e3:.2f}-{r[n][2] * 1e3:.2f})"
                  for n in (1, 2)]
-        print(f"{r['case']:38s} {cells[0]:>26s} {cells[1]:>26s} {r['speedup']:8.2f}")
+        print(f"{r['case']:38s} {cells[0]:>26s} {cells[1]:>26s} {r['speedup']:8.2f}"
+              f" {r['cpu']:8.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@
 #include <string.h>
 
 #define LA_POOL_MAX 256
-#define LA_SPIN_DEFAULT 2000 /* ~10-100 us, depending on the CPU's pause */
+/* idle spin in pause instructions: ~17 us on Skylake-SP (~65 ns each), less elsewhere */
+#define LA_SPIN_DEFAULT 256
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

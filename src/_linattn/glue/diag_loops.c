@@ -1,7 +1,8 @@
 /*
  * diag_loops.c -- gufunc for TransNormer's DiagAttention (kernels/diag.h);
- * kc, vc are the cached rows of the current block.  flags: bit 0 causal, bit 1 variant (0 softmax / T2, 1 ReLU / T1),
- * bits 2-3 norm (0 none, 2 rms).  The outer loop is split over threads.
+ * kc, vc are the cached rows of the current block.  flags: bit 0 causal,
+ * bit 1 variant (0 softmax / T2, 1 ReLU / T1), bits 2-3 norm (0 none, 2 rms).
+ * The outer loop is split over threads.
  */
 #include "gufunc_util.h"
 
