@@ -109,8 +109,9 @@ def main() -> None:
                     lambda: la.causal(*x1, kind="elu", mode="chunked"),
                     max(3, args.repeat // 2)))
     i = la.info()
+    pool = i.get("thread_pool", "openmp" if i.get("openmp") else "?")
     print(f"# {cpu_model()}; {os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))};"
-          f" linattn {i['version']} simd={i['simd']} pool={i['thread_pool']};"
+          f" linattn {i['version']} simd={i['simd']} pool={pool};"
           f" load average {os.getloadavg()[0]:.1f}")
     print(f"{'case':38s} {'1 thread ms (min-max)':>26s} {'2 threads ms (min-max)':>26s}"
           f" {'speedup':>8s} {'cpu 2/1':>8s}")
