@@ -130,7 +130,8 @@ typedef la_status (*la_item_fn)(const la_call *c, const void *proto, npy_intp i,
  */
 int la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize,
            double flops);
-#define LA_MIN_FLOPS_PER_WORKER 262144.0
+/* ~100-200 us of work: less does not pay for waking a sleeping worker */
+#define LA_MIN_FLOPS_PER_WORKER 1048576.0
 
 
 /* ------------------------------------------- lower-level pieces (stable) -- */
