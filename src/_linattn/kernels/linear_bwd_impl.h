@@ -238,7 +238,7 @@ LA_FN(bwd_state_out)(const la_linear_bwd_args *a, la_index ec, const LA_T *dS)
 
 typedef struct {
     LA_T *Sst, *Qc, *Kc, *X, *Y, *dQ, *dK, *Vc, *dN, *Nn, *Dc, *dV, *P, *Z, *L, *dS;
-    double *b, *eb, *kf, *u, *w, *rs, *cs, *pw;
+    double *b, *eb, *kf, *u, *w, *rs, *pw;
     la_index C, ec, nch;
     int decayed, const_decay;
 } LA_FN(bwd_ws);
@@ -279,8 +279,7 @@ LA_FN(bwd_ws_init)(const la_linear_bwd_args *a, void *work, LA_FN(bwd_ws) *w)
     w->u = w->kf + C;
     w->w = w->u + C;
     w->rs = w->w + C;
-    w->cs = w->rs + C;
-    w->pw = w->cs + C;
+    w->pw = w->rs + C;
     if (w->const_decay) {
         const double g0 = la_clamp_decay(a->g[0]);
         for (r = 0; r < C; r++) {
@@ -490,19 +489,20 @@ LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
             memcpy(dN + r * ec, Dc + r * e, (size_t)e * sizeof(LA_T));
         }
         if (w->decayed) {
-            /* pairs s < t inside the chunk: M = P o (dN V_a^T) */
-            double rsum = 0;
+            /* pairs s < j <= r inside the chunk, M = P o (dN V_a^T):
+             * t4[j] += sum_{s<j} M_rs, a prefix sum per row, so a pair that
+             * no decay links (a reset between) adds exact zeros */
+            double run = 0;
             if (r == 0) {
                 for (j = 0; j < n; j++) {
-                    w->cs[j] = 0;
+                    w->rs[j] = 0;
                 }
             }
             for (j = 0; j < r; j++) {
-                const double m = (double)Pr[j] * (double)Zr[j];
-                rsum += m;
-                w->cs[j] += m;
+                w->rs[j] += run;
+                run += (double)Pr[j] * (double)Zr[j];
             }
-            w->rs[r] = rsum;
+            w->rs[r] += run;
         }
         for (j = 0; j < r; j++) {
             Zr[j] *= Lr[j];
@@ -541,18 +541,20 @@ LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
     LA_GEMM(0, 0, n, e, f, 1, Kc, f, dS, ec, 1, w->dV, e);
 
     if (w->decayed) {
-        /* spanning-pair form: reverse cumsum (u, rs - cs), exclusive forward
-         * cumsum (w), and e^beta <S_{c-1}, dS_c> */
-        double ru = 0, rm = 0, fw = 0;
+        /* spanning-pair form: reverse cumsum (u), exclusive forward cumsum (w),
+         * the in-chunk pairs (rs) and e^beta <S_{c-1}, dS_c> */
+        double ru = 0, fw = 0;
         double *dgr = w->b; /* b is no longer needed */
-        for (j = 0; j < f * ec; j++) {
-            term3 += (double)S[j] * (double)dS[j];
+        const double eB = exp(beta);
+        if (eB > 0) {
+            for (j = 0; j < f * ec; j++) {
+                term3 += (double)S[j] * (double)dS[j];
+            }
+            term3 *= eB;
         }
-        term3 *= exp(beta);
         for (r = n - 1; r >= 0; r--) {
             ru += w->u[r];
-            rm += w->rs[r] - w->cs[r];
-            dgr[r] = ru + rm + term3;
+            dgr[r] = ru + w->rs[r] + term3;
         }
         for (r = 0; r < n; r++) {
             const double gr = a->g[(t0 + r) * a->g_s];
