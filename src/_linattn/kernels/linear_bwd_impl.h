@@ -60,35 +60,55 @@ LA_FN(bwd_values)(const LA_T *v, la_index rs, la_index cs, la_index n, la_index 
 }
 
 /*
- * Feature-map backward (grad.md §3), elementwise: out = scale * dphi *
- * phi'(scale x) for n rows; identity 1, elu+1 and elu 1 (u > 0) or e^u,
- * ReLU [u > 0].
+ * Feature-map backward (grad.md §3), elementwise, from the features phi
+ * themselves (no exp): out = scale * dphi * phi'(u), u = scale x, with
+ * phi' = 1 (identity); 1 if phi > 1 else phi (elu+1: phi = e^u for u <= 0);
+ * [phi > 0] (ReLU); 1 if phi > 0 else phi + 1 (elu).  n rows of f.
  */
-static void
-LA_FN(bwd_fmap)(int fmap, double scale_d, const LA_T *x, la_index rs, la_index cs,
-                la_index n, la_index f, const LA_T *dphi, LA_T *out, la_index ors,
+LA_TARGET_CLONES static void
+LA_FN(bwd_fmap)(int fmap, double scale_d, const LA_T *LA_RESTRICT phi, la_index n,
+                la_index f, const LA_T *LA_RESTRICT dphi, LA_T *out, la_index ors,
                 la_index ocs)
 {
     const LA_T scale = (LA_T)scale_d;
-    la_index r, j;
+    LA_T buf[256];
+    la_index r, j, j0;
     for (r = 0; r < n; r++) {
-        const LA_T *xr = x + r * rs, *dr = dphi + r * f;
+        const LA_T *pr = phi + r * f, *dr = dphi + r * f;
         LA_T *orow = out + r * ors;
-        for (j = 0; j < f; j++) {
-            const LA_T u = scale * xr[j * cs];
-            LA_T d = dr[j];
+        for (j0 = 0; j0 < f; j0 += 256) {
+            const la_index nb = f - j0 < 256 ? f - j0 : 256;
+            const LA_T *p = pr + j0, *d = dr + j0;
             switch (fmap) {
             case LA_FMAP_ELU1:
+                for (j = 0; j < nb; j++) {
+                    buf[j] = scale * d[j] * (p[j] > (LA_T)1 ? (LA_T)1 : p[j]);
+                }
+                break;
             case LA_FMAP_ELU:
-                d = u > 0 ? d : d * (LA_T)exp((double)u);
+                for (j = 0; j < nb; j++) {
+                    buf[j] = scale * d[j] * (p[j] > 0 ? (LA_T)1 : p[j] + (LA_T)1);
+                }
                 break;
             case LA_FMAP_RELU:
-                d = u > 0 ? d : (LA_T)0;
+                for (j = 0; j < nb; j++) {
+                    buf[j] = p[j] > 0 ? scale * d[j] : (LA_T)0;
+                }
                 break;
             default:
+                for (j = 0; j < nb; j++) {
+                    buf[j] = scale * d[j];
+                }
                 break;
             }
-            orow[j * ocs] = scale * d;
+            if (ocs == 1) {
+                memcpy(orow + j0, buf, (size_t)nb * sizeof(LA_T));
+            }
+            else {
+                for (j = 0; j < nb; j++) {
+                    orow[(j0 + j) * ocs] = buf[j];
+                }
+            }
         }
     }
 }
@@ -155,11 +175,12 @@ LA_FN(bwd_finish_row)(const la_linear_bwd_args *a, const LA_T *num, const LA_T *
 }
 
 /* sum_i x[i] y[i] in double. */
-static double
+LA_TARGET_CLONES static double
 LA_FN(bwd_dot)(const LA_T *x, const LA_T *y, la_index n)
 {
     double s = 0;
     la_index i;
+#pragma omp simd reduction(+ : s)
     for (i = 0; i < n; i++) {
         s += (double)x[i] * (double)y[i];
     }
@@ -408,19 +429,92 @@ LA_FN(bwd_mask_p)(LA_FN(bwd_ws) *w, la_index n)
     }
 }
 
+/*
+ * Pass B, row by row: the finished cotangent dN_a (div: from den_r = P 1 +
+ * e^b q.z and do.num_r = P.Z0 + e^b q.X0, grad.md §2.2, turning Z = do V^T
+ * into dN V_a^T and X = do S^T into dN S_a^T), the in-chunk pair sums of the
+ * decay gradient (rs), and dP = Z o L.
+ */
+LA_TARGET_CLONES static void
+LA_FN(bwd_rows)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, const LA_T *S, la_index n)
+{
+    const la_index f = a->f, e = a->e, ec = w->ec, C = w->C;
+    const int div = a->norm == LA_NORM_DIV;
+    const LA_T *Qc = w->Qc, *Dc = w->Dc;
+    LA_T *X = w->X, *P = w->P, *Z = w->Z, *dN = w->dN;
+    la_index r, j, i;
+    if (w->decayed) {
+        for (j = 0; j < n; j++) {
+            w->rs[j] = 0;
+        }
+    }
+    for (r = 0; r < n; r++) {
+        LA_T *Pr = P + r * C, *Zr = Z + r * C;
+        const LA_T *Lr = w->L + r * C;
+        if (div) {
+            double den = 0, dn = 0, qz = 0, slope, gam;
+            LA_T inv, dd;
+#pragma omp simd reduction(+ : den, dn)
+            for (j = 0; j <= r; j++) {
+                den += (double)Pr[j];
+                dn += (double)Pr[j] * (double)Zr[j];
+            }
+#pragma omp simd reduction(+ : qz)
+            for (i = 0; i < f; i++) {
+                qz += (double)Qc[r * f + i] * (double)S[i * ec + e];
+            }
+            den += w->eb[r] * qz;
+            dn += w->eb[r] * LA_FN(bwd_dot)(Qc + r * f, X + r * f, f);
+            den = (double)(LA_T)den;
+            gam = LA_FN(bwd_guard)(a, den, &slope);
+            inv = (LA_T)(1.0 / gam);
+            dd = (LA_T)(-dn / (gam * gam) * slope);
+            for (j = 0; j < e; j++) {
+                dN[r * ec + j] = Dc[r * e + j] * inv;
+            }
+            dN[r * ec + e] = dd;
+            for (j = 0; j <= r; j++) {
+                Zr[j] = Zr[j] * inv + dd;
+            }
+            for (i = 0; i < f; i++) {
+                X[r * f + i] = X[r * f + i] * inv + dd * S[i * ec + e];
+            }
+        }
+        else {
+            memcpy(dN + r * ec, Dc + r * e, (size_t)e * sizeof(LA_T));
+        }
+        if (w->decayed) {
+            /* pairs s < j <= r inside the chunk, M = P o (dN V_a^T):
+             * rs[j] += sum_{s<j} M_rs, a prefix sum per row, so a pair that
+             * no decay links (a reset between) adds exact zeros */
+            double run = 0;
+            for (j = 0; j < r; j++) {
+                w->rs[j] += run;
+                run += (double)Pr[j] * (double)Zr[j];
+            }
+            w->rs[r] += run;
+        }
+        for (j = 0; j < r; j++) {
+            Zr[j] *= Lr[j];
+        }
+        for (j = r + 1; j < n; j++) {
+            Zr[j] = 0;
+        }
+    }
+}
+
 /* One chunk of the reverse sweep (grad.md §2.5, §2.6). */
 static void
 LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_index n)
 {
     const la_index f = a->f, e = a->e, ec = w->ec, C = w->C;
-    const int div = a->norm == LA_NORM_DIV;
     const LA_T *S = w->Sst + (t0 / C) * f * ec;
-    const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
+    const LA_T *q = (const LA_T *)a->q;
     const LA_T *dout = (const LA_T *)a->dout;
     LA_T *Qc = w->Qc, *Kc = w->Kc, *X = w->X, *Y = w->Y, *P = w->P, *Z = w->Z;
     LA_T *dN = w->dN, *Dc = w->Dc, *dS = w->dS;
     double beta, term3 = 0;
-    la_index r, j, i;
+    la_index r, j;
 
     beta = LA_FN(bwd_decay)(a, w, t0, n);
     LA_FN(bwd_features)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, f, Qc);
@@ -453,64 +547,7 @@ LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
     LA_FN(bwd_tri_abt)(n, e, Dc, e, w->Vc, ec, Z, C);
     LA_GEMM(0, 1, n, f, e, 1, Dc, e, S, ec, 0, X, f);
 
-    for (r = 0; r < n; r++) {
-        LA_T *Pr = P + r * C, *Zr = Z + r * C, *Lr = w->L + r * C;
-        if (div) {
-            /* den_r = P 1 + e^b q.z, do.num_r = P.Z0 + e^b q.X0 (grad.md §2.2) */
-            double den = 0, dn = 0, slope, gam, dden;
-            double qz = 0;
-            LA_T inv, dd;
-            for (j = 0; j <= r; j++) {
-                den += (double)Pr[j];
-                dn += (double)Pr[j] * (double)Zr[j];
-            }
-            for (i = 0; i < f; i++) {
-                qz += (double)Qc[r * f + i] * (double)S[i * ec + e];
-            }
-            den += w->eb[r] * qz;
-            dn += w->eb[r] * LA_FN(bwd_dot)(Qc + r * f, X + r * f, f);
-            den = (double)(LA_T)den;
-            gam = LA_FN(bwd_guard)(a, den, &slope);
-            dden = -dn / (gam * gam) * slope;
-            inv = (LA_T)(1.0 / gam);
-            dd = (LA_T)dden;
-            for (j = 0; j < e; j++) {
-                dN[r * ec + j] = (LA_T)((double)Dc[r * e + j] / gam);
-            }
-            dN[r * ec + e] = dd;
-            for (j = 0; j <= r; j++) {
-                Zr[j] = Zr[j] * inv + dd;
-            }
-            for (i = 0; i < f; i++) {
-                X[r * f + i] = X[r * f + i] * inv + dd * S[i * ec + e];
-            }
-        }
-        else {
-            memcpy(dN + r * ec, Dc + r * e, (size_t)e * sizeof(LA_T));
-        }
-        if (w->decayed) {
-            /* pairs s < j <= r inside the chunk, M = P o (dN V_a^T):
-             * t4[j] += sum_{s<j} M_rs, a prefix sum per row, so a pair that
-             * no decay links (a reset between) adds exact zeros */
-            double run = 0;
-            if (r == 0) {
-                for (j = 0; j < n; j++) {
-                    w->rs[j] = 0;
-                }
-            }
-            for (j = 0; j < r; j++) {
-                w->rs[j] += run;
-                run += (double)Pr[j] * (double)Zr[j];
-            }
-            w->rs[r] += run;
-        }
-        for (j = 0; j < r; j++) {
-            Zr[j] *= Lr[j];
-        }
-        for (j = r + 1; j < n; j++) {
-            Zr[j] = 0;
-        }
-    }
+    LA_FN(bwd_rows)(a, w, S, n);
 
     /* dQ = dP K + diag(e^b) dN S^T */
     LA_FN(bwd_tri_ab)(n, f, Z, C, Kc, f, w->dQ, f);
@@ -523,6 +560,8 @@ LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
             w->dQ[r * f + j] += c * X[r * f + j];
         }
     }
+    LA_FN(bwd_fmap)(a->fmap_q, a->scale, Qc, n, f, w->dQ, (LA_T *)a->dq + t0 * a->dq_rs,
+                    a->dq_rs, a->dq_cs);
     /* dK = dP^T Q + diag(e^{beta-b}) V_a dS^T */
     LA_GEMM(0, 1, n, f, ec, 1, w->Vc, ec, dS, ec, 0, Y, f);
     LA_FN(bwd_tri_atb)(n, f, Z, C, Qc, f, w->dK, f);
@@ -535,6 +574,8 @@ LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
             w->dK[r * f + j] += c * Y[r * f + j];
         }
     }
+    LA_FN(bwd_fmap)(a->fmap_k, 1.0, Kc, n, f, w->dK, (LA_T *)a->dk + t0 * a->dk_rs, a->dk_rs,
+                    a->dk_cs);
     /* dV = P^T dnum + diag(e^{beta-b}) K dS[:, :E] */
     LA_FN(bwd_tri_atb)(n, e, P, C, dN, ec, w->dV, e);
     LA_FN(bwd_scale_keys)(w, n, f);
@@ -571,11 +612,6 @@ LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
     }
     LA_GEMM(1, 0, f, ec, n, 1, Qc, f, dN, ec, (LA_T)exp(beta), dS, ec);
 
-    /* through the feature maps into the raw inputs */
-    LA_FN(bwd_fmap)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, f, w->dQ,
-                    (LA_T *)a->dq + t0 * a->dq_rs, a->dq_rs, a->dq_cs);
-    LA_FN(bwd_fmap)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, n, f, w->dK,
-                    (LA_T *)a->dk + t0 * a->dk_rs, a->dk_rs, a->dk_cs);
     LA_FN(bwd_store)((LA_T *)a->dv + t0 * a->dv_rs, a->dv_rs, a->dv_cs, w->dV, e, n, e);
 }
 
@@ -715,10 +751,10 @@ LA_FN(la_linear_bwd_recurrent)(const la_linear_bwd_args *a, void *work)
                     dS[j] *= at;
                 }
             }
-            LA_FN(bwd_fmap)(a->fmap_q, a->scale, q + t * a->q_rs, a->q_rs, a->q_cs, 1, f, dqf,
-                            (LA_T *)a->dq + t * a->dq_rs, a->dq_rs, a->dq_cs);
-            LA_FN(bwd_fmap)(a->fmap_k, 1.0, k + t * a->k_rs, a->k_rs, a->k_cs, 1, f, dkf,
-                            (LA_T *)a->dk + t * a->dk_rs, a->dk_rs, a->dk_cs);
+            LA_FN(bwd_fmap)(a->fmap_q, a->scale, qf, 1, f, dqf, (LA_T *)a->dq + t * a->dq_rs,
+                            a->dq_rs, a->dq_cs);
+            LA_FN(bwd_fmap)(a->fmap_k, 1.0, kf, 1, f, dkf, (LA_T *)a->dk + t * a->dk_rs,
+                            a->dk_rs, a->dk_cs);
             LA_FN(bwd_store)((LA_T *)a->dv + t * a->dv_rs, a->dv_rs, a->dv_cs, dv, e, 1, e);
         }
     }
@@ -779,8 +815,8 @@ LA_FN(la_linear_bwd_noncausal)(const la_linear_bwd_args *a, void *work)
         }
         LA_GEMM(0, 1, nb, f, ec, 1, dN, ec, Sx, ec, 0, dX, f);
         LA_GEMM(1, 0, f, ec, nb, 1, Xb, f, dN, ec, 1, dSx, ec);
-        LA_FN(bwd_fmap)(a->fmap_q, a->scale, q + r0 * a->q_rs, a->q_rs, a->q_cs, nb, f, dX,
-                        (LA_T *)a->dq + r0 * a->dq_rs, a->dq_rs, a->dq_cs);
+        LA_FN(bwd_fmap)(a->fmap_q, a->scale, Xb, nb, f, dX, (LA_T *)a->dq + r0 * a->dq_rs,
+                        a->dq_rs, a->dq_cs);
     }
     /* keys: dKf = [V | 1] dS_a^T, dV = Kf dS_a[:, :E] */
     for (r0 = 0; r0 < a->s; r0 += C) {
@@ -789,8 +825,8 @@ LA_FN(la_linear_bwd_noncausal)(const la_linear_bwd_args *a, void *work)
         LA_FN(bwd_values)(v + r0 * a->v_rs, a->v_rs, a->v_cs, nb, e, ec, Vb);
         LA_GEMM(0, 1, nb, f, ec, 1, Vb, ec, dSx, ec, 0, dX, f);
         LA_GEMM(0, 0, nb, e, f, 1, Xb, f, dSx, ec, 0, Nb, e);
-        LA_FN(bwd_fmap)(a->fmap_k, 1.0, k + r0 * a->k_rs, a->k_rs, a->k_cs, nb, f, dX,
-                        (LA_T *)a->dk + r0 * a->dk_rs, a->dk_rs, a->dk_cs);
+        LA_FN(bwd_fmap)(a->fmap_k, 1.0, Xb, nb, f, dX, (LA_T *)a->dk + r0 * a->dk_rs, a->dk_rs,
+                        a->dk_cs);
         LA_FN(bwd_store)((LA_T *)a->dv + r0 * a->dv_rs, a->dv_rs, a->dv_cs, Nb, e, nb, e);
     }
     return LA_OK;
