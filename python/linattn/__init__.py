@@ -91,6 +91,7 @@ _init_threads_from_env()
 
 __all__ = [
     "State", "approximation_error", "causal", "causal_vjp", "decay_slopes", "features",
-    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "noncausal_vjp", "random_features",
-    "reference", "selective_scan", "set_num_threads", "softmax_attention", "step", "testing",
+    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "noncausal_vjp",
+    "random_features", "reference", "selective_scan", "set_num_threads", "softmax_attention",
+    "step", "testing",
 ]
