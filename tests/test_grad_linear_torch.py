@@ -151,3 +151,31 @@ def test_torch_oracle_noncausal(kind):
     for name, x in zip("qkv", t):
         b = x.grad.numpy()
         assert np.linalg.norm(g[name] - b) / np.linalg.norm(b) <= 1e-10
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_torch_oracle_cosformer(causal):
+    """cosFormer: relu features re-weighted by cos((pi/2)(i - j)/M), 1-based positions."""
+    rng = np.random.default_rng(9)
+    B, H, T, D, E, M = 2, 2, 37, 5, 4, 50
+    q, k = rng.standard_normal((B, H, T, D)), rng.standard_normal((B, H, T, D))
+    v = rng.standard_normal((B, H, T, E))
+    if causal:
+        o, vjp = la.causal_vjp(q, k, v, "cosformer", horizon=M, chunk_size=8, scale=0.7)
+    else:
+        o, vjp = la.noncausal_vjp(q, k, v, "cosformer", horizon=M, chunk_size=8, scale=0.7)
+    do = rng.standard_normal(o.shape)
+    g = vjp(do)
+    t = [torch.tensor(x, requires_grad=True) for x in (q, k, v)]
+    pos = torch.arange(1, T + 1, dtype=torch.float64)
+    W = torch.cos(0.5 * np.pi * (pos[:, None] - pos[None, :]) / M)
+    A = (torch.clamp(0.7 * t[0], min=0) @ torch.clamp(t[1], min=0).transpose(-1, -2)) * W
+    if causal:
+        A = A * torch.tril(torch.ones(T, T, dtype=torch.float64))
+    den = A.sum(-1)
+    to = (A @ t[2]) / torch.where(den < 1e-6, torch.full_like(den, 1e-6), den)[..., None]
+    assert np.abs(to.detach().numpy() - o).max() <= 1e-10
+    (to * torch.tensor(do)).sum().backward()
+    for name, x in zip("qkv", t):
+        b = x.grad.numpy()
+        assert np.linalg.norm(g[name] - b) / np.linalg.norm(b) <= 1e-10

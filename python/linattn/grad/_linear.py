@@ -21,14 +21,17 @@ from .. import _registry as reg
 from .. import _validate as val
 from .._draws import decay_slopes
 from ..state import State
+from . import _cosformer
 
 # Kinds with their own Python front end whose maths is still the generic operator.
 _DECAY_KINDS = ("lightning", "retnet", "mamba2")
+# Kinds with their own feature maps whose backward is implemented (grad/_<kind>.py).
+_FEATURE_KINDS = ("cosformer",)
 _ELEMENTWISE = frozenset(reg.FMAP_NAMES.values())
 
 
 def _in_scope(spec: reg.KindSpec) -> bool:
-    if spec.name in _DECAY_KINDS:
+    if spec.name in _DECAY_KINDS or spec.name in _FEATURE_KINDS:
         return True
     return (spec.causal_impl is None and spec.noncausal_impl is None
             and spec.fmap_q in _ELEMENTWISE and spec.fmap_k in _ELEMENTWISE
@@ -156,13 +159,17 @@ class LinearVJP:
         c = self._c
         comp = c["comp"]
         doc = _cotangent("do", do, c["out_shape"], comp)
+        if c.get("pre_do") is not None:
+            doc = c["pre_do"](doc)
         flags = np.int64(c["flags"])
+        post = c.get("post") or (lambda dq, dk, dv: (dq, dk, dv))
         if not self.causal:
             if dstate is not None:
                 raise TypeError("dstate applies to causal_vjp only (noncausal has no state)")
             axes = c["axes"]
-            dq, dk, dv = _core._noncausal_bwd(c["q"], c["k"], c["v"], doc, c["scale"],
-                                              c["eps"], flags, np.int64(c["chunk"]), **axes)
+            dq, dk, dv = post(*_core._noncausal_bwd(c["q"], c["k"], c["v"], doc, c["scale"],
+                                                    c["eps"], flags, np.int64(c["chunk"]),
+                                                    **axes))
             return {"q": _grad_as(dq, c["q_shape"], c["q_dtype"]),
                     "k": _grad_as(dk, c["k_shape"], c["k_dtype"]),
                     "v": _grad_as(dv, c["v_shape"], c["v_dtype"])}
@@ -172,6 +179,7 @@ class LinearVJP:
         dq, dk, dv, dg, dS0, dz0 = fn(c["q"], c["k"], c["v"], c["g"], c["S0"], c["z0"], doc,
                                       dS, dz, c["scale"], c["eps"], flags,
                                       np.int64(c["chunk"]), **c["axes"])
+        dq, dk, dv = post(dq, dk, dv)
         g: dict[str, Any] = {
             "q": _grad_as(dq, c["q_shape"], c["q_dtype"]),
             "k": _grad_as(dk, c["k_shape"], c["k_dtype"]),
@@ -232,16 +240,24 @@ def causal_vjp(q, k, v, kind: str = "elu", *, mode: str = "auto",
                     projection=projection, seed=seed, horizon=horizon,
                     initial_state=initial_state, return_state=return_state, layout=layout,
                     check_finite=check_finite, **kind_options)
-    ctx = _context(q, k, v, spec, kind_options, layout, scale, normalize, eps, causal=True)
+    cos = spec.name == "cosformer"
+    if cos:
+        ctx = _cosformer.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
+                                 horizon=horizon, layout=layout, causal=True,
+                                 t0=0 if initial_state is None else int(initial_state.t))
+        ctx["opts"] = {}
+    else:
+        ctx = _context(q, k, v, spec, kind_options, layout, scale, normalize, eps,
+                       causal=True)
     dims, comp = ctx["dims"], ctx["comp"]
-    F, E, T = dims.D, dims.E, dims.T
+    F, E, T = dims.D * (2 if cos else 1), dims.E, dims.T
     div = ctx["div"]
     # decay: the caller's (differentiable) or the kind's preset (a constant)
     ctx["decay_shape"] = None
     ctx["per_token"] = False
     given = decay
     if decay is None:
-        decay = _preset_decay(spec, ctx["opts"], ctx["q"], dims.layout)
+        decay = _preset_decay(spec, ctx["opts"], ctx.get("q", ctx.get("qa")), dims.layout)
     if decay is None:
         g, g_axes, decayed = np.zeros((T,), np.float64), (-1,), False
     else:
@@ -264,16 +280,20 @@ def causal_vjp(q, k, v, kind: str = "elu", *, mode: str = "auto",
     else:
         S0, z0 = np.zeros((F, E), comp), np.zeros((F,), comp)
     ctx["comp"] = comp
-    for name in ("q", "k", "v"):
-        ctx[name] = ctx[name].astype(comp, copy=False)
+    if cos:
+        _cosformer.finish(ctx, comp)
+    else:
+        for name in ("q", "k", "v"):
+            ctx[name] = ctx[name].astype(comp, copy=False)
     chunk = _default_chunk(F) if chunk_size is None else int(chunk_size)
     form = backward or ("chunked" if T >= 2 * chunk else "recurrent")
     if form == "parallel":
         form, chunk = "chunked", max(T, 1)
-    flags = (spec.fmap_q | (spec.fmap_k << 4) | (reg.NORMALIZE[ctx["normalize"]] << 8)
+    maps = ctx["flags_maps"] if cos else spec.fmap_q | (spec.fmap_k << 4)
+    flags = (maps | (reg.NORMALIZE[ctx["normalize"]] << 8)
              | (reg.EPS_MODES[ctx["eps_mode"]] << 10) | (int(decayed) << 12))
     axes: dict = {}
-    if dims.layout == "bthd":
+    if dims.layout == "bthd" and not cos:
         t3 = (-3, -1)
         axes = {"axes": [t3, t3, t3, g_axes, (-2, -1), (-1,), t3, (-2, -1), (-1,),
                          (), (), (), (), t3, t3, t3, g_axes, (-2, -1), (-1,)]}
@@ -300,16 +320,22 @@ def noncausal_vjp(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
     o = noncausal(q, k, v, kind, chunk_size=chunk_size, scale=scale, normalize=normalize,
                   eps=eps, num_features=num_features, projection=projection, seed=seed,
                   horizon=horizon, layout=layout, check_finite=check_finite, **kind_options)
-    ctx = _context(q, k, v, spec, kind_options, layout, scale, normalize, eps, causal=False)
-    comp = ctx["comp"]
-    for name in ("q", "k", "v"):
-        ctx[name] = ctx[name].astype(comp, copy=False)
-    flags = (spec.fmap_q | (spec.fmap_k << 4) | (reg.NORMALIZE[ctx["normalize"]] << 8)
+    if spec.name == "cosformer":
+        ctx = _cosformer.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
+                                 horizon=horizon, layout=layout, causal=False, t0=0)
+        _cosformer.finish(ctx, ctx["comp"])
+        maps, axes = ctx["flags_maps"], {}
+    else:
+        ctx = _context(q, k, v, spec, kind_options, layout, scale, normalize, eps,
+                       causal=False)
+        for name in ("q", "k", "v"):
+            ctx[name] = ctx[name].astype(ctx["comp"], copy=False)
+        maps = spec.fmap_q | (spec.fmap_k << 4)
+        t3 = (-3, -1)
+        axes = {"axes": [t3] * 4 + [()] * 4 + [t3] * 3} if ctx["dims"].layout == "bthd" else {}
+    flags = (maps | (reg.NORMALIZE[ctx["normalize"]] << 8)
              | (reg.EPS_MODES[ctx["eps_mode"]] << 10))
-    t3 = (-3, -1)
-    ctx.update(flags=flags, chunk=256 if chunk_size is None else int(chunk_size),
-               axes={"axes": [t3] * 4 + [()] * 4 + [t3] * 3}
-               if ctx["dims"].layout == "bthd" else {})
+    ctx.update(flags=flags, chunk=256 if chunk_size is None else int(chunk_size), axes=axes)
     return o, LinearVJP(spec.name, False, ctx)
 
 
