@@ -179,3 +179,39 @@ def test_torch_oracle_cosformer(causal):
     for name, x in zip("qkv", t):
         b = x.grad.numpy()
         assert np.linalg.norm(g[name] - b) / np.linalg.norm(b) <= 1e-10
+
+
+@pytest.mark.parametrize("features", ["positive", "hyperbolic"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_torch_oracle_performer(features, causal):
+    """Performer: unshifted true features exp(l) in torch (moderate inputs), eps added to
+    the true denominator; the library's prefix stabiliser must not change the gradient."""
+    rng = np.random.default_rng(10)
+    B, H, T, D, E, m = 2, 2, 37, 5, 4, 6
+    q, k = rng.standard_normal((B, H, T, D)), rng.standard_normal((B, H, T, D))
+    v = rng.standard_normal((B, H, T, E))
+    W = rng.standard_normal((m, D))
+    kw = {"projection": W, "features": features, "chunk_size": 8, "scale": 0.5}
+    fn = la.causal_vjp if causal else la.noncausal_vjp
+    o, vjp = fn(q, k, v, "performer", **kw)
+    do = rng.standard_normal(o.shape)
+    g = vjp(do)
+    t = [torch.tensor(x, requires_grad=True) for x in (q, k, v)]
+    Wt = torch.tensor(W)
+
+    def feats(x):
+        xs = np.sqrt(0.5) * x
+        u = xs @ Wt.T
+        h = 0.5 * (xs * xs).sum(-1, keepdim=True)
+        if features == "hyperbolic":
+            return torch.exp(torch.cat([u - h, -u - h], -1) - 0.5 * np.log(2 * m))
+        return torch.exp(u - h - 0.5 * np.log(m))
+    A = feats(t[0]) @ feats(t[1]).transpose(-1, -2)
+    if causal:
+        A = A * torch.tril(torch.ones(T, T, dtype=torch.float64))
+    to = (A @ t[2]) / (A.sum(-1) + 1e-6)[..., None]
+    assert np.abs(to.detach().numpy() - o).max() <= 1e-10
+    (to * torch.tensor(do)).sum().backward()
+    for name, x in zip("qkv", t):
+        b = x.grad.numpy()
+        assert np.linalg.norm(g[name] - b) / np.linalg.norm(b) <= 1e-10

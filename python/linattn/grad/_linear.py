@@ -21,12 +21,12 @@ from .. import _registry as reg
 from .. import _validate as val
 from .._draws import decay_slopes
 from ..state import State
-from . import _cosformer
+from . import _cosformer, _performer
 
 # Kinds with their own Python front end whose maths is still the generic operator.
 _DECAY_KINDS = ("lightning", "retnet", "mamba2")
 # Kinds with their own feature maps whose backward is implemented (grad/_<kind>.py).
-_FEATURE_KINDS = ("cosformer",)
+_FEATURE_KINDS = ("cosformer", "performer")
 _ELEMENTWISE = frozenset(reg.FMAP_NAMES.values())
 
 
@@ -233,6 +233,8 @@ def causal_vjp(q, k, v, kind: str = "elu", *, mode: str = "auto",
         raise TypeError("causal_vjp() does not take out=")
     if backward is not None:
         val.choice("backward", backward, ("chunked", "recurrent", "parallel"))
+    if spec.name == "performer":
+        _performer.check_supported({**spec.options, **kind_options})
     from .._api import causal
 
     result = causal(q, k, v, kind, mode=mode, chunk_size=chunk_size, scale=scale,
@@ -240,6 +242,13 @@ def causal_vjp(q, k, v, kind: str = "elu", *, mode: str = "auto",
                     projection=projection, seed=seed, horizon=horizon,
                     initial_state=initial_state, return_state=return_state, layout=layout,
                     check_finite=check_finite, **kind_options)
+    if spec.name == "performer":
+        ctx = _performer.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
+                                 num_features=num_features, projection=projection, seed=seed,
+                                 options={**spec.options, **kind_options},
+                                 initial_state=initial_state, chunk_size=chunk_size,
+                                 layout=layout, causal=True)
+        return result, _performer.PerformerVJP(ctx, True)
     cos = spec.name == "cosformer"
     if cos:
         ctx = _cosformer.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
@@ -315,11 +324,19 @@ def noncausal_vjp(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
     spec = _spec_for(kind, "noncausal_vjp")
     if "out" in kind_options:
         raise TypeError("noncausal_vjp() does not take out=")
+    if spec.name == "performer":
+        _performer.check_supported({**spec.options, **kind_options})
     from .._api import noncausal
 
     o = noncausal(q, k, v, kind, chunk_size=chunk_size, scale=scale, normalize=normalize,
                   eps=eps, num_features=num_features, projection=projection, seed=seed,
                   horizon=horizon, layout=layout, check_finite=check_finite, **kind_options)
+    if spec.name == "performer":
+        ctx = _performer.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
+                                 num_features=num_features, projection=projection, seed=seed,
+                                 options={**spec.options, **kind_options}, initial_state=None,
+                                 chunk_size=chunk_size, layout=layout, causal=False)
+        return o, _performer.PerformerVJP(ctx, False)
     if spec.name == "cosformer":
         ctx = _cosformer.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
                                  horizon=horizon, layout=layout, causal=False, t0=0)
