@@ -21,12 +21,12 @@ from .. import _registry as reg
 from .. import _validate as val
 from .._draws import decay_slopes
 from ..state import State
-from . import _cosformer, _performer
+from . import _cosformer, _performer, _rfa
 
 # Kinds with their own Python front end whose maths is still the generic operator.
 _DECAY_KINDS = ("lightning", "retnet", "mamba2")
 # Kinds with their own feature maps whose backward is implemented (grad/_<kind>.py).
-_FEATURE_KINDS = ("cosformer", "performer")
+_FEATURE_KINDS = ("cosformer", "performer", "rfa")
 _ELEMENTWISE = frozenset(reg.FMAP_NAMES.values())
 
 
@@ -235,6 +235,10 @@ def causal_vjp(q, k, v, kind: str = "elu", *, mode: str = "auto",
         val.choice("backward", backward, ("chunked", "recurrent", "parallel"))
     if spec.name == "performer":
         _performer.check_supported({**spec.options, **kind_options})
+    gate = kind_options.get("gate")
+    if spec.name == "rfa" and gate is not None and np.any(np.asarray(gate) == 0):
+        raise NotImplementedError("causal_vjp: kind 'rfa' with gate values of exactly 0 has "
+                                  "no backward yet")
     from .._api import causal
 
     result = causal(q, k, v, kind, mode=mode, chunk_size=chunk_size, scale=scale,
@@ -249,6 +253,13 @@ def causal_vjp(q, k, v, kind: str = "elu", *, mode: str = "auto",
                                  initial_state=initial_state, chunk_size=chunk_size,
                                  layout=layout, causal=True)
         return result, _performer.PerformerVJP(ctx, True)
+    if spec.name == "rfa":
+        ctx = _rfa.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
+                           num_features=num_features, projection=projection, seed=seed,
+                           options={**spec.options, **kind_options},
+                           initial_state=initial_state, chunk_size=chunk_size,
+                           backward=backward, layout=layout, causal=True)
+        return result, _rfa.RfaVJP(ctx, True)
     cos = spec.name == "cosformer"
     if cos:
         ctx = _cosformer.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
@@ -337,6 +348,12 @@ def noncausal_vjp(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
                                  options={**spec.options, **kind_options}, initial_state=None,
                                  chunk_size=chunk_size, layout=layout, causal=False)
         return o, _performer.PerformerVJP(ctx, False)
+    if spec.name == "rfa":
+        ctx = _rfa.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
+                           num_features=num_features, projection=projection, seed=seed,
+                           options={**spec.options, **kind_options}, initial_state=None,
+                           chunk_size=chunk_size, backward=None, layout=layout, causal=False)
+        return o, _rfa.RfaVJP(ctx, False)
     if spec.name == "cosformer":
         ctx = _cosformer.context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
                                  horizon=horizon, layout=layout, causal=False, t0=0)
