@@ -697,3 +697,26 @@ def test_rfa_bthd_gate_and_noncausal(rng):
             return float((la.noncausal(a["q"], a["k"], a["v"], "rfa", layout="bthd",
                                        num_features=8, seed=1, normalize="none") * do).sum())
         assert rel(g[name], fd_elementwise(f, args[name])) <= 1e-6, name
+
+
+def test_backward_memory_is_gradients_plus_small(rng):
+    """No T x F x E buffer: the NumPy-side peak of vjp(do) is about the gradients' size
+    (tracemalloc sees NumPy's allocations; the kernels' scratch is O(T/C F E))."""
+    import tracemalloc
+
+    B, H, T, D = 2, 2, 2048, 32
+    q, k, v = (rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(3))
+    dec = -rng.uniform(0.01, 0.1, (B, H, T))
+    do = rng.standard_normal((B, H, T, D)).astype(np.float32)
+    _, vjp = la.causal_vjp(q, k, v, "elu", decay=dec)
+    vjp(do)
+    grads = 3 * q.nbytes + dec.nbytes
+    tracemalloc.start()
+    try:
+        g = vjp(do)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert g["q"].nbytes == q.nbytes
+    assert peak <= 1.5 * grads, (peak, grads)
+    assert peak < B * H * T * D * D * 4 / 4  # far below one T x F x E buffer
