@@ -8,6 +8,10 @@ from the saved inputs, so nothing of size ``T x F x E`` is ever held.
 
 Residuals: references to ``q``, ``k``, ``v``, ``decay`` and ``initial_state`` (the caller's
 arrays when they are already in the compute dtype), never the returned output.
+
+Kinds: the elementwise ones (``linear``, ``elu``, ``relu``), the decayed ones on the same
+operator (``lightning``, ``retnet``, ``mamba2``), and the feature kinds whose map backward
+lives in ``grad/_cosformer.py``, ``grad/_performer.py`` and ``grad/_rfa.py``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ def _in_scope(spec: reg.KindSpec) -> bool:
 def grad_kinds() -> tuple[str, ...]:
     """Kinds whose ``*_vjp`` is implemented (the others raise NotImplementedError)."""
     return tuple(sorted(n for n in reg.kinds() if _in_scope(reg.get(n))))
-
 
 
 def _spec_for(kind: str, entry: str) -> reg.KindSpec:
