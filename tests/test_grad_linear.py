@@ -720,3 +720,35 @@ def test_backward_memory_is_gradients_plus_small(rng):
     assert g["q"].nbytes == q.nbytes
     assert peak <= 1.5 * grads, (peak, grads)
     assert peak < B * H * T * D * D * 4 / 4  # far below one T x F x E buffer
+
+
+@pytest.mark.parametrize("normalize", ["div", "none", "norm"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sequence_parallel_bit_identical(rng, normalize, dtype):
+    """One slice, two threads: the backward splits the sequence over the threads (three
+    parallel passes and two scans) and equals the serial chunked backward bit for bit."""
+    T, D, E, C = 301, 5, 4, 16
+    q, k, v = (x.astype(dtype) for x in inputs(rng, "linear", 1, 1, T, D, E,
+                                                 positive=normalize == "div"))
+    dec = -rng.uniform(0.0, 0.3, (1, 1, T))
+    dec[..., 150] = -np.inf
+    st = la.State((0.3 * rng.standard_normal((1, 1, D, E))).astype(dtype),
+                  (np.abs(rng.standard_normal((1, 1, D))) + 1).astype(dtype)
+                  if normalize == "div" else None, 0, "linear")
+    do = rng.standard_normal((1, 1, T, E)).astype(dtype)
+    ds = {"S": rng.standard_normal((1, 1, D, E)).astype(dtype)}
+    kw = {"decay": dec, "chunk_size": C, "normalize": normalize, "initial_state": st,
+          "backward": "chunked"}
+    prev = la.get_num_threads()
+    try:
+        la.set_num_threads(1)
+        g1 = la.causal_vjp(q, k, v, "linear", **kw)[1](do, dstate=ds)
+        la.set_num_threads(2)
+        if la.get_num_threads() < 2:
+            pytest.skip("one thread only")
+        g2 = la.causal_vjp(q, k, v, "linear", **kw)[1](do, dstate=ds)
+    finally:
+        la.set_num_threads(prev)
+    for name in ("q", "k", "v", "decay"):
+        assert np.array_equal(g1[name], g2[name]), name
+    assert np.array_equal(g1["initial_state"].S, g2["initial_state"].S)

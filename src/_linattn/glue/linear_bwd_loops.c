@@ -19,6 +19,7 @@
 #define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/linear.h"
@@ -90,6 +91,142 @@ bwd_task(void *vctx, int ith, int nth)
             c->status = s;
         }
     }
+}
+
+/*
+ * Sequence parallelism for fewer (batch, head) slices than threads: the forward
+ * states (pass A in parallel, serial scan), the chunks' shares of the state
+ * cotangent (pass B in parallel, serial reverse scan storing the cotangent that
+ * leaves every chunk), then every chunk's gradients (pass C in parallel).  The
+ * operations are those of the serial chunked backward: bit-identical results.
+ */
+typedef struct {
+    const la_linear_bwd_args *a;
+    int f64, pass;
+    la_index C, nch;
+    char *Sst, *Dl; /* nch blocks of f x ec each */
+    double *betas;
+    size_t sbytes;
+    char *work;
+    size_t wsize;
+    volatile int status;
+} la_bwd_seq_ctx;
+
+static void
+bwd_seq_task(void *vctx, int ith, int nth)
+{
+    la_bwd_seq_ctx *c = (la_bwd_seq_ctx *)vctx;
+    const la_index lo = c->nch * ith / nth, hi = c->nch * (ith + 1) / nth;
+    char *work = c->work + (size_t)ith * c->wsize;
+    la_index j;
+    for (j = lo; j < hi && c->status == LA_OK; j++) {
+        const la_index t0 = j * c->C;
+        void *S = c->Sst + (size_t)j * c->sbytes, *D = c->Dl + (size_t)j * c->sbytes;
+        if (LA_CANCELLED(c->a->cancel)) {
+            c->status = LA_ERR_INTERRUPTED;
+            break;
+        }
+        if (c->pass == 0) {
+            if (j + 1 < c->nch) {
+                c->betas[j] = c->f64 ? la_linear_bwd_state_delta_f64(c->a, work, t0, D)
+                                     : la_linear_bwd_state_delta_f32(c->a, work, t0, D);
+            }
+        }
+        else if (c->pass == 1) {
+            c->betas[j] = c->f64 ? la_linear_bwd_chunk_pass1_f64(c->a, work, t0, S, D)
+                                 : la_linear_bwd_chunk_pass1_f32(c->a, work, t0, S, D);
+        }
+        else if (c->f64) {
+            la_linear_bwd_chunk_pass2_f64(c->a, work, t0, S, D);
+        }
+        else {
+            la_linear_bwd_chunk_pass2_f32(c->a, work, t0, S, D);
+        }
+    }
+}
+
+static void
+bwd_seq_step(const la_bwd_seq_ctx *c, la_index m, char *X, double beta, const char *D)
+{
+    if (c->f64) {
+        la_linear_bwd_step_f64(m, (double *)X, beta, (const double *)D);
+    }
+    else {
+        la_linear_bwd_step_f32(m, (float *)X, beta, (const float *)D);
+    }
+}
+
+static la_status
+bwd_seqpar_slice(const la_linear_bwd_args *a, int f64, int nth)
+{
+    const size_t is = f64 ? sizeof(double) : sizeof(float);
+    const la_index C = a->chunk < a->t ? a->chunk : a->t;
+    const la_index fe = a->f * (a->e + (a->norm == LA_NORM_DIV));
+    la_bwd_seq_ctx c;
+    char *dS, *tmp;
+    la_index j;
+    memset(&c, 0, sizeof(c));
+    c.a = a;
+    c.f64 = f64;
+    c.C = C;
+    c.nch = (a->t + C - 1) / C;
+    c.sbytes = LA_ALIGN_BYTES((size_t)fe * is);
+    c.wsize = LA_ALIGN_BYTES(la_linear_bwd_work_size(LA_FORM_CHUNK_ONE, a, is));
+    c.Sst = malloc(c.sbytes * (size_t)(2 * c.nch + 2));
+    c.betas = malloc(sizeof(double) * (size_t)c.nch);
+    c.work = malloc(c.wsize * (size_t)nth + 64);
+    if (c.Sst == NULL || c.betas == NULL || c.work == NULL) {
+        free(c.Sst);
+        free(c.betas);
+        free(c.work);
+        return LA_ERR_NOMEM;
+    }
+    c.Dl = c.Sst + c.sbytes * (size_t)c.nch;
+    dS = c.Dl + c.sbytes * (size_t)c.nch;
+    tmp = dS + c.sbytes;
+    if (f64) {
+        la_linear_bwd_states_in_f64(a, (double *)c.Sst, (double *)dS);
+    }
+    else {
+        la_linear_bwd_states_in_f32(a, (float *)c.Sst, (float *)dS);
+    }
+    /* A: the state entering every chunk */
+    c.pass = 0;
+    la_parallel_run(bwd_seq_task, &c, nth);
+    for (j = 0; j + 1 < c.nch && c.status == LA_OK; j++) {
+        char *Sn = c.Sst + (size_t)(j + 1) * c.sbytes;
+        memcpy(Sn, c.Sst + (size_t)j * c.sbytes, (size_t)fe * is);
+        bwd_seq_step(&c, fe, Sn, c.betas[j], c.Dl + (size_t)j * c.sbytes);
+    }
+    /* B: the chunks' shares of the cotangent, then the reverse scan; Dl[j] <- the
+     * cotangent of the state leaving chunk j */
+    if (c.status == LA_OK) {
+        c.pass = 1;
+        la_parallel_run(bwd_seq_task, &c, nth);
+    }
+    for (j = c.nch - 1; j >= 0 && c.status == LA_OK; j--) {
+        char *D = c.Dl + (size_t)j * c.sbytes;
+        memcpy(tmp, D, (size_t)fe * is);
+        memcpy(D, dS, (size_t)fe * is);
+        bwd_seq_step(&c, fe, dS, c.betas[j], tmp);
+    }
+    /* C: every chunk's gradients */
+    if (c.status == LA_OK) {
+        c.pass = 2;
+        la_parallel_run(bwd_seq_task, &c, nth);
+    }
+    if (c.status == LA_OK) {
+        if (f64) {
+            la_linear_bwd_state_out_f64(a, (const double *)dS);
+        }
+        else {
+            la_linear_bwd_state_out_f32(a, (const float *)dS);
+        }
+    }
+    free(c.Sst);
+    free(c.betas);
+    free(c.work);
+    return (la_status)c.status;
 }
 
 static void
@@ -173,6 +310,46 @@ bwd_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
                             (double)(a->f > 0 ? a->f : 1) * (double)(a->e + 1);
         const int cap = work < 262144.0 ? 1 : (int)(work / 262144.0);
         nth = nth < cap ? nth : cap;
+    }
+    if (d->form == LA_FORM_CHUNKED && c.n < la_get_num_threads() && a->t >= 1 &&
+        a->t >= 4 * a->chunk * la_get_num_threads()) {
+        /* fewer slices than threads and a long sequence: split the sequence */
+        const int nseq = la_get_num_threads();
+        const int sig = la_interrupt_begin();
+        npy_intp i;
+        for (i = 0; i < c.n; i++) {
+            la_linear_bwd_args s1 = *a;
+#define LA_ARG(j) (args[j] + i * steps[j])
+            la_status st;
+            s1.q = LA_ARG(0);
+            s1.k = LA_ARG(1);
+            s1.v = LA_ARG(2);
+            if (a->g != NULL) {
+                s1.g = (const double *)LA_ARG(3);
+                s1.dg = (double *)LA_ARG(16);
+            }
+            s1.s0 = LA_ARG(4);
+            s1.z0 = LA_ARG(5);
+            s1.dout = LA_ARG(6);
+            s1.ds = LA_ARG(7);
+            s1.dz = LA_ARG(8);
+            s1.dq = LA_ARG(13);
+            s1.dk = LA_ARG(14);
+            s1.dv = LA_ARG(15);
+            s1.ds0 = LA_ARG(17);
+            s1.dz0 = LA_ARG(18);
+#undef LA_ARG
+            st = bwd_seqpar_slice(&s1, is == 8, nseq);
+            if (st != LA_OK) {
+                la_interrupt_end(sig);
+                la_raise(st, d->name, 0);
+                return;
+            }
+        }
+        if (la_interrupt_end(sig)) {
+            la_raise(LA_ERR_INTERRUPTED, d->name, 0);
+        }
+        return;
     }
     c.wsize = LA_ALIGN_BYTES(la_linear_bwd_work_size(d->form, a, (size_t)is));
     la_run_workers(bwd_task, &c, nth, c.wsize, &c.work, &c.status, d->name);

@@ -42,9 +42,12 @@ la_linear_bwd_work_size(int form, const la_linear_bwd_args *a, size_t itemsize)
         LA_ADD(e + 1, itemsize);            /* do row */
         break;
     case LA_FORM_CHUNKED:
+    case LA_FORM_CHUNK_ONE:
         c = (size_t)la_block_rows(a->chunk, a->t);
         nb = (size_t)bwd_nblocks(a->t, (la_index)c);
-        LA_ADD(nb * f * ec, itemsize); /* chunk-entering states */
+        if (form == LA_FORM_CHUNKED) {
+            LA_ADD(nb * f * ec, itemsize); /* chunk-entering states */
+        }
         LA_ADD(6 * c * f, itemsize);   /* Qc Kc X Y dQ dK */
         LA_ADD(c * ec, itemsize);      /* Vc */
         LA_ADD(c * ec, itemsize);      /* dN */
@@ -53,6 +56,7 @@ la_linear_bwd_work_size(int form, const la_linear_bwd_args *a, size_t itemsize)
         LA_ADD(c * (e + 1), itemsize); /* dV */
         LA_ADD(3 * c * c, itemsize);   /* P Z L */
         LA_ADD(f * ec, itemsize);      /* dS */
+        LA_ADD(f * ec, itemsize);      /* a state increment */
         LA_ADD(8 * c, sizeof(double));
         break;
     default: /* noncausal */

@@ -57,7 +57,8 @@ typedef struct {
     const volatile int *cancel;
 } la_linear_bwd_args;
 
-/* form: LA_FORM_RECURRENT, LA_FORM_CHUNKED or LA_FORM_NONCAUSAL (linear.h). */
+/* form: LA_FORM_RECURRENT, LA_FORM_CHUNKED, LA_FORM_NONCAUSAL or LA_FORM_CHUNK_ONE
+ * (one chunk worker of the sequence-parallel form) (linear.h). */
 size_t la_linear_bwd_work_size(int form, const la_linear_bwd_args *a, size_t itemsize);
 
 la_status la_linear_bwd_chunked_f32(const la_linear_bwd_args *a, void *work);
@@ -66,5 +67,42 @@ la_status la_linear_bwd_recurrent_f32(const la_linear_bwd_args *a, void *work);
 la_status la_linear_bwd_recurrent_f64(const la_linear_bwd_args *a, void *work);
 la_status la_linear_bwd_noncausal_f32(const la_linear_bwd_args *a, void *work);
 la_status la_linear_bwd_noncausal_f64(const la_linear_bwd_args *a, void *work);
+
+/*
+ * The chunked backward in pieces, for the sequence-parallel form run by the glue
+ * when there are fewer slices than threads (docs/design/grad.md §2.6).  States are
+ * f x (e + div) blocks [S | z]; work is LA_FORM_CHUNK_ONE bytes.
+ *   states_in:    S0a <- [s0 | z0], dSa <- [ds | dz];
+ *   state_delta:  Delta = the increment of the state over the chunk at t0 on a zero
+ *                 state; returns its total log-decay beta;
+ *   step:         X <- e^beta X + Delta (elementwise): the forward scan
+ *                 S_c = step(S_{c-1}, Delta_c) and the reverse scan
+ *                 dS_{c-1} = step(dS_c, Delta'_c);
+ *   chunk_pass1:  Delta' = the chunk's share of the entering state's cotangent;
+ *                 returns beta;
+ *   chunk_pass2:  dq, dk, dv, dg of the chunk from its entering state and the
+ *                 cotangent of its leaving state;
+ *   state_out:    [ds0 | dz0] <- dSa.
+ * The serial chunked backward performs exactly these operations in this order,
+ * so the two agree bit for bit.
+ */
+void la_linear_bwd_states_in_f32(const la_linear_bwd_args *a, float *S0a, float *dSa);
+void la_linear_bwd_states_in_f64(const la_linear_bwd_args *a, double *S0a, double *dSa);
+double la_linear_bwd_state_delta_f32(const la_linear_bwd_args *a, void *work, la_index t0,
+                                     float *Delta);
+double la_linear_bwd_state_delta_f64(const la_linear_bwd_args *a, void *work, la_index t0,
+                                     double *Delta);
+void la_linear_bwd_step_f32(la_index m, float *X, double beta, const float *Delta);
+void la_linear_bwd_step_f64(la_index m, double *X, double beta, const double *Delta);
+double la_linear_bwd_chunk_pass1_f32(const la_linear_bwd_args *a, void *work, la_index t0,
+                                     const float *S_enter, float *Delta);
+double la_linear_bwd_chunk_pass1_f64(const la_linear_bwd_args *a, void *work, la_index t0,
+                                     const double *S_enter, double *Delta);
+void la_linear_bwd_chunk_pass2_f32(const la_linear_bwd_args *a, void *work, la_index t0,
+                                   const float *S_enter, const float *dS_leave);
+void la_linear_bwd_chunk_pass2_f64(const la_linear_bwd_args *a, void *work, la_index t0,
+                                   const double *S_enter, const double *dS_leave);
+void la_linear_bwd_state_out_f32(const la_linear_bwd_args *a, const float *dSa);
+void la_linear_bwd_state_out_f64(const la_linear_bwd_args *a, const double *dSa);
 
 #endif

@@ -258,14 +258,17 @@ LA_FN(bwd_state_out)(const la_linear_bwd_args *a, la_index ec, const LA_T *dS)
 /* -------------------------------------------------------------- chunked -- */
 
 typedef struct {
-    LA_T *Sst, *Qc, *Kc, *X, *Y, *dQ, *dK, *Vc, *dN, *Nn, *Dc, *dV, *P, *Z, *L, *dS;
+    LA_T *Sst, *Qc, *Kc, *X, *Y, *dQ, *dK, *Vc, *dN, *Nn, *Dc, *dV, *P, *Z, *L, *dS, *Dl;
     double *b, *eb, *kf, *u, *w, *rs, *pw;
     la_index C, ec, nch;
     int decayed, const_decay;
 } LA_FN(bwd_ws);
 
+/* with_states: carve the ceil(t/C) chunk-entering states (the serial form);
+ * a chunk worker of the sequence-parallel form gets them from the caller. */
 static void
-LA_FN(bwd_ws_init)(const la_linear_bwd_args *a, void *work, LA_FN(bwd_ws) *w)
+LA_FN(bwd_ws_init)(const la_linear_bwd_args *a, void *work, LA_FN(bwd_ws) *w,
+                   int with_states)
 {
     const la_index f = a->f, e = a->e, C = la_block_rows(a->chunk, a->t);
     const la_index ec = e + (a->norm == LA_NORM_DIV);
@@ -277,7 +280,7 @@ LA_FN(bwd_ws_init)(const la_linear_bwd_args *a, void *work, LA_FN(bwd_ws) *w)
     w->decayed = a->g != NULL;
     w->const_decay = w->decayed && a->g_s == 0;
 #define LA_TAKE(n) ((LA_T *)la_carve(&p, (size_t)(n) * sizeof(LA_T)))
-    w->Sst = LA_TAKE(w->nch * f * ec);
+    w->Sst = with_states ? LA_TAKE(w->nch * f * ec) : NULL;
     w->Qc = (LA_T *)la_carve(&p, (size_t)(6 * C * f) * sizeof(LA_T));
     w->Kc = w->Qc + C * f;
     w->X = w->Kc + C * f;
@@ -293,6 +296,7 @@ LA_FN(bwd_ws_init)(const la_linear_bwd_args *a, void *work, LA_FN(bwd_ws) *w)
     w->Z = w->P + C * C;
     w->L = w->Z + C * C;
     w->dS = LA_TAKE(f * ec);
+    w->Dl = LA_TAKE(f * ec);
 #undef LA_TAKE
     w->b = (double *)la_carve(&p, (size_t)(8 * C) * sizeof(double));
     w->eb = w->b + C;
@@ -362,31 +366,46 @@ LA_FN(bwd_scale_keys)(LA_FN(bwd_ws) *w, la_index n, la_index f)
     }
 }
 
+/* The state increment of the chunk at t0 on a zero state, Delta = (diag(e^{beta-b})
+ * K)^T [V | 1]; returns beta. */
+static double
+LA_FN(bwd_state_delta)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0,
+                       LA_T *Delta)
+{
+    const la_index n = a->t - t0 < w->C ? a->t - t0 : w->C;
+    const double beta = LA_FN(bwd_decay)(a, w, t0, n);
+    LA_FN(bwd_load_kv)(a, w, t0, n);
+    LA_FN(bwd_scale_keys)(w, n, a->f);
+    LA_GEMM(1, 0, a->f, w->ec, n, 1, w->Kc, a->f, w->Vc, w->ec, 0, Delta, w->ec);
+    return beta;
+}
+
+/* X <- e^beta X + Delta (elementwise; the same operation in every form). */
+static void
+LA_FN(bwd_step)(la_index m, LA_T *X, double beta, const LA_T *Delta)
+{
+    const LA_T eb = (LA_T)exp(beta);
+    la_index j;
+    for (j = 0; j < m; j++) {
+        X[j] = eb * X[j] + Delta[j];
+    }
+}
+
 /* The state entering every chunk (the forward's own state update). */
 static la_status
 LA_FN(bwd_states)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w)
 {
-    const la_index f = a->f, ec = w->ec, fe = f * ec;
-    la_index c, j;
-    LA_FN(bwd_state_in)(a, ec, a->s0, a->s0_rs, a->s0_cs, a->z0, a->z0_s, w->Sst);
+    const la_index fe = a->f * w->ec;
+    la_index c;
+    LA_FN(bwd_state_in)(a, w->ec, a->s0, a->s0_rs, a->s0_cs, a->z0, a->z0_s, w->Sst);
     for (c = 0; c + 1 < w->nch; c++) {
-        const la_index t0 = c * w->C, n = a->t - t0 < w->C ? a->t - t0 : w->C;
-        const LA_T *Sp = w->Sst + c * fe;
-        LA_T *Sn = w->Sst + (c + 1) * fe;
         double beta;
         if (LA_CANCELLED(a->cancel)) {
             return LA_ERR_INTERRUPTED;
         }
-        beta = LA_FN(bwd_decay)(a, w, t0, n);
-        LA_FN(bwd_load_kv)(a, w, t0, n);
-        LA_FN(bwd_scale_keys)(w, n, f);
-        {
-            const LA_T eb = (LA_T)exp(beta);
-            for (j = 0; j < fe; j++) {
-                Sn[j] = eb * Sp[j];
-            }
-        }
-        LA_GEMM(1, 0, f, ec, n, 1, w->Kc, f, w->Vc, ec, 1, Sn, ec);
+        beta = LA_FN(bwd_state_delta)(a, w, c * w->C, w->Dl);
+        memcpy(w->Sst + (c + 1) * fe, w->Sst + c * fe, (size_t)fe * sizeof(LA_T));
+        LA_FN(bwd_step)(fe, w->Sst + (c + 1) * fe, beta, w->Dl);
     }
     return LA_OK;
 }
@@ -503,17 +522,23 @@ LA_FN(bwd_rows)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, const LA_T *S, la
     }
 }
 
-/* One chunk of the reverse sweep (grad.md §2.5, §2.6). */
-static void
-LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_index n)
+/*
+ * One chunk of the reverse sweep (grad.md §2.5, §2.6) in three steps:
+ * bwd_chunk_dn (features, P, the finished cotangent dN; returns beta),
+ * bwd_chunk_rest (dq, dk, dv, dg from the state S entering the chunk and the
+ * cotangent dS of the state leaving it) and bwd_chunk_delta (the chunk's
+ * share (diag(e^b) Q)^T dN of the entering state's cotangent).
+ */
+static double
+LA_FN(bwd_chunk_dn)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0,
+                    la_index n, const LA_T *S)
 {
     const la_index f = a->f, e = a->e, ec = w->ec, C = w->C;
-    const LA_T *S = w->Sst + (t0 / C) * f * ec;
     const LA_T *q = (const LA_T *)a->q;
     const LA_T *dout = (const LA_T *)a->dout;
-    LA_T *Qc = w->Qc, *Kc = w->Kc, *X = w->X, *Y = w->Y, *P = w->P, *Z = w->Z;
-    LA_T *dN = w->dN, *Dc = w->Dc, *dS = w->dS;
-    double beta, term3 = 0;
+    LA_T *Qc = w->Qc, *Kc = w->Kc, *X = w->X, *P = w->P, *Z = w->Z;
+    LA_T *dN = w->dN, *Dc = w->Dc;
+    double beta;
     la_index r, j;
 
     beta = LA_FN(bwd_decay)(a, w, t0, n);
@@ -548,6 +573,18 @@ LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
     LA_GEMM(0, 1, n, f, e, 1, Dc, e, S, ec, 0, X, f);
 
     LA_FN(bwd_rows)(a, w, S, n);
+    return beta;
+}
+
+static void
+LA_FN(bwd_chunk_rest)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0,
+                      la_index n, double beta, const LA_T *S, const LA_T *dS)
+{
+    const la_index f = a->f, e = a->e, ec = w->ec, C = w->C;
+    LA_T *Qc = w->Qc, *Kc = w->Kc, *X = w->X, *Y = w->Y, *P = w->P, *Z = w->Z;
+    LA_T *dN = w->dN;
+    double term3 = 0;
+    la_index r, j;
 
     /* dQ = dP K + diag(e^b) dN S^T */
     LA_FN(bwd_tri_ab)(n, f, Z, C, Kc, f, w->dQ, f);
@@ -603,25 +640,33 @@ LA_FN(bwd_chunk)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
             fw += w->w[r];
         }
     }
-    /* dS_{c-1} = e^beta dS_c + (diag(e^b) Q)^T dN_a */
+    LA_FN(bwd_store)((LA_T *)a->dv + t0 * a->dv_rs, a->dv_rs, a->dv_cs, w->dV, e, n, e);
+}
+
+/* Delta = (diag(e^b) Q)^T dN_a: dS_{c-1} = e^beta dS_c + Delta.  Scales Qc. */
+static void
+LA_FN(bwd_chunk_delta)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index n,
+                       LA_T *Delta)
+{
+    const la_index f = a->f;
+    la_index r, j;
     for (r = 0; r < n && w->decayed; r++) {
         const LA_T c = (LA_T)w->eb[r];
         for (j = 0; j < f; j++) {
-            Qc[r * f + j] *= c;
+            w->Qc[r * f + j] *= c;
         }
     }
-    LA_GEMM(1, 0, f, ec, n, 1, Qc, f, dN, ec, (LA_T)exp(beta), dS, ec);
-
-    LA_FN(bwd_store)((LA_T *)a->dv + t0 * a->dv_rs, a->dv_rs, a->dv_cs, w->dV, e, n, e);
+    LA_GEMM(1, 0, f, w->ec, n, 1, w->Qc, f, w->dN, w->ec, 0, Delta, w->ec);
 }
 
 la_status
 LA_FN(la_linear_bwd_chunked)(const la_linear_bwd_args *a, void *work)
 {
     LA_FN(bwd_ws) w;
+    const la_index fe = a->f * (a->e + (a->norm == LA_NORM_DIV));
     la_index c;
     la_status st;
-    LA_FN(bwd_ws_init)(a, work, &w);
+    LA_FN(bwd_ws_init)(a, work, &w, 1);
     st = LA_FN(bwd_states)(a, &w);
     if (st != LA_OK) {
         return st;
@@ -629,13 +674,75 @@ LA_FN(la_linear_bwd_chunked)(const la_linear_bwd_args *a, void *work)
     LA_FN(bwd_state_in)(a, w.ec, a->ds, a->ds_rs, a->ds_cs, a->dz, a->dz_s, w.dS);
     for (c = w.nch - 1; c >= 0 && a->t > 0; c--) {
         const la_index t0 = c * w.C, n = a->t - t0 < w.C ? a->t - t0 : w.C;
+        const LA_T *S = w.Sst + c * fe;
+        double beta;
         if (LA_CANCELLED(a->cancel)) {
             return LA_ERR_INTERRUPTED;
         }
-        LA_FN(bwd_chunk)(a, &w, t0, n);
+        beta = LA_FN(bwd_chunk_dn)(a, &w, t0, n, S);
+        LA_FN(bwd_chunk_rest)(a, &w, t0, n, beta, S, w.dS);
+        LA_FN(bwd_chunk_delta)(a, &w, n, w.Dl);
+        LA_FN(bwd_step)(fe, w.dS, beta, w.Dl);
     }
     LA_FN(bwd_state_out)(a, w.ec, w.dS);
     return LA_OK;
+}
+
+/* Pieces of the chunked backward for the sequence-parallel form (linear_bwd.h). */
+double
+LA_FN(la_linear_bwd_state_delta)(const la_linear_bwd_args *a, void *work, la_index t0,
+                                 LA_T *Delta)
+{
+    LA_FN(bwd_ws) w;
+    LA_FN(bwd_ws_init)(a, work, &w, 0);
+    return LA_FN(bwd_state_delta)(a, &w, t0, Delta);
+}
+
+double
+LA_FN(la_linear_bwd_chunk_pass1)(const la_linear_bwd_args *a, void *work, la_index t0,
+                                 const LA_T *S_enter, LA_T *Delta)
+{
+    LA_FN(bwd_ws) w;
+    const la_index C = la_block_rows(a->chunk, a->t);
+    const la_index n = a->t - t0 < C ? a->t - t0 : C;
+    double beta;
+    LA_FN(bwd_ws_init)(a, work, &w, 0);
+    beta = LA_FN(bwd_chunk_dn)(a, &w, t0, n, S_enter);
+    LA_FN(bwd_chunk_delta)(a, &w, n, Delta);
+    return beta;
+}
+
+void
+LA_FN(la_linear_bwd_chunk_pass2)(const la_linear_bwd_args *a, void *work, la_index t0,
+                                 const LA_T *S_enter, const LA_T *dS_leave)
+{
+    LA_FN(bwd_ws) w;
+    const la_index C = la_block_rows(a->chunk, a->t);
+    const la_index n = a->t - t0 < C ? a->t - t0 : C;
+    double beta;
+    LA_FN(bwd_ws_init)(a, work, &w, 0);
+    beta = LA_FN(bwd_chunk_dn)(a, &w, t0, n, S_enter);
+    LA_FN(bwd_chunk_rest)(a, &w, t0, n, beta, S_enter, dS_leave);
+}
+
+void
+LA_FN(la_linear_bwd_step)(la_index m, LA_T *X, double beta, const LA_T *Delta)
+{
+    LA_FN(bwd_step)(m, X, beta, Delta);
+}
+
+void
+LA_FN(la_linear_bwd_states_in)(const la_linear_bwd_args *a, LA_T *S0a, LA_T *dSa)
+{
+    const la_index ec = a->e + (a->norm == LA_NORM_DIV);
+    LA_FN(bwd_state_in)(a, ec, a->s0, a->s0_rs, a->s0_cs, a->z0, a->z0_s, S0a);
+    LA_FN(bwd_state_in)(a, ec, a->ds, a->ds_rs, a->ds_cs, a->dz, a->dz_s, dSa);
+}
+
+void
+LA_FN(la_linear_bwd_state_out)(const la_linear_bwd_args *a, const LA_T *dSa)
+{
+    LA_FN(bwd_state_out)(a, a->e + (a->norm == LA_NORM_DIV), dSa);
 }
 
 /* ------------------------------------------------------------ recurrent -- */
