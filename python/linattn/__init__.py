@@ -34,6 +34,7 @@ from ._sscan import selective_scan
 from ._draws import random_features
 from .fidelity import approximation_error
 from ._registry import kinds
+from .grad import causal_vjp, noncausal_vjp
 from .state import State
 
 __version__ = "0.1.0"
@@ -148,7 +149,8 @@ def _register_threadpoolctl(tpc) -> None:
 _init_threads_from_env()
 
 __all__ = [
-    "State", "approximation_error", "causal", "decay_slopes", "features",
-    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "random_features",
-    "reference", "selective_scan", "set_num_threads", "softmax_attention", "step", "testing",
+    "State", "approximation_error", "causal", "causal_vjp", "decay_slopes", "features",
+    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "noncausal_vjp",
+    "random_features", "reference", "selective_scan", "set_num_threads", "softmax_attention",
+    "step", "testing",
 ]

@@ -181,5 +181,6 @@ int la_register_lavo(PyObject *module);
 int la_register_lara(PyObject *module);
 int la_register_rf(PyObject *module);
 int la_register_performer(PyObject *module);
+int la_register_linear_bwd(PyObject *module);
 
 #endif
