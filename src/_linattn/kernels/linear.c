@@ -4,7 +4,8 @@
 #include "la_util.h"
 #include "la_vmath.h"
 #include "linear.h"
-#include "linear_simd.h"
+#include "arch/la_arch.h"
+#include "la_cpu.h"
 #include "featmap.h"
 
 size_t

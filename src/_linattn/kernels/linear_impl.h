@@ -217,7 +217,8 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
     const la_index ld = direct ? a->s1_rs : e;
     LA_T *z = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
     const int decayed = a->g != NULL;
-    const int simd = la_recurrent_simd_available();
+    /* the active ISA path's hand-written loop (arch/), NULL: the C loop below */
+    const LA_FN(la_rtoken) simd = LA_FN(la_arch_rtoken)(la_cpu_isa());
     la_index t, t0, i;
 
     LA_FN(copy_block)(S, ld, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, f, e);
@@ -237,9 +238,8 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
                 decay = (LA_T)exp(la_clamp_decay(a->g[t * a->g_s]));
             }
             LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, 0, vbuf);
-            if (simd) {
-                LA_FN(la_recurrent_token_avx512)(f, e, decay, decayed, S, ld, qf, kf, vbuf,
-                                                 num);
+            if (simd != NULL) {
+                simd(f, e, decay, decayed, S, ld, qf, kf, vbuf, num);
             }
             else {
                 LA_FN(recurrent_token)(f, e, decay, decayed, S, ld, qf, kf, vbuf, num);
@@ -307,7 +307,7 @@ LA_FN(chunk_ws_init)(const la_linear_args *a, void *work, LA_FN(chunk_ws) *w)
 }
 
 /* Query features of tokens [t0, t0+n) and b_r, the inclusive in-chunk
- * cumulative log-decay (in float64, family.md 4.3 rule 4). */
+ * cumulative log-decay (in float64, docs/design/family.md §4.3 rule 4). */
 static void
 LA_FN(chunk_load_q)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
                     la_index n)
@@ -363,7 +363,7 @@ LA_FN(chunk_intra)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index n,
             }
         }
         else if (w->decayed) {
-            /* differences first (family.md 4.3 rule 1), then one vector exp */
+            /* differences first (docs/design/family.md §4.3 rule 1), then one vector exp */
             for (j = 0; j < r; j++) {
                 w->wrow[j] = w->b[r] - w->b[j];
             }
@@ -467,7 +467,7 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
     return LA_OK;
 }
 
-/* Pieces of the chunked form for the sequence-parallel scan (family.md 7). */
+/* Pieces of the chunked form for the sequence-parallel scan (docs/design/family.md §7). */
 la_status
 LA_FN(la_linear_chunk_pass1)(const la_linear_args *a, void *work, la_index t0,
                              LA_T *dS, double *beta, LA_T *Oc)
