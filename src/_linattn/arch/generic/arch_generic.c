@@ -6,6 +6,9 @@
  */
 #include "arch/la_arch.h"
 
+/* compiled in every build; empty where the x86 files supply the entry points */
+#if !(defined(LA_ARCH_X86) && (defined(__x86_64__) || defined(_M_X64)))
+
 int
 la_arch_cpu_isa(void)
 {
@@ -63,3 +66,5 @@ la_arch_fma_loop_f64(int isa, int64_t iters)
 {
     return isa == LA_ISA_GENERIC ? la_fma_loop_generic_f64(iters) : 0;
 }
+
+#endif

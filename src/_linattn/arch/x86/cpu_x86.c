@@ -4,6 +4,11 @@
  * the OS (GCC's and clang's __builtin_cpu_supports check both; the MSVC
  * branch reads CPUID and XCR0 itself).
  */
+#include "arch/la_arch.h"
+
+/* x86-64 only (a universal macOS build compiles this file for arm64 too, where
+ * arch/generic/ supplies the entry points) */
+#if defined(__x86_64__) || defined(_M_X64)
 #include "arch/x86/la_x86.h"
 
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -61,3 +66,5 @@ la_arch_rtoken_f64(int isa)
     return isa == LA_ISA_AVX512 ? la_rtoken_avx512_f64
                                 : (isa == LA_ISA_AVX2 ? la_rtoken_avx2_f64 : NULL);
 }
+
+#endif /* x86-64 */

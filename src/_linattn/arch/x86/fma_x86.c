@@ -6,6 +6,11 @@
  * ports, 8 chains already saturate a core).  The values converge to
  * y / (1 - x) = 1, so no denormals or overflow slow them down.
  */
+#include "arch/la_arch.h"
+
+/* x86-64 only (a universal macOS build compiles this file for arm64 too, where
+ * arch/generic/ supplies the entry points) */
+#if defined(__x86_64__) || defined(_M_X64)
 #include "arch/x86/la_x86.h"
 
 static volatile double la_fma_sink;
@@ -33,7 +38,11 @@ fma512_f32(int64_t iters)
                        _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
     a8 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)),
                        _mm512_add_ps(_mm512_add_ps(a12, a13), _mm512_add_ps(a14, a15)));
-    la_fma_sink = _mm512_reduce_add_ps(_mm512_add_ps(a0, a8));
+    {
+        float out[16];
+        _mm512_storeu_ps(out, _mm512_add_ps(a0, a8));
+        la_fma_sink = out[0] + out[15];
+    }
     return (double)iters * 16.0 * 16.0 * 2.0;
 }
 
@@ -54,7 +63,11 @@ fma512_f64(int64_t iters)
                        _mm512_add_pd(_mm512_add_pd(a4, a5), _mm512_add_pd(a6, a7)));
     a8 = _mm512_add_pd(_mm512_add_pd(_mm512_add_pd(a8, a9), _mm512_add_pd(a10, a11)),
                        _mm512_add_pd(_mm512_add_pd(a12, a13), _mm512_add_pd(a14, a15)));
-    la_fma_sink = _mm512_reduce_add_pd(_mm512_add_pd(a0, a8));
+    {
+        double out[8];
+        _mm512_storeu_pd(out, _mm512_add_pd(a0, a8));
+        la_fma_sink = out[0] + out[7];
+    }
     return (double)iters * 16.0 * 8.0 * 2.0;
 }
 
@@ -121,3 +134,5 @@ la_arch_fma_loop_f64(int isa, int64_t iters)
     default: return la_fma_loop_generic_f64(iters);
     }
 }
+
+#endif /* x86-64 */

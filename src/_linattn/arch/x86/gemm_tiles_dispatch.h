@@ -10,7 +10,6 @@ LA_FN(la_arch_gemm_tiles)(int isa, int ta, int tb, la_index m, la_index n, la_in
 {
     LA_T bt[LA_BT_MAX];
     const la_index ar = ta ? 1 : lda, ac = ta ? lda : 1;
-    la_index j, p;
     if ((isa != LA_ISA_AVX512 && isa != LA_ISA_AVX2) ||
         !(beta == (LA_T)0 || beta == (LA_T)1) || m <= 0 || n <= 0 || k <= 0 ||
         m > max_dim || n > max_dim || k > max_dim) {
@@ -20,11 +19,7 @@ LA_FN(la_arch_gemm_tiles)(int isa, int ta, int tb, la_index m, la_index n, la_in
         if (n * k > LA_BT_MAX) {
             return 0;
         }
-        for (p = 0; p < k; p++) {
-            for (j = 0; j < n; j++) {
-                bt[p * n + j] = B[j * ldb + p];
-            }
-        }
+        LA_FN(transpose)(n, k, B, ldb, bt);
         B = bt;
         ldb = n;
     }

@@ -12,6 +12,11 @@
  * every path, so AVX2 and AVX-512 give bit-identical states and outputs.
  * The portable loop in kernels/linear_impl.h is the generic path.
  */
+#include "arch/la_arch.h"
+
+/* x86-64 only (a universal macOS build compiles this file for arm64 too, where
+ * arch/generic/ supplies the entry points) */
+#if defined(__x86_64__) || defined(_M_X64)
 #include "arch/x86/la_x86.h"
 
 /* ------------------------------------------------------------- AVX-512 -- */
@@ -303,3 +308,5 @@ la_rtoken_avx2_f64(la_index f, la_index e, double a, int decayed, double *S, la_
         tail256_f64(f, j0, e - j0 < 4 ? e - j0 : 4, av, decayed, S, ld, qf, kf, vv, num);
     }
 }
+
+#endif /* x86-64 */
