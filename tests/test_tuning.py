@@ -14,7 +14,7 @@ import linattn as la
 from linattn import _api, _core, _registry, _tuning
 
 KNOBS = ("chunk", "chunk_narrow", "narrow_f", "recurrent_max_e", "seq_min_chunks",
-         "seq_window", "min_work_per_thread", "tiles_max_dim")
+         "seq_window", "min_work_per_thread", "tiles_max_dim", "token_pairs")
 
 
 def test_table_has_a_row_per_path():
@@ -79,6 +79,9 @@ def test_fma_peak():
     assert _core.fma_peak("generic", seconds=0.002, reps=1) > 0
     cpu = _core.simd()["cpu"]
     assert _core.fma_peak(cpu, dtype="float64", seconds=0.002, reps=1) > 0
+    assert _core.fma_peak(cpu, seconds=0.002, reps=1, clock="cpu") > 0
+    with pytest.raises(ValueError, match="clock must be"):
+        _core.fma_peak(clock="tsc")
     with pytest.raises(ValueError, match="dtype must be"):
         _core.fma_peak(dtype="float16")
     with pytest.raises(ValueError, match="seconds must be"):
@@ -126,7 +129,7 @@ def test_tune_writes_the_cache_and_auto_uses_it(tmp_path):
     got = _py("tune", env)
     entry = got["entry"]
     assert set(entry["knobs"]) == {"chunk", "chunk_narrow", "recurrent_max_e",
-                                   "seq_min_chunks", "tiles_max_dim"}
+                                   "seq_min_chunks", "tiles_max_dim", "token_pairs"}
     assert entry["seconds"] < 30
     assert "la.tune() cache" in got["info"]
     path = tmp_path / "linattn" / "tuning.json"

@@ -702,7 +702,7 @@ def _step_us(kind: str, bh: int, calls: int, repeat: int) -> float:
     kw = _kind_kwargs(kind, (bh, 8))
     _, st = la.causal(q[:, :8], k[:, :8], v[:, :8], kind=kind, return_state=True, **kw)
     qt, kt, vt = q[:, 8], k[:, 8], v[:, 8]
-    skw = {n: (x[:, 0] if n == "decay" else x) for n, x in kw.items()}
+    skw = {n: (x[:, :1] if n == "decay" else x) for n, x in kw.items()}  # (..., T=1)
 
     def loop():
         s = st
@@ -763,7 +763,7 @@ def roofline(argv=None) -> int:
 
     # ---- the machine's limits, same run
     print("measuring the limits: FMA peak per path, np.matmul (subprocess) ...", flush=True)
-    peaks = {x: _core.fma_peak(x, seconds=0.05 if a.quick else 0.2, reps=repeat)
+    peaks = {x: _core.fma_peak(x, seconds=0.05 if a.quick else 0.2, reps=repeat, clock=a.clock)
              for x in runnable}
     peak = max(peaks.values())
     mm = matmul_limit(repeat)

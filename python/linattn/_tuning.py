@@ -28,7 +28,8 @@ from . import _core
 ISAS = ("avx512", "avx2", "generic")
 
 # knobs la.tune() may set; the others keep the table's values
-_TUNED = ("chunk", "chunk_narrow", "recurrent_max_e", "seq_min_chunks", "tiles_max_dim")
+_TUNED = ("chunk", "chunk_narrow", "recurrent_max_e", "seq_min_chunks", "tiles_max_dim",
+          "token_pairs")
 
 _state: dict[str, Any] = {}
 
@@ -211,7 +212,8 @@ def tune(*, save: bool = True, budget: float = 20.0, verbose: bool = False) -> d
 
     Measures, float32, elu, one thread unless stated: the recurrent vs chunked crossover
     over the value width E (F = 64); the fastest chunk size for wide (F = 64) and narrow
-    (F = 32) features; register tiles vs BLAS for the chunk products; and, when more than
+    (F = 32) features; register tiles vs BLAS for the chunk products; the recurrent loop
+    over token pairs vs single tokens (where the path has a pair loop); and, when more than
     one thread is available, from which length the sequence-parallel chunked form beats
     the recurrent one for a single (batch x head) slice.  Takes a few seconds (at most
     about ``budget`` seconds; later measurements are skipped past it).
@@ -271,6 +273,22 @@ def tune(*, save: bool = True, budget: float = 20.0, verbose: bool = False) -> d
             measured["tiles_vs_blas_s"] = {"tiles": t_tiles, "blas": t_blas}
             _core.set_tuning("tiles_max_dim", knobs["tiles_max_dim"])
             say(f"tiles {t_tiles * 1e3:.2f} ms, BLAS {t_blas * 1e3:.2f} ms")
+        # the recurrent loop: two tokens per pass over the state, or one
+        if base["token_pairs"] and not over():
+            recurrent = run(q, k, v, "recurrent", None)
+
+            def with_pairs(flag):
+                def fn():
+                    _core.set_tuning("token_pairs", flag)
+                    recurrent()
+                return fn
+
+            tt = _best_times({"pairs": with_pairs(1), "single": with_pairs(0)})
+            _core.set_tuning("token_pairs", -1)
+            knobs["token_pairs"] = 1 if tt["pairs"] <= tt["single"] else 0
+            measured["token_pairs_s"] = tt
+            say(f"recurrent, token pairs {tt['pairs'] * 1e3:.2f} ms, single "
+                f"{tt['single'] * 1e3:.2f} ms")
         # chunk sizes, wide and narrow features
         for key, F, choices in (("chunk", 64, (32, 64, 128)), ("chunk_narrow", 32, (16, 32, 64))):
             if over():

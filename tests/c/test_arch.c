@@ -297,6 +297,75 @@ test_rtoken(void)
     }
 }
 
+/* the pair loop against two calls of the one-token loop: bit for bit */
+static void
+test_rtoken2(void)
+{
+    static const int fs[] = {1, 5, 16};
+    static const int es[] = {1, 7, 8, 9, 16, 17, 33, 63, 64, 65, 100, 128, 130};
+    const int cpu = la_arch_cpu_isa();
+    unsigned seed = 11;
+    int isa, fi, ei, decayed, f64, pairs = 0;
+    for (isa = 0; isa <= cpu; isa++) {
+        if (la_arch_rtoken2_f32(isa) == NULL) {
+            CHECK(la_arch_rtoken2_f64(isa) == NULL, "pair loop for one dtype only");
+            continue;
+        }
+        for (f64 = 0; f64 < 2; f64++) {
+            for (fi = 0; fi < 3; fi++) {
+                for (ei = 0; ei < (int)(sizeof(es) / sizeof(es[0])); ei++) {
+                    for (decayed = 0; decayed < 2; decayed++) {
+                        const int f = fs[fi], e = es[ei], ld = e + 1, n = f * ld;
+                        double *buf = malloc(sizeof(double) * (size_t)(2 * n + 8 * f + 8 * e));
+                        double *S1 = buf, *S2 = buf + n, *x = buf + 2 * n;
+                        float *sf1 = malloc(sizeof(float) * (size_t)(2 * n + 8 * f + 8 * e));
+                        float *sf2 = sf1 + n, *xf = sf1 + 2 * n;
+                        double *q1 = x, *k1 = x + f, *q2 = x + 2 * f, *k2 = x + 3 * f;
+                        double *v1 = x + 4 * f, *v2 = v1 + e, *na = v2 + e, *nb = na + e;
+                        double *nc = nb + e, *nd = nc + e;
+                        float *qf1 = xf, *kf1 = xf + f, *qf2 = xf + 2 * f, *kf2 = xf + 3 * f;
+                        float *vf1 = xf + 4 * f, *vf2 = vf1 + e, *fa = vf2 + e, *fb = fa + e;
+                        float *fc = fb + e, *fd = fc + e;
+                        int i;
+                        for (i = 0; i < 2 * n + 8 * f + 8 * e; i++) {
+                            buf[i] = urand(&seed);
+                            sf1[i] = (float)buf[i];
+                        }
+                        memcpy(S2, S1, sizeof(double) * (size_t)n);
+                        memcpy(sf2, sf1, sizeof(float) * (size_t)n);
+                        if (f64) {
+                            la_arch_rtoken2_f64(isa)(f, e, 0.9, 0.8, decayed, S1, ld, q1, k1, v1,
+                                                     q2, k2, v2, na, nb);
+                            la_arch_rtoken_f64(isa)(f, e, 0.9, decayed, S2, ld, q1, k1, v1, nc);
+                            la_arch_rtoken_f64(isa)(f, e, 0.8, decayed, S2, ld, q2, k2, v2, nd);
+                            CHECK(memcmp(S1, S2, sizeof(double) * (size_t)n) == 0 &&
+                                      memcmp(na, nc, sizeof(double) * (size_t)e) == 0 &&
+                                      memcmp(nb, nd, sizeof(double) * (size_t)e) == 0,
+                                  "pair != two tokens isa %d f64 f %d e %d decayed %d", isa, f, e,
+                                  decayed);
+                        }
+                        else {
+                            la_arch_rtoken2_f32(isa)(f, e, 0.9f, 0.8f, decayed, sf1, ld, qf1, kf1,
+                                                     vf1, qf2, kf2, vf2, fa, fb);
+                            la_arch_rtoken_f32(isa)(f, e, 0.9f, decayed, sf2, ld, qf1, kf1, vf1, fc);
+                            la_arch_rtoken_f32(isa)(f, e, 0.8f, decayed, sf2, ld, qf2, kf2, vf2, fd);
+                            CHECK(memcmp(sf1, sf2, sizeof(float) * (size_t)n) == 0 &&
+                                      memcmp(fa, fc, sizeof(float) * (size_t)e) == 0 &&
+                                      memcmp(fb, fd, sizeof(float) * (size_t)e) == 0,
+                                  "pair != two tokens isa %d f32 f %d e %d decayed %d", isa, f, e,
+                                  decayed);
+                        }
+                        pairs++;
+                        free(buf);
+                        free(sf1);
+                    }
+                }
+            }
+        }
+    }
+    CHECK(cpu < LA_ISA_AVX512 || pairs > 0, "no pair loop on an AVX-512 CPU");
+}
+
 static void
 test_dispatch_and_table(void)
 {
@@ -322,11 +391,13 @@ test_dispatch_and_table(void)
     CHECK(!la_tuning_set("no_such_knob", 1), "unknown knob accepted");
     t = la_tuning_active();
     CHECK(t.chunk == la_tuning_defaults(la_cpu_isa())->chunk, "active row");
-    CHECK(la_fma_peak(LA_ISA_GENERIC, 0, 0.001, 1) > 0, "generic FMA peak");
-    CHECK(la_fma_peak(cpu, 1, 0.001, 1) > 0, "FMA peak of the CPU's path");
-    CHECK(la_fma_peak(LA_ISA_COUNT, 0, 0.001, 1) == 0, "FMA peak of no path");
+    CHECK(la_fma_peak(LA_ISA_GENERIC, 0, 0.001, 1, 0) > 0 &&
+              la_fma_peak(LA_ISA_GENERIC, 0, 0.001, 1, 1) > 0,
+          "generic FMA peak");
+    CHECK(la_fma_peak(cpu, 1, 0.001, 1, 0) > 0, "FMA peak of the CPU's path");
+    CHECK(la_fma_peak(LA_ISA_COUNT, 0, 0.001, 1, 0) == 0, "FMA peak of no path");
     if (cpu < LA_ISA_AVX512) {
-        CHECK(la_fma_peak(LA_ISA_AVX512, 0, 0.001, 1) == 0, "FMA peak above the CPU");
+        CHECK(la_fma_peak(LA_ISA_AVX512, 0, 0.001, 1, 0) == 0, "FMA peak above the CPU");
     }
 }
 
@@ -338,6 +409,7 @@ main(void)
     test_dispatch_and_table();
     test_tiles();
     test_rtoken();
+    test_rtoken2();
     printf("test_arch: %d checks, %d failures\n", checks, failures);
     return failures != 0;
 }

@@ -5,8 +5,9 @@
  *
  *   simd()                 {"active", "cpu", "source", "compiled"}
  *   set_simd(name)         switch the ISA path for this process; returns it
- *   fma_peak(isa=None, dtype="float32", seconds=0.05, reps=5)
- *                          1-core FMA GFLOP/s of a path's loop (GIL released)
+ *   fma_peak(isa=None, dtype="float32", seconds=0.05, reps=5, clock="wall")
+ *                          1-core FMA GFLOP/s of a path's loop (GIL released),
+ *                          timed by the wall clock or the thread's CPU time
  *   tuning_table()         {isa: {knob: value}}: la_tuning.h's rows
  *   tuning_active()        {knob: value} in force (active row + overrides)
  *   set_tuning(name, v)    override one knob (v < 0: back to the table)
@@ -89,16 +90,21 @@ arch_set_simd(PyObject *self, PyObject *arg)
 static PyObject *
 arch_fma_peak(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"isa", "dtype", "seconds", "reps", NULL};
+    static char *kwlist[] = {"isa", "dtype", "seconds", "reps", "clock", NULL};
     PyObject *isao = Py_None;
-    const char *dtype = "float32";
+    const char *dtype = "float32", *clk = "wall";
     double seconds = 0.05, r;
-    int reps = 5, isa, f64;
+    int reps = 5, isa, f64, cpu_clock;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Osdi:fma_peak", kwlist, &isao, &dtype,
-                                     &seconds, &reps)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Osdis:fma_peak", kwlist, &isao, &dtype,
+                                     &seconds, &reps, &clk)) {
         return NULL;
     }
+    if (strcmp(clk, "wall") != 0 && strcmp(clk, "cpu") != 0) {
+        PyErr_Format(PyExc_ValueError, "clock must be 'wall' or 'cpu', got '%s'", clk);
+        return NULL;
+    }
+    cpu_clock = strcmp(clk, "cpu") == 0;
     if (isa_arg(isao, &isa) < 0) {
         return NULL;
     }
@@ -119,7 +125,7 @@ arch_fma_peak(PyObject *self, PyObject *args, PyObject *kw)
     }
     f64 = strcmp(dtype, "float64") == 0;
     Py_BEGIN_ALLOW_THREADS
-    r = la_fma_peak(isa, f64, seconds, reps);
+    r = la_fma_peak(isa, f64, seconds, reps, cpu_clock);
     Py_END_ALLOW_THREADS
     return PyFloat_FromDouble(r);
 }

@@ -41,6 +41,25 @@ la_rtoken_f32 la_arch_rtoken_f32(int isa);
 la_rtoken_f64 la_arch_rtoken_f64(int isa);
 
 /*
+ * Two consecutive tokens in one pass over S (token 1 with a1, q1, k1, v1, then
+ * token 2): each vector of S is loaded and stored once per pair instead of
+ * once per token, the bound of the one-token loop.  Every entry goes through
+ * exactly the operations of two one-token calls, so the results are the same
+ * bit for bit.  NULL where a path has no pair loop (call the one-token loop
+ * twice).
+ */
+typedef void (*la_rtoken2_f32)(la_index f, la_index e, float a1, float a2, int decayed,
+                               float *S, la_index ld, const float *q1, const float *k1,
+                               const float *v1, const float *q2, const float *k2,
+                               const float *v2, float *num1, float *num2);
+typedef void (*la_rtoken2_f64)(la_index f, la_index e, double a1, double a2, int decayed,
+                               double *S, la_index ld, const double *q1, const double *k1,
+                               const double *v1, const double *q2, const double *k2,
+                               const double *v2, double *num1, double *num2);
+la_rtoken2_f32 la_arch_rtoken2_f32(int isa);
+la_rtoken2_f64 la_arch_rtoken2_f64(int isa);
+
+/*
  * Register-tile GEMM for chunk-sized products, row-major
  * C = op(A) op(B) + beta C with beta in {0, 1}, every dimension <= max_dim.
  * Returns 1 when it computed C, 0 when the path, the shape or beta are
@@ -69,7 +88,8 @@ double la_fma_loop_generic_f32(int64_t iters);
 double la_fma_loop_generic_f64(int64_t iters);
 
 /* Best GFLOP/s of the path's FMA loop over `reps` timed runs of at least
- * min_seconds each (one thread, the calling one); 0 when the path cannot run. */
-double la_fma_peak(int isa, int f64, double min_seconds, int reps);
+ * min_seconds each (one thread, the calling one), by the wall clock or (cpu_clock)
+ * the thread's CPU time; 0 when the path cannot run. */
+double la_fma_peak(int isa, int f64, double min_seconds, int reps, int cpu_clock);
 
 #endif

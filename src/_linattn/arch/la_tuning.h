@@ -30,7 +30,10 @@
     X(min_work_per_thread)                                                     \
     /* products with every dimension <= this run on the register tiles, the   \
      * others (and all of them at 0) on BLAS */                                \
-    X(tiles_max_dim)
+    X(tiles_max_dim)                                                           \
+    /* 1: the recurrent loop takes two tokens per pass over the state where   \
+     * the path has a pair loop (same results, fewer loads and stores) */      \
+    X(token_pairs)
 
 typedef struct {
 #define LA_TUNING_MEMBER(name) la_index name;

@@ -5,6 +5,7 @@
 #include "la_vmath.h"
 #include "linear.h"
 #include "arch/la_arch.h"
+#include "arch/la_tuning.h"
 #include "la_cpu.h"
 #include "featmap.h"
 
@@ -25,6 +26,8 @@ la_linear_work_size(int form, const la_linear_args *a, size_t itemsize)
         LA_ADD(e + 1, itemsize);
         LA_ADD(f * e, itemsize);
         LA_ADD(f, itemsize);
+        LA_ADD(e, itemsize);     /* second token of a pair: v */
+        LA_ADD(e + 1, itemsize); /* and its num */
         break;
     case LA_FORM_CHUNKED:
     case LA_FORM_CHUNK_ONE:

@@ -35,6 +35,20 @@ la_arch_rtoken_f64(int isa)
     return NULL;
 }
 
+la_rtoken2_f32
+la_arch_rtoken2_f32(int isa)
+{
+    (void)isa;
+    return NULL;
+}
+
+la_rtoken2_f64
+la_arch_rtoken2_f64(int isa)
+{
+    (void)isa;
+    return NULL;
+}
+
 int
 la_arch_gemm_tiles_f32(int isa, int ta, int tb, la_index m, la_index n, la_index k,
                        const float *A, la_index lda, const float *B, la_index ldb,

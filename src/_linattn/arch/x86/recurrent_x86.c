@@ -153,6 +153,78 @@ la_rtoken_avx512_f64(la_index f, la_index e, double a, int decayed, double *S,
     }
 }
 
+/* ----------------------------------------------- AVX-512, token pairs -- */
+
+#define LA_T float
+#define LA_NAME la_rtoken2_avx512_f32
+#define LA_TAIL2 tail2_512_f32
+#define LA_V __m512
+#define LA_M __mmask16
+#define LA_W 16
+#define LA_NV 4
+#define LA_VSET1 _mm512_set1_ps
+#define LA_VLOADU _mm512_loadu_ps
+#define LA_VSTOREU _mm512_storeu_ps
+#define LA_VFMA _mm512_fmadd_ps
+#define LA_VMUL _mm512_mul_ps
+#define LA_VADD _mm512_add_ps
+#define LA_VZERO _mm512_setzero_ps
+#define LA_VMLOAD _mm512_maskz_loadu_ps
+#define LA_VMSTORE _mm512_mask_storeu_ps
+#include "arch/x86/rtoken2_avx512_impl.h"
+#undef LA_T
+#undef LA_NAME
+#undef LA_TAIL2
+#undef LA_V
+#undef LA_M
+#undef LA_W
+#undef LA_NV
+#undef LA_VSET1
+#undef LA_VLOADU
+#undef LA_VSTOREU
+#undef LA_VFMA
+#undef LA_VMUL
+#undef LA_VADD
+#undef LA_VZERO
+#undef LA_VMLOAD
+#undef LA_VMSTORE
+
+/* float64: 64 columns as two sub-blocks of four vectors (8 x 4 vectors of v and
+ * accumulators would take all 32 registers) */
+#define LA_T double
+#define LA_NAME la_rtoken2_avx512_f64
+#define LA_TAIL2 tail2_512_f64
+#define LA_V __m512d
+#define LA_M __mmask8
+#define LA_W 8
+#define LA_NV 4
+#define LA_VSET1 _mm512_set1_pd
+#define LA_VLOADU _mm512_loadu_pd
+#define LA_VSTOREU _mm512_storeu_pd
+#define LA_VFMA _mm512_fmadd_pd
+#define LA_VMUL _mm512_mul_pd
+#define LA_VADD _mm512_add_pd
+#define LA_VZERO _mm512_setzero_pd
+#define LA_VMLOAD _mm512_maskz_loadu_pd
+#define LA_VMSTORE _mm512_mask_storeu_pd
+#include "arch/x86/rtoken2_avx512_impl.h"
+#undef LA_T
+#undef LA_NAME
+#undef LA_TAIL2
+#undef LA_V
+#undef LA_M
+#undef LA_W
+#undef LA_NV
+#undef LA_VSET1
+#undef LA_VLOADU
+#undef LA_VSTOREU
+#undef LA_VFMA
+#undef LA_VMUL
+#undef LA_VADD
+#undef LA_VZERO
+#undef LA_VMLOAD
+#undef LA_VMSTORE
+
 /* ---------------------------------------------------------------- AVX2 -- */
 
 /* Lanes [0, nb) of one 8 x float32 / 4 x float64 vector, as a maskload mask. */
