@@ -2,11 +2,13 @@
 
 ``main(argv, entries=None, parity=None)`` times a registry of entries for threads 1 and 2,
 prints a table, writes ``results.csv`` and PNG plots, and runs the extra measurements of
-performance.md section 3 (decode step, float64/float32, long-sequence scaling with peak RSS).
+docs/design/performance.md §3 (decode step, float64/float32, long-sequence scaling with peak
+RSS).  ``--roofline`` instead reports every kernel figure as a fraction of this machine's
+limits measured in the same run, per ISA path (:func:`roofline`).
 Without ``entries`` it uses :func:`linattn_entries` (linattn kinds, NumPy references and
 the ``np.matmul`` baseline); ``benchmarks/registry.py`` adds the torch peers.
 
-Method (performance.md section 4): warm up, median of ``repeat`` (>= 5) runs with min-max,
+Method (docs/design/performance.md §4): warm up, median of ``repeat`` (>= 5) runs with min-max,
 threads pinned for linattn (``la.set_num_threads``), NumPy's BLAS (``threadpoolctl``) and
 torch (``torch.set_num_threads``); every ratio is taken inside one run.
 Not imported by ``linattn``; needs only NumPy (threadpoolctl, matplotlib, tqdm optional).
@@ -77,7 +79,7 @@ def flops_recurrent(F: int = D, Ev: int = E, extra: float = 0.0):
 
 
 def flops_chunked(F: int = D, Ev: int = E, C: int = CHUNK, extra: float = 0.0):
-    """Executed flops of the dense chunked form, family.md section 5."""
+    """Executed flops of the dense chunked form, docs/design/family.md §5."""
     return lambda T, bh: bh * T * (4 * F * Ev + 2 * C * (F + Ev) + extra)
 
 
@@ -787,9 +789,9 @@ def roofline(argv=None) -> int:
             "fraction": fraction, "target": f"{op} {thr}" if op else "", "meets": meets,
             "threads": threads_, "T": T_, "BH": bh, "D": D, "E": E, "dtype": "float32",
             "median_s": t[0], "min_s": t[1], "max_s": t[2], "clock": a.clock, "note": note})
+        verdict = f"(target {op} {thr}: {meets})" if op else ""
         print(f"  {path:8s} {figure:26s} {kind:11s} {value:10.4g} {unit:10s} "
-              f"{fraction:8.3f} of {limit_name} {('(target ' + op + ' ' + str(thr) + ': ' + meets + ')') if op else ''}",
-              flush=True)
+              f"{fraction:8.3f} of {limit_name} {verdict}", flush=True)
 
     # ---- NumPy quadratic reference (path-independent): one head, scaled to B*H
     def numpy_ref_seconds():
@@ -875,7 +877,8 @@ def roofline(argv=None) -> int:
     fields = list(rows[0]) if rows else []
     with open(path_csv, "w", newline="") as f:
         f.write(f"# linattn roofline {env['date']} cpu={cpu} linattn={env['linattn']} "
-                f"numpy={env['numpy']} fma_peak_f32_1core={ {x: round(v, 2) for x, v in peaks.items()} } "
+                f"numpy={env['numpy']} "
+                f"fma_peak_f32_1core={ {x: round(v, 2) for x, v in peaks.items()} } "
                 f"matmul_f32_1024_1thread={mm_rate:.2f} (best {mm['best']:.2f}) "
                 f"numpy_blas={mm['blas']} numpy_blas_corename={mm['corename']} "
                 f"linattn_blas={env['linattn_blas']} clock={a.clock}\n")
