@@ -13,7 +13,7 @@ static const la_tuning la_tuning_rows[LA_ISA_COUNT] = {
     /* avx2 */
     {.chunk = 64, .chunk_narrow = 32, .narrow_f = 32, .recurrent_max_e = 64,
      .seq_min_chunks = 4, .seq_window = 32, .min_work_per_thread = 262144,
-     .tiles_max_dim = 256, .token_pairs = 0},
+     .tiles_max_dim = 256, .token_pairs = 1},
     /* avx512 */
     {.chunk = 64, .chunk_narrow = 32, .narrow_f = 32, .recurrent_max_e = 64,
      .seq_min_chunks = 4, .seq_window = 32, .min_work_per_thread = 262144,

@@ -70,13 +70,15 @@ la_arch_rtoken_f64(int isa)
 la_rtoken2_f32
 la_arch_rtoken2_f32(int isa)
 {
-    return isa == LA_ISA_AVX512 ? la_rtoken2_avx512_f32 : NULL;
+    return isa == LA_ISA_AVX512 ? la_rtoken2_avx512_f32
+                                : (isa == LA_ISA_AVX2 ? la_rtoken2_avx2_f32 : NULL);
 }
 
 la_rtoken2_f64
 la_arch_rtoken2_f64(int isa)
 {
-    return isa == LA_ISA_AVX512 ? la_rtoken2_avx512_f64 : NULL;
+    return isa == LA_ISA_AVX512 ? la_rtoken2_avx512_f64
+                                : (isa == LA_ISA_AVX2 ? la_rtoken2_avx2_f64 : NULL);
 }
 
 #endif /* x86-64 */

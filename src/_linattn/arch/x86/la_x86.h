@@ -35,6 +35,14 @@ void la_rtoken2_avx512_f64(la_index f, la_index e, double a1, double a2, int dec
                            double *S, la_index ld, const double *q1, const double *k1,
                            const double *v1, const double *q2, const double *k2,
                            const double *v2, double *num1, double *num2);
+void la_rtoken2_avx2_f32(la_index f, la_index e, float a1, float a2, int decayed, float *S,
+                         la_index ld, const float *q1, const float *k1, const float *v1,
+                         const float *q2, const float *k2, const float *v2, float *num1,
+                         float *num2);
+void la_rtoken2_avx2_f64(la_index f, la_index e, double a1, double a2, int decayed,
+                         double *S, la_index ld, const double *q1, const double *k1,
+                         const double *v1, const double *q2, const double *k2,
+                         const double *v2, double *num1, double *num2);
 void la_rtoken_avx2_f32(la_index f, la_index e, float a, int decayed, float *S,
                         la_index ld, const float *qf, const float *kf, const float *vv,
                         float *num);

@@ -10,7 +10,10 @@
  * the last multiple of 64 take the FMA form s = fma(k, v, s) (decayed:
  * s = fma(a, s, k v)); the remaining columns the tail form s = s + k v, in
  * every path, so AVX2 and AVX-512 give bit-identical states and outputs.
- * The portable loop in kernels/linear_impl.h is the generic path.
+ * The pair loops (rtoken2_impl.h) take two consecutive tokens per pass over
+ * S with the same operations per entry: the same bits, half the loads and
+ * stores of S.  The portable loop in kernels/linear_impl.h is the generic
+ * path.
  */
 #include "arch/la_arch.h"
 
@@ -155,6 +158,8 @@ la_rtoken_avx512_f64(la_index f, la_index e, double a, int decayed, double *S,
 
 /* ----------------------------------------------- AVX-512, token pairs -- */
 
+#define LA_TARGET_PATH LA_TARGET_AVX512
+#define LA_MKMASK(nb) ((__mmask16)((1u << (nb)) - 1u))
 #define LA_T float
 #define LA_NAME la_rtoken2_avx512_f32
 #define LA_TAIL2 tail2_512_f32
@@ -171,7 +176,7 @@ la_rtoken_avx512_f64(la_index f, la_index e, double a, int decayed, double *S,
 #define LA_VZERO _mm512_setzero_ps
 #define LA_VMLOAD _mm512_maskz_loadu_ps
 #define LA_VMSTORE _mm512_mask_storeu_ps
-#include "arch/x86/rtoken2_avx512_impl.h"
+#include "arch/x86/rtoken2_impl.h"
 #undef LA_T
 #undef LA_NAME
 #undef LA_TAIL2
@@ -188,9 +193,13 @@ la_rtoken_avx512_f64(la_index f, la_index e, double a, int decayed, double *S,
 #undef LA_VZERO
 #undef LA_VMLOAD
 #undef LA_VMSTORE
+#undef LA_TARGET_PATH
+#undef LA_MKMASK
 
 /* float64: 64 columns as two sub-blocks of four vectors (8 x 4 vectors of v and
  * accumulators would take all 32 registers) */
+#define LA_TARGET_PATH LA_TARGET_AVX512
+#define LA_MKMASK(nb) ((__mmask8)((1u << (nb)) - 1u))
 #define LA_T double
 #define LA_NAME la_rtoken2_avx512_f64
 #define LA_TAIL2 tail2_512_f64
@@ -207,7 +216,7 @@ la_rtoken_avx512_f64(la_index f, la_index e, double a, int decayed, double *S,
 #define LA_VZERO _mm512_setzero_pd
 #define LA_VMLOAD _mm512_maskz_loadu_pd
 #define LA_VMSTORE _mm512_mask_storeu_pd
-#include "arch/x86/rtoken2_avx512_impl.h"
+#include "arch/x86/rtoken2_impl.h"
 #undef LA_T
 #undef LA_NAME
 #undef LA_TAIL2
@@ -224,6 +233,8 @@ la_rtoken_avx512_f64(la_index f, la_index e, double a, int decayed, double *S,
 #undef LA_VZERO
 #undef LA_VMLOAD
 #undef LA_VMSTORE
+#undef LA_TARGET_PATH
+#undef LA_MKMASK
 
 /* ---------------------------------------------------------------- AVX2 -- */
 
@@ -380,5 +391,82 @@ la_rtoken_avx2_f64(la_index f, la_index e, double a, int decayed, double *S, la_
         tail256_f64(f, j0, e - j0 < 4 ? e - j0 : 4, av, decayed, S, ld, qf, kf, vv, num);
     }
 }
+
+
+/* ------------------------------------------------- AVX2, token pairs -- */
+
+#define LA_TARGET_PATH LA_TARGET_AVX2
+#define LA_MKMASK(nb) mask8(nb)
+#define LA_T float
+#define LA_NAME la_rtoken2_avx2_f32
+#define LA_TAIL2 tail2_256_f32
+#define LA_V __m256
+#define LA_M __m256i
+#define LA_W 8
+#define LA_NV 2
+#define LA_VSET1 _mm256_set1_ps
+#define LA_VLOADU _mm256_loadu_ps
+#define LA_VSTOREU _mm256_storeu_ps
+#define LA_VFMA _mm256_fmadd_ps
+#define LA_VMUL _mm256_mul_ps
+#define LA_VADD _mm256_add_ps
+#define LA_VZERO _mm256_setzero_ps
+#define LA_VMLOAD(m, p) _mm256_maskload_ps((p), (m))
+#define LA_VMSTORE(p, m, v) _mm256_maskstore_ps((p), (m), (v))
+#include "arch/x86/rtoken2_impl.h"
+#undef LA_T
+#undef LA_NAME
+#undef LA_TAIL2
+#undef LA_V
+#undef LA_M
+#undef LA_W
+#undef LA_NV
+#undef LA_VSET1
+#undef LA_VLOADU
+#undef LA_VSTOREU
+#undef LA_VFMA
+#undef LA_VMUL
+#undef LA_VADD
+#undef LA_VZERO
+#undef LA_VMLOAD
+#undef LA_VMSTORE
+#undef LA_MKMASK
+
+#define LA_MKMASK(nb) mask4(nb)
+#define LA_T double
+#define LA_NAME la_rtoken2_avx2_f64
+#define LA_TAIL2 tail2_256_f64
+#define LA_V __m256d
+#define LA_M __m256i
+#define LA_W 4
+#define LA_NV 2
+#define LA_VSET1 _mm256_set1_pd
+#define LA_VLOADU _mm256_loadu_pd
+#define LA_VSTOREU _mm256_storeu_pd
+#define LA_VFMA _mm256_fmadd_pd
+#define LA_VMUL _mm256_mul_pd
+#define LA_VADD _mm256_add_pd
+#define LA_VZERO _mm256_setzero_pd
+#define LA_VMLOAD(m, p) _mm256_maskload_pd((p), (m))
+#define LA_VMSTORE(p, m, v) _mm256_maskstore_pd((p), (m), (v))
+#include "arch/x86/rtoken2_impl.h"
+#undef LA_T
+#undef LA_NAME
+#undef LA_TAIL2
+#undef LA_V
+#undef LA_M
+#undef LA_W
+#undef LA_NV
+#undef LA_VSET1
+#undef LA_VLOADU
+#undef LA_VSTOREU
+#undef LA_VFMA
+#undef LA_VMUL
+#undef LA_VADD
+#undef LA_VZERO
+#undef LA_VMLOAD
+#undef LA_VMSTORE
+#undef LA_MKMASK
+#undef LA_TARGET_PATH
 
 #endif /* x86-64 */

@@ -1,23 +1,24 @@
 /*
- * rtoken2_avx512_impl.h -- WARNING: included once per dtype by recurrent_x86.c
- * (no include guard): the AVX-512 loop over two consecutive tokens.  From
- * recurrent_x86.c: LA_T, LA_NAME (function name), LA_TAIL2 (tail helper
- * name), LA_V, LA_M (mask type), LA_W (lanes), LA_NV (vectors per column
+ * rtoken2_impl.h -- WARNING: included once per path and dtype by
+ * recurrent_x86.c (no include guard): the loop over two consecutive tokens.
+ * From recurrent_x86.c: LA_TARGET_PATH (function target), LA_T, LA_NAME
+ * (function name), LA_TAIL2 (tail helper name), LA_V, LA_M (mask type),
+ * LA_MKMASK(nb) (lanes [0, nb)), LA_W (lanes), LA_NV (vectors per column
  * sub-block, LA_NV * LA_W dividing 64), LA_VSET1, LA_VLOADU, LA_VSTOREU,
- * LA_VFMA, LA_VMUL, LA_VADD, LA_VZERO, LA_VMLOAD (masked, zeroing),
- * LA_VMSTORE (masked).
+ * LA_VFMA, LA_VMUL, LA_VADD, LA_VZERO, LA_VMLOAD(m, p) (masked, zeroing),
+ * LA_VMSTORE(p, m, v) (masked).
  *
  * Per entry of S the operations are those of two calls of the one-token
  * loop: FMA form below the last multiple of 64 columns, tail form after it.
  */
 
 /* Columns [e0, e0 + nb), nb <= LA_W, both tokens, tail form. */
-LA_TARGET_AVX512 static void
+LA_TARGET_PATH static void
 LA_TAIL2(la_index f, la_index e0, la_index nb, LA_V av1, LA_V av2, int decayed, LA_T *S,
          la_index ld, const LA_T *q1, const LA_T *k1, const LA_T *v1, const LA_T *q2,
          const LA_T *k2, const LA_T *v2, LA_T *num1, LA_T *num2)
 {
-    const LA_M m = (LA_M)((1u << nb) - 1u);
+    const LA_M m = LA_MKMASK(nb);
     const LA_V x1 = LA_VMLOAD(m, v1 + e0), x2 = LA_VMLOAD(m, v2 + e0);
     LA_V c1 = LA_VZERO(), c2 = LA_VZERO();
     la_index i;
@@ -35,7 +36,7 @@ LA_TAIL2(la_index f, la_index e0, la_index nb, LA_V av1, LA_V av2, int decayed, 
     LA_VMSTORE(num2 + e0, m, c2);
 }
 
-LA_TARGET_AVX512 void
+LA_TARGET_PATH void
 LA_NAME(la_index f, la_index e, LA_T a1, LA_T a2, int decayed, LA_T *S, la_index ld,
         const LA_T *q1, const LA_T *k1, const LA_T *v1, const LA_T *q2, const LA_T *k2,
         const LA_T *v2, LA_T *num1, LA_T *num2)
