@@ -741,7 +741,8 @@ def roofline(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=7, help="timed runs per figure")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="one-thread figures timed by the wall clock or the thread's CPU "
-                        "time (steadier on a shared machine)")
+                        "time (steadier on a shared machine, but some VMs account CPU time "
+                        "wrongly: check that the FMA peak is plausible)")
     a = p.parse_args(argv)
     repeat = 3 if a.quick else max(5, a.repeat)
     T = 2048 if a.quick else 8192
