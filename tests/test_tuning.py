@@ -143,3 +143,28 @@ def test_tune_writes_the_cache_and_auto_uses_it(tmp_path):
     assert _py("use", dict(env, LINATTN_TUNING="off"))["info"].startswith("defaults (")
     path.write_text("{not json")
     assert _py("use", env)["info"].startswith("defaults (")
+
+
+@pytest.mark.slow
+def test_roofline_cli_writes_every_figure(tmp_path):
+    """`python -m linattn bench --roofline --quick` on the generic path: every figure row
+    with the CPU, ISA path and BLAS core types in the CSV (numbers are not judged)."""
+    import csv
+
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "linattn", "bench", "--roofline", "--quick",
+                        "--paths", "generic", "--repeat", "1", "--out", str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = (tmp_path / "roofline.csv").read_text().splitlines()
+    assert lines[0].startswith("# linattn roofline") and "fma_peak_f32_1core" in lines[0]
+    rows = list(csv.DictReader(lines[1:]))
+    figures = {row["figure"] for row in rows}
+    want = {"chunked_vs_matmul", "recurrent_vs_fma_floor", "vs_numpy_reference",
+            "step_per_call", "small_call_overhead"}
+    if _core.build_info()["max_threads"] >= 2:
+        want |= {"threads_2v1", "threads_2v1_seq_split"}
+    assert want <= figures
+    for row in rows:
+        assert row["isa_path"] == "generic" and row["cpu"] and row["numpy_blas_corename"]
+        assert float(row["value"]) > 0 and float(row["fraction"]) > 0
