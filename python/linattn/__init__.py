@@ -33,6 +33,7 @@ from ._draws import decay_slopes
 from ._sscan import selective_scan
 from ._draws import random_features
 from .fidelity import approximation_error
+from ._tuning import tune  # noqa: F401  (per-machine crossovers for mode="auto")
 from ._registry import kinds
 from .grad import causal_vjp, noncausal_vjp
 from .state import State
@@ -72,9 +73,9 @@ def info() -> dict:
         "blas_corename": b["blas_corename"],
         "blas_config": b["blas_config"],
         "blas_threads": 1,
-        "simd": b["simd"],
-        # the hand-written AVX-512 recurrent loop and GEMM tiles (off with LINATTN_NO_SIMD=1)
-        "avx512_kernels": bool(b["avx512_kernels"]),
+        # ISA path of the hand-written loops (LINATTN_SIMD=avx512|avx2|generic), the CPU's
+        # best, where the choice came from, paths compiled in, tuning table or la.tune() cache
+        **__import__("linattn._tuning", fromlist=["_"]).info_entries(),
         "openmp": bool(b["openmp"]),
         # linattn's own thread pool: the count, where it came from ("set_num_threads",
         # "threadpoolctl", "LINATTN_NUM_THREADS", "OMP_NUM_THREADS", "cpu_affinity"),

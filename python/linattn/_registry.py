@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import _tuning
+
 # Elementwise feature maps run in C (kernels/featmap.h); the codes match la_fmap.
 FMAP_IDENTITY, FMAP_ELU1, FMAP_RELU, FMAP_ELU = 0, 1, 2, 3
 FMAP_NAMES = {"identity": FMAP_IDENTITY, "elu1": FMAP_ELU1, "relu": FMAP_RELU, "elu": FMAP_ELU}
@@ -70,12 +72,8 @@ class KindSpec:
         }
 
 
-AUTO_RULE = ("recurrent when T < 2 * chunk_size; chunked when there are fewer (batch x head) "
-             "slices than threads and T >= 4 * chunk_size * threads (it splits the sequence "
-             "over the threads); otherwise recurrent while the values are at most 64 wide (E <= "
-             "64, any F) and chunked for wider values (measured crossovers); parallel is never chosen "
-             "automatically. Kinds with their own kernels (performer, rfa, lavo) use chunked "
-             "from T >= 2 * chunk_size")
+# generated from the tuning table (src/_linattn/arch/la_tuning.h via _core), not a copy
+AUTO_RULE = _tuning.auto_rule()
 
 _REGISTRY: dict[str, KindSpec] = {}
 

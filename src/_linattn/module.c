@@ -80,6 +80,7 @@ static int (*const la_registrars[])(PyObject *) = {
     la_register_lavo,   la_register_lara,      la_register_rf,
     la_register_performer,
     la_register_linear_bwd,
+    la_register_arch, /* arch/arch_py.c: simd, fma_peak, tuning table */
 };
 
 static int
