@@ -1,5 +1,6 @@
 #include "gufunc_util.h"
 #include "la_parallel.h"
+#include "arch/la_tuning.h"
 
 #include <ctype.h>
 #include <fenv.h>
@@ -132,8 +133,9 @@ la_call_workers(const la_call *c, double flops)
             flops += 16.0 * e;
         }
     }
-    if ((double)c->n * flops < (double)nth * LA_MIN_FLOPS_PER_WORKER) {
-        const double cap = (double)c->n * flops / LA_MIN_FLOPS_PER_WORKER;
+    const double min_work = (double)la_tuning_active().min_work_per_thread;
+    if ((double)c->n * flops < (double)nth * min_work) {
+        const double cap = (double)c->n * flops / min_work;
         nth = cap < 2.0 ? 1 : (int)cap;
     }
     return nth;

@@ -121,7 +121,7 @@ typedef la_status (*la_item_fn)(const la_call *c, const void *proto, npy_intp i,
 /*
  * Run item(c, proto, i, work) for every outer item i.  The runner picks the
  * threads (la_workers_for, capped so that each worker gets at least
- * LA_MIN_FLOPS_PER_WORKER of the `flops` per item: <= 0 estimates them from
+ * the tuning table's min_work_per_thread (arch/la_tuning.h) of the `flops` per item: <= 0 estimates them from
  * the operand sizes), gives each worker `wsize` bytes of scratch, hands out
  * items dynamically (the result of an item never depends on which thread
  * computes it), routes Ctrl-C to la_cancel_flag and stops between items when
@@ -130,8 +130,6 @@ typedef la_status (*la_item_fn)(const la_call *c, const void *proto, npy_intp i,
  */
 int la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize,
            double flops);
-/* ~100-200 us of work: less does not pay for waking a sleeping worker */
-#define LA_MIN_FLOPS_PER_WORKER 1048576.0
 
 
 /* ------------------------------------------- lower-level pieces (stable) -- */

@@ -13,6 +13,7 @@
 
 #include "kernels/linear.h"
 #include "la_parallel.h"
+#include "arch/la_tuning.h"
 
 /* causal (and the in-place step, which has LC_O as its only output) */
 enum { LC_Q, LC_K, LC_V, LC_G, LC_S0, LC_Z0, LC_SCALE, LC_EPS, LC_FLAGS, LC_CHUNK,
@@ -69,8 +70,9 @@ linear_item(const la_call *c, const void *proto, npy_intp i, void *work)
  * increment in parallel, a serial scan turns increments into entering
  * states, pass 2 computes every chunk's outputs in parallel.  The operations
  * are those of the serial chunked kernel, so the results are bit-identical.
+ * A window holds the tuning table's seq_window chunks (bounds the stored
+ * states).
  */
-#define LA_SEQ_WINDOW 32 /* chunks per window: bounds the stored states */
 
 typedef struct {
     const la_linear_args *a;
@@ -113,6 +115,7 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     char *Sx, *work;
     size_t wsize;
     la_index c0, j, cw;
+    const la_index window = la_tuning_active().seq_window;
     memset(&c, 0, sizeof(c));
     c.a = a;
     c.f64 = f64;
@@ -120,19 +123,19 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ec) * is);
     c.obytes = LA_ALIGN_BYTES((size_t)(C * ec) * is);
     wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
-    c.states = malloc(c.sbytes * (LA_SEQ_WINDOW + 1));
-    c.outs = malloc(c.obytes * LA_SEQ_WINDOW);
-    c.betas = malloc(sizeof(double) * LA_SEQ_WINDOW);
+    c.states = malloc(c.sbytes * (window + 1));
+    c.outs = malloc(c.obytes * window);
+    c.betas = malloc(sizeof(double) * window);
     work = malloc(wsize * (size_t)nth + 64);
     if (c.states == NULL || c.outs == NULL || c.betas == NULL || work == NULL) {
         st = LA_ERR_NOMEM;
         goto done;
     }
-    Sx = c.states + c.sbytes * LA_SEQ_WINDOW;
+    Sx = c.states + c.sbytes * window;
     f64 ? la_linear_state_load_f64(a, (double *)Sx) : la_linear_state_load_f32(a, (float *)Sx);
-    for (c0 = 0; c0 < nchunks && st == LA_OK; c0 += LA_SEQ_WINDOW) {
+    for (c0 = 0; c0 < nchunks && st == LA_OK; c0 += window) {
         c.c0 = c0;
-        cw = nchunks - c0 < LA_SEQ_WINDOW ? nchunks - c0 : LA_SEQ_WINDOW;
+        cw = nchunks - c0 < window ? nchunks - c0 : window;
         c.pass = 1;
         if ((st = la_parallel_items(cw, nth, seq_item, &c, work, wsize)) != LA_OK) {
             break;
@@ -201,7 +204,7 @@ linear_loop(const la_call *c)
     a.cancel = &la_cancel_flag;
 
     if (d->form == LA_FORM_CHUNKED && c->n < nth && a.chunk >= 1 &&
-        a.t >= 4 * a.chunk * nth) {
+        a.t >= la_tuning_active().seq_min_chunks * a.chunk * nth) {
         /* fewer slices than threads and a long sequence: split the sequence */
         const int sig = la_interrupt_begin();
         la_status st = LA_OK;
