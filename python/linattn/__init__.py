@@ -33,7 +33,7 @@ from ._draws import decay_slopes
 from ._sscan import selective_scan
 from ._draws import random_features
 from .fidelity import approximation_error
-from ._tuning import tune  # noqa: F401  (per-machine crossovers for mode="auto")
+from ._tuning import tune  # per-machine crossovers for mode="auto"
 from ._registry import kinds
 from .grad import causal_vjp, noncausal_vjp
 from .state import State
@@ -153,5 +153,5 @@ __all__ = [
     "State", "approximation_error", "causal", "causal_vjp", "decay_slopes", "features",
     "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "noncausal_vjp",
     "random_features", "reference", "selective_scan", "set_num_threads", "softmax_attention",
-    "step", "testing",
+    "step", "testing", "tune",
 ]
