@@ -31,6 +31,7 @@ from ._draws import lavo_bases
 from ._api import causal, noncausal, softmax_attention, step
 from ._draws import decay_slopes
 from ._sscan import selective_scan
+from .grad import selective_scan_vjp, softmax_attention_vjp
 from ._draws import random_features
 from .fidelity import approximation_error
 from ._registry import kinds
@@ -91,5 +92,6 @@ _init_threads_from_env()
 __all__ = [
     "State", "approximation_error", "causal", "decay_slopes", "features",
     "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "random_features",
-    "reference", "selective_scan", "set_num_threads", "softmax_attention", "step", "testing",
+    "reference", "selective_scan", "selective_scan_vjp", "set_num_threads", "softmax_attention",
+    "softmax_attention_vjp", "step", "testing",
 ]

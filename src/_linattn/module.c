@@ -59,6 +59,8 @@ static int (*const la_registrars[])(PyObject *) = {
     la_register_cosformer, la_register_diag,   la_register_sscan,
     la_register_lavo,   la_register_lara,      la_register_rf,
     la_register_performer,
+    la_register_softmax_bwd,
+    la_register_sscan_bwd,
 };
 
 static int
