@@ -283,8 +283,8 @@ def run(kinds=KINDS, tasks=TASKS, quick=False, steps=None, batch=None, lr=3e-3, 
         torch.set_num_threads(threads)
         la.set_num_threads(threads)
     size = SIZES["quick" if quick else "full"]
-    steps = steps or (80 if quick else 800)
-    batch = batch or (16 if quick else 64)
+    steps = steps or (80 if quick else 500)
+    batch = batch or (16 if quick else 32)
     log_every = log_every if log_every is not None else (10 if quick else 100)
     results, skipped = [], {}
     for kind in kinds:

@@ -76,6 +76,26 @@ LA_FN(la_softmax_lse)(const la_softmax_lse_args *a, void *work)
     return LA_OK;
 }
 
+/* p = exp(p - l) over one row of scores (vectorised exp, la_vmath.h). */
+LA_TARGET_CLONES static void
+LA_FN(smb_exp_rows)(la_index n, LA_T *LA_RESTRICT p, LA_T l)
+{
+    la_index j;
+    for (j = 0; j < n; j++) {
+        p[j] = LA_EXP(p[j] - l);
+    }
+}
+
+/* dZ = P o (dP - D) over one row, in dP. */
+LA_TARGET_CLONES static void
+LA_FN(smb_dz_row)(la_index n, const LA_T *LA_RESTRICT p, LA_T *LA_RESTRICT dp, LA_T D)
+{
+    la_index j;
+    for (j = 0; j < n; j++) {
+        dp[j] = p[j] * (dp[j] - D);
+    }
+}
+
 la_status
 LA_FN(la_softmax_bwd)(const la_softmax_bwd_args *a, void *work)
 {
@@ -134,11 +154,7 @@ LA_FN(la_softmax_bwd)(const la_softmax_bwd_args *a, void *work)
         for (r = 0; r < nb; r++) {
             LA_T *Pr = P + r * lds;
             const la_index valid = a->causal ? (r0 + r + 1 < nk ? r0 + r + 1 : nk) : nk;
-            const double l = a->lse[(r0 + r) * a->lse_s];
-            for (j = 0; j < valid; j++) {
-                Pr[j] = (LA_T)((double)Pr[j] - l);
-            }
-            LA_VEXP(valid, Pr, Pr);
+            LA_FN(smb_exp_rows)(valid, Pr, (LA_T)a->lse[(r0 + r) * a->lse_s]);
             for (j = valid; j < nk; j++) {
                 Pr[j] = 0;
             }
@@ -152,9 +168,7 @@ LA_FN(la_softmax_bwd)(const la_softmax_bwd_args *a, void *work)
             LA_T *dPr = dP + r * lds;
             const LA_T Dt = (LA_T)Dr[r];
             const la_index valid = a->causal ? (r0 + r + 1 < nk ? r0 + r + 1 : nk) : nk;
-            for (j = 0; j < valid; j++) {
-                dPr[j] = Pr[j] * (dPr[j] - Dt);
-            }
+            LA_FN(smb_dz_row)(valid, Pr, dPr, Dt);
             for (j = valid; j < nk; j++) {
                 dPr[j] = 0;
             }
