@@ -87,9 +87,11 @@ def _np(t: Optional[Tensor]):
 
 
 def _fresh(a) -> Tensor:
-    """``torch.from_numpy`` on a contiguous, writeable array that no input shares."""
+    """``torch.from_numpy`` on a result array (results never share an input's memory);
+    copied only when read-only (a broadcast view) or not C-contiguous (the strides the
+    fake implementations declare)."""
     a = np.asarray(a)
-    if not (a.flags.c_contiguous and a.flags.writeable and a.flags.owndata):
+    if not (a.flags.c_contiguous and a.flags.writeable):
         a = np.array(a, order="C", copy=True)
     return torch.from_numpy(a)
 
