@@ -231,3 +231,19 @@ def test_torch_autograd_oracle(rng):
         np.testing.assert_allclose(o, to.detach().numpy(), rtol=1e-12, atol=1e-13)
         for n, t in zip("qkv", (tq, tk, tv)):
             assert relative_rms(g[n], t.grad.numpy()) <= 1e-10, n
+
+
+def test_bit_identical_across_thread_counts(rng):
+    q, k, v = _qkv(rng, batch=(2, 3), T=70, dtype=np.float32)
+    _, k1, v1 = _qkv(rng, batch=(2, 1), T=70, dtype=np.float32)
+    do = rng.standard_normal(q.shape[:-1] + (5,)).astype(np.float32)
+    n0 = la.get_num_threads()
+    try:
+        gs = []
+        for n in (1, 2):
+            la.set_num_threads(n)
+            gs.append(la.softmax_attention_vjp(q, k1, v1)[1](do))
+    finally:
+        la.set_num_threads(n0)
+    for name in "qkv":
+        np.testing.assert_array_equal(gs[0][name], gs[1][name])

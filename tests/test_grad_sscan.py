@@ -212,3 +212,18 @@ def test_torch_autograd_oracle(rng, bc):
     np.testing.assert_allclose(o, to.detach().numpy(), rtol=1e-10, atol=1e-12)
     for n in NAMES:
         assert rrms(g[n], t[n].grad.numpy()) <= 1e-10, n
+
+
+def test_bit_identical_across_thread_counts(rng):
+    x = {n: v.astype(np.float32) for n, v in make(rng, L=70, bc="grp").items()}
+    do = rng.standard_normal(x["u"].shape).astype(np.float32)
+    n0 = la.get_num_threads()
+    try:
+        gs = []
+        for n in (1, 2):
+            la.set_num_threads(n)
+            gs.append(la.selective_scan_vjp(**x, delta_softplus=True)[1](do))
+    finally:
+        la.set_num_threads(n0)
+    for name in NAMES:
+        np.testing.assert_array_equal(gs[0][name], gs[1][name])
