@@ -13,7 +13,7 @@ la_sscan_bwd_work_size(const la_sscan_bwd_args *a, size_t itemsize)
     s += LA_ALIGN_BYTES((bl + 1) * n * itemsize);   /* block states */
     s += LA_ALIGN_BYTES(bl * n * itemsize);         /* block exp(dt A) */
     s += LA_ALIGN_BYTES(bl * itemsize);             /* block dt */
-    s += 4 * LA_ALIGN_BYTES(n * itemsize);          /* A, B_t, C_t, dh */
+    s += 6 * LA_ALIGN_BYTES(n * itemsize);          /* A, B_t, C_t, dh, dB_t, dC_t */
     s += 3 * LA_ALIGN_BYTES(n * sizeof(double));    /* dA, dB, dC sums */
     return s + 64;
 }

@@ -23,6 +23,63 @@ LA_FN(sscan_bwd_gather)(LA_T *dst, const LA_T *src, la_index n, la_index s)
     }
 }
 
+/* h <- exp(dt A) h + dut B over the n entries (pass 1, in place). */
+LA_TARGET_CLONES static void
+LA_FN(ssb_advance)(la_index n, LA_T dt, LA_T dut, const LA_T *LA_RESTRICT A,
+                   const LA_T *LA_RESTRICT bt, LA_T *LA_RESTRICT h)
+{
+    la_index i;
+    for (i = 0; i < n; i++) {
+        h[i] = LA_EXP(dt * A[i]) * h[i] + dut * bt[i];
+    }
+}
+
+/* hn = a o hp + dut B with a = exp(dt A) kept (the block recompute). */
+LA_TARGET_CLONES static void
+LA_FN(ssb_recompute)(la_index n, LA_T dt, LA_T dut, const LA_T *LA_RESTRICT A,
+                     const LA_T *LA_RESTRICT bt, const LA_T *LA_RESTRICT hp,
+                     LA_T *LA_RESTRICT hn, LA_T *LA_RESTRICT ar)
+{
+    la_index i;
+    for (i = 0; i < n; i++) {
+        const LA_T x = LA_EXP(dt * A[i]);
+        ar[i] = x;
+        hn[i] = x * hp[i] + dut * bt[i];
+    }
+}
+
+/*
+ * One token of the reverse walk over the n state entries: dhb = dh + C dy,
+ * dC_t = dy h_t, dB_t = dhb dt u, dA += eps dt, dh <- a dhb; returns
+ * sum_n (eps A + u dhb B) in r[0] and sum_n dhb B in r[1].  Contiguous rows,
+ * no branches: vectorised.
+ */
+LA_TARGET_CLONES static void
+LA_FN(ssb_token)(la_index n, const LA_T *LA_RESTRICT A, const LA_T *LA_RESTRICT bt,
+                 const LA_T *LA_RESTRICT ct, const LA_T *LA_RESTRICT hp,
+                 const LA_T *LA_RESTRICT hn, const LA_T *LA_RESTRICT ar,
+                 LA_T *LA_RESTRICT dh, LA_T dy, LA_T dt, LA_T ut,
+                 double *LA_RESTRICT sA, LA_T *LA_RESTRICT dBt, LA_T *LA_RESTRICT dCt,
+                 LA_T *r)
+{
+    LA_T ddt = 0, sb = 0;
+    const LA_T dtu = dt * ut;
+    la_index i;
+#pragma omp simd reduction(+ : ddt, sb)
+    for (i = 0; i < n; i++) {
+        const LA_T dhb = dh[i] + ct[i] * dy;
+        const LA_T eps = dhb * ar[i] * hp[i];
+        dCt[i] = dy * hn[i];
+        dBt[i] = dhb * dtu;
+        sA[i] += (double)(eps * dt);
+        ddt += eps * A[i] + ut * dhb * bt[i];
+        sb += dhb * bt[i];
+        dh[i] = ar[i] * dhb;
+    }
+    r[0] = ddt;
+    r[1] = sb;
+}
+
 la_status
 LA_FN(la_sscan_bwd)(const la_sscan_bwd_args *a, void *work)
 {
@@ -50,6 +107,9 @@ LA_FN(la_sscan_bwd)(const la_sscan_bwd_args *a, void *work)
     double *sA = (double *)la_carve(&p, (size_t)N1 * sizeof(double));
     double *sB = (double *)la_carve(&p, (size_t)N1 * sizeof(double));
     double *sC = (double *)la_carve(&p, (size_t)N1 * sizeof(double));
+    LA_T *dBt = (LA_T *)la_carve(&p, (size_t)N1 * sizeof(LA_T));
+    LA_T *dCt = (LA_T *)la_carve(&p, (size_t)N1 * sizeof(LA_T));
+    LA_T rr[2];
     double sD = 0, sbias = 0;
     la_index t, i, b;
 
@@ -77,9 +137,7 @@ LA_FN(la_sscan_bwd)(const la_sscan_bwd_args *a, void *work)
             if (a->B_ls != 0) {
                 LA_FN(sscan_bwd_gather)(bt, B + t * a->B_ls, N, a->B_ns);
             }
-            for (i = 0; i < N; i++) {
-                h[i] = LA_EXP(dt * A[i]) * h[i] + dut * bt[i];
-            }
+            LA_FN(ssb_advance)(N, dt, dut, A, bt, h);
         }
     }
     /* pass 2: blocks in reverse */
@@ -102,17 +160,13 @@ LA_FN(la_sscan_bwd)(const la_sscan_bwd_args *a, void *work)
             if (a->B_ls != 0) {
                 LA_FN(sscan_bwd_gather)(bt, B + tt * a->B_ls, N, a->B_ns);
             }
-            for (i = 0; i < N; i++) {
-                const LA_T x = LA_EXP(dt * A[i]);
-                ar[i] = x;
-                hn[i] = x * hp[i] + dut * bt[i];
-            }
+            LA_FN(ssb_recompute)(N, dt, dut, A, bt, hp, hn, ar);
         }
         for (r = nb - 1; r >= 0; r--) {
             const la_index tt = t0 + r;
             const LA_T ut = u[tt * a->u_s], dt = dts[r], g = dout[tt * a->dout_s];
             const LA_T *hp = hb + r * N1, *hn = hb + (r + 1) * N1, *ar = ab + r * N1;
-            double ddt = 0, sb = 0;
+            double ddt, sb;
             LA_T dy = g;
             if (a->B_ls != 0) {
                 LA_FN(sscan_bwd_gather)(bt, B + tt * a->B_ls, N, a->B_ns);
@@ -131,26 +185,22 @@ LA_FN(la_sscan_bwd)(const la_sscan_bwd_args *a, void *work)
                 dz[tt * a->dz_s] = (LA_T)((double)g * y * sg * (1.0 + zt * (1.0 - sg)));
             }
             sD += (double)dy * (double)ut;
+            LA_FN(ssb_token)(N, A, bt, ct, hp, hn, ar, dh, dy, dt, ut, sA, dBt, dCt, rr);
+            ddt = (double)rr[0];
+            sb = (double)rr[1];
             for (i = 0; i < N; i++) {
-                const LA_T dhb = dh[i] + ct[i] * dy;
-                const LA_T eps = dhb * ar[i] * hp[i];
-                const LA_T dbv = dhb * dt * ut;
                 if (a->c_sum) {
-                    sC[i] += (double)dy * (double)hn[i];
+                    sC[i] += (double)dCt[i];
                 }
                 else {
-                    dC[i * a->dC_ns + tt * a->dC_ls] = dy * hn[i];
+                    dC[i * a->dC_ns + tt * a->dC_ls] = dCt[i];
                 }
                 if (a->b_sum) {
-                    sB[i] += (double)dbv;
+                    sB[i] += (double)dBt[i];
                 }
                 else {
-                    dB[i * a->dB_ns + tt * a->dB_ls] = dbv;
+                    dB[i * a->dB_ns + tt * a->dB_ls] = dBt[i];
                 }
-                sA[i] += (double)eps * (double)dt;
-                ddt += (double)eps * (double)A[i] + (double)ut * (double)dhb * (double)bt[i];
-                sb += (double)dhb * (double)bt[i];
-                dh[i] = ar[i] * dhb;
             }
             du[tt * a->du_s] = (LA_T)((double)Dc * (double)dy + (double)dt * sb);
             if (a->softplus) {
