@@ -375,8 +375,9 @@ class _CausalWithState(torch.autograd.Function):
                 t(gS, hS), t(gz, hz), None, None, None) + (None,) * ctx.n_extras
 
 
-def _kw_config(kw: dict) -> str:
-    return ";".join(f"{k}={v!r}" for k, v in sorted(kw.items()))
+def _dc(decay):
+    """A half / bfloat16 log-decay in float32; float32 / float64 as they are."""
+    return decay.float() if decay is not None and decay.dtype in _HALF else decay
 
 
 def _prep_linear(entry, q, k, v, decay, projection, initial_state, kw):
@@ -396,10 +397,11 @@ def _prep_linear(entry, q, k, v, decay, projection, initial_state, kw):
             e = e if isinstance(e, torch.Tensor) else torch.as_tensor(np.asarray(e))
             names.append(n)
             extras.append(_constant(f"initial_state.extra[{n!r}]", e))
-    comp, res = _check(q=q, k=k, v=v, decay=decay, **{"initial_state.S": S0,
-                                                      "initial_state.z": z0})
+    comp, res = _check(q=q, k=k, v=v, **{"initial_state.S": S0, "initial_state.z": z0})
+    _check(decay=decay)  # a log-decay keeps its own dtype (la computes it in float64)
     _check(projection=projection)
     cv = lambda t: None if t is None else t.to(comp)  # noqa: E731
+    kw = {n: (x.item() if isinstance(x, np.generic) else x) for n, x in kw.items()}
     config = (f"kw={kw!r};extras={tuple(names)!r};t0={int(t0)!r};state_kind={skind!r}")
     return comp, res, cv, S0, z0, extras, config
 
@@ -416,10 +418,10 @@ def causal(q, k, v, kind: str = "elu", *, decay=None, projection=None, initial_s
                                                          projection, initial_state, kw)
     proj = None if projection is None else projection.to(comp)
     if not return_state:
-        o = _causal_op(cv(q), cv(k), cv(v), cv(decay), cv(S0), cv(z0), proj, extras, config)
+        o = _causal_op(cv(q), cv(k), cv(v), _dc(decay), cv(S0), cv(z0), proj, extras, config)
         return o if res == comp else o.to(res)
     box: list = []
-    o, S1, z1 = _CausalWithState.apply(cv(q), cv(k), cv(v), cv(decay), cv(S0), cv(z0), proj,
+    o, S1, z1 = _CausalWithState.apply(cv(q), cv(k), cv(v), _dc(decay), cv(S0), cv(z0), proj,
                                        config, box, *extras)
     t1, kind1, extra1 = box[0]
     state = la.State(S1, z1 if z1.numel() else None, t1, kind1, extra1)
