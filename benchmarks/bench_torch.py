@@ -17,8 +17,6 @@ import argparse
 import platform
 import time
 
-import numpy as np
-
 
 def best(fn, repeat):
     fn()

@@ -45,3 +45,28 @@ def test_quick_training_loss_falls(capsys):
     for r in results:
         assert t.loss_fell(r), (r["task"], r["kind"], r["losses"][:10], r["losses"][-10:])
     assert "| softmax |" in md and "mqar acc" in md
+
+
+def test_training_notebook_runs_small(tmp_path, monkeypatch):
+    """notebooks/training.ipynb (stored with the outputs of its full run) runs top to
+    bottom with LINATTN_NB_SMALL=1 (quick sizes, three kinds)."""
+    for mod in ("nbclient", "nbformat", "ipykernel", "matplotlib"):
+        pytest.importorskip(mod)
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    from nbclient import NotebookClient
+
+    try:
+        KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        pytest.skip("no 'python3' Jupyter kernel spec (ipykernel installs one)")
+    path = TRAIN.parent.parent / "notebooks" / "training.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
+        "training.ipynb is stored with the outputs of its full run"
+    monkeypatch.setenv("LINATTN_NB_SMALL", "1")
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert "accuracy" in text
