@@ -252,13 +252,11 @@ def table(results, skipped, command):
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     tasks = sorted({r["task"] for r in results}, key=TASKS.index)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    fig = Figure(figsize=(6 * len(tasks), 4))
+    axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, t in zip(axes[0], tasks):
         for r in (r for r in results if r["task"] == t):
             w = max(1, len(r["losses"]) // 50)
@@ -268,7 +266,6 @@ def plot(results, path):
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -283,9 +280,9 @@ def run(kinds=KINDS, tasks=TASKS, quick=False, steps=None, batch=None, lr=3e-3, 
         torch.set_num_threads(threads)
         la.set_num_threads(threads)
     size = SIZES["quick" if quick else "full"]
-    steps = steps or (80 if quick else 500)
+    steps = steps or (80 if quick else 1500)
     batch = batch or (16 if quick else 32)
-    log_every = log_every if log_every is not None else (10 if quick else 100)
+    log_every = log_every if log_every is not None else (10 if quick else 250)
     results, skipped = [], {}
     for kind in kinds:
         why = backward_available(kind)
