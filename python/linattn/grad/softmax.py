@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _api, _core
 from .. import _validate as val
-from ._util import as_dtype_of, cotangent, sum_to
+from ._cotangent import as_dtype_of, cotangent, sum_to
 
 
 def _td(x: np.ndarray, layout: str) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from .. import _core
 from .. import _sscan
 from .. import _validate as val
-from ._util import as_dtype_of, cotangent
+from ._cotangent import as_dtype_of, cotangent
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 
