@@ -35,7 +35,7 @@ from ._draws import random_features
 from .fidelity import approximation_error
 from ._tuning import tune  # per-machine crossovers for mode="auto"
 from ._registry import kinds
-from .grad import causal_vjp, noncausal_vjp
+from .grad import causal_vjp, noncausal_vjp, selective_scan_vjp, softmax_attention_vjp
 from .state import State
 
 __version__ = "0.1.0"
@@ -152,6 +152,6 @@ _init_threads_from_env()
 __all__ = [
     "State", "approximation_error", "causal", "causal_vjp", "decay_slopes", "features",
     "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "noncausal_vjp",
-    "random_features", "reference", "selective_scan", "set_num_threads", "softmax_attention",
-    "step", "testing", "tune",
+    "random_features", "reference", "selective_scan", "selective_scan_vjp", "set_num_threads",
+    "softmax_attention", "softmax_attention_vjp", "step", "testing", "tune",
 ]

@@ -81,6 +81,8 @@ static int (*const la_registrars[])(PyObject *) = {
     la_register_performer,
     la_register_linear_bwd,
     la_register_arch, /* arch/arch_py.c: simd, fma_peak, tuning table */
+    la_register_softmax_bwd,
+    la_register_sscan_bwd,
 };
 
 static int

@@ -180,5 +180,7 @@ int la_register_lara(PyObject *module);
 int la_register_rf(PyObject *module);
 int la_register_performer(PyObject *module);
 int la_register_linear_bwd(PyObject *module);
+int la_register_softmax_bwd(PyObject *module);
+int la_register_sscan_bwd(PyObject *module);
 
 #endif
