@@ -30,7 +30,7 @@ def inputs(rng, kind, B=2, H=3, T=9, D=3, E=4, dtype=np.float64, positive=False)
     k = rng.standard_normal((B, H, T, D))
     v = rng.standard_normal((B, H, T, E))
     if kind == "relu" or positive:
-        # keep ReLU away from its kink and the denominators >= 0.3 (grad.md §5)
+        # keep ReLU away from its kink and the denominators >= 0.3 (docs/design/grad.md §5)
         q = np.abs(q) + 0.2
         k = np.abs(k) + 0.2
     return q.astype(dtype), k.astype(dtype), v.astype(dtype)
@@ -270,7 +270,7 @@ def test_bthd_layout_and_strides(rng):
 # ------------------------------------------------------------- extremes --
 
 def direct_decay_grad(q, k, v, g, do):
-    """grad.md §2.4's direct form dg_t = a_t <S_{t-1}, dS_t>, float64, identity maps,
+    """docs/design/grad.md §2.4's direct form dg_t = a_t <S_{t-1}, dS_t>, float64, identity maps,
     normalize none, one slice."""
     T, D = q.shape
     E = v.shape[1]

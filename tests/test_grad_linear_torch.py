@@ -32,7 +32,7 @@ def guard(den, eps, mode):
 
 
 def torch_causal(q, k, v, g, S0, z0, *, fmap, scale, normalize, eps, eps_mode):
-    """la.reference.causal in torch; the mask is applied before exp (grad.md §5)."""
+    """la.reference.causal in torch; the mask is applied before exp (docs/design/grad.md §5)."""
     fq, fk = phi(scale * q, fmap), phi(k, fmap)
     T = q.shape[-2]
     mask = torch.tril(torch.ones(T, T, dtype=torch.bool))

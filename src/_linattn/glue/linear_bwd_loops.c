@@ -305,7 +305,7 @@ bwd_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
 
     nth = la_workers_for(c.n);
     {
-        /* about 12 f e flops per token and slice (grad.md §2.6) */
+        /* about 12 f e flops per token and slice (docs/design/grad.md §2.6) */
         const double work = 12.0 * (double)c.n * (double)(a->t > a->s ? a->t : a->s) *
                             (double)(a->f > 0 ? a->f : 1) * (double)(a->e + 1);
         const int cap = work < 262144.0 ? 1 : (int)(work / 262144.0);

@@ -9,7 +9,7 @@
  * with respect to q, k, v (the raw inputs, through the feature map and
  * scale), the per-token log-decay g (float64) and the initial state S0, z0.
  *
- * chunked:   chunks in reverse (grad.md §2.6).  A first sweep recomputes the
+ * chunked:   chunks in reverse (docs/design/grad.md §2.6).  A first sweep recomputes the
  *            state entering every chunk (ceil(t/C) blocks of f x (e+div)
  *            scratch, never per-token states); the reverse sweep carries the
  *            state cotangent dS_c and runs nine GEMMs per chunk, the decay

@@ -60,7 +60,7 @@ LA_FN(bwd_values)(const LA_T *v, la_index rs, la_index cs, la_index n, la_index 
 }
 
 /*
- * Feature-map backward (grad.md §3), elementwise, from the features phi
+ * Feature-map backward (docs/design/grad.md §3), elementwise, from the features phi
  * themselves (no exp): out = scale * dphi * phi'(u), u = scale x, with
  * phi' = 1 (identity); 1 if phi > 1 else phi (elu+1: phi = e^u for u <= 0);
  * [phi > 0] (ReLU); 1 if phi > 0 else phi + 1 (elu).  n rows of f.
@@ -113,7 +113,7 @@ LA_FN(bwd_fmap)(int fmap, double scale_d, const LA_T *LA_RESTRICT phi, la_index 
     }
 }
 
-/* The guard gamma(den) and its slope (grad.md §2.2; slope 1 at the kink). */
+/* The guard gamma(den) and its slope (docs/design/grad.md §2.2; slope 1 at the kink). */
 static double
 LA_FN(bwd_guard)(const la_linear_bwd_args *a, double den, double *slope)
 {
@@ -134,7 +134,7 @@ LA_FN(bwd_guard)(const la_linear_bwd_args *a, double den, double *slope)
 }
 
 /*
- * Finishing the row backward (grad.md §2.2): num (ec; num[e] = den in div
+ * Finishing the row backward (docs/design/grad.md §2.2): num (ec; num[e] = den in div
  * mode), the output cotangent dor (e) -> dN (ec).
  */
 static void
@@ -411,7 +411,7 @@ LA_FN(bwd_states)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w)
 }
 
 /* Pass A: P = (Q K^T) o L with L_rj = exp(b_r - b_j) (r >= j, from
- * differences, grad.md §2.6), kept in w->L for the cotangent. */
+ * differences, docs/design/grad.md §2.6), kept in w->L for the cotangent. */
 static void
 LA_FN(bwd_mask_p)(LA_FN(bwd_ws) *w, la_index n)
 {
@@ -450,7 +450,7 @@ LA_FN(bwd_mask_p)(LA_FN(bwd_ws) *w, la_index n)
 
 /*
  * Pass B, row by row: the finished cotangent dN_a (div: from den_r = P 1 +
- * e^b q.z and do.num_r = P.Z0 + e^b q.X0, grad.md §2.2, turning Z = do V^T
+ * e^b q.z and do.num_r = P.Z0 + e^b q.X0, docs/design/grad.md §2.2, turning Z = do V^T
  * into dN V_a^T and X = do S^T into dN S_a^T), the in-chunk pair sums of the
  * decay gradient (rs), and dP = Z o L.
  */
@@ -523,7 +523,7 @@ LA_FN(bwd_rows)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, const LA_T *S, la
 }
 
 /*
- * One chunk of the reverse sweep (grad.md §2.5, §2.6) in three steps:
+ * One chunk of the reverse sweep (docs/design/grad.md §2.5, §2.6) in three steps:
  * bwd_chunk_dn (features, P, the finished cotangent dN; returns beta),
  * bwd_chunk_rest (dq, dk, dv, dg from the state S entering the chunk and the
  * cotangent dS of the state leaving it) and bwd_chunk_delta (the chunk's
