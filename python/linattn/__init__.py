@@ -35,6 +35,7 @@ from ._draws import random_features
 from .fidelity import approximation_error
 from ._registry import kinds
 from .state import State
+from ._algebra import combine, noncausal_reduces, parallel, read_out, transition
 
 __version__ = "0.1.0"
 
@@ -89,7 +90,8 @@ def _init_threads_from_env() -> None:
 _init_threads_from_env()
 
 __all__ = [
-    "State", "approximation_error", "causal", "decay_slopes", "features",
-    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "random_features",
-    "reference", "selective_scan", "set_num_threads", "softmax_attention", "step", "testing",
+    "State", "approximation_error", "causal", "combine", "decay_slopes", "features",
+    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "noncausal_reduces",
+    "parallel", "random_features", "read_out", "reference", "selective_scan", "set_num_threads", "softmax_attention", "step", "testing",
+    "transition",
 ]
