@@ -183,6 +183,26 @@ def _probe(x, t_axis: int, size: int = 1) -> np.ndarray:
     return np.broadcast_to(np.zeros((), x.dtype), tuple(shape))
 
 
+_FULL_PROBE_MAX = 1 << 22
+
+
+def _run_probe(fn, kind, args, kwargs, full, size):
+    """The NumPy entry point on a short probe (it raises the entry point's errors).  A
+    message may quote the probe's lengths: on an error the call is repeated on
+    zero-stride inputs of the true shapes, which raises before any kernel runs, so the
+    message quotes the true ones (skipped for inputs of more than 4 M output values)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return fn(*args, kind, **kwargs)
+        except Exception:
+            if size > _FULL_PROBE_MAX:
+                raise
+            fargs, fkw = full()
+            fn(*fargs, kind, **fkw)
+            raise
+
+
 def _per_token_meta(name: str, shape: tuple, dims: val.Dims) -> bool:
     """The shape checks of a per-token ``decay`` (the NumPy entry point's messages); True
     for per token, False for per head."""
@@ -231,6 +251,19 @@ def _t_slice(a, t_axis: int, n: int):
     sl = [slice(None)] * a.ndim
     sl[t_axis] = slice(0, n)
     return a[tuple(sl)]
+
+
+def _draw_first(kind: str, D: int, kw: dict, opts: dict) -> tuple[dict, dict]:
+    """``(kw, opts)`` with the random draws made (once, here on the client); unchanged
+    when the arguments are invalid, so that the NumPy entry point raises its message."""
+    kw2, opts2 = dict(kw), dict(opts)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _client_draws(kind, D, kw2, opts2)
+    except (TypeError, ValueError):
+        return kw, opts
+    return kw2, opts2
 
 
 def _client_draws(kind: str, D: int, kw: dict, opts: dict) -> None:
@@ -452,13 +485,25 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     qp = _probe(q, t_axis) if not empty else _probe(q, t_axis, T)
     kp = _probe(k, t_axis) if not empty else _probe(k, t_axis, T)
     vp = kp if same_kv else (_probe(v, t_axis) if not empty else _probe(v, t_axis, T))
+    kw, opts = _draw_first(kind, dims.D, kw, opts)
     probe_kw = dict(kw, **opts)
     if gate_p is not None:
         probe_kw["gate"] = gate_p
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        probe = _causal(qp, kp, vp, kind, decay=decay_p, initial_state=init_known,
-                        return_state=bool(return_state), layout=layout, **probe_kw)
+    def full_shapes():
+        fkw = dict(probe_kw)
+        if gate is not None:
+            fkw["gate"] = np.full(gate.shape, 0.5) if _is_dask(gate) else gate
+        d = decay
+        if d is not None and _is_dask(d):
+            d = np.broadcast_to(np.zeros((), np.float64), d.shape)
+        kf = _probe(k, t_axis, T)
+        return ((_probe(q, t_axis, T), kf, kf if same_kv else _probe(v, t_axis, T)),
+                dict(decay=d, initial_state=init_known, return_state=bool(return_state),
+                     layout=layout, **fkw))
+    probe = _run_probe(_causal, kind, (qp, kp, vp),
+                       dict(decay=decay_p, initial_state=init_known,
+                            return_state=bool(return_state), layout=layout, **probe_kw),
+                       full_shapes, math.prod(dims.out_shape(dims.E)))
     o_p = probe[0] if return_state else probe
     res = o_p.dtype
     if kind == "cosformer":
@@ -640,9 +685,13 @@ def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
     qp = _probe(q, t_axis, Tp)
     kp = _probe(k, t_axis, Sp)
     vp = kp if same_kv else _probe(v, t_axis, Sp)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        o_p = _noncausal(qp, kp, vp, kind, layout=layout, **kw, **opts)
+    kw, opts = _draw_first(kind, dims.D, kw, opts)
+    def full_shapes():
+        kf = _probe(k, t_axis, S)
+        return ((_probe(q, t_axis, T), kf, kf if same_kv else _probe(v, t_axis, S)),
+                dict(layout=layout, **kw, **opts))
+    o_p = _run_probe(_noncausal, kind, (qp, kp, vp), dict(layout=layout, **kw, **opts),
+                     full_shapes, math.prod(dims.out_shape(dims.E)) + k.size)
     if kind == "cosformer":
         M = max(T, S, 1) if horizon is None else int(horizon)
         _cosformer_lag(M, max(T, S) - 1, opts.get("beyond_horizon", "error"),
