@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import threading
 import warnings
 from typing import Any
@@ -203,7 +202,7 @@ def _run_probe(fn, kind, args, kwargs, full, size):
             raise
 
 
-def _per_token_meta(name: str, shape: tuple, dims: val.Dims) -> bool:
+def _per_token_meta(shape: tuple, dims: val.Dims) -> bool:
     """The shape checks of a per-token ``decay`` (the NumPy entry point's messages); True
     for per token, False for per head."""
     nb = len(dims.batch)
@@ -268,7 +267,6 @@ def _draw_first(kind: str, D: int, kw: dict, opts: dict) -> tuple[dict, dict]:
 
 def _client_draws(kind: str, D: int, kw: dict, opts: dict) -> None:
     """Projections and bases drawn once here, from ``seed``, and passed as arrays."""
-    spec = reg.get(kind)
     if kind in ("performer", "rfa") and kw.get("projection") is None:
         features = opts.get("features", "positive")
         W, _ = _draws.projection_for(kind, D, kw.get("num_features"), None, kw.get("seed"),
@@ -278,7 +276,6 @@ def _client_draws(kind: str, D: int, kw: dict, opts: dict) -> None:
         seed = kw.get("seed")
         opts["bases"] = _draws.lavo_bases(min(D, 64), D, seed=0 if seed is None else seed)
         kw["seed"] = None
-    del spec
 
 
 def _preset_decay(kind: str, q, layout: str, opts: dict):
@@ -432,7 +429,7 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     k = _wrap("k", k, t_axis, block_size)
     v = k if same_kv else _wrap("v", v, t_axis, block_size)
     dims = val.qkv_dims(q, k, v, layout, causal=True)
-    nb, T = len(dims.batch), dims.T
+    T = dims.T
 
     # decay and gate: shapes here, values in NumPy inputs here too
     per_token = False
@@ -441,7 +438,7 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
         if _is_dask(decay):
             if decay.dtype.kind != "f":
                 raise TypeError(f"decay must be a float array, got dtype {decay.dtype}")
-            per_token = _per_token_meta("decay", tuple(decay.shape), dims)
+            per_token = _per_token_meta(tuple(decay.shape), dims)
             decay_p = _probe(decay, -2 if layout == "bthd" else -1) if per_token else \
                 np.zeros(decay.shape, np.float64)
             decay = decay.astype(np.float64)
@@ -772,14 +769,6 @@ def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
     if layout == "bthd":
         out = out.swapaxes(-3, -2)
     return out
-
-
-# ------------------------------------------------------------------ helpers --
-
-def _positive(name: str, x) -> int:
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {x!r}")
-    return int(x)
 
 
 __all__ = ["DEFAULT_BLOCK", "SCANS", "causal", "noncausal"]
