@@ -78,15 +78,31 @@ def test_combine_is_associative(case, rng):
         np.testing.assert_allclose(left.extra["log_decay"], right.extra["log_decay"])
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c[0] in alg._ELEMENTWISE
-                                  or c == ("transnormer", {})], ids=case_id)
-def test_fast_transition_equals_the_kernels_state(case, rng):
-    """The one-GEMM transition of the elementwise kinds equals la.causal's final state."""
+@pytest.mark.parametrize("case", [c for c in CASES if alg._fast_ok(
+    c[0], alg._opts(c[0], c[1]), c[1])], ids=case_id)
+@pytest.mark.parametrize("layout", ["...td", "bthd"])
+def test_fast_transition_equals_the_kernels_state(case, layout, rng):
+    """The one-GEMM transition (key features, no outputs) equals la.causal's state."""
     kind, opts = case
-    q, k, v, kw = make(kind, opts, rng, T=70)
-    _, st_ref = la.causal(q, k, v, kind, return_state=True, **kw)
-    st = la.transition(q, k, v, kind, start=0, **kw)
+    q, k, v, kw = make(kind, opts, rng, T=70, layout=layout)
+    _, st_ref = la.causal(q, k, v, kind, return_state=True, layout=layout, **kw)
+    st = la.transition(q, k, v, kind, start=0, layout=layout, **kw)
     assert_states_close(st, st_ref, np.float64)
+    with pytest.raises(type(ValueError())):
+        la.transition(q, k[..., :5], v, kind, layout=layout, **kw)
+
+
+def test_fast_transition_checks_every_token(rng):
+    q, k, v, kw = make("rfa", {"num_features": 16, "gate": "gate"}, rng)
+    kw["gate"][0, 1, 30] = 1.5
+    with pytest.raises(ValueError) as ref:
+        la.causal(q, k, v, "rfa", **kw)
+    with pytest.raises(ValueError) as got:
+        la.transition(q, k, v, "rfa", **kw)
+    assert str(got.value) == str(ref.value)
+    q, k, v, kw = make("cosformer", {"horizon": 50}, rng)
+    with pytest.raises(ValueError, match="horizon=50 is too small: positions 1..60"):
+        la.transition(q, k, v, "cosformer", start=20, **kw)
 
 
 def test_log_decay_is_the_sum_of_clamped_log_decays(rng):

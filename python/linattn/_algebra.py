@@ -166,27 +166,90 @@ def _decay_weights(kind, q, k, v, decay, layout, options):
 # ------------------------------------------------------------- transition --
 
 def _fast_ok(kind: str, opts: dict, options: dict) -> bool:
-    if kind in _ELEMENTWISE:
+    """Kinds whose block state is computed here from key features (no outputs)."""
+    if kind in _ELEMENTWISE or kind == "rfa":
         return True
-    return kind == "transnormer" and _diag_block(opts) is None
+    if kind == "transnormer":
+        return _diag_block(opts) is None
+    if kind == "performer":
+        return opts["stabilizer"] == "prefix" or opts["features"] == "relu"
+    return kind == "cosformer" and options.get("horizon") is not None
 
 
-def _fast_transition(kind, q, k, v, *, start, decay, layout, normalize, eps, options):
-    """State of the generic elementwise kinds: ``S = sum_s w_s phi(k_s) v_s^T`` with
-    ``w_s = exp(G_{T-1} - G_s)`` (one GEMM; no outputs computed)."""
+def _key_features(kind, q, k, v, kt, comp, dims, start, layout, decay, options):
+    """``(phi (..., T, F), extra, log_features, log-decay (..., T) or None)`` of a block's
+    keys, as the kind's kernels compute them."""
+    spec = reg.get(kind)
+    opts = _opts(kind, options)
+    scale = options.get("scale")
+    D = dims.D
+    if kind in _ELEMENTWISE or kind == "transnormer":
+        fmap = _TN_VARIANTS[val.choice("variant", opts["variant"], _TN_VARIANTS)] \
+            if kind == "transnormer" else _ELEMENTWISE[kind]
+        return (_FMAP_FN[fmap](kt), {}, False,
+                _decay_weights(kind, q, k, v, decay, layout, options))
+    scale = spec.default_scale(D) if scale is None else val.positive_number("scale", scale)
+    if kind == "cosformer":
+        M = val.positive_int("horizon", options["horizon"])
+        last = start + dims.T
+        if opts["beyond_horizon"] == "error" and last - 1 > M:
+            raise ValueError(f"horizon={M} is too small: positions 1..{last} reach a lag of "
+                             f"{last - 1} > horizon, where cosFormer weights cos((pi/2) lag/M) "
+                             f"turn negative; pass horizon >= {last - 1} or "
+                             f"beyond_horizon='allow'")
+        y = _core._cosformer_features(kt, np.int64(start), float(M), 1.0)
+        return (y.reshape(y.shape[:-2] + (2 * y.shape[-1],)),
+                {"horizon": np.array(M, dtype=np.int64)}, False, None)
+    if kind == "rfa":
+        W, _ = _draws.projection_for("rfa", D, options.get("num_features"),
+                                     options.get("projection"), options.get("seed"), dtype=comp)
+        phi = _features.rfa(kt, W, scale)
+        g = None
+        gate = opts.get("gate")
+        if gate is not None:
+            gate = _per_token(np.asarray(gate, dtype=np.float64), layout, len(dims.batch))
+            phi = phi * (1.0 - gate)[..., None].astype(comp)
+            with np.errstate(divide="ignore"):
+                g = np.maximum(np.log(gate), _CLAMP)
+        return phi, {"fingerprint": _draws.fingerprint(W)}, False, g
+    # performer: the prefix stabiliser's log-features, or relu features
+    features = opts["features"]
+    W, _ = _draws.projection_for("performer", D, options.get("num_features"),
+                                 options.get("projection"), options.get("seed"), features,
+                                 dtype=comp)
+    extra = {"fingerprint": _draws.fingerprint(W),
+             "stabilizer": np.array("relu" if features == "relu" else opts["stabilizer"])}
+    if features == "relu":
+        return _features.performer(kt, W, "relu", scale), extra, False, None
+    return _features.performer(kt, W, features, scale, log=True), extra, True, None
+
+
+def _fast_transition(kind, q, k, v, *, start, layout, options):
+    """A block's state from its key features: ``S = sum_s w_s phi(k_s) v_s^T`` with
+    ``w_s = exp(G_{T-1} - G_s)`` (one GEMM; no outputs computed).  Performer's prefix
+    stabiliser keeps ``S`` on the block's maximum log-feature ``mu`` (``extra["max"]``)."""
     spec = reg.get(kind)
     opts = _opts(kind, options)
     q, k, v = val.array("q", q), val.array("k", k), val.array("v", v)
     layout = val.check_layout(layout)
     dims = val.qkv_dims(q, k, v, layout, True)
     res, comp = val.compute_dtype(q, k, v)
-    normalize, _, _ = _normalize(spec, normalize, eps, opts.get("eps_mode"))
-    fmap = _TN_VARIANTS[val.choice("variant", opts["variant"], _TN_VARIANTS)] \
-        if kind == "transnormer" else _ELEMENTWISE[kind]
+    if kind == "performer":
+        normalize = spec.normalize if options.get("normalize") is None else \
+            options["normalize"]
+    else:
+        normalize, _, _ = _normalize(spec, options.get("normalize"), options.get("eps"),
+                                     opts.get("eps_mode"))
     kt = _td(k, layout).astype(comp, copy=False)
     vt = _td(v, layout).astype(comp, copy=False)
-    phi = _FMAP_FN[fmap](kt)
-    g = _decay_weights(kind, q, k, v, decay, layout, options)
+    phi, extra, logf, g = _key_features(kind, q, k, v, kt, comp, dims, start, layout,
+                                        options.get("decay"), options)
+    batch = tuple(np.broadcast_shapes(phi.shape[:-2], vt.shape[:-2], dims.batch))
+    if logf:
+        mu = phi.max(axis=(-2, -1), initial=-np.inf).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            phi = np.exp(phi - np.where(np.isneginf(mu), 0.0, mu)[..., None, None].astype(comp))
+        extra["max"] = np.ascontiguousarray(np.broadcast_to(mu, batch))
     gamma = None
     if g is not None:
         G = np.cumsum(g, axis=-1)
@@ -194,12 +257,12 @@ def _fast_transition(kind, q, k, v, *, start, decay, layout, normalize, eps, opt
         w = np.exp(gamma[..., None] - G).astype(comp)
         phi = phi * w[..., None]
     S = np.matmul(np.swapaxes(phi, -1, -2), vt)
-    S = np.ascontiguousarray(np.broadcast_to(S, dims.batch + S.shape[-2:]))
+    S = np.ascontiguousarray(np.broadcast_to(S, batch + S.shape[-2:]))
     z = None
     if normalize == "div":
-        z = np.ascontiguousarray(np.broadcast_to(phi.sum(axis=-2),
-                                                 dims.batch + (phi.shape[-1],)))
-    extra = {} if gamma is None else {LOG_DECAY: np.asarray(gamma, np.float64)}
+        z = np.ascontiguousarray(np.broadcast_to(phi.sum(axis=-2), batch + (phi.shape[-1],)))
+    if gamma is not None:
+        extra[LOG_DECAY] = np.asarray(gamma, np.float64)
     return State(S, z, start + dims.T, kind, extra)
 
 
@@ -267,13 +330,9 @@ def transition(q, k, v, kind: str = "elu", *, start: int = 0, causal: bool = Tru
     if kind == "transnormer" and _diag_block(opts) is not None:
         return _diag_transition(kind, q, k, v, start=start, layout=layout, options=options)
     if _fast_ok(kind, opts, options) and options.get("initial_state") is None:
-        kw = {n: options.get(n) for n in ("decay", "normalize", "eps")}
-        rest = {n: x for n, x in options.items()
-                if n not in ("decay", "normalize", "eps", "mode", "chunk_size", "scale")}
         # the public call validates every argument (and raises its messages)
         _validate_only(q, k, v, kind, layout, options)
-        return _fast_transition(kind, q, k, v, start=start, layout=layout,
-                                options=rest, **kw)
+        return _fast_transition(kind, q, k, v, start=start, layout=layout, options=options)
     from ._api import causal as _causal
     options = dict(options)
     options.pop("initial_state", None)
@@ -292,24 +351,37 @@ def transition(q, k, v, kind: str = "elu", *, start: int = 0, causal: bool = Tru
 
 
 def _validate_only(q, k, v, kind, layout, options):
-    """Run the NumPy entry point's checks on a one-token probe (its error messages)."""
+    """Run the NumPy entry point's checks on a one-token probe (its error messages), plus
+    the checks that need every token (decay and gate values, cosFormer's horizon)."""
     q, k, v = val.array("q", q), val.array("k", k), val.array("v", v)
+    layout = val.check_layout(layout)
     if layout == "bthd":
         sl = (Ellipsis, slice(0, 1), slice(None), slice(None))
     else:
         sl = (Ellipsis, slice(0, 1), slice(None))
-    dims = val.qkv_dims(q, k, v, val.check_layout(layout), True)
-    decay = options.get("decay")
+    dims = val.qkv_dims(q, k, v, layout, True)
+    opts = dict(options)
+    decay = opts.pop("decay", None)
     if decay is not None:
         _, _, per_token = val.decay(decay, dims)  # full check, with the true T
         if per_token:
             decay = np.asarray(decay)[..., :1, :] if layout == "bthd" else \
                 np.asarray(decay)[..., :1]
+    gate = opts.get("gate")
+    if gate is not None and kind == "rfa":
+        g = np.asarray(gate, dtype=np.float64)
+        nb = len(dims.batch)
+        t_ax = -2 if layout == "bthd" else -1
+        if g.ndim == nb + 1 and g.shape[t_ax] == dims.T:
+            bad = ~((g >= 0) & (g <= 1))
+            if bad.any():
+                idx = np.unravel_index(int(np.argmax(bad)), g.shape)
+                raise ValueError(f"gate values must lie in [0, 1], got {g[idx]!r} at index "
+                                 f"{idx}")
+            opts["gate"] = g[..., :1, :] if layout == "bthd" else g[..., :1]
     if dims.T == 0:
         return
     from ._api import causal as _causal
-    opts = dict(options)
-    opts.pop("decay", None)
     _causal(q[sl], k[sl], v[sl], kind, decay=decay, layout=layout, **opts)
 
 
