@@ -173,7 +173,45 @@ def _fast_ok(kind: str, opts: dict, options: dict) -> bool:
         return _diag_block(opts) is None
     if kind == "performer":
         return opts["stabilizer"] == "prefix" or opts["features"] == "relu"
+    if kind == "lavo":
+        return opts["memory_scope"] == "all"
     return kind == "cosformer" and options.get("horizon") is not None
+
+
+def _lavo_transition(q, k, v, *, start, layout, options):
+    """LAVO's block state without its outputs: memory sums ``sum_t B x_t`` (float64) and
+    the ring of the block's last ``window`` rows (zeros before them)."""
+    opts = _opts("lavo", options)
+    separate = not (v is k or (isinstance(v, np.ndarray) and isinstance(k, np.ndarray)
+                               and v.shape == k.shape and v.strides == k.strides
+                               and v.dtype == k.dtype and v.__array_interface__["data"][0]
+                               == k.__array_interface__["data"][0]))
+    q, k, v = val.array("q", q), val.array("k", k), val.array("v", v)
+    layout = val.check_layout(layout)
+    dims = val.qkv_dims(q, k, v, layout, True)
+    _, comp = val.compute_dtype(q, k, v)
+    d, T = dims.D, dims.T
+    B = opts["bases"]
+    if B is None:
+        seed = options.get("seed")
+        B = _draws.lavo_bases(min(d, 64), d, seed=0 if seed is None else seed)
+    B = np.asarray(B).astype(comp).astype(np.float64)
+    w = 64 if opts["window"] is None else int(opts["window"])
+    batch = tuple(np.broadcast_shapes(dims.batch, B.shape[:-2]))
+    t1 = start + T
+    extra = {}
+    for name, x in (("k", k), ("v", v)) if separate else (("k", k),):
+        xt = _td(x, layout).astype(comp, copy=False)
+        tot = xt.astype(np.float64).sum(axis=-2)
+        sums = np.einsum("...d,...rd->...r", tot, B)
+        n = min(T, w)
+        ring = np.zeros(batch + (w, d), comp)
+        ring[..., w - n:, :] = xt[..., T - n:, :]
+        extra["sums" if name == "k" else "value_sums"] = \
+            np.ascontiguousarray(np.broadcast_to(sums, batch + (B.shape[-2],)))
+        extra["ring_k" if name == "k" else "ring_v"] = ring
+    extra["fill"] = np.array(min(t1, w), np.int64)
+    return State(None, None, t1, "lavo", extra)
 
 
 def _key_features(kind, q, k, v, kt, comp, dims, start, layout, decay, options):
@@ -332,6 +370,8 @@ def transition(q, k, v, kind: str = "elu", *, start: int = 0, causal: bool = Tru
     if _fast_ok(kind, opts, options) and options.get("initial_state") is None:
         # the public call validates every argument (and raises its messages)
         _validate_only(q, k, v, kind, layout, options)
+        if kind == "lavo":
+            return _lavo_transition(q, k, v, start=start, layout=layout, options=options)
         return _fast_transition(kind, q, k, v, start=start, layout=layout, options=options)
     from ._api import causal as _causal
     options = dict(options)
