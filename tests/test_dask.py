@@ -344,3 +344,34 @@ def test_state_pickles(rng):
     back = pickle.loads(pickle.dumps(st))
     assert_states_close(back, st, np.float64)
     np.testing.assert_array_equal(back.extra["fingerprint"], st.extra["fingerprint"])
+
+
+def test_parallel_scan_reads_out_only_the_blocks_asked_for(rng, monkeypatch):
+    """Pass 3 of the parallel scan: a block's outputs need the states of the blocks before
+    it, not their outputs; the sequential chain computes every earlier block."""
+    from linattn import _algebra as alg
+
+    q, k, v, kw = make("elu", {}, rng)
+    qd, kd, vd, _ = _to_dask(q, k, v, {}, 5)
+    calls = []
+    real = alg.read_out
+    monkeypatch.setattr(alg, "read_out", lambda *a, **kk: calls.append(1) or real(*a, **kk))
+    ref = la.causal(q, k, v, "elu")
+    for scan, want in (("parallel", 1), ("sequential", 8)):
+        calls.clear()
+        last = lad.causal(qd, kd, vd, "elu", scan=scan)[..., 35:, :].compute()
+        la.testing.assert_close(last, ref[..., 35:, :], rtol=1e-10)
+        assert len(calls) == want, scan
+
+
+def test_float64_state_for_float32_inputs(rng):
+    """A float64 initial state keeps the carried state in float64 (each block's own
+    state is summed in the inputs' dtype, then added in float64)."""
+    q, k, v, _ = make("elu", {}, rng, dtype=np.float32)
+    st0 = la.State(np.zeros((8, 11)), np.zeros(8), 0, "elu")
+    ref, st_ref = la.causal(q, k, v, "elu", initial_state=st0, return_state=True)
+    qd, kd, vd, _ = _to_dask(q, k, v, {}, (7, 1, 13, 19))
+    o, st = dask.compute(*lad.causal(qd, kd, vd, "elu", initial_state=st0, return_state=True))
+    assert o.dtype == np.float32 and st.S.dtype == np.float64 == st_ref.S.dtype
+    la.testing.assert_close(o, ref, rtol=1e-6)
+    la.testing.assert_close(st.S, st_ref.S, rtol=1e-6)
