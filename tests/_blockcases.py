@@ -37,7 +37,8 @@ SEQUENTIAL_CASES = [
 NONCAUSAL_CASES = [
     ("linear", {}), ("elu", {}), ("relu", {}), ("transnormer", {}),
     ("rfa", {"num_features": 16}), ("cosformer", {}),
-    ("performer", {"num_features": 16}), ("performer", {"num_features": 16, "features": "hyperbolic"}),
+    ("performer", {"num_features": 16}),
+    ("performer", {"num_features": 16, "features": "hyperbolic"}),
     ("performer", {"num_features": 16, "features": "relu"}),
     ("performer", {"num_features": 16, "stabilizer": "global"}),
     ("lavo", {"shared": True, "window": 4}), ("transnormer", {"diag_block": 8}),

@@ -116,7 +116,8 @@ def test_broadcast_leading_axes(kind, rng):
     kwd = dict(kw)
     if "decay" in kw:
         kwd["decay"] = da.from_array(kw["decay"], chunks=(1, 1, 6))
-    o, st = lad.causal(da.from_array(q, chunks=(1, 3, 11, D)), da.from_array(k, chunks=(2, 1, 4, 3)),
+    o, st = lad.causal(da.from_array(q, chunks=(1, 3, 11, D)),
+                       da.from_array(k, chunks=(2, 1, 4, 3)),
                        da.from_array(v, chunks=(1, 1, 12, 5)), kind, return_state=True, **kwd)
     o, st = dask.compute(o, st)
     la.testing.assert_close(o, ref, rtol=1e-10)

@@ -92,6 +92,6 @@ _init_threads_from_env()
 __all__ = [
     "State", "approximation_error", "causal", "combine", "decay_slopes", "features",
     "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "noncausal_reduces",
-    "parallel", "random_features", "read_out", "reference", "selective_scan", "set_num_threads", "softmax_attention", "step", "testing",
-    "transition",
+    "parallel", "random_features", "read_out", "reference", "selective_scan",
+    "set_num_threads", "softmax_attention", "step", "testing", "transition",
 ]
