@@ -325,15 +325,23 @@ def test_own_arguments_are_checked(rng):
 # -------------------------------------------------------------- engine rules --
 
 def test_tasks_run_single_threaded_kernels(rng):
-    pytest.importorskip("threadpoolctl")
+    """Kernels (linattn's OpenMP, NumPy's BLAS) run on one thread inside tasks; the
+    process's BLAS setting is restored afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas():
+        return sorted(i["num_threads"] for i in threadpoolctl.threadpool_info()
+                      if i["user_api"] == "blas")
+    before = blas()
     seen = []
 
     def probe(x):
         with lad._one_thread():
-            seen.append(la.get_num_threads())
+            seen.append((la.get_num_threads(), max(blas())))
         return x
     da.from_array(np.zeros(4), chunks=1).map_blocks(probe).compute(scheduler="threads")
-    assert seen and set(seen) == {1}
+    assert seen and set(seen) == {(1, 1)}
+    assert blas() == before
 
 
 def test_state_pickles(rng):
