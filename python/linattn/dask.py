@@ -60,50 +60,35 @@ def _is_dask(x) -> bool:
 
 _CTL: dict = {}
 _CTL_LOCK = threading.Lock()
-_BLAS = {"users": 0, "limiter": None}
 
 
 def _controllers():
-    """(OpenMP controller, BLAS controller) from threadpoolctl, or None each."""
+    """threadpoolctl's controllers of the OpenMP and BLAS libraries (None without it)."""
     with _CTL_LOCK:
         if not _CTL:
             try:
                 from threadpoolctl import ThreadpoolController
 
                 ctl = ThreadpoolController()
-                omp, blas = ctl.select(user_api="openmp"), ctl.select(user_api="blas")
-                _CTL["omp"] = omp if omp.lib_controllers else None
-                _CTL["blas"] = blas if blas.lib_controllers else None
+                sel = ctl.select(user_api=["openmp", "blas"])
+                _CTL["ctl"] = sel if sel.lib_controllers else None
             except Exception:  # noqa: BLE001 - threadpoolctl is optional
-                _CTL["omp"] = _CTL["blas"] = None
-        return _CTL["omp"], _CTL["blas"]
+                _CTL["ctl"] = None
+        return _CTL["ctl"]
 
 
 @contextlib.contextmanager
 def _one_thread():
-    """Single-threaded kernels in a task.  linattn's OpenMP thread count is a per-thread
-    setting: it is set for the task's thread only.  NumPy's BLAS (the GEMMs of the state
-    transitions and non-causal read-outs) has one process-wide setting: it is 1 while any
-    task of this process runs, and restored when the last one ends."""
-    omp, blas = _controllers()
-    if blas is not None:
-        with _CTL_LOCK:
-            if _BLAS["users"] == 0:
-                _BLAS["limiter"] = blas.limit(limits=1)
-            _BLAS["users"] += 1
-    try:
-        if omp is None:
-            yield
-        else:
-            with omp.limit(limits=1):
-                yield
-    finally:
-        if blas is not None:
-            with _CTL_LOCK:
-                _BLAS["users"] -= 1
-                if _BLAS["users"] == 0 and _BLAS["limiter"] is not None:
-                    _BLAS["limiter"].restore_original_limits()
-                    _BLAS["limiter"] = None
+    """Single-threaded kernels in a task: linattn's OpenMP loops and NumPy's BLAS (the
+    GEMMs of the state transitions and non-causal read-outs).  Both thread counts are
+    set for the calling thread (OpenMP's and OpenBLAS's settings are per thread) and
+    restored when the task ends, so other threads keep theirs."""
+    ctl = _controllers()
+    if ctl is None:
+        yield
+        return
+    with ctl.limit(limits=1):
+        yield
 
 
 # -------------------------------------------------------------------- tasks --
