@@ -125,10 +125,6 @@ def _task_start(state, offset):
     return offset + (0 if state is None else int(state.t))
 
 
-def _task_strip(state):
-    return alg.strip(state)
-
-
 def _task_join(grid_shape, *states):
     grid = np.empty(grid_shape, dtype=object)
     for i, s in enumerate(states):
@@ -359,7 +355,7 @@ class _Grid:
         return tuple(self.bchunks[a][b] for a, b in enumerate(bi))
 
 
-def _assemble(grid: _Grid, pieces: dict, width: int, dtype):
+def _assemble(grid: _Grid, pieces: dict):
     """da.block of the output pieces (batch blocks x time blocks)."""
     _, da = _dask()
     nbb = [len(c) for c in grid.bchunks]
@@ -624,7 +620,7 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
                                                     dtype=res)
         finals.append(state)
 
-    out = _assemble(grid, pieces, E, res)
+    out = _assemble(grid, pieces)
     if layout == "bthd":
         out = out.swapaxes(-3, -2)
     if not return_state:
@@ -768,7 +764,7 @@ def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
             vb = kb if same_kv else V[grid.index_of(v, bi, 0, 1)]
             o = delayed(_task_noncausal, pure=True)(qb, kb, vb, kind, bkw)
             pieces[bi + (0,)] = da.from_delayed(o, shape=bshape + (T, E), dtype=res)
-    out = _assemble(grid, pieces, E, res)
+    out = _assemble(grid, pieces)
     if not reduces:
         out = out.rechunk({grid.nb: tchunks})
     if layout == "bthd":
