@@ -37,6 +37,7 @@ from ._tuning import tune  # per-machine crossovers for mode="auto"
 from ._registry import kinds
 from .grad import causal_vjp, noncausal_vjp, selective_scan_vjp, softmax_attention_vjp
 from .state import State
+from ._algebra import combine, noncausal_reduces, parallel, read_out, transition
 
 __version__ = "0.1.0"
 
@@ -150,8 +151,9 @@ def _register_threadpoolctl(tpc) -> None:
 _init_threads_from_env()
 
 __all__ = [
-    "State", "approximation_error", "causal", "causal_vjp", "decay_slopes", "features",
-    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "noncausal_vjp",
-    "random_features", "reference", "selective_scan", "selective_scan_vjp", "set_num_threads",
-    "softmax_attention", "softmax_attention_vjp", "step", "testing", "tune",
+    "State", "approximation_error", "causal", "causal_vjp", "combine", "decay_slopes",
+    "features", "get_num_threads", "info", "kinds", "lavo_bases", "noncausal",
+    "noncausal_reduces", "noncausal_vjp", "parallel", "random_features", "read_out",
+    "reference", "selective_scan", "selective_scan_vjp", "set_num_threads",
+    "softmax_attention", "softmax_attention_vjp", "step", "testing", "transition", "tune",
 ]
