@@ -325,7 +325,7 @@ def test_own_arguments_are_checked(rng):
 # -------------------------------------------------------------- engine rules --
 
 def test_tasks_run_single_threaded_kernels(rng):
-    """Kernels (linattn's OpenMP, NumPy's BLAS) run on one thread inside tasks; the
+    """Kernels (linattn's thread pool, NumPy's BLAS) run on one thread inside tasks; the
     process's BLAS setting is restored afterwards."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
 

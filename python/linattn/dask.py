@@ -63,14 +63,15 @@ _CTL_LOCK = threading.Lock()
 
 
 def _controllers():
-    """threadpoolctl's controllers of the OpenMP and BLAS libraries (None without it)."""
+    """threadpoolctl's controllers of linattn's thread pool and the BLAS libraries (None
+    without threadpoolctl)."""
     with _CTL_LOCK:
         if not _CTL:
             try:
                 from threadpoolctl import ThreadpoolController
 
                 ctl = ThreadpoolController()
-                sel = ctl.select(user_api=["openmp", "blas"])
+                sel = ctl.select(user_api=["linattn", "blas"])
                 _CTL["ctl"] = sel if sel.lib_controllers else None
             except Exception:  # noqa: BLE001 - threadpoolctl is optional
                 _CTL["ctl"] = None
@@ -79,10 +80,11 @@ def _controllers():
 
 @contextlib.contextmanager
 def _one_thread():
-    """Single-threaded kernels in a task: linattn's OpenMP loops and NumPy's BLAS (the
-    GEMMs of the state transitions and non-causal read-outs).  Both thread counts are
-    set for the calling thread (OpenMP's and OpenBLAS's settings are per thread) and
-    restored when the task ends, so other threads keep theirs."""
+    """Single-threaded kernels in a task: linattn's thread pool and NumPy's BLAS (the
+    GEMMs of the state transitions and non-causal read-outs), restored when the task
+    ends.  Both limits are process-wide, so with a threaded scheduler a task ending may
+    lift them while another runs; the pool then still never runs more workers than
+    are free (a call that finds it busy runs on its own thread)."""
     ctl = _controllers()
     if ctl is None:
         yield
