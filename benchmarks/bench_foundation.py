@@ -1,4 +1,4 @@
-"""Foundation benchmark (issue 2): D = E = 64, T = 8192, B x H = 8, float32.
+"""Foundation benchmark: D = E = 64, T = 8192, B x H = 8, float32.
 
 Prints recurrent / chunked / parallel times, the NumPy reference's time and the
 chunked form's executed GFLOP/s as a fraction of the same run's np.matmul

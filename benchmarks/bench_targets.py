@@ -3,7 +3,7 @@ mode, decoding latency, float64 vs float32, and linear scaling in T with peak RS
 
     python benchmarks/bench_targets.py [--quick]
 
-Medians of several runs; every ratio is taken inside this run (performance.md 4).
+Medians of several runs; every ratio is taken inside this run (docs/design/performance.md §4).
 """
 
 from __future__ import annotations

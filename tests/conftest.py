@@ -28,7 +28,7 @@ def assert_close(actual, desired, dtype):
     la.testing.assert_close(actual, desired, rtol=TOL[np.dtype(dtype).type])
 
 
-# Counters for the reliability closing note (issue 8): bad inputs tried, fuzz cases run.
+# Counters for the reliability closing note: bad inputs tried, fuzz cases run.
 COUNTS: dict[str, int] = {}
 
 

@@ -1,4 +1,4 @@
-"""kind "cosformer" (kinds.md 8): decomposition, horizon rules, absolute positions."""
+"""kind "cosformer" (docs/design/kinds.md §8): decomposition, horizon rules, absolute positions."""
 
 from __future__ import annotations
 

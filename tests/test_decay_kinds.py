@@ -1,5 +1,5 @@
-"""kinds "lightning" / "retnet" (kinds.md 7), la.decay_slopes, and "linear" as the gated
-linear attention of de Brebisson & Vincent (kinds.md 1)."""
+"""kinds "lightning" / "retnet" (docs/design/kinds.md §7), la.decay_slopes, and "linear" as
+the gated linear attention of de Brebisson & Vincent (docs/design/kinds.md §1)."""
 
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def test_linear_gated_variant_forget_gate(rng):
     """de Brebisson & Vincent 2016: C = sum_i h_i h_i^T, r = C q.  Their gated members
     control what is written into C; the forget-gate form C_t = a_t C_{t-1} + h_t h_t^T is
     kind="linear" with a per-token decay = log a_t.  Whether this is the paper's exact
-    parameterisation is unverified (kinds.md 1)."""
+    parameterisation is unverified (docs/design/kinds.md §1)."""
     T, k_ = 60, 6
     h = rng.standard_normal((2, T, k_))
     q = rng.standard_normal((2, T, k_))

@@ -111,7 +111,7 @@ def test_float64_state_with_float32_inputs(rng):
 @pytest.mark.parametrize("normalize", ["div", "none"])
 @pytest.mark.parametrize("decay", [None, "head", "token"])
 def test_sequence_parallel_is_bit_identical(rng, dtype, normalize, decay):
-    """One slice, two threads: the chunked form splits the sequence (family.md 7) and
+    """One slice, two threads: the chunked form splits the sequence (docs/design/family.md §7) and
     must give exactly the serial chunked result, state included."""
     T = 16 * 100 + 7  # not a multiple of the chunk; more than one window of chunks
     q, k, v = make_qkv(rng, batch=(1,), T=T, D=5, E=4, dtype=dtype, scale=0.5)

@@ -1,4 +1,4 @@
-"""Property-based fuzzing (issue 8) of shapes, strides, dtypes, modes, chunk sizes, split
+"""Property-based fuzzing of shapes, strides, dtypes, modes, chunk sizes, split
 points and kinds: forms agree, split-and-resume agrees, finite bounded inputs give finite
 outputs, strided views equal contiguous copies.
 

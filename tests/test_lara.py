@@ -1,5 +1,5 @@
-"""kinds "ra" and "lara" (lara.md): worked examples, invariants 1-8, statistical tests 9-10,
-parity with the NumPy oracle, large-norm inputs and errors."""
+"""kinds "ra" and "lara" (docs/design/lara.md): worked examples, invariants 1-8 and
+statistical tests 9-10 of its §7, parity with the NumPy oracle, large-norm inputs and errors."""
 
 from __future__ import annotations
 

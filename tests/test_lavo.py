@@ -1,5 +1,5 @@
-"""kind="lavo" (lavo.md): parity with the NumPy oracle in every form and dtype, the worked
-examples 1-4 and invariants 1-8 of section 12, streaming, non-causal and errors."""
+"""kind="lavo" (docs/design/lavo.md): parity with the NumPy oracle in every form and dtype,
+the worked examples 1-4 and invariants 1-8 of its §12, streaming, non-causal and errors."""
 
 from __future__ import annotations
 

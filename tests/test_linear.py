@@ -95,7 +95,7 @@ def test_extreme_decay_is_diagonal(rng, mode, dtype):
 
 
 def test_factorised_form_overflows_but_ours_does_not(rng):
-    """family.md 4.3 rule 1, negative control: exp(G_t) * exp(-G_s) overflows float32
+    """docs/design/family.md §4.3 rule 1, negative control: exp(G_t) * exp(-G_s) overflows float32
     at a log-decay of -1.4 per token over a 64-token chunk; the difference form does not."""
     q, k, v = make_qkv(rng, batch=(1,), T=64, D=4, E=3, dtype=np.float32)
     g = np.full((1, 64), -1.4, np.float32)

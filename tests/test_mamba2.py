@@ -1,5 +1,5 @@
-"""kind "mamba2" (kinds.md 9): SSD as linear attention with q = C, k = B, v = dt * x and
-the per-token decay dt * A."""
+"""kind "mamba2" (docs/design/kinds.md §9): SSD as linear attention with q = C, k = B,
+v = dt * x and the per-token decay dt * A."""
 
 from __future__ import annotations
 

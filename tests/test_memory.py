@@ -1,4 +1,4 @@
-"""Memory (issue 8): every public function called in a loop shows no growth of
+"""Memory: every public function called in a loop shows no growth of
 ``ru_maxrss`` beyond a small bound, no growth of the number of live Python objects, and
 no reference leaked on its inputs (bottleneck's memory_test.py idea)."""
 

@@ -1,5 +1,5 @@
-"""Numerical robustness (issue 8; family.md sections 8-10): a long undecayed float32
-stream within family.md's bound, denominators near zero following the eps policy,
+"""Numerical robustness (docs/design/family.md §8-10): a long undecayed float32
+stream within docs/design/family.md's bound, denominators near zero following the eps policy,
 extreme decays and large-norm inputs staying finite for every kind that applies."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _rel(a, b):
 
 def test_long_undecayed_stream_float32():
     """T = 10^6, elu, D = E = 8, one head: float32 within 1e-5 sqrt(T / 65536) of float64,
-    and within 1e-5 with a float64 initial_state (family.md 9-10)."""
+    and within 1e-5 with a float64 initial_state (docs/design/family.md §9-10)."""
     T, D = 10**6, 8
     r = np.random.default_rng(5)
     q, k, v = (r.standard_normal((1, T, D)).astype(np.float32) for _ in range(3))
@@ -75,7 +75,7 @@ def test_signed_features_abs_clamp(mode):
 @pytest.mark.parametrize("kind", DECAY_KINDS)
 def test_extreme_decay_finite(kind, g):
     """Per-token log-decay -30, -inf, -1e30: finite in every mode; with -30 (or below) at
-    every step only the diagonal survives (family.md 10.4)."""
+    every step only the diagonal survives (docs/design/family.md §10 test 4)."""
     r = np.random.default_rng(3)
     q, k = (r.standard_normal((2, 2, 70, 4)) for _ in range(2))
     v = r.standard_normal((2, 2, 70, 4))

@@ -1,4 +1,4 @@
-"""la.selective_scan (kinds.md 10) against a straightforward NumPy loop."""
+"""la.selective_scan (docs/design/kinds.md §10) against a straightforward NumPy loop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kind "transnormer" (kinds.md 6): NormAttention (t2 / t1) and DiagAttention."""
+"""kind "transnormer" (docs/design/kinds.md §6): NormAttention (t2 / t1) and DiagAttention."""
 
 from __future__ import annotations
 

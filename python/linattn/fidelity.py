@@ -1,4 +1,7 @@
-"""How well random-feature kinds approximate exact softmax attention (kinds.md 5.5)."""
+"""How well random-feature kinds approximate exact softmax attention.
+
+Protocol: docs/design/kinds.md §5.5.
+"""
 
 from __future__ import annotations
 

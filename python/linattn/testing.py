@@ -1,4 +1,4 @@
-"""``la.testing``: the comparison the test suite uses (family.md section 10)."""
+"""``la.testing``: the comparison the test suite uses (docs/design/family.md §10)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def assert_close(actual, desired, rtol: float = 1e-5, atol: float = 0.0, *,
 
 
 def tolerance(dtype) -> float:
-    """family.md's tolerance on relative RMS error for a kernel dtype."""
+    """docs/design/family.md's tolerance on relative RMS error for a kernel dtype."""
     dt = np.dtype(dtype)
     if dt == np.float64:
         return 1e-10

@@ -37,7 +37,7 @@ _OTHER_NONCAUSAL = {"lavo": lavo.noncausal, "lara": lara.noncausal_lara,
 
 
 def _resolve(kind, normalize, eps, eps_mode, scale):
-    """Maps and defaults of an elementwise kind (kinds.md section 0)."""
+    """Maps and defaults of an elementwise kind (docs/design/kinds.md §0)."""
     nq, default_eps, default_mode, default_scale = _DEFAULTS[kind]
     normalize = nq if normalize is None else normalize
     if eps is None:

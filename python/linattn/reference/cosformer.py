@@ -1,5 +1,6 @@
-"""Oracle of ``"cosformer"`` (kinds.md 8.1): the quadratic "left product" with an explicit
-``cos((pi/2)(i - j)/M)`` weight matrix, 1-based absolute positions, float64."""
+"""Oracle of ``"cosformer"`` (docs/design/kinds.md §8.1): the quadratic "left product"
+with an explicit ``cos((pi/2)(i - j)/M)`` weight matrix, 1-based absolute positions,
+float64."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ def attention(q, k, v, *, causal: bool, horizon=None, t0: int = 0, scale: float 
               chunk_local: int | None = None):
     """``o_i = sum_j relu(q~_i).relu(k_j) cos((pi/2)(i-j)/M) v_j / max(sum_j ..., eps)``.
 
-    ``chunk_local=C`` is the negative control of kinds.md 8.4 test 4: positions restart
-    at every chunk of ``C`` tokens (wrong; the library must not do this).
+    ``chunk_local=C`` is the negative control of docs/design/kinds.md §8.4 test 4:
+    positions restart at every chunk of ``C`` tokens (wrong; the library must not do this).
     """
     q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
     T, S = q.shape[-2], k.shape[-2]

@@ -1,5 +1,5 @@
-"""Oracles of ``"lightning"``, ``"retnet"`` and ``"mamba2"`` (kinds.md 7, 9): quadratic
-with explicit weight matrices, float64."""
+"""Oracles of ``"lightning"``, ``"retnet"`` and ``"mamba2"`` (docs/design/kinds.md §7 and
+§9): quadratic with explicit weight matrices, float64."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def attention(q, k, v, *, log_lambda=None, g=None, scale: float = 1.0,
 
 
 def mamba2_loop(x, dt, A, B, C, D=None):
-    """Literal Mamba-2 recurrence (kinds.md 9.1), Mamba's own layout:
+    """Literal Mamba-2 recurrence (docs/design/kinds.md §9.1), Mamba's own layout:
     ``x (b, T, H, P)``, ``dt (b, T, H)``, ``A (H,)``, ``B, C (b, T, G, N)`` with heads split
     evenly over groups.  Returns ``y (b, T, H, P)`` and the state ``(b, H, P, N)``."""
     x, dt, A, B, C = (np.asarray(a, np.float64) for a in (x, dt, A, B, C))

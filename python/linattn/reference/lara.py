@@ -1,4 +1,4 @@
-"""NumPy oracles for RA and LARA (lara.md sections 3-4), direct transcriptions of the
+"""NumPy oracles for RA and LARA (docs/design/lara.md §3-4), direct transcriptions of the
 definitions in float64 with dense (N x C) and (N x M) matrices."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ def _lse(x, axis=-1):
 
 
 def segments(L: int, C: int) -> list[tuple[int, int]]:
-    """lara.md 4.2 1-D segments of a length-L axis into C parts (L >= C)."""
+    """docs/design/lara.md §4.2 1-D segments of a length-L axis into C parts (L >= C)."""
     if C >= L:
         return [(i, i + 1) for i in range(L)]
     g = L // C
@@ -32,7 +32,8 @@ def segmean(x: np.ndarray, C: int) -> np.ndarray:
 
 
 def lara_core(q, k, v, qbar, mu, omega, alpha="opt", alpha_coeff=1.0):
-    """Scaled-space q (N,d), k (M,d), v (M,E), proposals (C,d): section 4.4 steps 4-6."""
+    """Scaled-space q (N,d), k (M,d), v (M,E), proposals (C,d): docs/design/lara.md §4.4,
+    steps 4-6."""
     lk = omega @ k.T - 0.5 * (k * k).sum(-1)             # (C, M)
     Z = _lse(lk, -1)
     f = np.exp(lk - Z[:, None]) @ v                      # (C, E)
@@ -56,7 +57,7 @@ def lara_core(q, k, v, qbar, mu, omega, alpha="opt", alpha_coeff=1.0):
 
 
 def ra_core(q, k, v, noise, uniforms, sigma=1.0, component="sample", sampling="sample"):
-    """Scaled-space RA (section 3.2): noise (N,S,d), uniforms (N,S)."""
+    """Scaled-space RA (docs/design/lara.md §3.2): noise (N,S,d), uniforms (N,S)."""
     N, S = q.shape[0], (noise.shape[1] if noise is not None else uniforms.shape[1])
     lg = q @ k.T
     pi = np.exp(lg - lg.max(-1, keepdims=True))

@@ -1,4 +1,4 @@
-"""NumPy oracle for LAVO-R v1 (lavo.md sections 4-6 and 8), computed row by row from the
+"""NumPy oracle for LAVO-R v1 (docs/design/lavo.md §4-6 and §8), computed row by row from the
 definitions: quadratic in clarity, float64, no shared code with the C kernels."""
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def causal(q, k, v=None, *, bases, window=64, position_bias=None, memory_bias=No
 
 def noncausal(q, k, v=None, *, bases, window=None, position_bias=None, memory_bias=None,
               scale=None, memory_scope="all", layout="...td", **_ignored):
-    """Non-causal LAVO (lavo.md section 8): symmetric window ``|t - j| <= w``, ``pb`` of
+    """Non-causal LAVO (docs/design/lavo.md §8): symmetric window ``|t - j| <= w``, ``pb`` of
     length ``2w + 1`` indexed by ``t - j + w``; cross-attention (``S != T``) needs ``w = 0``."""
     q, k, v, B = _prep(q, k, v, bases, layout)
     T, S = q.shape[-2], k.shape[-2]

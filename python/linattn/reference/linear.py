@@ -1,8 +1,8 @@
-"""Pure-NumPy oracle of the generic operator (family.md section 2), quadratic.
+"""Pure-NumPy oracle of the generic operator (docs/design/family.md §2), quadratic.
 
 Everything is computed in float64 from the definition: explicit feature maps,
 an explicit ``T x S`` weight matrix built from differences of cumulative
-log-decays, and the guard/norm rules of family.md section 8.
+log-decays, and the guard/norm rules of docs/design/family.md §8.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ DECAY_FLOOR = -1000.0
 
 
 def phi(x: np.ndarray, fmap: str, scale: float = 1.0) -> np.ndarray:
-    """The elementwise feature maps of family.md 2.2, applied to ``scale * x``."""
+    """The elementwise feature maps of docs/design/family.md §2.2, applied to ``scale * x``."""
     u = scale * np.asarray(x, dtype=np.float64)
     if fmap == "identity":
         return u

@@ -1,4 +1,4 @@
-"""Pure-NumPy oracles for ``"rfa"`` and ``"performer"`` (kinds.md 4, 5), float64.
+"""Pure-NumPy oracles for ``"rfa"`` and ``"performer"`` (docs/design/kinds.md §4 and §5), float64.
 
 Features are formed exactly from their definitions (no stabiliser shift: the prefix-safe
 stabiliser is exact, so its oracle is the unshifted computation with the guard on the
@@ -38,7 +38,7 @@ def performer_log_features(x, W, kind: str = "positive", scale: float = 1.0) -> 
 
 
 def performer_features(x, W, kind: str = "positive", scale: float = 1.0) -> np.ndarray:
-    """The true features (kinds.md 5.1), unshifted."""
+    """The true features (docs/design/kinds.md §5.1), unshifted."""
     if kind == "relu":
         u = (np.sqrt(scale) * np.asarray(x, dtype=np.float64)) @ \
             np.swapaxes(np.asarray(W, dtype=np.float64), -1, -2)

@@ -1,5 +1,6 @@
-"""Oracle of ``"transnormer"`` (kinds.md 6): NormAttention through the generic quadratic
-oracle, DiagAttention with an explicit block mask over absolute positions, float64."""
+"""Oracle of ``"transnormer"`` (docs/design/kinds.md §6): NormAttention through the generic
+quadratic oracle, DiagAttention with an explicit block mask over absolute positions,
+float64."""
 
 from __future__ import annotations
 

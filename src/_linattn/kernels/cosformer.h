@@ -1,5 +1,6 @@
 /*
- * cosformer.h -- cosFormer's position-dependent feature map (kinds.md 8.1).
+ * cosformer.h -- cosFormer's position-dependent feature map
+ * (docs/design/kinds.md §8.1).
  *
  *   theta_i   = pi i / (2 M)                      i = 1-based absolute position
  *   phi(x, i) = [relu(scale x) sin theta_i ; relu(scale x) cos theta_i]  (2d)

@@ -1,5 +1,5 @@
 /*
- * diag.h -- TransNormer's DiagAttention (kinds.md 6.2): softmax (T2) or
+ * diag.h -- TransNormer's DiagAttention (docs/design/kinds.md §6.2): softmax (T2) or
  * ReLU-then-norm (T1) attention restricted to non-overlapping blocks of w
  * tokens aligned to absolute positions (block floor(p / w)).
  *

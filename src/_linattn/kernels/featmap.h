@@ -1,5 +1,6 @@
 /*
- * featmap.h -- elementwise feature maps phi applied per token (family.md 2.2).
+ * featmap.h -- elementwise feature maps phi applied per token
+ * (docs/design/family.md §2.2).
  *
  *   identity  phi(x) = x
  *   elu1      phi(x) = x + 1 (x > 0),  exp(x) (x <= 0)      (Katharopoulos et al.)
@@ -30,8 +31,8 @@ void la_featmap_row_f64(int fmap, double scale, const double *x, la_index xs,
                         la_index n, double *y);
 
 /*
- * Random-feature maps (kinds.md 4 and 5): one row x (d, element stride xs) and
- * a projection W (r x d, element strides w_rs, w_cs).
+ * Random-feature maps (docs/design/kinds.md §4 and §5): one row x (d, element
+ * stride xs) and a projection W (r x d, element strides w_rs, w_cs).
  *
  *   rfa        xh = x / (|x| + 1e-3),  u = sqrt(scale) W xh,
  *              y = sqrt(2/F) [sin u ; cos u]                           F = 2r

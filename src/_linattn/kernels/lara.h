@@ -1,5 +1,5 @@
 /*
- * lara.h -- RA and LARA (shared/spec/lara.md), per (batch, head), in scaled space
+ * lara.h -- RA and LARA (docs/design/lara.md), per (batch, head), in scaled space
  * q_n = sqrt(scale) Q_n, k_m = sqrt(scale) K_m.
  *
  * RA (quadratic; section 3):  pi_n = softmax_m(q_n . k_m);  for each of S samples

@@ -1,5 +1,5 @@
 /*
- * lavo.h -- LAVO-R v1 (shared/spec/lavo.md): orthogonal memory + local window,
+ * lavo.h -- LAVO-R v1 (docs/design/lavo.md): orthogonal memory + local window,
  * read by one joint softmax.  Per (batch, head), 1-based absolute positions t.
  *
  *   c_j = B x_j (r coefficients),  S_t = sum_{j <= m_t} c_j (float64),  h_t = S_t / m_t

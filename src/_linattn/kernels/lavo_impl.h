@@ -136,7 +136,7 @@ LA_FN(lavo_state_out)(const la_lavo_args *a, const LA_T *Rk, const LA_T *Rv,
     }
 }
 
-/* Token by token (lavo.md 9.1), reading rows in place. */
+/* Token by token (docs/design/lavo.md §9.1), reading rows in place. */
 static void
 LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, const LA_T *Rk,
                       const LA_T *Rv, double *S, double *SV, LA_T *qrow, double *lg,

@@ -1,7 +1,7 @@
 /*
  * performer.h -- Performer (FAVOR+) attention on log-features with the
- * prefix-safe stabiliser (kinds.md 5.4, family.md 4.2, 7, 8.1), one
- * (batch, head) slice per call.
+ * prefix-safe stabiliser (docs/design/kinds.md §5.4; docs/design/family.md §4.2,
+ * §7, §8.1), one (batch, head) slice per call.
  *
  *   x' = sqrt(scale) x,  u = W x' (W: m x d),  h = |x'|^2 / 2
  *   positive:    l = u - h - log sqrt(m)                      F = m

@@ -1,6 +1,6 @@
 /*
  * sscan.h -- Mamba-1's selective scan (S6), one (batch, channel) slice per
- * call, as mamba_ssm's selective_scan_ref (kinds.md 10.2):
+ * call, as mamba_ssm's selective_scan_ref (docs/design/kinds.md §10.2):
  *
  *   dt_t     = delta_t + delta_bias;  dt_t = softplus(dt_t) if requested
  *              (stable: max(x, 0) + log1p(exp(-|x|)))
@@ -9,7 +9,7 @@
  *   out_t    = y_t * z_t sigmoid(z_t)                 (when z is given)
  *
  * A per-feature (vector) decay: the pairwise form is not a GEMM, so this is
- * the recurrent scan (family.md 4.3 rule 5).  B and C are (n, l) with any
+ * the recurrent scan (docs/design/family.md §4.3 rule 5).  B and C are (n, l) with any
  * strides (stride 0 on l for time-invariant B / C).  Scratch: la_sscan_work_size.
  */
 #ifndef LA_SSCAN_H
