@@ -25,7 +25,7 @@ _ZERO_DECAY = np.zeros(1, dtype=np.float64)
 
 
 def default_chunk(F: int) -> int:
-    """family.md 6.2: 64, or 32 when the feature width is at most 32."""
+    """docs/design/family.md §6.2: 64, or 32 when the feature width is at most 32."""
     return 32 if F <= 32 else 64
 
 
@@ -231,8 +231,11 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
             _write_state(state, st)
             return o[..., 0, :], state
         return _step_inplace(q1, k1, v1, state, spec, options)
-    finally:
-        pass
+    except (TypeError, ValueError) as exc:
+        msg = str(exc)
+        if "initial_state" not in msg:
+            raise
+        raise type(exc)(msg.replace("initial_state", "state")) from None
 
 
 def _check_token_axis(q_t: np.ndarray, state: object) -> None:

@@ -14,7 +14,7 @@ NORMALIZE = {"none": 0, "div": 1, "norm": 2}
 EPS_MODES = {"add": 0, "clamp": 1, "abs_clamp": 2}
 CAUSAL_MODES = ("recurrent", "chunked", "parallel")
 
-# Options every causal call understands (api.md); kinds add their own.
+# Options every causal call understands (docs/design/api.md); kinds add their own.
 COMMON_OPTIONS = ("mode", "chunk_size", "scale", "normalize", "eps", "initial_state",
                   "return_state", "layout", "out")
 # Keywords of the public signature that only some kinds accept.

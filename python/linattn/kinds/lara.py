@@ -1,20 +1,20 @@
 """``kind="ra"`` and ``kind="lara"``: randomized attention and linear randomized attention.
 
 Zheng, Wang, Kong, *Linear Complexity Randomized Self-attention Mechanism*, ICML 2022,
-arXiv:2204.04667 (lara.md).  Both are non-causal (``la.noncausal``); scale ``tau``
+arXiv:2204.04667 (docs/design/lara.md).  Both are non-causal (``la.noncausal``); scale ``tau``
 (default ``d**-0.5``) enters as ``sqrt(tau)`` on q and k (scaled space).
 
 RA (quadratic, unbiased with ``component="sample"``, ``sampling="sample"``,
 ``noise_std=1``): a reference and test oracle.  LARA (linear): ``landmarks`` proposals
 ``N(qbar_c + kbar_c, I)`` from chunk means of the scaled queries and keys over the 1-D
-segments of lara.md 4.2 (or an explicit ``(qbar, kbar)`` pair of ``(..., C, d)``
+segments of docs/design/lara.md §4.2 (or an explicit ``(qbar, kbar)`` pair of ``(..., C, d)``
 scaled-space arrays), ``samples_per_proposal`` samples each (``antithetic`` pairs),
 multiple-importance weights ``alpha`` ("opt", the reference code's ``mis-opt`` with
 ``alpha_coeff``; "bh" balance heuristic; "const"), self-normalised estimate.  Paper
 defaults: ``noise_std=1.0``, ``sampling="sample"``; the published code's behaviours are
 flags: ``noise_std="code"`` (``d**-0.25``) and ``sampling="mean"`` (``omega = mu``).
 ``grid=`` (2-D pooling) is not implemented yet and raises ``NotImplementedError``;
-causal LARA (lara.md 5) is not offered.
+causal LARA (docs/design/lara.md §5) is not offered.
 
 Randomness is drawn in Python with ``numpy.random.default_rng(seed)`` (default 0) over
 the broadcast batch shape, or passed explicitly: LARA ``noise (..., C*R, d)``
@@ -69,7 +69,7 @@ def _explicit(name, x, shape, batch, dtype=None):
 
 
 def _segmean(x: np.ndarray, C: int) -> np.ndarray:
-    """Means over the 1-D segments of lara.md 4.2 along axis -2 (C <= length)."""
+    """Means over the 1-D segments of docs/design/lara.md §4.2 along axis -2 (C <= length)."""
     L = x.shape[-2]
     g = L // C
     if L % C == 0:
@@ -102,7 +102,7 @@ def lara_forward(call: Call, options: dict):
     if anti and R % 2:
         raise ValueError(f"antithetic=True needs an even samples_per_proposal, got {R}")
     if options["grid"] is not None:
-        raise NotImplementedError("grid= (2-D pooled landmarks, lara.md 4.2) is not "
+        raise NotImplementedError("grid= (2-D pooled landmarks, docs/design/lara.md §4.2) is not "
                                   "implemented yet; pool the landmarks yourself and pass "
                                   "landmarks=(qbar, kbar)")
     s = np.sqrt(tau)

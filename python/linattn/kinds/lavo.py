@@ -1,4 +1,4 @@
-"""``kind="lavo"``: LAVO-R v1, linear attention via orthogonal memory (lavo.md).
+"""``kind="lavo"``: LAVO-R v1, linear attention via orthogonal memory (docs/design/lavo.md).
 
 Zhang, Jiang, Feng, Zheng, Kong, *Linear Attention via Orthogonal Memory*, arXiv:2312.11135.
 The paper's method section and code were not available; this is our reconstruction

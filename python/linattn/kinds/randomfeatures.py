@@ -1,5 +1,5 @@
 """Random-feature kinds: ``"rfa"`` (Peng et al. 2021, with gated RFA) and
-``"performer"`` (Choromanski et al. 2021, FAVOR+), kinds.md sections 4 and 5.
+``"performer"`` (Choromanski et al. 2021, FAVOR+), docs/design/kinds.md §4 and 5.
 
 RFA computes its sin/cos features in C (``la.features.rfa``) and runs the generic
 operator; gated RFA folds the write weight ``1 - g`` into the key features and uses
@@ -56,7 +56,7 @@ def _seed(call: Call):
         return int(seed)
     if st is not None and "fingerprint" in st.extra:
         return 0
-    return 0
+    return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def _projection(call: Call, kind: str, features: str = "positive"):
@@ -67,6 +67,8 @@ def _projection(call: Call, kind: str, features: str = "positive"):
     fp = _draws.fingerprint(W)
     _check_resume(call.initial_state, fp, None)
     extra = {"fingerprint": fp}
+    if call.projection is None:
+        extra["seed"] = np.array(seed, dtype=np.int64)
     return W, F, extra
 
 
