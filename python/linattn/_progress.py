@@ -111,8 +111,9 @@ class call_progress:
         tqdm = _tqdm()
         if tqdm is not None:
             if self._bar is None:
+                fmt = {} if done is not None else {"bar_format": "{desc}: running {elapsed}"}
                 self._bar = tqdm(total=total or None, desc=self.desc, file=self.file,
-                                 leave=False, unit="chunk")
+                                 leave=False, unit="chunk", **fmt)
             if done is not None:
                 self._bar.n = done
             self._bar.refresh()

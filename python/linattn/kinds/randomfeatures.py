@@ -111,8 +111,8 @@ def _gate(gate, dims: val.Dims) -> tuple[np.ndarray, np.ndarray]:
                          f"dimensions {dims.batch}") from None
     bad = ~((g >= 0) & (g <= 1))
     if bad.any():
-        idx = np.unravel_index(int(np.argmax(bad)), g.shape)
-        raise ValueError(f"gate values must lie in [0, 1], got {g[idx]!r} at index {idx}")
+        idx = val.first_index(bad)
+        raise ValueError(f"gate values must lie in [0, 1], got {float(g[idx])} at index {idx}")
     with np.errstate(divide="ignore"):
         return 1.0 - g, np.log(g)
 
