@@ -75,3 +75,22 @@ def test_mamba2_step_decay_shaped_like_q_t(inplace):
                         inplace=inplace)
         outs.append(o)
     assert_close(np.stack(outs, -2), full, 1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lightning", "retnet", "mamba2", "cosformer", "rfa"])
+def test_inplace_step_updates_the_arrays_of_every_generic_kind(kind):
+    """Kinds that end in the generic operator update state.S where it is, as elu does."""
+    q, k, v = _qkv(4)
+    kw = {"cosformer": {"horizon": 32}, "rfa": {"seed": 1, "num_features": 8}}.get(kind, {})
+    g = -0.1 * np.ones((2, 3, 9)) if kind == "mamba2" else None
+    st = la.State.zeros(kind, (2, 3), 4, **kw)
+    S = st.S
+    outs = []
+    for t in range(9):
+        step_kw = dict(kw, decay=g[..., t]) if g is not None else kw
+        o, st2 = la.step(q[..., t, :], k[..., t, :], v[..., t, :], st, inplace=True, **step_kw)
+        assert st2 is st and st.S is S
+        outs.append(o)
+    full = la.causal(q, k, v, kind, decay=g, **kw) if g is not None else \
+        la.causal(q, k, v, kind, **kw)
+    assert_close(np.stack(outs, -2), full, 1e-12)

@@ -8,21 +8,14 @@ Each entry point validates its arguments and resolves the defaults once into a
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 
 from . import _core
 from . import _progress
 from . import _registry as reg
 from . import _validate as val
-from ._call import (build, check_gated, check_options, check_state, elementwise_forward,
-                    flags, state_arrays)
+from ._call import build, check_gated, check_options, elementwise_forward
 from .state import State
-
-_ZERO_DECAY = np.zeros(1, dtype=np.float64)
-
 
 def default_chunk(F: int) -> int:
     """docs/design/family.md §6.2: 64, or 32 when the feature width is at most 32."""
@@ -133,18 +126,30 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     """
     if check_finite:
         val.check_finite(q=q, k=k, v=v)
+    return _causal("causal", q, k, v, kind, mode=mode, chunk_size=chunk_size, scale=scale,
+                   normalize=normalize, eps=eps, decay=decay, num_features=num_features,
+                   projection=projection, seed=seed, horizon=horizon,
+                   initial_state=initial_state, return_state=return_state, layout=layout,
+                   out=out, progress=progress, **kind_options)
+
+
+def _causal(entry, q, k, v, kind, *, decay=None, num_features=None, projection=None,
+            seed=None, horizon=None, **kw):
     spec = reg.get(kind)
     if not spec.causal_modes:
         raise ValueError(f"kind {kind!r} has no causal form; use la.noncausal")
     check_gated(spec, decay=decay, num_features=num_features, projection=projection,
                 seed=seed, horizon=horizon)
-    opts = check_options(spec, kind_options, "causal")
-    call = build("causal", spec, q, k, v, mode=mode, chunk_size=chunk_size, scale=scale,
-                 normalize=normalize, eps=eps, eps_mode=opts.get("eps_mode"), decay=decay,
+    common = {n: kw.pop(n) for n in _CAUSAL_COMMON if n in kw}
+    opts = check_options(spec, kw, entry.split("_")[0])
+    call = build(entry, spec, q, k, v, eps_mode=opts.get("eps_mode"), decay=decay,
                  num_features=num_features, projection=projection, seed=seed,
-                 horizon=horizon, initial_state=initial_state, return_state=return_state,
-                 layout=layout, out=out, progress=progress)
+                 horizon=horizon, **common)
     return _forward(call, opts)
+
+
+_CAUSAL_COMMON = ("mode", "chunk_size", "scale", "normalize", "eps", "initial_state",
+                  "return_state", "layout", "out", "progress")
 
 
 def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
@@ -215,27 +220,22 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
     if decay is not None and np.ndim(decay) == q_t.ndim - 1 and q_t.ndim > 1:
         options["decay"] = np.asarray(decay)[..., None]  # per token: add the T axis
     q1, k1, v1 = q_t[..., None, :], k_t[..., None, :], v_t[..., None, :]
+    if inplace and state is not None and not isinstance(state, State):
+        raise TypeError(f"inplace=True needs a linattn.State to update (or None to start "
+                        f"one), got {type(state).__name__}")
+    entry = "step_inplace" if inplace and state is not None else "step"
     try:
-        if not inplace or state is None:
-            o, st = causal(q1, k1, v1, kind, mode="recurrent", initial_state=state,
-                           return_state=True, **options)
-            return o[..., 0, :], st
-        if not isinstance(state, State):
-            raise TypeError(f"inplace=True needs a linattn.State to update (or None to "
-                            f"start one), got {type(state).__name__}")
-        spec = reg.get(kind)
-        if spec.forward is not None or options.get("out") is not None:
-            # kinds with their own machinery: compute, then write into the given state
-            o, st = causal(q1, k1, v1, kind, mode="recurrent", initial_state=state,
-                           return_state=True, **options)
-            _write_state(state, st)
-            return o[..., 0, :], state
-        return _step_inplace(q1, k1, v1, state, spec, options)
+        o, st = _causal(entry, q1, k1, v1, kind, mode="recurrent", initial_state=state,
+                        return_state=True, **options)
     except (TypeError, ValueError) as exc:
         msg = str(exc)
         if "initial_state" not in msg:
             raise
         raise type(exc)(msg.replace("initial_state", "state")) from None
+    if entry == "step_inplace" and st is not state:
+        _write_state(state, st)  # the kind computed a new state: copy it into the given one
+        st = state
+    return o[..., 0, :], st
 
 
 def _check_token_axis(q_t: np.ndarray, state: object) -> None:
@@ -259,40 +259,6 @@ def _write_state(state: State, new: State) -> None:
             setattr(state, name, fresh)
     state.t = new.t
     state.extra = new.extra
-
-
-def _step_inplace(q, k, v, state: State, spec: reg.KindSpec, options: dict):
-    """The in-place decoding path of the elementwise kinds: one gufunc call that
-    updates ``state.S`` / ``state.z`` where they are."""
-    gated = {n: options.pop(n, None) for n in reg.GATED_KEYWORDS if n in options}
-    check_gated(spec, **gated)
-    common = {n: options.pop(n, None) for n in ("scale", "normalize", "eps", "chunk_size")}
-    opts = check_options(spec, options, "step")
-    call = build("step", spec, q, k, v, mode="recurrent", eps_mode=opts.get("eps_mode"),
-                 decay=gated.get("decay"), initial_state=state, return_state=True, **common)
-    dims = call.dims
-    S, z, _ = state_arrays(state, spec, dims.batch, dims.D, dims.E, call.normalize == "div")
-    comp = S.dtype if S.dtype == np.float64 else call.comp
-    want = dims.batch + (dims.D, dims.E)
-    for name, arr, shape in (("S", S, want), ("z", z, want[:-1])):
-        if arr is None:
-            continue
-        if arr.shape != shape or arr.dtype != comp or not arr.flags.writeable \
-                or not arr.flags.aligned:
-            raise ValueError(f"inplace=True needs a writeable, aligned state.{name} of shape "
-                             f"{shape} and dtype {comp}; got shape {arr.shape}, dtype "
-                             f"{arr.dtype}, writeable={arr.flags.writeable} (use the state "
-                             f"returned by a call on these shapes, or inplace=False)")
-    if z is None:
-        z = np.zeros(dims.D, comp)  # scratch: no denominator is carried
-    g = call.decay_td()
-    fl = flags(spec.fmap_q, spec.fmap_k, call.normalize, call.eps_mode, g is not None)
-    qc, kc, vc = (x.astype(comp, copy=False) for x in (call.q, call.k, call.v))
-    o = _core._step_inplace(qc, kc, vc, _ZERO_DECAY if g is None else g, S, z, call.scale,
-                            call.eps, np.int64(fl), np.int64(1))
-    state.t += 1
-    o = o[..., 0, :]
-    return (o if o.dtype == call.res else o.astype(call.res)), state
 
 
 def softmax_attention(q, k, v, causal: bool = True, scale: float | None = None, *,

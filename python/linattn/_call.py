@@ -15,6 +15,7 @@ inputs are views ``(B, H, T, D)`` of the caller's ``(B, T, H, D)`` arrays (no co
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -170,6 +171,7 @@ def same_array(a: object, b: object) -> bool:
         return True
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+                and np.may_share_memory(a, b)
                 and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
     return False
 
@@ -297,14 +299,25 @@ def linear_causal(call: Call, fq: np.ndarray, fk: np.ndarray, v: np.ndarray, *,
     comp = call.comp
     if S0 is not None and S0.dtype == np.float64:
         comp = np.dtype(np.float64)  # a float64 state keeps the computation in float64
+    fl = flags(fmap_q, fmap_k, call.normalize, eps_mode, g is not None)
+    if call.entry == "step_inplace" and state is call.initial_state \
+            and _updatable(spec, state, S0, z0, batch + (F, E), comp):
+        # la.step(inplace=True): one gufunc call updates state.S / state.z where they are
+        qc, kc, vc = (x.astype(comp, copy=False) for x in (fq, fk, v))
+        z = z0 if z0 is not None else np.zeros(F, comp)  # scratch: no denominator carried
+        o = _core._step_inplace(qc, kc, vc, _ZERO_DECAY if g is None else g, S0, z, scale,
+                                eps, np.int64(fl), np.int64(1))
+        state.t += 1
+        if extra:
+            state.extra.update(extra)
+        return o, state
     mode = pick_mode(call.mode, T, chunk, spec, F=F, E=E, slices=math.prod(batch))
     if S0 is None:
-        S0, z0 = np.zeros((F, E), comp), np.zeros((F,), comp)
+        S0, z0 = _zeros((F, E), comp), _zeros((F,), comp)
     elif z0 is None:
-        z0 = np.zeros(S0.shape[:-1], comp)
-    fl = flags(fmap_q, fmap_k, call.normalize, eps_mode, g is not None)
+        z0 = _zeros(S0.shape[:-1], comp)
     if g is None:
-        g = np.broadcast_to(_ZERO_DECAY, (T,))
+        g = _zero_decay(T)
     qc, kc, vc = (x.astype(comp, copy=False) for x in (fq, fk, v))
     o, S1, z1 = _CAUSAL_GUFUNC[mode](qc, kc, vc, g, S0.astype(comp, copy=False),
                                      z0.astype(comp, copy=False), scale, eps, np.int64(fl),
@@ -315,6 +328,37 @@ def linear_causal(call: Call, fq: np.ndarray, fk: np.ndarray, v: np.ndarray, *,
     if extra:
         ex.update(extra)
     return o, State(S1, z1 if div else None, t0 + T, spec.name, ex)
+
+
+def _updatable(spec, state, S, z, shape, comp) -> bool:
+    """Whether ``la.step(inplace=True)`` can update ``state.S`` / ``state.z`` where they
+    are.  The elementwise kinds require it (ValueError); the others fall back to computing
+    a new state that la.step copies into the given one."""
+    for name, arr, want in (("S", S, shape), ("z", z, shape[:-1])):
+        if arr is None:
+            continue
+        if arr.shape != want or arr.dtype != comp or not arr.flags.writeable \
+                or not arr.flags.aligned:
+            if spec.forward is not None:
+                return False
+            raise ValueError(f"inplace=True needs a writeable, aligned state.{name} of shape "
+                             f"{want} and dtype {comp}; got shape {arr.shape}, dtype "
+                             f"{arr.dtype}, writeable={arr.flags.writeable} (use the state "
+                             f"returned by a call on these shapes, or inplace=False)")
+    return S is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _zero_decay(T: int) -> np.ndarray:
+    return np.broadcast_to(_ZERO_DECAY, (T,))
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """A read-only zero array (an empty carried state), made once per shape and dtype."""
+    a = np.zeros(shape, dtype)
+    a.flags.writeable = False
+    return a
 
 
 def linear_noncausal(call: Call, fq: np.ndarray, fk: np.ndarray, v: np.ndarray, *,

@@ -12,6 +12,8 @@ leaks future keys into causal outputs; it is kept for parity only.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import _core
@@ -59,12 +61,25 @@ def _seed(call: Call):
     return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+@functools.lru_cache(maxsize=32)
+def _drawn(kind: str, d: int, num_features, seed: int, features: str, dtype: np.dtype):
+    """A drawn projection, its width and fingerprint, made once per (kind, d, width, seed,
+    features, dtype): a decoding loop calls the kind once per token."""
+    W, F = _draws.projection_for(kind, d, num_features, None, seed, features, dtype=dtype)
+    W.flags.writeable = False
+    return W, F, _draws.fingerprint(W)
+
+
 def _projection(call: Call, kind: str, features: str = "positive"):
     """``(W, F, extra)``: the projection, the feature width and what the state keeps."""
     seed = _seed(call)
-    W, F = _draws.projection_for(kind, call.dims.D, call.num_features, call.projection, seed,
-                                 features, dtype=call.comp)
-    fp = _draws.fingerprint(W)
+    if call.projection is None and type(seed) is int \
+            and (call.num_features is None or type(call.num_features) is int):
+        W, F, fp = _drawn(kind, call.dims.D, call.num_features, seed, features, call.comp)
+    else:
+        W, F = _draws.projection_for(kind, call.dims.D, call.num_features, call.projection,
+                                     seed, features, dtype=call.comp)
+        fp = _draws.fingerprint(W)
     _check_resume(call.initial_state, fp, None)
     extra = {"fingerprint": fp}
     if call.projection is None:
