@@ -1,4 +1,4 @@
-"""Threads across kinds (issue 8): many Python threads calling different kinds at once
+"""Threads across kinds: many Python threads calling different kinds at once
 give bit-identical results to serial calls; results are bit-identical across runs at a
 fixed thread count, within tolerance across thread counts; changing the thread count
 while other threads compute is safe.  docs/reliability.md lists which kinds are
