@@ -217,8 +217,10 @@ def projection_for(kind: str, d: int, num_features, projection, seed, features: 
 
     ``"rfa"`` and Performer ``"hyperbolic"`` have ``F = 2 * rows`` (even
     ``num_features``); Performer ``"positive"`` and ``"relu"`` have ``F = rows``.  Without
-    ``projection`` the rows are drawn from ``seed`` (default 0): iid Gaussian for RFA
-    (docs/design/kinds.md §4.2), orthogonal with chi norms for Performer (5.3).
+    ``projection`` the rows are drawn from ``seed`` (None here means 0, as in the oracle;
+    ``la.causal`` / ``la.noncausal`` resolve ``seed=None`` to fresh entropy first): iid
+    Gaussian for RFA (docs/design/kinds.md §4.2), orthogonal with chi norms for Performer
+    (docs/design/kinds.md §5.3).
     """
     paired = kind == "rfa" or features == "hyperbolic"
     what = "kind 'rfa' (sin and cos halves)" if kind == "rfa" else \
