@@ -42,6 +42,9 @@ SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("call", [
     'la.causal(q, k, v, mode="parallel")',
     'la.softmax_attention(q, k, v)',
+    # two slices on two pool threads: the workers stop too
+    'la.set_num_threads(2); la.causal(*(np.concatenate([x, x]) for x in (q, k, v)), '
+    'mode="parallel")',
 ])
 def test_keyboard_interrupt_during_kernel(call):
     r = subprocess.run([sys.executable, "-c", SCRIPT.format(call=call)], capture_output=True,

@@ -91,15 +91,27 @@ def test_set_num_threads_under_load(rng, restore_threads):
         t.join()
 
 
-def test_threadpoolctl_sees_openblas_and_openmp():
+def test_threadpoolctl_sees_openblas_and_the_pool(restore_threads):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    import linattn._core as core
 
     info = threadpoolctl.threadpool_info()
     libs = [i for i in info if "scipy_openblas" in i.get("filepath", "")
             and "linattn" in i.get("filepath", "")]
     assert libs, f"linattn's OpenBLAS not found in {info}"
     assert libs[0]["num_threads"] == 1
-    assert core is not None
-    if la.info()["openmp"]:
-        assert any(i["user_api"] == "openmp" for i in info)
+    if not hasattr(threadpoolctl, "register"):
+        pytest.skip("threadpoolctl < 3.5 takes no third-party controllers")
+    pool = [i for i in info if i["user_api"] == "linattn"]
+    assert pool and pool[0]["num_threads"] == la.get_num_threads(), info
+    la.set_num_threads(0)
+    before = la.get_num_threads()
+    with threadpoolctl.threadpool_limits(1):
+        assert la.get_num_threads() == 1
+        if before > 1:
+            assert la.info()["threads_source"] == "threadpoolctl"
+            assert la.info()["thread_limit"] == 1
+    assert la.get_num_threads() == before
+    assert la.info()["thread_limit"] is None
+    with threadpoolctl.threadpool_limits(1, user_api="linattn"):
+        assert la.get_num_threads() == 1
+    assert la.get_num_threads() == before

@@ -33,15 +33,22 @@ from ._draws import decay_slopes
 from ._sscan import selective_scan
 from ._draws import random_features
 from .fidelity import approximation_error
+from ._tuning import tune  # per-machine crossovers for mode="auto"
 from ._registry import kinds
+from .grad import causal_vjp, noncausal_vjp, selective_scan_vjp, softmax_attention_vjp
 from .state import State
 
 __version__ = "0.1.0"
 
 
 def set_num_threads(n: int) -> None:
-    """Worker threads for the (batch x head) loop; ``0`` follows the OpenMP runtime
-    (``OMP_NUM_THREADS``, ``threadpoolctl``).  BLAS stays single-threaded inside."""
+    """Worker threads for the (batch x head) loop and the sequence split.
+
+    ``n >= 1`` takes effect whatever ``OMP_NUM_THREADS`` says, capped by the CPUs this
+    process may run on (``os.sched_getaffinity``) and by a ``threadpoolctl`` limit in
+    force.  ``0`` goes back to the default: ``LINATTN_NUM_THREADS``, else
+    ``OMP_NUM_THREADS``, else those CPUs.  BLAS stays single-threaded inside.  The
+    workers sleep between calls; ``la.info()`` says where the count came from."""
     import numbers
 
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
@@ -50,7 +57,7 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Worker threads a call will use (capped by ``omp_get_max_threads()``)."""
+    """Worker threads a call will use (see ``set_num_threads``)."""
     return _core.get_num_threads()
 
 
@@ -66,30 +73,85 @@ def info() -> dict:
         "blas_corename": b["blas_corename"],
         "blas_config": b["blas_config"],
         "blas_threads": 1,
-        "simd": b["simd"],
-        # the hand-written AVX-512 recurrent loop and GEMM tiles (off with LINATTN_NO_SIMD=1)
-        "avx512_kernels": bool(b["avx512_kernels"]),
+        # ISA path of the hand-written loops (LINATTN_SIMD=avx512|avx2|generic), the CPU's
+        # best, where the choice came from, paths compiled in, tuning table or la.tune() cache
+        **__import__("linattn._tuning", fromlist=["_"]).info_entries(),
         "openmp": bool(b["openmp"]),
+        # linattn's own thread pool: the count, where it came from ("set_num_threads",
+        # "threadpoolctl", "LINATTN_NUM_THREADS", "OMP_NUM_THREADS", "cpu_affinity"),
+        # the CPUs this process may use, an outside (threadpoolctl) limit or None
         "threads": get_num_threads(),
+        "threads_source": b["threads_source"],
         "max_threads": b["max_threads"],
+        "thread_limit": b["thread_limit"] or None,
+        "thread_pool": "pthread",
     }
 
 
 def _init_threads_from_env() -> None:
-    import os
+    """The extension reads ``LINATTN_NUM_THREADS`` and ``OMP_NUM_THREADS`` itself when it
+    loads; here linattn's pool is made visible to ``threadpoolctl`` (``threadpool_info``
+    lists it, ``threadpool_limits`` caps it), now if threadpoolctl is already imported,
+    else when it is (importing it here would cost every ``import linattn`` ~10 ms)."""
+    import sys
 
-    v = os.environ.get("LINATTN_NUM_THREADS")
-    if v:
-        try:
-            set_num_threads(int(v))
-        except ValueError:
-            pass
+    if "threadpoolctl" in sys.modules:
+        _register_threadpoolctl(sys.modules["threadpoolctl"])
+        return
+
+    class _Hook:
+        def find_spec(self, name, path=None, target=None):
+            if name != "threadpoolctl":
+                return None
+            sys.meta_path.remove(self)
+            import importlib.util
+
+            spec = importlib.util.find_spec(name)
+            loader = getattr(spec, "loader", None)
+            if loader is None or not hasattr(loader, "exec_module"):
+                return spec
+            run = loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                _register_threadpoolctl(module)
+
+            loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _Hook())
+
+
+def _register_threadpoolctl(tpc) -> None:
+    if not hasattr(tpc, "register") or not hasattr(tpc, "LibController"):
+        return  # threadpoolctl < 3.5: no third-party controllers
+
+    class LinattnController(tpc.LibController):
+        user_api = "linattn"
+        internal_api = "linattn"
+        filename_prefixes = ("_core",)
+        check_symbols = ("linattn_set_thread_limit",)
+
+        def get_num_threads(self):
+            return self.dynlib.linattn_get_num_threads()
+
+        def set_num_threads(self, num_threads):
+            self.dynlib.linattn_set_thread_limit(int(num_threads))
+
+        def get_version(self):
+            return __version__
+
+    try:
+        tpc.register(LinattnController)
+    except Exception:  # pragma: no cover - a threadpoolctl that changed its API
+        pass
 
 
 _init_threads_from_env()
 
 __all__ = [
-    "State", "approximation_error", "causal", "decay_slopes", "features",
-    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "random_features",
-    "reference", "selective_scan", "set_num_threads", "softmax_attention", "step", "testing",
+    "State", "approximation_error", "causal", "causal_vjp", "decay_slopes", "features",
+    "get_num_threads", "info", "kinds", "lavo_bases", "noncausal", "noncausal_vjp",
+    "random_features", "reference", "selective_scan", "selective_scan_vjp", "set_num_threads",
+    "softmax_attention", "softmax_attention_vjp", "step", "testing", "tune",
 ]

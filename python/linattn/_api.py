@@ -13,18 +13,23 @@ import numpy as np
 from . import _core
 from . import _progress
 from . import _registry as reg
+from . import _tuning
 from . import _validate as val
 from ._call import build, check_gated, check_options, elementwise_forward
 from .state import State
 
+
 def default_chunk(F: int) -> int:
-    """docs/design/family.md §6.2: 64, or 32 when the feature width is at most 32."""
-    return 32 if F <= 32 else 64
+    """The tuning table's default chunk size (docs/design/family.md §6.2): 64, or 32 when
+    the feature width is at most 32, unless la.tune() measured others on this CPU."""
+    return _tuning.default_chunk(F)
 
 
 def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | None = None,
               E: int | None = None, slices: int | None = None) -> str:
-    """The documented ``mode="auto"`` rule (``la.kinds()[kind]["auto_rule"]``).
+    """The documented ``mode="auto"`` rule (``la.kinds()[kind]["auto_rule"]``), with the
+    numbers of the tuning table (``_tuning.active()``: the active ISA path's row, or this
+    CPU's ``la.tune()`` results).
 
     Measured on the reference machine (one core, B*H = 4, T = 4096, with and without
     decay): the AVX-512 recurrent loop keeps 64 value columns of accumulators in registers
@@ -44,14 +49,26 @@ def pick_mode(mode: str, T: int, chunk: int, spec: reg.KindSpec, *, F: int | Non
         return "recurrent"
     if F is None or E is None:
         return "chunked"
+    knobs = _tuning.active()
     threads = _core.get_num_threads()
-    if slices is not None and slices < threads and T >= 4 * chunk * threads:
+    if (slices is not None and slices < threads
+            and T >= knobs["seq_min_chunks"] * chunk * threads):
         return "chunked"  # sequence-parallel over the idle threads
-    return "chunked" if E > AUTO_RECURRENT_MAX_E else "recurrent"
+    return "chunked" if E > knobs["recurrent_max_e"] else "recurrent"
 
 
-# Widest values (E) for which the recurrent loop beats the chunked form.
-AUTO_RECURRENT_MAX_E = 64
+# Widest values (E) for which the recurrent loop beats the chunked form: the tuning
+# table's value for the active ISA path (la.tune() may measure another on this CPU).
+AUTO_RECURRENT_MAX_E = _tuning.table()[_tuning.simd()["active"]]["recurrent_max_e"]
+
+
+def _prepare_qkv(q, k, v, layout, causal):
+    """Compatibility: checked ``q``, ``k``, ``v`` (caller's layout), their Dims and the
+    result / compute dtypes (the checks :func:`linattn._call.build` starts with)."""
+    q, k, v = val.array("q", q), val.array("k", k), val.array("v", v)
+    dims = val.qkv_dims(q, k, v, val.check_layout(layout), causal)
+    res, comp = val.compute_dtype(q, k, v)
+    return q, k, v, dims, res, comp
 
 
 def _forward(call, options):

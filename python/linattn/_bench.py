@@ -2,11 +2,13 @@
 
 ``main(argv, entries=None, parity=None)`` times a registry of entries for threads 1 and 2,
 prints a table, writes ``results.csv`` and PNG plots, and runs the extra measurements of
-performance.md section 3 (decode step, float64/float32, long-sequence scaling with peak RSS).
+docs/design/performance.md §3 (decode step, float64/float32, long-sequence scaling with peak
+RSS).  ``--roofline`` instead reports every kernel figure as a fraction of this machine's
+limits measured in the same run, per ISA path (:func:`roofline`).
 Without ``entries`` it uses :func:`linattn_entries` (linattn kinds, NumPy references and
 the ``np.matmul`` baseline); ``benchmarks/registry.py`` adds the torch peers.
 
-Method (performance.md section 4): warm up, median of ``repeat`` (>= 5) runs with min-max,
+Method (docs/design/performance.md §4): warm up, median of ``repeat`` (>= 5) runs with min-max,
 threads pinned for linattn (``la.set_num_threads``), NumPy's BLAS (``threadpoolctl``) and
 torch (``torch.set_num_threads``); every ratio is taken inside one run.
 Not imported by ``linattn``; needs only NumPy (threadpoolctl, matplotlib, tqdm optional).
@@ -77,7 +79,7 @@ def flops_recurrent(F: int = D, Ev: int = E, extra: float = 0.0):
 
 
 def flops_chunked(F: int = D, Ev: int = E, C: int = CHUNK, extra: float = 0.0):
-    """Executed flops of the dense chunked form, family.md section 5."""
+    """Executed flops of the dense chunked form, docs/design/family.md §5."""
     return lambda T, bh: bh * T * (4 * F * Ev + 2 * C * (F + Ev) + extra)
 
 
@@ -243,6 +245,7 @@ def environment() -> dict:
         "linattn_blas": info["blas"],
         "linattn_blas_corename": info["blas_corename"],
         "simd": info["simd"],
+        "simd_cpu": info.get("simd_cpu", info["simd"]),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "<unset>"),
@@ -505,6 +508,10 @@ def scaling(max_T: int = 1 << 20, thread_counts=(1, 2), repeat: int = 5) -> list
 def main(argv=None, entries: list[Entry] | None = None,
          parity: Callable[[], list[tuple[str, float, str]]] | None = None,
          versions: Callable[[], dict] | None = None) -> int:
+    if argv is not None and "--roofline" in argv:
+        return roofline(argv)
+    if argv is None and "--roofline" in sys.argv[1:]:
+        return roofline(sys.argv[1:])
     p = argparse.ArgumentParser(prog="linattn bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few shapes, < 2 minutes")
     p.add_argument("--out", default="bench-results", help="output folder")
@@ -516,6 +523,9 @@ def main(argv=None, entries: list[Entry] | None = None,
     p.add_argument("--filter", default="", help="only entries whose name contains this")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds per (entry, T) before dropping to 5 runs / larger T")
+    p.add_argument("--roofline", action="store_true",
+                   help="instead: kernel figures as fractions of this machine's FMA peak and "
+                        "np.matmul rate, per ISA path (roofline.csv; see --roofline --help)")
     a = p.parse_args(argv)
     repeat = max(5, a.repeat)
     if a.budget is None:
@@ -587,3 +597,295 @@ def main(argv=None, entries: list[Entry] | None = None,
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ----------------------------------------------------------------- roofline --
+#
+# `python -m linattn bench --roofline`: every kernel figure of the performance targets as
+# a fraction of limits measured in the same run on this machine, for each ISA path this
+# CPU runs (docs/design/performance.md §0, §3-4): the 1-core float32 FMA peak (a C loop in
+# the extension) and NumPy's np.matmul float32 1024^3 rate on one thread with its BLAS at
+# the core type it picks itself (a subprocess without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE).
+
+ROOFLINE_TARGETS = {
+    "chunked_vs_matmul": (">=", 0.8),
+    "recurrent_vs_fma_floor": ("<=", 2.0),
+    "threads_2v1": (">=", 1.9),
+    "threads_2v1_seq_split": (">=", 1.8),
+    "vs_numpy_reference": (">=", 150.0),
+}
+STEP_KINDS = {  # kind -> target us per call, B*H = 32, D = E = 64
+    "linear": 10, "elu": 10, "relu": 10, "lightning": 10, "retnet": 10, "mamba2": 10,
+    "rfa": 20, "performer": 20, "cosformer": 20, "transnormer": 20, "lavo": 40,
+}
+SMALL_KINDS = {  # kind -> target us per la.causal call, T = 16, B*H = 1
+    "linear": 15, "elu": 15, "relu": 15, "lightning": 15, "retnet": 15, "mamba2": 15,
+    "rfa": 40, "performer": 40, "cosformer": 40, "transnormer": 40, "lavo": 40,
+}
+
+_MATMUL_CHILD = r"""
+import json, os, time
+import numpy as np
+out = {"rate": None, "corename": None, "blas": None, "threads": None}
+try:
+    from threadpoolctl import threadpool_info, threadpool_limits
+except ImportError:
+    threadpool_info = threadpool_limits = None
+a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+b = a.copy()
+def rate():
+    for _ in range(2):
+        a @ b
+    ts = []
+    for _ in range(int(os.environ.get("LA_ROOFLINE_REPEAT", "7"))):
+        t0 = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return 2 * 1024 ** 3 / ts[len(ts) // 2] / 1e9, 2 * 1024 ** 3 / ts[0] / 1e9
+if threadpool_limits is not None:
+    with threadpool_limits(limits=1, user_api="blas"):
+        out["rate"], out["best"] = rate()
+        for d in threadpool_info():
+            if d.get("user_api") == "blas":
+                out["corename"] = d.get("architecture")
+                out["blas"] = f"{d.get('internal_api')} {d.get('version')}"
+                out["threads"] = d.get("num_threads")
+else:
+    out["rate"], out["best"] = rate()
+print(json.dumps(out))
+"""
+
+
+def matmul_limit(repeat: int = 7) -> dict:
+    """np.matmul float32 1024^3 GFLOP/s on one BLAS thread, in a subprocess where NumPy's
+    OpenBLAS picks its own core type (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset);
+    threadpoolctl reports which kernels ran."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", LA_ROOFLINE_REPEAT=str(repeat))
+    p = subprocess.run([sys.executable, "-c", _MATMUL_CHILD], env=env, capture_output=True,
+                       text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"np.matmul subprocess failed: {p.stderr[-500:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _timer(clock: str):
+    return time.thread_time if clock == "cpu" else time.perf_counter
+
+
+def _med(fn, repeat: int, clock: str = "wall", warmup: int = 1):
+    tick = _timer(clock)
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(max(1, repeat)):
+        t0 = tick()
+        fn()
+        ts.append(tick() - t0)
+    ts.sort()
+    return ts[len(ts) // 2], ts[0], ts[-1]
+
+
+def _kind_kwargs(kind: str, shape_bt: tuple, step: bool = False) -> dict:
+    """A valid call per kind: decays for mamba2, seeds for the random kinds."""
+    if kind == "mamba2":
+        return {"decay": -0.05 * np.ones(shape_bt)}
+    if kind in ("performer", "rfa", "lavo"):
+        return {"seed": 3}
+    if kind == "cosformer":
+        return {"horizon": 1 << 16}
+    return {}
+
+
+def _step_us(kind: str, bh: int, calls: int, repeat: int) -> float:
+    q, k, v = qkv(9, bh)
+    kw = _kind_kwargs(kind, (bh, 8))
+    _, st = la.causal(q[:, :8], k[:, :8], v[:, :8], kind=kind, return_state=True, **kw)
+    qt, kt, vt = q[:, 8], k[:, 8], v[:, 8]
+    skw = {n: (x[:, :1] if n == "decay" else x) for n, x in kw.items()}  # (..., T=1)
+
+    def loop():
+        s = st
+        for _ in range(calls):
+            _, s = la.step(qt, kt, vt, s, kind=kind, **skw)
+
+    return _med(loop, repeat)[0] / calls * 1e6
+
+
+def _small_us(kind: str, calls: int, repeat: int) -> float:
+    q, k, v = qkv(16, 1)
+    kw = _kind_kwargs(kind, (1, 16))
+
+    def loop():
+        for _ in range(calls):
+            la.causal(q, k, v, kind=kind, **kw)
+
+    return _med(loop, repeat)[0] / calls * 1e6
+
+
+def roofline(argv=None) -> int:
+    """`python -m linattn bench --roofline [--quick] [--out DIR] [--paths ...]`."""
+    from . import _core, _tuning
+
+    p = argparse.ArgumentParser(prog="linattn bench --roofline",
+                                description="kernel figures as fractions of this machine's "
+                                            "limits, per ISA path")
+    p.add_argument("--roofline", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="T = 2048 instead of 8192, fewer repeats and kinds (proves it works)")
+    p.add_argument("--out", default="bench-results", help="output folder (roofline.csv)")
+    p.add_argument("--paths", default="",
+                   help="ISA paths, comma-separated (default: every path this CPU runs)")
+    p.add_argument("--repeat", type=int, default=7, help="timed runs per figure")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="one-thread figures timed by the wall clock or the thread's CPU "
+                        "time (steadier on a shared machine, but some VMs account CPU time "
+                        "wrongly: check that the FMA peak is plausible)")
+    a = p.parse_args(argv)
+    repeat = 3 if a.quick else max(5, a.repeat)
+    T = 2048 if a.quick else 8192
+    T_seq = 8192 if a.quick else 65536
+    os.makedirs(a.out, exist_ok=True)
+    t_start = time.perf_counter()
+    order = ("avx512", "avx2", "generic")
+    simd = _core.simd()
+    cpu_isa = simd["cpu"]
+    runnable = [x for x in order if order.index(x) >= order.index(cpu_isa)
+                and x in simd["compiled"]]
+    paths = [x for x in (a.paths.split(",") if a.paths else runnable) if x]
+    bad = [x for x in paths if x not in runnable]
+    if bad:
+        print(f"paths {bad} cannot run here (runnable: {runnable})", file=sys.stderr)
+        return 2
+    before = simd["active"]
+    env = environment()
+    cpu = _tuning.cpu_model()
+    max_threads = _core.build_info()["max_threads"]
+
+    # ---- the machine's limits, same run
+    print("measuring the limits: FMA peak per path, np.matmul (subprocess) ...", flush=True)
+    peaks = {x: _core.fma_peak(x, seconds=0.05 if a.quick else 0.2, reps=repeat, clock=a.clock)
+             for x in runnable}
+    peak = max(peaks.values())
+    mm = matmul_limit(repeat)
+    mm_rate = mm["rate"]
+    print(f"cpu={cpu}  FMA peak f32 1 core: " +
+          ", ".join(f"{x} {v:.1f}" for x, v in peaks.items()) + " GFLOP/s;  np.matmul f32 "
+          f"1024^3 1 thread: {mm_rate:.1f} GFLOP/s (best {mm['best']:.1f}; numpy BLAS "
+          f"{mm['blas']}, core type {mm['corename']})", flush=True)
+
+    rows: list[dict] = []
+
+    def add(path, figure, kind, value, unit, limit_name, limit, fraction, threads_, T_, bh,
+            t=(float("nan"),) * 3, target=None, note=""):
+        op, thr = target if target is not None else ("", float("nan"))
+        meets = "" if not op else ("yes" if (fraction >= thr if op == ">=" else fraction <= thr)
+                                   else "no")
+        rows.append({
+            "cpu": cpu, "isa_path": path, "linattn_blas_corename": env["linattn_blas_corename"],
+            "numpy_blas_corename": mm["corename"], "figure": figure, "kind": kind,
+            "value": value, "unit": unit, "limit": limit_name, "limit_value": limit,
+            "fraction": fraction, "target": f"{op} {thr}" if op else "", "meets": meets,
+            "threads": threads_, "T": T_, "BH": bh, "D": D, "E": E, "dtype": "float32",
+            "median_s": t[0], "min_s": t[1], "max_s": t[2], "clock": a.clock, "note": note})
+        verdict = f"(target {op} {thr}: {meets})" if op else ""
+        print(f"  {path:8s} {figure:26s} {kind:11s} {value:10.4g} {unit:10s} "
+              f"{fraction:8.3f} of {limit_name} {verdict}", flush=True)
+
+    # ---- NumPy quadratic reference (path-independent): one head, scaled to B*H
+    def numpy_ref_seconds():
+        q1, k1, v1 = qkv(T, 1)
+        fq, fk = elu1(q1 * D ** -0.5), elu1(k1)
+        return _med(lambda: numpy_quadratic(fq, fk, v1), max(3, repeat // 2))[0] * BH
+
+    t_np = numpy_ref_seconds()
+
+    q, k, v = qkv(T, BH)
+    fl_chunk = flops_chunked()(T, BH)
+    fl_rec = flops_recurrent()(T, BH)
+    try:
+        for path in paths:
+            got = _tuning.set_simd(path)
+            assert got == path, (got, path)
+            print(f"path {path}:", flush=True)
+            with threads(1):
+                for label, lim in (("tiles", -1), ("blas", 0)):
+                    if path == "generic" and label == "tiles":
+                        continue  # no register tiles on the generic path
+                    _core.set_tuning("tiles_max_dim", lim)
+                    t = _med(lambda: la.causal(q, k, v, kind="elu", mode="chunked"), repeat,
+                             a.clock)
+                    _core.set_tuning("tiles_max_dim", -1)
+                    rate = fl_chunk / t[0] / 1e9
+                    add(path, "chunked_vs_matmul", "elu", rate, "GFLOP/s", "np.matmul 1 thread",
+                        mm_rate, rate / mm_rate, 1, T, BH, t, ROOFLINE_TARGETS["chunked_vs_matmul"],
+                        f"chunk products on {label}; executed flops 4FE + 2C(F+E) per token; "
+                        f"{rate / peak:.3f} of the FMA peak")
+                t = _med(lambda: la.causal(q, k, v, kind="elu", mode="recurrent"), repeat,
+                         a.clock)
+                ns = t[0] / (T * BH) * 1e9
+                floor = 4 * D * E / peak  # ns per token and head at the FMA peak (GFLOP/s)
+                add(path, "recurrent_vs_fma_floor", "elu", ns, "ns/token/head",
+                    "FMA floor 4FE/peak", floor, ns / floor, 1, T, BH, t,
+                    ROOFLINE_TARGETS["recurrent_vs_fma_floor"],
+                    f"{fl_rec / t[0] / 1e9 / peak:.3f} of the FMA peak; vs this path's own "
+                    f"peak {ns / (4 * D * E / peaks[path]):.2f}x")
+                t_auto = _med(lambda: la.causal(q, k, v, kind="elu"), repeat, a.clock)
+                add(path, "vs_numpy_reference", "elu", t_np / t_auto[0], "x", "NumPy tril(QK^T)V",
+                    t_np, t_np / t_auto[0], 1, T, BH, t_auto,
+                    ROOFLINE_TARGETS["vs_numpy_reference"], "mode=auto vs the quadratic "
+                    "masked reference (one head timed, scaled to B*H)")
+            if max_threads >= 2:
+                for mode in ("chunked", "recurrent"):
+                    ts = {}
+                    for n in (1, 2):
+                        with threads(n):
+                            ts[n] = _med(lambda: la.causal(q, k, v, kind="elu", mode=mode),
+                                         repeat)
+                    sp = ts[1][0] / ts[2][0]
+                    add(path, "threads_2v1", f"elu {mode}", sp, "x", "2 threads ideal", 2.0,
+                        sp, 2, T, BH, ts[2], ROOFLINE_TARGETS["threads_2v1"])
+                qs, ks, vs = qkv(T_seq, 1)
+                ts = {}
+                for n in (1, 2):
+                    with threads(n):
+                        ts[n] = _med(lambda: la.causal(qs, ks, vs, kind="elu", mode="chunked"),
+                                     max(3, repeat // 2))
+                sp = ts[1][0] / ts[2][0]
+                add(path, "threads_2v1_seq_split", "elu chunked", sp, "x", "2 threads ideal",
+                    2.0, sp, 2, T_seq, 1, ts[2], ROOFLINE_TARGETS["threads_2v1_seq_split"])
+                del qs, ks, vs
+            with threads(1):
+                kinds = ("elu", "retnet") if a.quick else tuple(STEP_KINDS)
+                for kind in kinds:
+                    us = _step_us(kind, 32, 100 if a.quick else 500, repeat)
+                    add(path, "step_per_call", kind, us, "us", "target", STEP_KINDS[kind],
+                        us / STEP_KINDS[kind], 1, 1, 32, target=("<=", 1.0),
+                        note="la.step, Python included; fraction = us / target")
+                kinds = ("elu", "linear", "mamba2") if a.quick else tuple(SMALL_KINDS)
+                for kind in kinds:
+                    us = _small_us(kind, 50 if a.quick else 300, repeat)
+                    add(path, "small_call_overhead", kind, us, "us", "target", SMALL_KINDS[kind],
+                        us / SMALL_KINDS[kind], 1, 16, 1, target=("<=", 1.0),
+                        note="la.causal T=16, B*H=1; fraction = us / target")
+    finally:
+        _tuning.set_simd(before)
+        _core.set_tuning("tiles_max_dim", -1)
+
+    path_csv = os.path.join(a.out, "roofline.csv")
+    fields = list(rows[0]) if rows else []
+    with open(path_csv, "w", newline="") as f:
+        f.write(f"# linattn roofline {env['date']} cpu={cpu} linattn={env['linattn']} "
+                f"numpy={env['numpy']} "
+                f"fma_peak_f32_1core={ {x: round(v, 2) for x, v in peaks.items()} } "
+                f"matmul_f32_1024_1thread={mm_rate:.2f} (best {mm['best']:.2f}) "
+                f"numpy_blas={mm['blas']} numpy_blas_corename={mm['corename']} "
+                f"linattn_blas={env['linattn_blas']} clock={a.clock}\n")
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()})
+    print(f"wrote {path_csv} ({len(rows)} rows) in {time.perf_counter() - t_start:.0f} s")
+    return 0

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import _tuning
+
 # Elementwise feature maps run in C (kernels/featmap.h); the codes match la_fmap.
 FMAP_IDENTITY, FMAP_ELU1, FMAP_RELU, FMAP_ELU = 0, 1, 2, 3
 FMAP_NAMES = {"identity": FMAP_IDENTITY, "elu1": FMAP_ELU1, "relu": FMAP_RELU, "elu": FMAP_ELU}
@@ -76,6 +78,17 @@ class KindSpec:
         kw = {n: (x(rng, shape) if callable(x) else x) for n, x in kw.items()}
         return {"q": q, "k": k, "v": v, **kw}
 
+    @property
+    def causal_impl(self) -> Callable[..., Any] | None:
+        """Compatibility: the kind's own machinery (``forward``) where it has a causal form."""
+        return self.forward if self.causal_modes else None
+
+    @property
+    def noncausal_impl(self) -> Callable[..., Any] | None:
+        """Compatibility: the kind's own machinery (``forward``) where it has a non-causal
+        form."""
+        return self.forward if self.noncausal else None
+
     def default_scale(self, d: int) -> float:
         return float(self.scale(d)) if callable(self.scale) else float(self.scale)
 
@@ -97,12 +110,8 @@ class KindSpec:
         }
 
 
-AUTO_RULE = ("recurrent when T < 2 * chunk_size; chunked when there are fewer (batch x head) "
-             "slices than threads and T >= 4 * chunk_size * threads (it splits the sequence "
-             "over the threads); otherwise recurrent while the values are at most 64 wide (E <= "
-             "64, any F) and chunked for wider values (measured crossovers); parallel is never chosen "
-             "automatically. Kinds with their own kernels (performer, rfa, lavo) use chunked "
-             "from T >= 2 * chunk_size")
+# generated from the tuning table (src/_linattn/arch/la_tuning.h via _core), not a copy
+AUTO_RULE = _tuning.auto_rule()
 
 _REGISTRY: dict[str, KindSpec] = {}
 

@@ -22,6 +22,10 @@ typedef enum {
 #define LA_RESTRICT __restrict__
 #define LA_UNUSED __attribute__((unused))
 #define LA_LIKELY(x) __builtin_expect(!!(x), 1)
+#elif defined(_MSC_VER)
+#define LA_RESTRICT __restrict
+#define LA_UNUSED
+#define LA_LIKELY(x) (x)
 #else
 #define LA_RESTRICT
 #define LA_UNUSED
@@ -29,15 +33,15 @@ typedef enum {
 #endif
 
 /*
- * Run-time ISA dispatch for the hot loops that do not go through BLAS: GCC
- * compiles a clone per level and an ifunc resolver picks one at load time, so
- * one build runs on any x86-64 and uses AVX-512 where the CPU has it.
+ * LA_TARGET_CLONES: compiler-made ISA clones of the hot loops that have no
+ * hand-written path.  Defined by the arch layer (arch/x86/la_clones.h: GCC's
+ * target_clones, one clone per x86-64 level picked by an ifunc at load time);
+ * empty in generic builds and with compilers that lack it.
  */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
-#define LA_TARGET_CLONES \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
+#if defined(LA_ARCH_X86)
+#include "arch/x86/la_clones.h"
+#endif
+#ifndef LA_TARGET_CLONES
 #define LA_TARGET_CLONES
 #endif
 
@@ -45,7 +49,7 @@ typedef enum {
  * (NULL: never cancelled) and return LA_ERR_INTERRUPTED when it is set. */
 #define LA_CANCELLED(flag) ((flag) != NULL && *(flag) != 0)
 
-/* Log-decays below this are clamped (family.md section 2.3). */
+/* Log-decays below this are clamped (docs/design/family.md §2.3). */
 #define LA_DECAY_FLOOR (-1000.0)
 
 /* Bytes rounded up to a cache line, for carving scratch out of one block. */

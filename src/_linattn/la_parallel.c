@@ -1,52 +1,347 @@
+/*
+ * la_parallel.c -- the thread pool, the thread-count settings, Ctrl-C.
+ *
+ * Pool protocol (one job at a time, ggml-style): the caller publishes
+ * (fn, ctx, nth) under the mutex and bumps `gen`; a worker k < nth that wakes
+ * while the job is open joins it (under the mutex), runs share k and leaves.
+ * When the caller has run share 0 it closes the job, runs itself every share
+ * no worker joined, and waits only for the workers that did join, so a worker
+ * that the OS has not scheduled yet (a busy machine) never delays a call.
+ * With la_parallel_items a share is "claim items until none are left", so
+ * whoever runs first does the work.  Idle workers spin for at most la_spin
+ * pause instructions, then sleep on `wake`: the spin catches back-to-back
+ * calls, and a sleeping worker costs nothing to a process that needs the core.
+ */
+#define _GNU_SOURCE
 #include "la_parallel.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef LA_HAVE_OPENMP
-#include <omp.h>
-#endif
+#define LA_POOL_MAX 256
+/* idle spin in pause instructions: ~17 us on Skylake-SP (~65 ns each), less elsewhere */
+#define LA_SPIN_DEFAULT 256
 
-/* 0 means "not set": follow the OpenMP runtime (OMP_NUM_THREADS, threadpoolctl). */
-static volatile int la_user_threads = 0;
-
-int
-la_openmp_enabled(void)
-{
-#ifdef LA_HAVE_OPENMP
-    return 1;
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LA_RELAX() _mm_pause()
 #else
-    return 0;
+#define LA_RELAX() __asm__ __volatile__("" ::: "memory")
 #endif
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    int started;          /* workers running */
+    unsigned gen;         /* job number */
+    la_task_fn fn;        /* the job */
+    void *ctx;
+    int nth;
+    int open;             /* workers may still join */
+    int inside;           /* workers that joined and have not left */
+    int busy;             /* a caller owns the pool */
+    char joined[LA_POOL_MAX];
+} P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+       0, 0, NULL, NULL, 0, 0, 0, 0, {0}};
+
+static int la_spin = LA_SPIN_DEFAULT;
+static unsigned la_start_gen[LA_POOL_MAX];
+
+/* thread-count settings (0: not set) */
+static volatile int la_user_threads = 0, la_env_threads = 0, la_limit = 0, la_cpus = 1;
+static const char *la_env_source = "cpu_affinity";
+
+static void *
+la_worker(void *arg)
+{
+    const int k = (int)(intptr_t)arg;
+    unsigned seen = la_start_gen[k]; /* the job before the first one it may join */
+    for (;;) {
+        la_task_fn fn = NULL;
+        void *ctx = NULL;
+        int i, nth = 0;
+        for (i = 0; i < la_spin && __atomic_load_n(&P.gen, __ATOMIC_ACQUIRE) == seen; i++) {
+            LA_RELAX();
+        }
+        pthread_mutex_lock(&P.mu);
+        while (P.gen == seen) {
+            pthread_cond_wait(&P.wake, &P.mu);
+        }
+        seen = P.gen;
+        if (P.open && k < P.nth) { /* join: the caller now waits for this worker */
+            fn = P.fn;
+            ctx = P.ctx;
+            nth = P.nth;
+            __atomic_store_n(&P.joined[k], 1, __ATOMIC_RELEASE);
+            __atomic_add_fetch(&P.inside, 1, __ATOMIC_ACQ_REL);
+        }
+        pthread_mutex_unlock(&P.mu);
+        if (fn == NULL) {
+            continue; /* not part of this job, or it is over */
+        }
+        fn(ctx, k, nth);
+        pthread_mutex_lock(&P.mu);
+        if (__atomic_sub_fetch(&P.inside, 1, __ATOMIC_ACQ_REL) == 0 && !P.open) {
+            pthread_cond_signal(&P.done);
+        }
+        pthread_mutex_unlock(&P.mu);
+    }
+    return NULL;
+}
+
+/* After fork() only the forking thread exists: start a fresh pool on demand. */
+static void
+la_atfork_child(void)
+{
+    pthread_mutex_init(&P.mu, NULL);
+    pthread_cond_init(&P.wake, NULL);
+    pthread_cond_init(&P.done, NULL);
+    P.started = 0;
+    P.busy = 0;
+    P.open = 0;
+    P.inside = 0;
+}
+
+/* Start workers 1..want-1 (the caller holds the pool); returns how many run. */
+static int
+la_pool_grow(int want)
+{
+    sigset_t all, old;
+    /* workers block every signal: SIGINT reaches the thread that handles it */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    while (P.started + 1 < want && P.started + 1 < LA_POOL_MAX) {
+        pthread_t tid;
+        pthread_attr_t at;
+        int rc;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        la_start_gen[P.started + 1] = P.gen; /* the caller owns the pool: stable */
+        rc = pthread_create(&tid, &at, la_worker, (void *)(intptr_t)(P.started + 1));
+        pthread_attr_destroy(&at);
+        if (rc != 0) {
+            break;
+        }
+        P.started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return P.started + 1;
+}
+
+void
+la_parallel_run(la_task_fn fn, void *ctx, int nth)
+{
+    int i, have;
+    if (nth <= 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    if (__atomic_exchange_n(&P.busy, 1, __ATOMIC_ACQUIRE)) {
+        /* another caller's job is running: do every share here */
+        for (i = 0; i < nth; i++) {
+            fn(ctx, i, nth);
+        }
+        return;
+    }
+    have = la_pool_grow(nth);
+    pthread_mutex_lock(&P.mu);
+    P.fn = fn;
+    P.ctx = ctx;
+    P.nth = nth;
+    memset(P.joined, 0, (size_t)nth);
+    P.open = have > 1;
+    __atomic_store_n(&P.gen, P.gen + 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&P.wake);
+    pthread_mutex_unlock(&P.mu);
+    fn(ctx, 0, nth);
+    /* close the job: run the shares nobody joined, wait for those who did */
+    for (i = 0; i < la_spin && __atomic_load_n(&P.inside, __ATOMIC_ACQUIRE) != 0; i++) {
+        LA_RELAX();
+    }
+    pthread_mutex_lock(&P.mu);
+    P.open = 0;
+    pthread_mutex_unlock(&P.mu);
+    for (i = 1; i < nth; i++) {
+        if (!__atomic_load_n(&P.joined[i], __ATOMIC_ACQUIRE)) {
+            fn(ctx, i, nth);
+        }
+    }
+    pthread_mutex_lock(&P.mu);
+    while (P.inside != 0) {
+        pthread_cond_wait(&P.done, &P.mu);
+    }
+    pthread_mutex_unlock(&P.mu);
+    __atomic_store_n(&P.busy, 0, __ATOMIC_RELEASE);
+}
+
+typedef struct {
+    la_index n, next, grain;
+    la_item_task task;
+    void *ctx;
+    char *work;
+    size_t wsize;
+    int status;
+} la_items_ctx;
+
+static void
+la_items_run(void *vctx, int ith, int nth)
+{
+    la_items_ctx *r = (la_items_ctx *)vctx;
+    char *work = r->work + (size_t)ith * r->wsize;
+    (void)nth;
+    while (__atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK) {
+        la_index i = __atomic_fetch_add(&r->next, r->grain, __ATOMIC_RELAXED);
+        const la_index hi = i + r->grain < r->n ? i + r->grain : r->n;
+        if (i >= r->n) {
+            break;
+        }
+        for (; i < hi && __atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK; i++) {
+            la_status s = la_cancel_flag ? LA_ERR_INTERRUPTED : r->task(r->ctx, i, work);
+            if (s != LA_OK) { /* the first failure wins */
+                int ok = LA_OK;
+                __atomic_compare_exchange_n(&r->status, &ok, (int)s, 0, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED);
+            }
+        }
+    }
+}
+
+la_status
+la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, char *work,
+                  size_t wsize)
+{
+    la_items_ctx r;
+    nth = nth < 1 ? 1 : nth;
+    memset(&r, 0, sizeof(r));
+    r.n = n;
+    /* a few claims per worker: cheap to hand out, and they balance the load */
+    r.grain = n / (8 * (la_index)nth) > 1 ? n / (8 * (la_index)nth) : 1;
+    r.task = task;
+    r.ctx = ctx;
+    r.work = work;
+    r.wsize = wsize;
+    if (n > 0) {
+        la_parallel_run(la_items_run, &r, nth);
+    }
+    return (la_status)r.status;
+}
+
+/* ------------------------------------------------------ thread settings -- */
+
+static int
+la_affinity_cpus(void)
+{
+    cpu_set_t set;
+    int n = 0;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        n = CPU_COUNT(&set);
+    }
+    return n < 1 ? 1 : (n > LA_POOL_MAX ? LA_POOL_MAX : n);
+}
+
+static int
+la_env_int(const char *name)
+{
+    const char *v = getenv(name);
+    char *end;
+    long n;
+    if (v == NULL || *v == '\0') {
+        return 0;
+    }
+    n = strtol(v, &end, 10); /* OMP_NUM_THREADS may be a list "4,2": its first */
+    return (end != v && n > 0) ? (int)(n > 4096 ? 4096 : n) : 0;
+}
+
+static void
+la_threads_read_env(void)
+{
+    la_cpus = la_affinity_cpus();
+    la_spin = getenv("LINATTN_SPIN") != NULL ? la_env_int("LINATTN_SPIN") : LA_SPIN_DEFAULT;
+    if ((la_env_threads = la_env_int("LINATTN_NUM_THREADS")) > 0) {
+        la_env_source = "LINATTN_NUM_THREADS";
+    }
+    else if ((la_env_threads = la_env_int("OMP_NUM_THREADS")) > 0) {
+        la_env_source = "OMP_NUM_THREADS";
+    }
+    pthread_atfork(NULL, NULL, la_atfork_child);
+}
+
+void
+la_threads_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    (void)pthread_once(&once, la_threads_read_env);
 }
 
 int
 la_max_threads(void)
 {
-#ifdef LA_HAVE_OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
+    la_threads_init();
+    la_cpus = la_affinity_cpus();
+    return la_cpus;
+}
+
+/* The thread count and what set it. */
+static int
+la_threads_resolve(const char **source)
+{
+    int n = la_user_threads > 0 ? la_user_threads : la_env_threads;
+    const int lim = la_limit;
+    la_threads_init();
+    *source = la_user_threads > 0 ? "set_num_threads" : la_env_source;
+    if (n < 1 || n > la_cpus) {
+        if (n > la_cpus) {
+            *source = "cpu_affinity";
+        }
+        n = la_cpus;
+    }
+    if (lim > 0 && n > lim) {
+        n = lim;
+        *source = "threadpoolctl";
+    }
+    return n < 1 ? 1 : n;
 }
 
 int
 la_get_num_threads(void)
 {
-    int cap = la_max_threads();
-    int n = la_user_threads;
-    if (n <= 0 || n > cap) {
-        n = cap;
-    }
-    return n < 1 ? 1 : n;
+    const char *src;
+    return la_threads_resolve(&src);
+}
+
+const char *
+la_threads_source(void)
+{
+    const char *src;
+    (void)la_threads_resolve(&src);
+    return src;
 }
 
 void
 la_set_num_threads(int n)
 {
     la_user_threads = n < 0 ? 0 : n;
+}
+
+void
+la_set_thread_limit(int n)
+{
+    la_limit = n < 0 ? 0 : n;
+}
+
+int
+la_get_thread_limit(void)
+{
+    return la_limit;
+}
+
+int
+la_pool_workers(void)
+{
+    return P.started;
 }
 
 int
@@ -59,22 +354,7 @@ la_workers_for(la_index n)
     return nth;
 }
 
-void
-la_parallel_run(la_task_fn fn, void *ctx, int nth)
-{
-    if (nth <= 1) {
-        fn(ctx, 0, 1);
-        return;
-    }
-#ifdef LA_HAVE_OPENMP
-#pragma omp parallel num_threads(nth)
-    {
-        fn(ctx, omp_get_thread_num(), omp_get_num_threads());
-    }
-#else
-    fn(ctx, 0, 1);
-#endif
-}
+/* -------------------------------------------------------------- Ctrl-C -- */
 
 volatile int la_cancel_flag = 0;
 static struct sigaction la_old_sigint;

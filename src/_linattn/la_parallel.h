@@ -1,8 +1,13 @@
 /*
- * la_parallel.h -- split an outer loop over worker threads (ggml's ith/nth).
+ * la_parallel.h -- worker threads for the outer loops (ggml's ith/nth).
  *
- * Worker ith of nth gets items [n*ith/nth, n*(ith+1)/nth).  Backed by OpenMP
- * when available, serial otherwise.  BLAS runs single-threaded inside.
+ * A small persistent pthread pool: workers sleep on a condition variable
+ * between calls (after a short bounded spin), so they never hold a core that
+ * another process needs.  The calling thread is worker 0.  BLAS runs
+ * single-threaded inside.  The thread count is linattn's own: the explicit
+ * la_set_num_threads value, else LINATTN_NUM_THREADS, else OMP_NUM_THREADS,
+ * else the CPUs this process may run on (sched_getaffinity), always capped by
+ * those CPUs and by an outside limit (threadpoolctl).
  */
 #ifndef LA_PARALLEL_H
 #define LA_PARALLEL_H
@@ -11,14 +16,38 @@
 
 typedef void (*la_task_fn)(void *ctx, int ith, int nth);
 
-/* Run fn(ctx, ith, nth) for ith = 0..nth-1, concurrently where possible. */
+/* Run fn(ctx, ith, nth) for ith = 0..nth-1, concurrently where possible (the
+ * caller runs ith = 0; when the pool is busy with another caller's job, the
+ * caller runs every ith itself). */
 void la_parallel_run(la_task_fn fn, void *ctx, int nth);
 
-/* Threads a call may use: min(set_num_threads value, omp_get_max_threads()). */
+/*
+ * Run task(ctx, i, work + ith * wsize) for i = 0..n-1 over nth workers.  Items
+ * are handed out dynamically a few at a time (a worker slowed down by another
+ * process leaves its share to the others), so a task must not depend on which
+ * worker runs it.  Stops at the first failure, or between items when
+ * la_cancel_flag is set (LA_ERR_INTERRUPTED); returns the first failure.
+ */
+typedef la_status (*la_item_task)(void *ctx, la_index i, char *work);
+la_status la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, char *work,
+                            size_t wsize);
+
+/* Threads a call may use (see above). */
 int la_get_num_threads(void);
+/* n >= 1: use n threads (capped); 0: back to the environment's default. */
 void la_set_num_threads(int n);
+/* An outside limit (threadpoolctl); 0 removes it. */
+void la_set_thread_limit(int n);
+int la_get_thread_limit(void);
+/* CPUs this process may run on (re-read from the affinity mask). */
 int la_max_threads(void);
-int la_openmp_enabled(void);
+/* What set the thread count: "set_num_threads", "threadpoolctl",
+ * "LINATTN_NUM_THREADS", "OMP_NUM_THREADS" or "cpu_affinity". */
+const char *la_threads_source(void);
+/* Pool workers started so far (the calling thread not included). */
+int la_pool_workers(void);
+/* Read LINATTN_NUM_THREADS / OMP_NUM_THREADS / LINATTN_SPIN (once, at import). */
+void la_threads_init(void);
 
 /* Workers to use for n independent items. */
 int la_workers_for(la_index n);

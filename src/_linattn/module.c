@@ -2,8 +2,7 @@
  * module.c -- linattn._core: multi-phase init, registers every gufunc from
  * the glue tables, plus the few plain functions (threads, build info).
  */
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
+#define LA_GLUE_MAIN /* the one file that imports NumPy's C-API tables */
 #include "glue/gufunc_util.h"
 
 #include "la_cpu.h"
@@ -29,28 +28,49 @@ core_get_num_threads(PyObject *self, PyObject *unused)
     return PyLong_FromLong(la_get_num_threads());
 }
 
+/* For threadpoolctl (through ctypes, so that it finds them by symbol): the
+ * threads a call uses, and an outside limit.  Setting the limit to the count
+ * linattn would use anyway removes it (that is how threadpoolctl restores). */
+__attribute__((visibility("default"))) int
+linattn_get_num_threads(void)
+{
+    return la_get_num_threads();
+}
+
+__attribute__((visibility("default"))) void
+linattn_set_thread_limit(int n)
+{
+    int free_count;
+    la_set_thread_limit(0);
+    free_count = la_get_num_threads();
+    la_set_thread_limit(n >= free_count || n <= 0 ? 0 : n);
+}
+
 static PyObject *
 core_build_info(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:i,s:i,s:i}",
+    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:s,s:i,s:i}",
                          "blas", la_blas_vendor(),
                          "blas_corename", la_blas_corename(),
                          "blas_config", la_blas_config(),
                          "simd", la_cpu_simd_level(),
                          "avx512_kernels", la_cpu_avx512(),
-                         "openmp", la_openmp_enabled(),
-                         "max_threads", la_max_threads());
+                         "openmp", 0,
+                         "max_threads", la_max_threads(),
+                         "threads_source", la_threads_source(),
+                         "thread_limit", la_get_thread_limit(),
+                         "pool_workers", la_pool_workers());
 }
 
 static PyMethodDef core_methods[] = {
     {"set_num_threads", core_set_num_threads, METH_O,
-     "Set the worker threads (0: follow the OpenMP runtime)."},
+     "Set the worker threads (0: the environment's default)."},
     {"get_num_threads", core_get_num_threads, METH_NOARGS,
      "Worker threads a call will use."},
     {"build_info", core_build_info, METH_NOARGS,
-     "BLAS vendor and core type, SIMD level, OpenMP."},
+     "BLAS vendor and core type, SIMD level, the thread pool."},
     {NULL, NULL, 0, NULL}};
 
 /* One registration function per glue file (glue/<mech>_loops.c). */
@@ -59,6 +79,10 @@ static int (*const la_registrars[])(PyObject *) = {
     la_register_cosformer, la_register_diag,   la_register_sscan,
     la_register_lavo,   la_register_lara,      la_register_rf,
     la_register_performer,
+    la_register_linear_bwd,
+    la_register_arch, /* arch/arch_py.c: simd, fma_peak, tuning table */
+    la_register_softmax_bwd,
+    la_register_sscan_bwd,
 };
 
 static int
@@ -73,6 +97,7 @@ core_exec(PyObject *m)
     }
     la_blas_single_thread();
     la_interrupt_init();
+    la_threads_init();
     for (i = 0; i < sizeof(la_registrars) / sizeof(la_registrars[0]); i++) {
         if (la_registrars[i](m) < 0) {
             return -1;

@@ -1,66 +1,50 @@
 /*
  * featmap_loops.c -- gufunc for the elementwise feature maps
- * (kernels/featmap.h):  x (d), scale (), fmap () int64 -> y (d).
+ * (kernels/featmap.h), one row per outer item.
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/featmap.h"
 
-#define LA_FEATMAP_LOOP(SUF, T)                                                \
-    static void featmap_loop_##SUF(char **args, npy_intp const *dims,          \
-                                   npy_intp const *steps, void *data)          \
-    {                                                                          \
-        const npy_intp n = dims[0], d = dims[1];                               \
-        npy_intp i, j;                                                         \
-        T *tmp;                                                                \
-        (void)data;                                                            \
-        if (steps[4] == (npy_intp)sizeof(T)) {                                 \
-            for (i = 0; i < n; i++) {                                          \
-                la_featmap_row_##SUF((int)*(npy_int64 *)(args[2] + i * steps[2]), \
-                                     *(double *)(args[1] + i * steps[1]),      \
-                                     (const T *)(args[0] + i * steps[0]),      \
-                                     LA_ES(steps[4], sizeof(T)), d,            \
-                                     (T *)(args[3] + i * steps[3]));           \
-            }                                                                  \
-            return;                                                            \
-        }                                                                      \
-        tmp = (T *)la_alloc_work((size_t)(d > 0 ? d : 1) * sizeof(T), 1,       \
-                                 "linattn._featmap");                          \
-        if (tmp == NULL) {                                                     \
-            return;                                                            \
-        }                                                                      \
-        for (i = 0; i < n; i++) {                                              \
-            char *out = args[3] + i * steps[3];                                \
-            la_featmap_row_##SUF((int)*(npy_int64 *)(args[2] + i * steps[2]),  \
-                                 *(double *)(args[1] + i * steps[1]),          \
-                                 (const T *)(args[0] + i * steps[0]),          \
-                                 LA_ES(steps[4], sizeof(T)), d, tmp);          \
-            for (j = 0; j < d; j++) {                                          \
-                *(T *)(out + j * steps[5]) = tmp[j];                           \
-            }                                                                  \
-        }                                                                      \
-        la_free_work((char *)tmp);                                             \
-    }
+enum { FM_X, FM_SCALE, FM_FMAP, FM_Y };
 
-LA_FEATMAP_LOOP(f32, float)
-LA_FEATMAP_LOOP(f64, double)
+/* A strided output row is computed into the scratch, then scattered. */
+#define LA_FEATMAP_ROW(SUF, T)                                                      \
+    do {                                                                            \
+        const la_index d = la_dim(c, "d");                                          \
+        const npy_intp ys = la_bstride(c, FM_Y, 0);                                 \
+        T *y = ys == (npy_intp)sizeof(T) ? (T *)LA_AT(c, FM_Y, i) : (T *)work;      \
+        la_index j;                                                                 \
+        la_featmap_row_##SUF((int)LA_OPT_I(c, FM_FMAP), LA_OPT_F(c, FM_SCALE),      \
+                             (const T *)LA_AT(c, FM_X, i), la_stride(c, FM_X, 0), d, y); \
+        for (j = 0; y == (T *)work && j < d; j++) {                                 \
+            *(T *)(LA_AT(c, FM_Y, i) + j * ys) = y[j];                              \
+        }                                                                           \
+    } while (0)
 
-static PyUFuncGenericFunction featmap_funcs[2] = {featmap_loop_f32, featmap_loop_f64};
-static void *featmap_data[2] = {NULL, NULL};
-static const char featmap_types[] = {
-    NPY_FLOAT, NPY_DOUBLE, NPY_INT64, NPY_FLOAT,
-    NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_DOUBLE};
-
-int
-la_register_featmap(PyObject *module)
+static la_status
+featmap_item(const la_call *c, const void *proto, npy_intp i, void *work)
 {
-    const la_gufunc_desc table[] = {
-        {"_featmap", "(d),(),()->(d)", "Elementwise feature map phi(scale * x).",
-         3, 1, 2, featmap_funcs, featmap_data, featmap_types},
-    };
-    return la_add_gufuncs(module, table, 1);
+    (void)proto;
+    if (c->f64) {
+        LA_FEATMAP_ROW(f64, double);
+    }
+    else {
+        LA_FEATMAP_ROW(f32, float);
+    }
+    return LA_OK;
 }
+
+static void
+featmap_loop(const la_call *c)
+{
+    const la_index d = la_dim(c, "d");
+    la_run(c, featmap_item, NULL, (size_t)(d > 0 ? d : 1) * c->is, 8.0 * (double)d);
+}
+
+static const la_gufunc featmap_table[] = {
+    {"_featmap", "(d),(),()->(d)", "x:T scale:D fmap:Q -> y:T",
+     "Elementwise feature map phi(scale * x).", featmap_loop, NULL},
+};
+
+LA_REGISTER(featmap, featmap_table)

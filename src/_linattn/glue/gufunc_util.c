@@ -1,12 +1,11 @@
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 #include "la_parallel.h"
+#include "arch/la_tuning.h"
 
+#include <ctype.h>
 #include <fenv.h>
 #include <stdlib.h>
+#include <string.h>
 
 void
 la_raise(la_status st, const char *where, size_t nbytes)
@@ -57,14 +56,8 @@ la_alloc_work(size_t each, int nth, const char *where)
         return NULL;
     }
 #ifdef LA_POISON_SCRATCH
-    {
-        /* Debug builds: every scratch value starts as NaN (family.md 10.10). */
-        size_t i;
-        unsigned char *u = (unsigned char *)p;
-        for (i = 0; i < total; i++) {
-            u[i] = 0xff;
-        }
-    }
+    /* Debug builds: every scratch value starts as NaN (docs/design/family.md §10.10). */
+    memset(p, 0xff, total);
 #endif
     return p;
 }
@@ -75,14 +68,14 @@ la_free_work(char *p)
     free(p);
 }
 
-void
+int
 la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
                char **work, volatile int *status, const char *name)
 {
     int sig;
     *work = la_alloc_work(wsize, nth, name);
     if (*work == NULL) {
-        return;
+        return -1;
     }
     sig = la_interrupt_begin();
     la_parallel_run(task, ctx, nth);
@@ -93,15 +86,110 @@ la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
     *work = NULL;
     if (*status != LA_OK) {
         la_raise((la_status)*status, name, 0);
+        return -1;
     }
+    return 0;
 }
 
+/* ------------------------------------------------------------ the runner -- */
+
+la_index
+la_dim(const la_call *c, const char *name)
+{
+    int j;
+    for (j = 0; j < c->info->ncore; j++) {
+        if (strcmp(c->info->dimname[j], name) == 0) {
+            return (la_index)c->dims[1 + j];
+        }
+    }
+    return -1; /* a typo in a glue file: the kernel's shape checks fail */
+}
+
+npy_intp
+la_bstride(const la_call *c, int op, int ax)
+{
+    return c->steps[c->info->nop + c->info->core_off[op] + ax];
+}
+
+la_index
+la_stride(const la_call *c, int op, int ax)
+{
+    return LA_ES(la_bstride(c, op, ax), c->info->type[op] == 'T' ? (npy_intp)c->is : 8);
+}
+
+/* Threads for c at `flops` per item. */
+static int
+la_call_workers(const la_call *c, double flops)
+{
+    int nth = la_workers_for(c->n);
+    if (flops <= 0.0) {
+        /* no estimate: a few flops per element of every operand */
+        int j, ax;
+        for (j = 0; j < c->info->nop; j++) {
+            double e = 1.0;
+            for (ax = 0; ax < c->info->ndim[j]; ax++) {
+                e *= (double)c->dims[1 + c->info->axdim[j][ax]];
+            }
+            flops += 16.0 * e;
+        }
+    }
+    const double min_work = (double)la_tuning_active().min_work_per_thread;
+    if ((double)c->n * flops < (double)nth * min_work) {
+        const double cap = (double)c->n * flops / min_work;
+        nth = cap < 2.0 ? 1 : (int)cap;
+    }
+    return nth;
+}
+
+typedef struct {
+    const la_call *c;
+    la_item_fn item;
+    const void *proto;
+} la_run_ctx;
+
+static la_status
+la_run_item(void *ctx, la_index i, char *work)
+{
+    const la_run_ctx *r = (const la_run_ctx *)ctx;
+    return r->item(r->c, r->proto, (npy_intp)i, work);
+}
+
+int
+la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize, double flops)
+{
+    const la_run_ctx r = {c, item, proto};
+    const int nth = la_call_workers(c, flops);
+    char *work;
+    la_status st;
+    int sig;
+    if (c->n <= 0) {
+        return 0;
+    }
+    wsize = LA_ALIGN_BYTES(wsize);
+    if ((work = la_alloc_work(wsize, nth, c->name)) == NULL) {
+        return -1;
+    }
+    sig = la_interrupt_begin();
+    st = la_parallel_items(c->n, nth, la_run_item, (void *)&r, work, wsize);
+    if (la_interrupt_end(sig) && st == LA_OK) {
+        st = LA_ERR_INTERRUPTED;
+    }
+    la_free_work(work);
+    if (st != LA_OK) {
+        la_raise(st, c->name, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- the trampolines -- */
+
 /*
- * Every registered loop runs through this trampoline, which clears the FP
- * status flags afterwards: vectorised kernels compiled with
- * -fno-trapping-math may compute on masked-off lanes and raise spurious
- * flags, and worker threads' flags never reach NumPy anyway.  A non-finite
- * result is visible in the output itself (check_finite= validates inputs).
+ * Every registered loop runs through a trampoline that clears the FP status
+ * flags afterwards: vectorised kernels compiled with -fno-trapping-math may
+ * compute on masked-off lanes and raise spurious flags, and worker threads'
+ * flags never reach NumPy anyway.  A non-finite result is visible in the
+ * output itself (check_finite= validates inputs).
  */
 typedef struct {
     PyUFuncGenericFunction fn;
@@ -117,6 +205,181 @@ la_loop_trampoline(char **args, npy_intp const *dims, npy_intp const *steps,
     (void)feclearexcept(FE_ALL_EXCEPT);
 }
 
+/* Whether items i and j have the same options (bit for bit). */
+static int
+la_same_options(const la_call *c, npy_intp i, npy_intp j)
+{
+    int op;
+    for (op = 0; op < c->info->nin; op++) {
+        if ((c->info->type[op] == 'D' || c->info->type[op] == 'Q') && c->steps[op] != 0 &&
+            memcmp(LA_AT(c, op, i), LA_AT(c, op, j), 8) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * The scalar rule: every item is computed with its own options.  A loop reads
+ * them once per call (they size the scratch, pick the threads, fill tables),
+ * so a call whose options vary is cut into runs of items with equal options
+ * and the loop runs once per run.  Scalars (stride 0) cost nothing.
+ */
+static void
+la_table_trampoline(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
+{
+    const la_loop_info *in = (const la_loop_info *)data;
+    char *sub[LA_MAX_OPERANDS];
+    npy_intp subdims[LA_MAX_CORE_DIMS + 1], start = 0, end;
+    int op, vary = 0, err = 0;
+    la_call c = {args, dims, steps, dims[0], in->f64, in->f64 ? 8 : 4, in->g->data,
+                 in->qualname, in};
+    for (op = 0; op < in->nin; op++) {
+        vary |= (in->type[op] == 'D' || in->type[op] == 'Q') && steps[op] != 0;
+    }
+    memcpy(subdims, dims, sizeof(npy_intp) * (size_t)(in->ncore + 1));
+    do {
+        la_call r = c;
+        for (end = vary ? start + 1 : dims[0];
+             end < dims[0] && la_same_options(&c, start, end); end++) {
+        }
+        for (op = 0; op < in->nop; op++) {
+            sub[op] = LA_AT(&c, op, start);
+        }
+        subdims[0] = r.n = end - start;
+        r.args = sub;
+        r.dims = subdims;
+        in->g->loop(&r);
+        if (end < dims[0]) {
+            NPY_ALLOW_C_API_DEF
+            NPY_ALLOW_C_API;
+            err = PyErr_Occurred() != NULL;
+            NPY_DISABLE_C_API;
+        }
+    } while ((start = end) < dims[0] && !err);
+    (void)feclearexcept(FE_ALL_EXCEPT);
+}
+
+/* ---------------------------------------------------------- registration -- */
+
+static int
+la_bad_table(const la_gufunc *g, const char *why)
+{
+    PyErr_Format(PyExc_RuntimeError, "linattn.%s: bad gufunc table entry: %s", g->name, why);
+    return -1;
+}
+
+/* Learn the operands' core axes from the signature, their names and types
+ * from the operands string. */
+static int
+la_parse_entry(const la_gufunc *g, la_loop_info *in)
+{
+    const char *p;
+    int op = 0, off = 0, j, len;
+    memset(in, 0, sizeof(*in));
+    in->g = g;
+    for (p = g->signature; *p; p += len > 0 ? len : 1) {
+        len = 0;
+        if (*p == '(' && op < LA_MAX_OPERANDS) {
+            in->core_off[op] = (unsigned char)off;
+        }
+        else if (*p == ')') {
+            op++;
+        }
+        else if (*p == '-') {
+            in->nin = op;
+        }
+        while (isalnum((unsigned char)p[len]) || p[len] == '_') {
+            len++;
+        }
+        if (len == 0) {
+            continue;
+        }
+        if (len > 15 || op >= LA_MAX_OPERANDS || in->ndim[op] >= 6) {
+            return la_bad_table(g, "signature too large");
+        }
+        for (j = 0; j < in->ncore && (strncmp(in->dimname[j], p, (size_t)len) != 0 ||
+                                      in->dimname[j][len] != '\0'); j++) {
+        }
+        if (j == in->ncore && in->ncore++ < LA_MAX_CORE_DIMS) {
+            memcpy(in->dimname[j], p, (size_t)len);
+        }
+        in->axdim[op][in->ndim[op]++] = (unsigned char)j;
+        off++;
+    }
+    in->nop = op;
+    if (in->nin < 1 || in->ncore > LA_MAX_CORE_DIMS) {
+        return la_bad_table(g, "bad signature");
+    }
+    for (p = g->operands, op = 0; *p; p += len > 0 ? len + 2 : 1) {
+        len = 0;
+        if (*p == ' ' || *p == '-' || *p == '>') {
+            continue;
+        }
+        while (p[len] && p[len] != ':' && p[len] != ' ') {
+            len++;
+        }
+        if (p[len] != ':' || len > 15 || op >= in->nop || p[len + 1] == '\0' ||
+            strchr("TdqDQ", p[len + 1]) == NULL || (p[len + 2] && p[len + 2] != ' ')) {
+            return la_bad_table(g, "operands must be name:T|d|q|D|Q, one per operand");
+        }
+        memcpy(in->opname[op], p, (size_t)len);
+        in->type[op] = p[len + 1];
+        if ((p[len + 1] == 'D' || p[len + 1] == 'Q') && (in->ndim[op] || op >= in->nin)) {
+            return la_bad_table(g, "an option (D or Q) must be a 0-d input");
+        }
+        op++;
+    }
+    if (op != in->nop) {
+        return la_bad_table(g, "the operands string does not match the signature");
+    }
+    PyOS_snprintf(in->qualname, sizeof(in->qualname), "linattn.%s", g->name);
+    return 0;
+}
+
+int
+la_add_gufunc_table(PyObject *module, const la_gufunc *table, int n)
+{
+    int i, j, k;
+    for (i = 0; i < n; i++) {
+        /* lives as long as the process: the ufunc keeps pointers to it */
+        struct {
+            la_loop_info in[2];
+            PyUFuncGenericFunction funcs[2];
+            void *data[2];
+            char types[2 * LA_MAX_OPERANDS];
+        } *b = PyMem_RawCalloc(1, sizeof(*b));
+        PyObject *f;
+        if (b == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (la_parse_entry(&table[i], &b->in[0]) < 0) {
+            return -1;
+        }
+        b->in[1] = b->in[0];
+        b->in[1].f64 = 1;
+        for (k = 0; k < 2; k++) {
+            b->funcs[k] = la_table_trampoline;
+            b->data[k] = &b->in[k];
+            for (j = 0; j < b->in[0].nop; j++) {
+                const char t = b->in[0].type[j];
+                b->types[k * b->in[0].nop + j] =
+                    (char)(t == 'T' ? (k ? NPY_DOUBLE : NPY_FLOAT)
+                                    : (t == 'd' || t == 'D') ? NPY_DOUBLE : NPY_INT64);
+            }
+        }
+        f = PyUFunc_FromFuncAndDataAndSignature(
+            b->funcs, b->data, b->types, 2, b->in[0].nin, b->in[0].nop - b->in[0].nin,
+            PyUFunc_None, table[i].name, table[i].doc, 0, table[i].signature);
+        if (f == NULL || PyModule_AddObject(module, table[i].name, f) < 0) {
+            Py_XDECREF(f);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int
 la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n)
 {
@@ -124,15 +387,13 @@ la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n)
     for (i = 0; i < n; i++) {
         const la_gufunc_desc *d = &table[i];
         /* lives as long as the process: the ufunc keeps pointers to it */
-        PyUFuncGenericFunction *funcs =
-            PyMem_RawMalloc(sizeof(PyUFuncGenericFunction) * (size_t)d->ntypes);
-        void **data = PyMem_RawMalloc(sizeof(void *) * (size_t)d->ntypes);
-        la_loop_entry *entries = PyMem_RawMalloc(sizeof(la_loop_entry) * (size_t)d->ntypes);
+        char *blk = PyMem_RawMalloc((sizeof(PyUFuncGenericFunction) + sizeof(void *) +
+                                     sizeof(la_loop_entry)) * (size_t)d->ntypes);
+        PyUFuncGenericFunction *funcs = (PyUFuncGenericFunction *)blk;
+        void **data = (void **)(funcs + d->ntypes);
+        la_loop_entry *entries = (la_loop_entry *)(data + d->ntypes);
         PyObject *f;
-        if (funcs == NULL || data == NULL || entries == NULL) {
-            PyMem_RawFree(funcs);
-            PyMem_RawFree(data);
-            PyMem_RawFree(entries);
+        if (blk == NULL) {
             PyErr_NoMemory();
             return -1;
         }
@@ -145,11 +406,8 @@ la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n)
         f = PyUFunc_FromFuncAndDataAndSignature(
             funcs, data, (char *)d->types, d->ntypes, d->nin, d->nout,
             PyUFunc_None, d->name, d->doc, 0, d->signature);
-        if (f == NULL) {
-            return -1;
-        }
-        if (PyModule_AddObject(module, d->name, f) < 0) {
-            Py_DECREF(f);
+        if (f == NULL || PyModule_AddObject(module, d->name, f) < 0) {
+            Py_XDECREF(f);
             return -1;
         }
     }

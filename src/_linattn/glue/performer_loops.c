@@ -2,210 +2,125 @@
  * performer_loops.c -- gufunc loops for Performer with the prefix-safe
  * stabiliser (kernels/performer.h).
  *
- * causal (recurrent | chunked | parallel):
- *   q (t,d), k (t,d), v (t,e), W (m,d), S0 (f,e), z0 (f), mu0 () float64,
- *   scale (), eps (), flags () int64, chunk () int64
- *   -> o (t,e), S1 (f,e), z1 (f), mu1 () float64
- * noncausal:
- *   q (t,d), k (s,d), v (s,e), W (m,d), scale (), eps (), flags (), chunk ()
- *   -> o (t,e)
- *
+ * causal (recurrent | chunked | parallel) and noncausal (tables at the end).
  * flags: bits 0-1 la_perf_kind (positive | hyperbolic), bits 2-3 la_norm.
  * The feature width is f = m (positive) or 2m (hyperbolic); noncausal derives
  * it, causal checks the state's f against it.  The outer loop (batch x heads)
  * is split over worker threads; BLAS runs single-threaded inside.
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/featmap.h"
 #include "kernels/linear.h"
 #include "kernels/performer.h"
-#include "la_parallel.h"
+
+enum { PC_Q, PC_K, PC_V, PC_W, PC_S0, PC_Z0, PC_MU0, PC_SCALE, PC_EPS, PC_FLAGS, PC_CHUNK,
+       PC_O, PC_S1, PC_Z1, PC_MU1 };
+enum { PN_Q, PN_K, PN_V, PN_W, PN_SCALE, PN_EPS, PN_FLAGS, PN_CHUNK, PN_O };
 
 typedef la_status (*la_performer_fn)(const la_performer_args *, void *);
 
 typedef struct {
-    la_performer_fn fn;
+    la_performer_fn fn[2]; /* float32, float64 */
     int form;
-    int itemsize;
-    const char *name;
-} la_performer_loop_data;
+} la_performer_data;
 
-typedef struct {
-    char **args;
-    const npy_intp *steps;
-    npy_intp n;
-    int causal;
-    la_performer_args proto;
-    const la_performer_loop_data *d;
-    char *work;
-    size_t wsize;
-    volatile int status;
-} la_performer_ctx;
-
-static void
-performer_task(void *vctx, int ith, int nth)
+static la_status
+performer_item(const la_call *c, const void *proto, npy_intp i, void *work)
 {
-    la_performer_ctx *c = (la_performer_ctx *)vctx;
-    const npy_intp lo = c->n * ith / nth, hi = c->n * (ith + 1) / nth;
-    char *work = c->work + (size_t)ith * c->wsize;
-    npy_intp i;
-    for (i = lo; i < hi && c->status == LA_OK; i++) {
-        la_performer_args a = c->proto;
-        char **args = c->args;
-        const npy_intp *st = c->steps;
-        la_status s;
-        a.q = args[0] + i * st[0];
-        a.k = args[1] + i * st[1];
-        a.v = args[2] + i * st[2];
-        a.w = args[3] + i * st[3];
-        if (c->causal) {
-            a.s0 = args[4] + i * st[4];
-            a.z0 = args[5] + i * st[5];
-            a.mu0 = *(const double *)(args[6] + i * st[6]);
-            a.o = args[11] + i * st[11];
-            a.s1 = args[12] + i * st[12];
-            a.z1 = args[13] + i * st[13];
-            a.mu1 = (double *)(args[14] + i * st[14]);
-        }
-        else {
-            a.o = args[8] + i * st[8];
-        }
-        s = c->d->fn(&a, work);
-        if (s != LA_OK) {
-            c->status = s;
-        }
-    }
-}
-
-static void
-performer_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
-{
-    const la_performer_loop_data *d = (const la_performer_loop_data *)data;
-    const int causal = d->form != LA_FORM_NONCAUSAL;
-    const npy_intp is = d->itemsize;
-    la_performer_ctx c;
-    la_performer_args *a = &c.proto;
-    const npy_intp *cs;
-    npy_int64 flags;
-    int nth;
-
-    memset(&c, 0, sizeof(c));
-    c.args = args;
-    c.steps = steps;
-    c.n = dims[0];
-    c.causal = causal;
-    c.d = d;
-    if (causal) {
-        /* dims: n, t, d, e, m, f;  15 operands */
-        a->t = a->s = dims[1];
-        a->d = dims[2];
-        a->e = dims[3];
-        a->m = dims[4];
-        a->f = dims[5];
-        cs = steps + 15;
-        a->q_rs = LA_ES(cs[0], is);  a->q_cs = LA_ES(cs[1], is);
-        a->k_rs = LA_ES(cs[2], is);  a->k_cs = LA_ES(cs[3], is);
-        a->v_rs = LA_ES(cs[4], is);  a->v_cs = LA_ES(cs[5], is);
-        a->w_rs = LA_ES(cs[6], is);  a->w_cs = LA_ES(cs[7], is);
-        a->s0_rs = LA_ES(cs[8], is); a->s0_cs = LA_ES(cs[9], is);
-        a->z0_s = LA_ES(cs[10], is);
-        a->o_rs = LA_ES(cs[11], is); a->o_cs = LA_ES(cs[12], is);
-        a->s1_rs = LA_ES(cs[13], is); a->s1_cs = LA_ES(cs[14], is);
-        a->z1_s = LA_ES(cs[15], is);
-        a->scale = *(double *)args[7];
-        a->eps = *(double *)args[8];
-        flags = *(npy_int64 *)args[9];
-        a->chunk = (la_index) * (npy_int64 *)args[10];
+    const la_performer_data *d = (const la_performer_data *)c->data;
+    la_performer_args a = *(const la_performer_args *)proto;
+    a.q = LA_AT(c, PC_Q, i);
+    a.k = LA_AT(c, PC_K, i);
+    a.v = LA_AT(c, PC_V, i);
+    a.w = LA_AT(c, PC_W, i);
+    if (d->form != LA_FORM_NONCAUSAL) {
+        a.s0 = LA_AT(c, PC_S0, i);
+        a.z0 = LA_AT(c, PC_Z0, i);
+        a.mu0 = *(const double *)LA_AT(c, PC_MU0, i);
+        a.o = LA_AT(c, PC_O, i);
+        a.s1 = LA_AT(c, PC_S1, i);
+        a.z1 = LA_AT(c, PC_Z1, i);
+        a.mu1 = (double *)LA_AT(c, PC_MU1, i);
     }
     else {
-        /* dims: n, t, d, s, e, m;  9 operands */
-        a->t = dims[1];
-        a->d = dims[2];
-        a->s = dims[3];
-        a->e = dims[4];
-        a->m = dims[5];
-        cs = steps + 9;
-        a->q_rs = LA_ES(cs[0], is);  a->q_cs = LA_ES(cs[1], is);
-        a->k_rs = LA_ES(cs[2], is);  a->k_cs = LA_ES(cs[3], is);
-        a->v_rs = LA_ES(cs[4], is);  a->v_cs = LA_ES(cs[5], is);
-        a->w_rs = LA_ES(cs[6], is);  a->w_cs = LA_ES(cs[7], is);
-        a->o_rs = LA_ES(cs[8], is);  a->o_cs = LA_ES(cs[9], is);
-        a->scale = *(double *)args[4];
-        a->eps = *(double *)args[5];
-        flags = *(npy_int64 *)args[6];
-        a->chunk = (la_index) * (npy_int64 *)args[7];
+        a.o = LA_AT(c, PN_O, i);
     }
-    a->feat = (int)(flags & 3);
-    a->norm = (int)((flags >> 2) & 3);
+    return d->fn[c->f64](&a, work);
+}
+
+static void
+performer_loop(const la_call *c)
+{
+    const la_performer_data *d = (const la_performer_data *)c->data;
+    const int causal = d->form != LA_FORM_NONCAUSAL;
+    la_performer_args a;
+    npy_int64 flags;
+
+    memset(&a, 0, sizeof(a));
+    a.t = la_dim(c, "t");
+    a.s = causal ? a.t : la_dim(c, "s");
+    a.d = la_dim(c, "d");
+    a.e = la_dim(c, "e");
+    a.m = la_dim(c, "m");
+    /* q, k, v and W sit at the same positions in both signatures */
+    a.q_rs = la_stride(c, PC_Q, 0);  a.q_cs = la_stride(c, PC_Q, 1);
+    a.k_rs = la_stride(c, PC_K, 0);  a.k_cs = la_stride(c, PC_K, 1);
+    a.v_rs = la_stride(c, PC_V, 0);  a.v_cs = la_stride(c, PC_V, 1);
+    a.w_rs = la_stride(c, PC_W, 0);  a.w_cs = la_stride(c, PC_W, 1);
+    if (causal) {
+        a.f = la_dim(c, "f");
+        a.s0_rs = la_stride(c, PC_S0, 0); a.s0_cs = la_stride(c, PC_S0, 1);
+        a.z0_s = la_stride(c, PC_Z0, 0);
+        a.o_rs = la_stride(c, PC_O, 0);   a.o_cs = la_stride(c, PC_O, 1);
+        a.s1_rs = la_stride(c, PC_S1, 0); a.s1_cs = la_stride(c, PC_S1, 1);
+        a.z1_s = la_stride(c, PC_Z1, 0);
+    }
+    else {
+        a.o_rs = la_stride(c, PN_O, 0);   a.o_cs = la_stride(c, PN_O, 1);
+    }
+    a.scale = LA_OPT_F(c, causal ? PC_SCALE : PN_SCALE);
+    a.eps = LA_OPT_F(c, causal ? PC_EPS : PN_EPS);
+    flags = LA_OPT_I(c, causal ? PC_FLAGS : PN_FLAGS);
+    a.chunk = (la_index)LA_OPT_I(c, causal ? PC_CHUNK : PN_CHUNK);
+    a.feat = (int)(flags & 3);
+    a.norm = (int)((flags >> 2) & 3);
     if (!causal) {
-        a->f = a->feat == LA_PERF_HYPERBOLIC ? 2 * a->m : a->m;
+        a.f = a.feat == LA_PERF_HYPERBOLIC ? 2 * a.m : a.m;
     }
-    if ((a->feat != LA_PERF_POSITIVE && a->feat != LA_PERF_HYPERBOLIC) ||
-        a->f != (a->feat == LA_PERF_HYPERBOLIC ? 2 * a->m : a->m)) {
-        la_raise(LA_ERR_SHAPE, d->name, 0);
+    if ((a.feat != LA_PERF_POSITIVE && a.feat != LA_PERF_HYPERBOLIC) ||
+        a.f != (a.feat == LA_PERF_HYPERBOLIC ? 2 * a.m : a.m)) {
+        la_raise(LA_ERR_SHAPE, c->name, 0);
         return;
     }
-    nth = la_workers_for(c.n);
-    c.wsize = LA_ALIGN_BYTES(la_performer_work_size(d->form, a, (size_t)is));
-    la_run_workers(performer_task, &c, nth, c.wsize, &c.work, &c.status, d->name);
+    la_run(c, performer_item, &a, la_performer_work_size(d->form, &a, c->is),
+           4.0 * (double)(a.t > a.s ? a.t : a.s) * (double)(a.f + a.d) * (double)(a.e + 1));
 }
 
-static la_performer_loop_data pd_rec[2] = {
-    {la_performer_recurrent_f32, LA_FORM_RECURRENT, 4, "linattn._performer_recurrent"},
-    {la_performer_recurrent_f64, LA_FORM_RECURRENT, 8, "linattn._performer_recurrent"}};
-static la_performer_loop_data pd_chk[2] = {
-    {la_performer_chunked_f32, LA_FORM_CHUNKED, 4, "linattn._performer_chunked"},
-    {la_performer_chunked_f64, LA_FORM_CHUNKED, 8, "linattn._performer_chunked"}};
-static la_performer_loop_data pd_par[2] = {
-    {la_performer_parallel_f32, LA_FORM_PARALLEL, 4, "linattn._performer_parallel"},
-    {la_performer_parallel_f64, LA_FORM_PARALLEL, 8, "linattn._performer_parallel"}};
-static la_performer_loop_data pd_nc[2] = {
-    {la_performer_noncausal_f32, LA_FORM_NONCAUSAL, 4, "linattn._performer_noncausal"},
-    {la_performer_noncausal_f64, LA_FORM_NONCAUSAL, 8, "linattn._performer_noncausal"}};
+static const la_performer_data pd_rec = {
+    {la_performer_recurrent_f32, la_performer_recurrent_f64}, LA_FORM_RECURRENT};
+static const la_performer_data pd_chk = {
+    {la_performer_chunked_f32, la_performer_chunked_f64}, LA_FORM_CHUNKED};
+static const la_performer_data pd_par = {
+    {la_performer_parallel_f32, la_performer_parallel_f64}, LA_FORM_PARALLEL};
+static const la_performer_data pd_nc = {
+    {la_performer_noncausal_f32, la_performer_noncausal_f64}, LA_FORM_NONCAUSAL};
 
-static PyUFuncGenericFunction performer_funcs[2] = {performer_loop, performer_loop};
-static void *prec_data[2] = {&pd_rec[0], &pd_rec[1]};
-static void *pchk_data[2] = {&pd_chk[0], &pd_chk[1]};
-static void *ppar_data[2] = {&pd_par[0], &pd_par[1]};
-static void *pnc_data[2] = {&pd_nc[0], &pd_nc[1]};
+#define LA_PC_SIG "(t,d),(t,d),(t,e),(m,d),(f,e),(f),(),(),(),(),()->(t,e),(f,e),(f),()"
+#define LA_PC_OPS \
+    "q:T k:T v:T W:T S0:T z0:T mu0:d scale:D eps:D flags:Q chunk:Q -> o:T S1:T z1:T mu1:d"
 
-static const char pcausal_types[] = {
-    NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_FLOAT,
-    NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_INT64,
-    NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_DOUBLE,
-    NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE,
-    NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_INT64,
-    NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE};
-static const char pnc_types[] = {
-    NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_DOUBLE, NPY_DOUBLE, NPY_INT64,
-    NPY_INT64, NPY_FLOAT,
-    NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_INT64,
-    NPY_INT64, NPY_DOUBLE};
+static const la_gufunc performer_table[] = {
+    {"_performer_recurrent", LA_PC_SIG, LA_PC_OPS,
+     "Causal Performer, recurrent form, running-max stabiliser.", performer_loop, &pd_rec},
+    {"_performer_chunked", LA_PC_SIG, LA_PC_OPS,
+     "Causal Performer, chunked form, per-chunk max with exact rescaling.", performer_loop,
+     &pd_chk},
+    {"_performer_parallel", LA_PC_SIG, LA_PC_OPS,
+     "Causal Performer, parallel (masked quadratic) form.", performer_loop, &pd_par},
+    {"_performer_noncausal", "(t,d),(s,d),(s,e),(m,d),(),(),(),()->(t,e)",
+     "q:T k:T v:T W:T scale:D eps:D flags:Q chunk:Q -> o:T",
+     "Non-causal Performer, online key maximum, true-scale guard.", performer_loop, &pd_nc},
+};
 
-#define LA_PCAUSAL_SIG \
-    "(t,d),(t,d),(t,e),(m,d),(f,e),(f),(),(),(),(),()->(t,e),(f,e),(f),()"
-
-int
-la_register_performer(PyObject *module)
-{
-    const la_gufunc_desc table[] = {
-        {"_performer_recurrent", LA_PCAUSAL_SIG,
-         "Causal Performer, recurrent form, running-max stabiliser.", 11, 4, 2,
-         performer_funcs, prec_data, pcausal_types},
-        {"_performer_chunked", LA_PCAUSAL_SIG,
-         "Causal Performer, chunked form, per-chunk max with exact rescaling.", 11, 4, 2,
-         performer_funcs, pchk_data, pcausal_types},
-        {"_performer_parallel", LA_PCAUSAL_SIG,
-         "Causal Performer, parallel (masked quadratic) form.", 11, 4, 2,
-         performer_funcs, ppar_data, pcausal_types},
-        {"_performer_noncausal", "(t,d),(s,d),(s,e),(m,d),(),(),(),()->(t,e)",
-         "Non-causal Performer, online key maximum, true-scale guard.", 8, 1, 2,
-         performer_funcs, pnc_data, pnc_types},
-    };
-    return la_add_gufuncs(module, table, (int)(sizeof(table) / sizeof(table[0])));
-}
+LA_REGISTER(performer, performer_table)

@@ -1,97 +1,48 @@
 /*
- * softmax_loops.c -- gufunc for exact softmax attention (kernels/softmax.h):
- *   q (t,d), k (s,d), v (s,e), scale (), causal () int64 -> o (t,e)
+ * softmax_loops.c -- gufunc for exact softmax attention (kernels/softmax.h).
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
 #include "kernels/softmax.h"
 #include "la_parallel.h"
 
-typedef la_status (*la_softmax_fn)(const la_softmax_args *, void *);
+enum { SM_Q, SM_K, SM_V, SM_SCALE, SM_CAUSAL, SM_O };
 
-typedef struct {
-    char **args;
-    const npy_intp *steps;
-    npy_intp n;
-    la_softmax_args proto;
-    la_softmax_fn fn;
-    char *work;
-    size_t wsize;
-    volatile int status;
-} la_softmax_ctx;
-
-static void
-softmax_task(void *vctx, int ith, int nth)
+static la_status
+softmax_item(const la_call *c, const void *proto, npy_intp i, void *work)
 {
-    la_softmax_ctx *c = (la_softmax_ctx *)vctx;
-    const npy_intp lo = c->n * ith / nth, hi = c->n * (ith + 1) / nth;
-    npy_intp i;
-    for (i = lo; i < hi && c->status == LA_OK; i++) {
-        la_softmax_args a = c->proto;
-        la_status s;
-        a.q = c->args[0] + i * c->steps[0];
-        a.k = c->args[1] + i * c->steps[1];
-        a.v = c->args[2] + i * c->steps[2];
-        a.o = c->args[5] + i * c->steps[5];
-        s = c->fn(&a, c->work + (size_t)ith * c->wsize);
-        if (s != LA_OK) {
-            c->status = s;
-        }
-    }
+    la_softmax_args a = *(const la_softmax_args *)proto;
+    a.q = LA_AT(c, SM_Q, i);
+    a.k = LA_AT(c, SM_K, i);
+    a.v = LA_AT(c, SM_V, i);
+    a.o = LA_AT(c, SM_O, i);
+    return (c->f64 ? la_softmax_f64 : la_softmax_f32)(&a, work);
 }
 
 static void
-softmax_loop(char **args, npy_intp const *dims, npy_intp const *steps,
-             void *data)
+softmax_loop(const la_call *c)
 {
-    const int is = data == NULL ? 4 : 8;
-    la_softmax_ctx c;
-    la_softmax_args *a = &c.proto;
-    const npy_intp *cs = steps + 6;
-    int nth;
-
-    memset(&c, 0, sizeof(c));
-    c.args = args;
-    c.steps = steps;
-    c.n = dims[0];
-    c.fn = is == 4 ? la_softmax_f32 : la_softmax_f64;
-    /* dims: n, t, d, s, e */
-    a->t = dims[1];
-    a->d = dims[2];
-    a->s = dims[3];
-    a->e = dims[4];
-    a->block = 64;
-    a->q_rs = LA_ES(cs[0], is); a->q_cs = LA_ES(cs[1], is);
-    a->k_rs = LA_ES(cs[2], is); a->k_cs = LA_ES(cs[3], is);
-    a->v_rs = LA_ES(cs[4], is); a->v_cs = LA_ES(cs[5], is);
-    a->o_rs = LA_ES(cs[6], is); a->o_cs = LA_ES(cs[7], is);
-    a->scale = *(double *)args[3];
-    a->causal = *(npy_int64 *)args[4] != 0;
-    a->cancel = &la_cancel_flag;
-
-    nth = la_workers_for(c.n);
-    c.wsize = LA_ALIGN_BYTES(la_softmax_work_size(a, (size_t)is));
-    la_run_workers(softmax_task, &c, nth, c.wsize, &c.work, &c.status, "linattn._softmax");
+    la_softmax_args a;
+    memset(&a, 0, sizeof(a));
+    a.t = la_dim(c, "t");
+    a.d = la_dim(c, "d");
+    a.s = la_dim(c, "s");
+    a.e = la_dim(c, "e");
+    a.block = 64;
+    a.q_rs = la_stride(c, SM_Q, 0); a.q_cs = la_stride(c, SM_Q, 1);
+    a.k_rs = la_stride(c, SM_K, 0); a.k_cs = la_stride(c, SM_K, 1);
+    a.v_rs = la_stride(c, SM_V, 0); a.v_cs = la_stride(c, SM_V, 1);
+    a.o_rs = la_stride(c, SM_O, 0); a.o_cs = la_stride(c, SM_O, 1);
+    a.scale = LA_OPT_F(c, SM_SCALE);
+    a.causal = LA_OPT_I(c, SM_CAUSAL) != 0;
+    a.cancel = &la_cancel_flag;
+    la_run(c, softmax_item, &a, la_softmax_work_size(&a, c->is),
+           2.0 * (double)a.t * (double)a.s * (double)(a.d + a.e));
 }
 
-static PyUFuncGenericFunction softmax_funcs[2] = {softmax_loop, softmax_loop};
-static int softmax_f64_tag;
-static void *softmax_data[2] = {NULL, &softmax_f64_tag};
-static const char softmax_types[] = {
-    NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_DOUBLE, NPY_INT64, NPY_FLOAT,
-    NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_DOUBLE};
+static const la_gufunc softmax_table[] = {
+    {"_softmax", "(t,d),(s,d),(s,e),(),()->(t,e)", "q:T k:T v:T scale:D causal:Q -> o:T",
+     "Exact softmax attention (causal requires s == t).", softmax_loop, NULL},
+};
 
-int
-la_register_softmax(PyObject *module)
-{
-    const la_gufunc_desc table[] = {
-        {"_softmax", "(t,d),(s,d),(s,e),(),()->(t,e)",
-         "Exact softmax attention (causal requires s == t).", 5, 1, 2,
-         softmax_funcs, softmax_data, softmax_types},
-    };
-    return la_add_gufuncs(module, table, 1);
-}
+LA_REGISTER(softmax, softmax_table)

@@ -79,8 +79,8 @@ size_t la_rf_work_size(la_index t, la_index d, la_index r, size_t itemsize);
  *   la_performer_features  y_t = exp(l_t - s) + eps/sqrt(r')  (r' = r, or 2r
  *                          for hyperbolic), i.e. c (exp(u - h - s) + eps)
  *                          with the published constant c; s = 0 (shift 0),
- *                          the row max of u - h (shift 1, the query
- *                          stabiliser) or its max over the whole slice
+ *                          the row max of the projections u (shift 1, the
+ *                          query stabiliser) or their max over the whole slice
  *                          (shift 2, the published key stabiliser).  With
  *                          `log`, y = l - s instead (no eps).  relu ignores
  *                          shift, eps and log.

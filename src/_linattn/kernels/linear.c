@@ -4,7 +4,9 @@
 #include "la_util.h"
 #include "la_vmath.h"
 #include "linear.h"
-#include "linear_simd.h"
+#include "arch/la_arch.h"
+#include "arch/la_tuning.h"
+#include "la_cpu.h"
 #include "featmap.h"
 
 size_t
@@ -24,6 +26,8 @@ la_linear_work_size(int form, const la_linear_args *a, size_t itemsize)
         LA_ADD(e + 1, itemsize);
         LA_ADD(f * e, itemsize);
         LA_ADD(f, itemsize);
+        LA_ADD(e, itemsize);     /* second token of a pair: v */
+        LA_ADD(e + 1, itemsize); /* and its num */
         break;
     case LA_FORM_CHUNKED:
     case LA_FORM_CHUNK_ONE:

@@ -1,5 +1,5 @@
 /*
- * linear.h -- the generic linear-attention operator (family.md), one
+ * linear.h -- the generic linear-attention operator (docs/design/family.md), one
  * (batch, head) slice per call, in four forms.
  *
  *   qf_t = phi(scale * q_t),  kf_s = phi(k_s)                  (F features)
@@ -83,7 +83,7 @@ la_status la_linear_noncausal_f64(const la_linear_args *a, void *work);
 
 /*
  * The chunked form in pieces, for the sequence-parallel two-pass scan
- * (family.md 7) run by the glue when there are fewer slices than threads.
+ * (docs/design/family.md §7) run by the glue when there are fewer slices than threads.
  * States are f x (e + div) blocks [S | z]; Oc blocks are chunk x (e + div);
  * work is LA_FORM_CHUNK_ONE bytes.
  *   chunk_pass1: Oc = the chunk's intra-chunk outputs, dS = its state

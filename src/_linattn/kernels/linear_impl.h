@@ -196,6 +196,47 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
     }
 }
 
+/* After token t's update: the denominator (div mode, z <- a z + kf) and the
+ * finished output row. */
+static void
+LA_FN(recurrent_finish)(const la_linear_args *a, la_index t, int div, LA_T decay,
+                        LA_T *LA_RESTRICT z, const LA_T *qf, const LA_T *kf, LA_T *num)
+{
+    la_index i;
+    if (div) {
+        LA_T den = 0;
+        for (i = 0; i < a->f; i++) {
+            z[i] = decay * z[i] + kf[i];
+            den += z[i] * qf[i];
+        }
+        num[a->e] = den;
+    }
+    LA_FN(finish_row)(a, num, (LA_T *)a->o + t * a->o_rs, a->o_cs);
+}
+
+/* recurrent_finish for tokens t and t + 1: the two denominators' sums are
+ * serial chains (their order fixes the bits), so they run side by side. */
+static void
+LA_FN(recurrent_finish2)(const la_linear_args *a, la_index t, int div, LA_T d1, LA_T d2,
+                         LA_T *LA_RESTRICT z, const LA_T *q1, const LA_T *k1, const LA_T *q2,
+                         const LA_T *k2, LA_T *num1, LA_T *num2)
+{
+    la_index i;
+    if (div) {
+        LA_T den1 = 0, den2 = 0;
+        for (i = 0; i < a->f; i++) {
+            const LA_T z1 = d1 * z[i] + k1[i];
+            den1 += z1 * q1[i];
+            z[i] = d2 * z1 + k2[i];
+            den2 += z[i] * q2[i];
+        }
+        num1[a->e] = den1;
+        num2[a->e] = den2;
+    }
+    LA_FN(finish_row)(a, num1, (LA_T *)a->o + t * a->o_rs, a->o_cs);
+    LA_FN(finish_row)(a, num2, (LA_T *)a->o + (t + 1) * a->o_rs, a->o_cs);
+}
+
 la_status
 LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
 {
@@ -203,7 +244,6 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
     const int div = a->norm == LA_NORM_DIV;
     const LA_T *q = (const LA_T *)a->q, *k = (const LA_T *)a->k;
     const LA_T *v = (const LA_T *)a->v;
-    LA_T *o = (LA_T *)a->o;
     char *p = (char *)work;
     const la_index RB = la_block_rows(LA_RFEAT_ROWS, a->t);
     LA_T *qb = (LA_T *)la_carve(&p, (size_t)(RB * f) * sizeof(LA_T));
@@ -216,8 +256,14 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
                      : (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
     const la_index ld = direct ? a->s1_rs : e;
     LA_T *z = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
+    LA_T *vbuf2 = (LA_T *)la_carve(&p, (size_t)e * sizeof(LA_T));
+    LA_T *num2 = (LA_T *)la_carve(&p, (size_t)(e + 1) * sizeof(LA_T));
     const int decayed = a->g != NULL;
-    const int simd = la_recurrent_simd_available();
+    /* the active ISA path's hand-written loops (arch/): two tokens per pass over
+     * S where it has one, else one; NULL: the C loop above */
+    const LA_FN(la_rtoken) simd = LA_FN(la_arch_rtoken)(la_cpu_isa());
+    const LA_FN(la_rtoken2) simd2 =
+        la_tuning_active().token_pairs ? LA_FN(la_arch_rtoken2)(la_cpu_isa()) : NULL;
     la_index t, t0, i;
 
     LA_FN(copy_block)(S, ld, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, f, e);
@@ -237,22 +283,26 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
                 decay = (LA_T)exp(la_clamp_decay(a->g[t * a->g_s]));
             }
             LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, 0, vbuf);
-            if (simd) {
-                LA_FN(la_recurrent_token_avx512)(f, e, decay, decayed, S, ld, qf, kf, vbuf,
-                                                 num);
+            if (simd2 != NULL && t + 1 < t0 + nb) {
+                LA_T decay2 = 1;
+                if (decayed) {
+                    decay2 = (LA_T)exp(la_clamp_decay(a->g[(t + 1) * a->g_s]));
+                }
+                LA_FN(load_v)(v + (t + 1) * a->v_rs, a->v_cs, e, 0, vbuf2);
+                simd2(f, e, decay, decay2, decayed, S, ld, qf, kf, vbuf, qf + f, kf + f, vbuf2,
+                      num, num2);
+                LA_FN(recurrent_finish2)(a, t, div, decay, decay2, z, qf, kf, qf + f, kf + f, num,
+                                         num2);
+                t++;
+                continue;
+            }
+            if (simd != NULL) {
+                simd(f, e, decay, decayed, S, ld, qf, kf, vbuf, num);
             }
             else {
                 LA_FN(recurrent_token)(f, e, decay, decayed, S, ld, qf, kf, vbuf, num);
             }
-            if (div) {
-                LA_T den = 0;
-                for (i = 0; i < f; i++) {
-                    z[i] = decay * z[i] + kf[i];
-                    den += z[i] * qf[i];
-                }
-                num[e] = den;
-            }
-            LA_FN(finish_row)(a, num, o + t * a->o_rs, a->o_cs);
+            LA_FN(recurrent_finish)(a, t, div, decay, z, qf, kf, num);
         }
     }
     if (!direct) {
@@ -307,7 +357,7 @@ LA_FN(chunk_ws_init)(const la_linear_args *a, void *work, LA_FN(chunk_ws) *w)
 }
 
 /* Query features of tokens [t0, t0+n) and b_r, the inclusive in-chunk
- * cumulative log-decay (in float64, family.md 4.3 rule 4). */
+ * cumulative log-decay (in float64, docs/design/family.md §4.3 rule 4). */
 static void
 LA_FN(chunk_load_q)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
                     la_index n)
@@ -363,7 +413,7 @@ LA_FN(chunk_intra)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index n,
             }
         }
         else if (w->decayed) {
-            /* differences first (family.md 4.3 rule 1), then one vector exp */
+            /* differences first (docs/design/family.md §4.3 rule 1), then one vector exp */
             for (j = 0; j < r; j++) {
                 w->wrow[j] = w->b[r] - w->b[j];
             }
@@ -467,7 +517,7 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
     return LA_OK;
 }
 
-/* Pieces of the chunked form for the sequence-parallel scan (family.md 7). */
+/* Pieces of the chunked form for the sequence-parallel scan (docs/design/family.md §7). */
 la_status
 LA_FN(la_linear_chunk_pass1)(const la_linear_args *a, void *work, la_index t0,
                              LA_T *dS, double *beta, LA_T *Oc)

@@ -1,9 +1,15 @@
 /*
- * la_gemm_tiles_impl.h -- WARNING: included once per dtype by la_gemm_tiles.c
- * (no include guard).  LA_T / LA_FN from dtype/la_f32.h|la_f64.h; the vector
- * macros LA_V (type), LA_M (mask type), LA_W (lanes), LA_VSET1, LA_VFMA,
- * LA_VADD, LA_VZERO, LA_VLOAD (masked, zeroing), LA_VSTORE (masked) and
- * LA_BT_MAX (values of a transposed B on the stack) from la_gemm_tiles.c.
+ * gemm_tiles_avx512_impl.h -- WARNING: included once per dtype by
+ * gemm_tiles_x86.c (no include guard).  LA_T / LA_FN from
+ * dtype/la_f32.h|la_f64.h; the vector macros LA_V (type), LA_M (mask type),
+ * LA_W (lanes), LA_VSET1, LA_VFMA, LA_VADD, LA_VZERO, LA_VLOAD (masked,
+ * zeroing) and LA_VSTORE (masked) from gemm_tiles_x86.c.
+ *
+ * Tile: 8 rows x two vectors of C (32 float32 / 16 float64 columns) in 16
+ * named zmm accumulators; per step of the inner dimension two vector loads of
+ * B and eight broadcasts of A feed 16 FMAs.  Column tails use masks (a
+ * one-vector tile when at most one vector is left); leftover rows a 1-row
+ * tile.
  */
 
 #define LA_TROW2(r)                                                            \
@@ -31,7 +37,7 @@
 
 /* C[0:8, 0:2W] (masked columns) (+)= sum_p A[r, p] B[p, 0:2W]: 16 named
  * accumulators, two loads of B and eight broadcasts of A per step. */
-__attribute__((target("avx512f"))) static void
+LA_TARGET_AVX512 static void
 LA_FN(tile8x2)(la_index k, const LA_T *a, la_index ar, la_index ac, const LA_T *b,
                la_index ldb, LA_T *c, la_index ldc, int beta1, LA_M m0, LA_M m1)
 {
@@ -51,7 +57,7 @@ LA_FN(tile8x2)(la_index k, const LA_T *a, la_index ar, la_index ac, const LA_T *
 }
 
 /* The column tail of at most W: C[0:8, 0:W] (masked). */
-__attribute__((target("avx512f"))) static void
+LA_TARGET_AVX512 static void
 LA_FN(tile8x1)(la_index k, const LA_T *a, la_index ar, la_index ac, const LA_T *b,
                la_index ldb, LA_T *c, la_index ldc, int beta1, LA_M m0)
 {
@@ -69,7 +75,7 @@ LA_FN(tile8x1)(la_index k, const LA_T *a, la_index ar, la_index ac, const LA_T *
 }
 
 /* One leftover row: C[0, 0:2W]. */
-__attribute__((target("avx512f"))) static void
+LA_TARGET_AVX512 static void
 LA_FN(tile1x2)(la_index k, const LA_T *a, la_index ac, const LA_T *b, la_index ldb,
                LA_T *c, int beta1, LA_M m0, LA_M m1)
 {
@@ -96,49 +102,29 @@ LA_FN(tile_mask)(la_index cols)
                         : (cols <= 0 ? (LA_M)0 : (LA_M)((1u << cols) - 1u));
 }
 
-int
-LA_FN(la_gemm_small)(int ta, int tb, la_index m, la_index n, la_index k, LA_T alpha,
-                     const LA_T *A, la_index lda, const LA_T *B, la_index ldb, LA_T beta,
-                     LA_T *C, la_index ldc)
+/* C (+)= A B over the whole m x n x k product; B already untransposed. */
+LA_TARGET_AVX512 static void
+LA_FN(tiles_avx512)(la_index m, la_index n, la_index k, const LA_T *A, la_index ar,
+                    la_index ac, const LA_T *B, la_index ldb, int beta1, LA_T *C,
+                    la_index ldc)
 {
-    LA_T bt[LA_BT_MAX];
-    const la_index ar = ta ? 1 : lda, ac = ta ? lda : 1;
-    la_index i, j, p;
-    if (!la_cpu_avx512() || alpha != (LA_T)1 || !(beta == (LA_T)0 || beta == (LA_T)1) ||
-        m <= 0 || n <= 0 || k <= 0 || m > LA_GEMM_TILES_MAX_DIM ||
-        n > LA_GEMM_TILES_MAX_DIM || k > LA_GEMM_TILES_MAX_DIM) {
-        return 0;
-    }
-    if (tb) {
-        if (n * k > LA_BT_MAX) {
-            return 0;
-        }
-        for (p = 0; p < k; p++) {
-            for (j = 0; j < n; j++) {
-                bt[p * n + j] = B[j * ldb + p];
-            }
-        }
-        B = bt;
-        ldb = n;
-    }
+    la_index i, j;
     for (j = 0; j < n; j += 2 * LA_W) {
         const LA_M m0 = LA_FN(tile_mask)(n - j), m1 = LA_FN(tile_mask)(n - j - LA_W);
         for (i = 0; i + 8 <= m; i += 8) {
             if (n - j <= LA_W) {
                 LA_FN(tile8x1)(k, A + i * ar, ar, ac, B + j, ldb, C + i * ldc + j, ldc,
-                               beta == (LA_T)1, m0);
+                               beta1, m0);
             }
             else {
                 LA_FN(tile8x2)(k, A + i * ar, ar, ac, B + j, ldb, C + i * ldc + j, ldc,
-                               beta == (LA_T)1, m0, m1);
+                               beta1, m0, m1);
             }
         }
         for (; i < m; i++) {
-            LA_FN(tile1x2)(k, A + i * ar, ac, B + j, ldb, C + i * ldc + j, beta == (LA_T)1,
-                           m0, m1);
+            LA_FN(tile1x2)(k, A + i * ar, ac, B + j, ldb, C + i * ldc + j, beta1, m0, m1);
         }
     }
-    return 1;
 }
 
 #undef LA_TROW2

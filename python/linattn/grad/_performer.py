@@ -1,0 +1,201 @@
+"""Backward of ``"performer"`` with the prefix stabiliser (positive and hyperbolic
+features), docs/design/grad.md §3.
+
+The stabiliser cancels exactly: ``o_t = num~_t / (den~_t + eps e^{-nu_t - mu_t})`` equals
+``num_t / (den_t + eps)`` for any shifts, so the shifts are constants of the backward and
+may be chosen freely.  Here ``nu_t`` is the query row's maximum log-feature and ``mu_t``
+the running maximum of the key log-features up to ``t`` (from the state's
+``extra["max"]``), so the shifted problem is the generic operator with identity maps and
+the per-token log-decay ``mu_{t-1} - mu_t <= 0``.  Its numerator and denominator are
+recomputed (``la.causal(kind="linear")``), the row finish (true guard) is differentiated
+here in float64, the C backward runs with ``normalize="none"`` on ``[v | 1]``, and the
+log-feature backward is ``dl = phi~ * dphi~``, ``dx' = W^T dl - x' sum_i dl_i``
+(hyperbolic: ``W^T (dl+ - dl-)``), ``dx = sqrt(s) dx'``.  The state cotangents refer to
+the stored (shifted) ``S``, ``z`` with ``extra["max"]`` held constant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .. import _draws
+from .. import _validate as val
+from .. import features as _features
+from ..state import State
+
+
+def check_supported(options: dict) -> None:
+    feats = options.get("features", "positive")
+    stab = options.get("stabilizer", "prefix")
+    if feats not in ("positive", "hyperbolic") or stab != "prefix":
+        raise NotImplementedError(
+            f"performer_vjp: features={feats!r} with stabilizer={stab!r} has no backward "
+            f"yet; supported: features='positive' or 'hyperbolic' with stabilizer='prefix'")
+
+
+def _log_features(x, W, feats, scale, comp):
+    fn = _core._performer_features_2 if feats == "hyperbolic" else \
+        _core._performer_features_1
+    flags = _features.PERFORMER_KINDS[feats] | (_features.PERFORMER_SHIFTS[None] << 2) | 16
+    y = fn(x.astype(comp, copy=False), W, float(scale), 0.0, np.int64(flags))
+    return y.reshape(y.shape[:-2] + (-1,))
+
+
+class PerformerVJP:
+    """``vjp(do, dstate=None)`` for ``kind="performer"`` (see grad/_performer.py)."""
+
+    nondiff = ("projection",)
+
+    def __init__(self, ctx: dict, causal: bool) -> None:
+        self._c = ctx
+        self.causal = causal
+        self.kind = "performer"
+
+    def __repr__(self) -> str:
+        return f"<linattn {'' if self.causal else 'non'}causal_vjp backward of kind 'performer'>"
+
+    def __call__(self, do, dstate=None) -> dict[str, Any]:
+        from .. import _api
+        from ._linear import _cotangent, _grad_as, _state_cotangent
+
+        c = self._c
+        comp, E, F, div = c["comp"], c["E"], c["F"], c["div"]
+        td = c["td"]
+        doc = td(_cotangent("do", do, c["out_shape"], comp)).astype(np.float64)
+        qx, kx, vx, W, scale = c["qx"], c["kx"], c["vx"], c["W"], c["scale"]
+        lq = _log_features(qx, W, c["features"], scale, comp)
+        lk = _log_features(kx, W, c["features"], scale, comp)
+        nu = lq.max(axis=-1, initial=-np.inf).astype(np.float64)
+        kmax = lk.max(axis=-1, initial=-np.inf).astype(np.float64)
+        batch = np.broadcast_shapes(lq.shape[:-2], lk.shape[:-2], vx.shape[:-2])
+        if self.causal:
+            mu = np.maximum.accumulate(np.maximum(kmax, c["mu0"][..., None]), axis=-1)
+            prev = np.concatenate([np.broadcast_to(c["mu0"][..., None], mu.shape[:-1] + (1,)),
+                                   mu[..., :-1]], axis=-1)
+            with np.errstate(invalid="ignore"):
+                g = np.where(np.isneginf(prev), -np.inf, prev - mu)
+            fk = np.exp(lk - mu[..., None].astype(comp))
+        else:
+            mu = kmax.max(axis=-1, initial=-np.inf)  # one shift for all keys
+            fk = np.exp(lk - mu[..., None, None].astype(comp))
+        fq = np.exp(lq - nu[..., None].astype(comp))
+        vb = np.broadcast_to(vx, batch + vx.shape[-2:])
+        va = np.concatenate([vb, np.ones(batch + (vx.shape[-2], 1), comp)], axis=-1) \
+            if div else np.ascontiguousarray(vb)
+        ec = va.shape[-1]
+        # the shifted numerator (and denominator), recomputed
+        if self.causal:
+            S0a = c["S0a"]
+            n_a, _ = _api.causal(fq, fk, va, "linear", mode="chunked", decay=g,
+                                 chunk_size=c["chunk"], normalize="none",
+                                 initial_state=State(S0a, None, 0, "linear"),
+                                 return_state=True)
+        else:
+            n_a = _api.noncausal(fq, fk, va, "linear", normalize="none",
+                                 chunk_size=c["chunk"])
+        n_a = n_a.astype(np.float64)
+        num = n_a[..., :E]
+        with np.errstate(over="ignore"):
+            # e^{-nu-mu} overflows only where the true features underflow: the guard
+            # then dominates and the row's gradient is 0
+            lam = np.exp(-(nu + (mu if self.causal else mu[..., None])))
+        eps_t = c["eps"] * lam  # the true guard on the shifted scale
+        dN = np.zeros(num.shape[:-1] + (ec,))
+        if c["normalize"] == "div":
+            gam = n_a[..., E] + eps_t
+            o = num / gam[..., None]
+            dN[..., :E] = doc / gam[..., None]
+            dN[..., E] = -np.einsum("...e,...e->...", doc, o) / gam
+        elif c["normalize"] == "norm":
+            r = np.sqrt(np.mean(num * num, axis=-1))
+            rho = r + eps_t
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cc = np.where(r > 0, np.einsum("...e,...e->...", doc, num) / (E * r * rho), 0.0)
+            dN[..., :E] = (doc - cc[..., None] * num) / rho[..., None]
+        else:
+            dN[..., :E] = doc / lam[..., None]
+        dN = dN.astype(comp)
+        if self.causal:
+            dSa = np.zeros(batch + (F, ec), comp)
+            dS, dz = _state_cotangent(dstate, batch, F, E, div, comp)
+            dSa[..., :E] = dS
+            if div:
+                dSa[..., E] = dz
+            flags = np.int64(1 << 12)  # identity maps, normalize none, decay
+            dfq, dfk, dva, _, dS0a, _ = _core._causal_bwd_chunked(
+                fq, fk, va, g, S0a, np.zeros(F, comp), dN, dSa, np.zeros(F, comp), 1.0, 0.0,
+                flags, np.int64(c["chunk"]))
+        else:
+            if dstate is not None:
+                raise TypeError("dstate applies to causal_vjp only (noncausal has no state)")
+            dfq, dfk, dva = _core._noncausal_bwd(fq, fk, va, dN, 1.0, 0.0, np.int64(0),
+                                                 np.int64(c["chunk"]))
+        dq = td(self._map_backward(qx, dfq * fq, W, scale))
+        dk = td(self._map_backward(kx, dfk * fk, W, scale))
+        dv = td(dva[..., :E])
+        out = {"q": _grad_as(dq, c["q_shape"], c["q_dtype"]),
+               "k": _grad_as(dk, c["k_shape"], c["k_dtype"]),
+               "v": _grad_as(dv, c["v_shape"], c["v_dtype"])}
+        if self.causal:
+            out["decay"] = None
+            st = c["state"]
+            out["initial_state"] = None
+            if st is not None:
+                dS0 = _grad_as(dS0a[..., :E], st.S.shape, st.S.dtype)
+                dz0 = _grad_as(dS0a[..., E], st.z.shape, st.z.dtype) if div else None
+                out["initial_state"] = State(dS0, dz0, st.t, st.kind)
+        return out
+
+    def _map_backward(self, x, dl, W, scale):
+        """dl (..., T, F) -> dx (..., T, D): dx' = W^T dl - x' sum(dl), dx = sqrt(s) dx'."""
+        m = W.shape[-2]
+        dW = dl[..., :m] - dl[..., m:] if self._c["features"] == "hyperbolic" else dl
+        rs = np.sqrt(scale)
+        xs = rs * x
+        return rs * (dW @ W - xs * dl.sum(axis=-1, keepdims=True))
+
+
+def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, seed,
+            options: dict, initial_state, chunk_size, layout, causal: bool):
+    layout = val.check_layout(layout)
+    lay, (qv, kv, vv) = val.td_views(q, k, v, layout)
+    qa, ka, va = val.array("q", q), val.array("k", k), val.array("v", v)
+    qt, kt, vt = val.array("q", qv), val.array("k", kv), val.array("v", vv)
+    dims = val.qkv_dims(qt, kt, vt, "...td", causal)
+    outer = val.qkv_dims(qa, ka, va, layout, causal)
+    _, comp = val.compute_dtype(qt, kt, vt)
+    feats = options.get("features", "positive")
+    scale = spec.default_scale(dims.D) if scale is None else float(scale)
+    normalize = spec.normalize if normalize is None else normalize
+    eps = (1e-8 if normalize == "norm" else spec.eps) if eps is None else float(eps)
+    W, F = _draws.projection_for("performer", dims.D, num_features, projection, seed, feats,
+                                 dtype=comp)
+    div = normalize == "div"
+    ctx = {"features": feats, "scale": scale, "normalize": normalize, "eps": eps, "F": F,
+           "E": dims.E, "div": div, "chunk": 64 if chunk_size is None else int(chunk_size),
+           "out_shape": outer.out_shape(dims.E),
+           "td": (lambda x: np.swapaxes(x, -3, -2)) if lay == "bthd" else (lambda x: x),
+           "q_shape": qa.shape, "k_shape": ka.shape, "v_shape": va.shape,
+           "q_dtype": qa.dtype, "k_dtype": ka.dtype, "v_dtype": va.dtype, "state": None}
+    mu0 = np.float64(-np.inf)
+    if causal:
+        batch = np.broadcast_shapes(dims.batch, W.shape[:-2])
+        ec = dims.E + div
+        S0a = np.zeros(batch + (F, ec), comp)
+        if initial_state is not None:
+            if initial_state.S.dtype == np.float64:
+                comp = np.dtype(np.float64)
+                S0a = S0a.astype(comp)
+            S0a[..., :dims.E] = initial_state.S
+            if div:
+                S0a[..., dims.E] = initial_state.z
+            mu0 = np.asarray(initial_state.extra["max"], dtype=np.float64)
+            ctx["state"] = initial_state
+        ctx["S0a"] = S0a
+        ctx["mu0"] = np.broadcast_to(np.asarray(mu0, np.float64), batch)
+    ctx.update(comp=comp, W=W.astype(comp, copy=False), qx=qt.astype(comp, copy=False),
+               kx=kt.astype(comp, copy=False), vx=vt.astype(comp, copy=False))
+    return ctx

@@ -1,0 +1,159 @@
+"""Backward of ``"rfa"`` (docs/design/grad.md §3): the generic operator's C backward on
+the sin/cos features, then the feature backward
+
+    du = dphi_sin * phi_cos - dphi_cos * phi_sin        (the sqrt(2/F) factors cancel)
+    dx_hat = sqrt(s) W^T du,  dx = dx_hat / (n + d) - x (x . dx_hat) / (n (n + d)^2)
+
+(``n = |x|``, ``d = 1e-3``, last term 0 at ``n = 0``).  Gated RFA (``gate=``) folds the
+write weight ``1 - g`` into the key features and uses ``log g`` as the per-token decay:
+``dg_s = dlog_s / g_s - phi(k_s) . dphi'_K(s)`` for ``g_s > 0``; gates of exactly 0 have no
+backward yet (NotImplementedError).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .. import _draws
+from .. import _registry as reg
+from .. import _validate as val
+from ..state import State
+
+_DELTA = 1e-3
+
+
+def _features(x: np.ndarray, W: np.ndarray, scale: float) -> np.ndarray:
+    y = _core._rfa_features(x, W, float(scale))
+    return y.reshape(y.shape[:-2] + (-1,))
+
+
+def _map_backward(x, phi, dphi, W, scale):
+    r = W.shape[-2]
+    du = dphi[..., :r] * phi[..., r:] - dphi[..., r:] * phi[..., :r]
+    dxh = np.sqrt(scale) * (du @ W)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    nd = n + _DELTA
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(n > 0, np.einsum("...d,...d->...", x, dxh)[..., None]
+                        / (n * nd * nd), 0.0)
+    return dxh / nd - x * corr
+
+
+class RfaVJP:
+    nondiff = ("projection",)
+
+    def __init__(self, ctx: dict, causal: bool) -> None:
+        self._c = ctx
+        self.causal = causal
+        self.kind = "rfa"
+
+    def __repr__(self) -> str:
+        return f"<linattn {'' if self.causal else 'non'}causal_vjp backward of kind 'rfa'>"
+
+    def __call__(self, do, dstate=None) -> dict[str, Any]:
+        from ._linear import _cotangent, _grad_as, _state_cotangent
+
+        c = self._c
+        comp, td = c["comp"], c["td"]
+        doc = td(_cotangent("do", do, c["out_shape"], comp))
+        qx, kx, vx, W, scale = c["qx"], c["kx"], c["vx"], c["W"], c["scale"]
+        fq = _features(qx, W, scale)
+        fk = _features(kx, W, scale)
+        flags = (reg.NORMALIZE[c["normalize"]] << 8) | (reg.EPS_MODES[c["eps_mode"]] << 10)
+        if not self.causal:
+            if dstate is not None:
+                raise TypeError("dstate applies to causal_vjp only (noncausal has no state)")
+            dfq, dfk, dv = _core._noncausal_bwd(fq, fk, vx, doc, 1.0, c["eps"],
+                                                np.int64(flags), np.int64(c["chunk"]))
+        else:
+            gate = c["gate"]
+            fkw = fk if gate is None else fk * (1.0 - gate)[..., None].astype(comp)
+            g = np.zeros(fk.shape[-2]) if gate is None else c["logg"]
+            flags |= int(gate is not None) << 12
+            F, E = fk.shape[-1], c["E"]
+            dS, dz = _state_cotangent(dstate, c["batch"], F, E, c["div"], comp)
+            dfq, dfkw, dv, dg, dS0, dz0 = c["fn"](fq, fkw, vx, g, c["S0"], c["z0"], doc, dS,
+                                                  dz, 1.0, c["eps"], np.int64(flags),
+                                                  np.int64(c["chunk"]))
+            dfk = dfkw if gate is None else dfkw * (1.0 - gate)[..., None].astype(comp)
+        out = {"q": _grad_as(td(_map_backward(qx, fq, dfq, W, scale)), c["q_shape"],
+                             c["q_dtype"]),
+               "k": _grad_as(td(_map_backward(kx, fk, dfk, W, scale)), c["k_shape"],
+                             c["k_dtype"]),
+               "v": _grad_as(td(dv), c["v_shape"], c["v_dtype"])}
+        if self.causal:
+            out["decay"] = None
+            out["initial_state"] = None
+            st = c["state"]
+            if st is not None:
+                out["initial_state"] = State(
+                    _grad_as(dS0, st.S.shape, st.S.dtype), _grad_as(dz0, st.z.shape,
+                                                                    st.z.dtype)
+                    if c["div"] else None, st.t, st.kind)
+            if gate is not None:
+                dgate = dg / gate - np.einsum("...tf,...tf->...t", fk, dfkw)
+                if c["gate_layout_swap"]:
+                    dgate = np.swapaxes(dgate, -1, -2)
+                out["gate"] = _grad_as(dgate, c["gate_shape"], c["gate_dtype"])
+        return out
+
+
+def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, seed,
+            options: dict, initial_state, chunk_size, backward, layout, causal: bool):
+    layout = val.check_layout(layout)
+    lay, (qv, kv, vv) = val.td_views(q, k, v, layout)
+    qa, ka, va = val.array("q", q), val.array("k", k), val.array("v", v)
+    qt, kt, vt = val.array("q", qv), val.array("k", kv), val.array("v", vv)
+    dims = val.qkv_dims(qt, kt, vt, "...td", causal)
+    outer = val.qkv_dims(qa, ka, va, layout, causal)
+    _, comp = val.compute_dtype(qt, kt, vt)
+    scale = spec.default_scale(dims.D) if scale is None else float(scale)
+    normalize = spec.normalize if normalize is None else normalize
+    eps = (1e-8 if normalize == "norm" else spec.eps) if eps is None else float(eps)
+    W, F = _draws.projection_for("rfa", dims.D, num_features, projection, seed, dtype=comp)
+    div = normalize == "div"
+    batch = tuple(np.broadcast_shapes(dims.batch, W.shape[:-2]))
+    chunk = (32 if F <= 32 else 64) if chunk_size is None else int(chunk_size)
+    ctx = {"scale": scale, "normalize": normalize, "eps": eps,
+           "eps_mode": options.get("eps_mode") or spec.eps_mode, "E": dims.E, "div": div,
+           "out_shape": outer.out_shape(dims.E), "batch": batch,
+           "td": (lambda x: np.swapaxes(x, -3, -2)) if lay == "bthd" else (lambda x: x),
+           "q_shape": qa.shape, "k_shape": ka.shape, "v_shape": va.shape,
+           "q_dtype": qa.dtype, "k_dtype": ka.dtype, "v_dtype": va.dtype, "state": None,
+           "gate": None, "chunk": 256 if (chunk_size is None and not causal) else chunk}
+    if causal:
+        gate = options.get("gate")
+        if gate is not None:
+            ga = np.asarray(gate, dtype=np.float64)
+            ctx["gate_shape"], ctx["gate_layout_swap"] = ga.shape, lay == "bthd"
+            dt = getattr(gate, "dtype", None)
+            ctx["gate_dtype"] = dt if dt is not None and dt.kind == "f" else np.float64
+            if lay == "bthd":
+                ga = np.swapaxes(ga, -1, -2) if ga.ndim >= 2 else ga
+            if (ga == 0).any():
+                raise NotImplementedError("causal_vjp: kind 'rfa' with gate values of "
+                                          "exactly 0 has no backward yet")
+            ctx["gate"] = ga
+            with np.errstate(divide="ignore"):
+                ctx["logg"] = np.log(ga)
+        if initial_state is not None:
+            S0 = initial_state.S
+            if S0.dtype == np.float64:
+                comp = np.dtype(np.float64)
+            S0 = S0.astype(comp, copy=False)
+            z0 = initial_state.z.astype(comp, copy=False) if div else \
+                np.zeros(S0.shape[:-1], comp)
+            ctx["state"] = initial_state
+        else:
+            S0, z0 = np.zeros((F, dims.E), comp), np.zeros((F,), comp)
+        form = backward or ("chunked" if dims.T >= 2 * chunk else "recurrent")
+        if form == "parallel":
+            form, ctx["chunk"] = "chunked", max(dims.T, 1)
+        ctx.update(S0=S0, z0=z0, fn=_core._causal_bwd_chunked if form == "chunked"
+                   else _core._causal_bwd_recurrent)
+    ctx.update(comp=comp, W=W.astype(comp, copy=False), qx=qt.astype(comp, copy=False),
+               kx=kt.astype(comp, copy=False), vx=vt.astype(comp, copy=False))
+    return ctx
