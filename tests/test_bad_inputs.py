@@ -1,4 +1,4 @@
-"""Bad-input battery (issue 8): every public function, every argument.
+"""Bad-input battery: every public function, every argument.
 
 Cases come from tables: for each entry point and kind, a list of mutations of one
 argument.  Each case asserts the exception type, that the message names the argument, and
@@ -313,8 +313,9 @@ def entry_cases(kind, entry):
             cases.append((cid, (q, k, v), {**kw0, "out": o}, exc, name))
     if entry == "causal" or step:
         for cid, st, exc, name in corrupted_states(kind):
-            if step:
-                cases.append((cid, (q, k, v, st), dict(kw0), exc, name))
+            if step:  # la.step names its argument state, not initial_state
+                cases.append((cid, (q, k, v, st), dict(kw0), exc,
+                              name.replace("initial_state", r"\bstate\b")))
             else:
                 cases.append((cid, (q, k, v), {**kw0, "initial_state": st}, exc, name))
     return cases
@@ -581,7 +582,7 @@ def test_check_finite_names_tensor_and_index():
 
 
 def test_zero_size_dims_never_crash():
-    """Empty sizes are no-ops (style.md 8) or a ValueError naming the size, never a crash."""
+    """Empty sizes are no-ops (docs/design/style.md §8) or a ValueError naming the size, never a crash."""
     COUNTS["bad inputs"] = COUNTS.get("bad inputs", 0)
     shapes = [((B, 0, D), (B, 0, D), (B, 0, E)), ((0, T, D), (0, T, D), (0, T, E)),
               ((B, T, 0), (B, T, 0), (B, T, E)), ((B, T, D), (B, T, D), (B, T, 0))]

@@ -1,5 +1,5 @@
 """Every rejected input raises before any kernel runs, naming the argument; inputs,
-out= and states are never modified (api.md, Errors)."""
+out= and states are never modified (docs/design/api.md, Errors)."""
 
 from __future__ import annotations
 

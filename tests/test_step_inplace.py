@@ -12,7 +12,7 @@ from conftest import assert_close, make_qkv
 @pytest.mark.parametrize("kind", ["elu", "linear", "relu", "performer", "cosformer", "lavo"])
 def test_inplace_equals_fresh_states(rng, kind):
     q, k, v = make_qkv(rng, T=12, D=8, E=8, scale=0.5)
-    kw = {"horizon": 64} if kind == "cosformer" else {}
+    kw = {"cosformer": {"horizon": 64}, "performer": {"seed": 0}}.get(kind, {})
     o_ref, st_ref = la.causal(q, k, v, kind=kind, return_state=True, **kw)
     _, st = la.step(q[..., 0, :], k[..., 0, :], v[..., 0, :], None, kind=kind, **kw)
     S_id = id(st.S)
@@ -46,8 +46,11 @@ def test_inplace_rejections_leave_state_intact(rng):
     q, k, v = make_qkv(rng, T=2, D=4, E=3)
     _, st = la.step(q[..., 0, :], k[..., 0, :], v[..., 0, :], None)
     before = st.copy()
+    # no state to update: a new one is started (later in-place steps update that one)
+    o0, fresh = la.step(q[..., 0, :], k[..., 0, :], v[..., 0, :], None, inplace=True)
+    assert fresh.t == 1 and np.array_equal(fresh.S, st.S)
     with pytest.raises(TypeError, match="inplace=True needs a linattn.State"):
-        la.step(q[..., 1, :], k[..., 1, :], v[..., 1, :], None, inplace=True)
+        la.step(q[..., 1, :], k[..., 1, :], v[..., 1, :], {"S": st.S}, inplace=True)
     # a state that would broadcast over the batch cannot be updated in place
     small = la.State(st.S[:1].copy(), st.z[:1].copy(), 1, "elu")
     with pytest.raises(ValueError, match=r"inplace=True needs a writeable, aligned state.S"):

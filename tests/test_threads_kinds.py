@@ -24,8 +24,9 @@ def _jobs():
     q, k, v = (r.standard_normal((3, 4, 80, 8)).astype(np.float32) for _ in range(3))
     jobs = []
     for kind, d in sorted(la.kinds().items()):
-        kw = {"cosformer": {"horizon": 128}, "performer": {"num_features": 16},
-              "rfa": {"num_features": 16}, "mamba2": {"decay": np.full((3, 4, 80), -0.05)},
+        kw = {"cosformer": {"horizon": 128}, "performer": {"num_features": 16, "seed": 0},
+              "rfa": {"num_features": 16, "seed": 0},
+              "mamba2": {"decay": np.full((3, 4, 80), -0.05)},
               "lara": {"landmarks": 8}}.get(kind, {})
         if d["causal"]:
             for mode in ("recurrent", "chunked"):

@@ -1,7 +1,7 @@
 """Deterministic draws and parameter tables, made in Python and passed to C as arrays.
 
-- ``random_features``: Performer / RFA projections (orthogonal or Gaussian, kinds.md 5.3).
-- ``decay_slopes``: the per-head log-decays of the Lightning / RetNet presets (kinds.md 7.2).
+- ``random_features``: Performer / RFA projections (orthogonal or Gaussian, docs/design/kinds.md §5.3).
+- ``decay_slopes``: the per-head log-decays of the Lightning / RetNet presets (docs/design/kinds.md §7.2).
 - ``lavo_bases``, ``lara_noise``, ``ra_draws``: LAVO's orthonormal bases and RA/LARA's
   noise, from ``numpy.random.default_rng(seed)`` in a documented order.
 """
@@ -61,7 +61,7 @@ def decay_slopes(H: int, preset: str = "tnl", layer: int = 0, num_layers: int = 
         Layer index ``l`` (``0 <= l < L``) and layer count ``L``.
 
     The two public Lightning formulas disagree; both are presets and ``decay=`` always
-    overrides them (kinds.md section 7.2).
+    overrides them (docs/design/kinds.md §7.2).
     """
     H = _int("H", H, 1)
     if preset not in DECAY_PRESETS:
@@ -86,7 +86,7 @@ __all__ = ["alibi_slopes", "decay_slopes"]
 def lavo_bases(r: int, d: int, seed: int | None = 0) -> np.ndarray:
     """An ``(r, d)`` float64 matrix with orthonormal rows, for ``kind="lavo"``'s ``bases=``.
 
-    [L] (lavo.md section 3, a library choice): draw an ``r x d`` standard Gaussian matrix
+    [L] (docs/design/lavo.md §3, a library choice): draw an ``r x d`` standard Gaussian matrix
     with ``numpy.random.default_rng(seed)`` and orthonormalise its rows by modified
     Gram-Schmidt applied twice; a row whose norm after projection falls below
     ``1e-6 * sqrt(d)`` is redrawn (from the same generator).  Whether the paper learns its
@@ -118,7 +118,7 @@ def lavo_bases(r: int, d: int, seed: int | None = 0) -> np.ndarray:
 
 def lara_noise(batch: tuple, proposals: int, R: int, d: int, antithetic: bool,
                seed: int | None) -> np.ndarray:
-    """LARA proposal noise ``(..., proposals * R, d)`` (lara.md section 6).
+    """LARA proposal noise ``(..., proposals * R, d)`` (docs/design/lara.md §6).
 
     One ``numpy.random.default_rng(seed)`` draw over the broadcast batch shape; rows are
     proposal-major (row ``c * R + rho``).  Antithetic: ``(..., proposals, R/2, d)`` draws
@@ -134,7 +134,7 @@ def lara_noise(batch: tuple, proposals: int, R: int, d: int, antithetic: bool,
 
 def ra_draws(batch: tuple, N: int, S: int, d: int, need_uniforms: bool, need_noise: bool,
              seed: int | None):
-    """RA draws (lara.md section 6): uniforms ``(..., N, S)`` in (0, 1), then Gaussian
+    """RA draws (docs/design/lara.md §6): uniforms ``(..., N, S)`` in (0, 1), then Gaussian
     noise ``(..., N, S, d)``, from one ``default_rng(seed)``; each only when needed."""
     rng = np.random.default_rng(0 if seed is None else seed)
     u = rng.random(tuple(batch) + (N, S)) if need_uniforms else None
@@ -156,7 +156,7 @@ def _count(name: str, x: object, minimum: int) -> int:
 
 def random_features(d: int, m: int, kind: str = "orthogonal", seed: int | None = 0,
                     dtype=np.float64, norms: str = "chi") -> np.ndarray:
-    """A ``(m, d)`` random projection for ``"rfa"`` and ``"performer"`` (kinds.md 5.3).
+    """A ``(m, d)`` random projection for ``"rfa"`` and ``"performer"`` (docs/design/kinds.md §5.3).
 
     Parameters
     ----------
@@ -217,8 +217,10 @@ def projection_for(kind: str, d: int, num_features, projection, seed, features: 
 
     ``"rfa"`` and Performer ``"hyperbolic"`` have ``F = 2 * rows`` (even
     ``num_features``); Performer ``"positive"`` and ``"relu"`` have ``F = rows``.  Without
-    ``projection`` the rows are drawn from ``seed`` (default 0): iid Gaussian for RFA
-    (kinds.md 4.2), orthogonal with chi norms for Performer (5.3).
+    ``projection`` the rows are drawn from ``seed`` (None here means 0, as in the oracle;
+    ``la.causal`` / ``la.noncausal`` resolve ``seed=None`` to fresh entropy first): iid
+    Gaussian for RFA (docs/design/kinds.md §4.2), orthogonal with chi norms for Performer
+    (docs/design/kinds.md §5.3).
     """
     paired = kind == "rfa" or features == "hyperbolic"
     what = "kind 'rfa' (sin and cos halves)" if kind == "rfa" else \

@@ -16,7 +16,7 @@ NORMALIZE = {"none": 0, "div": 1, "norm": 2}
 EPS_MODES = {"add": 0, "clamp": 1, "abs_clamp": 2}
 CAUSAL_MODES = ("recurrent", "chunked", "parallel")
 
-# Options every causal call understands (api.md); kinds add their own.
+# Options every causal call understands (docs/design/api.md); kinds add their own.
 COMMON_OPTIONS = ("mode", "chunk_size", "scale", "normalize", "eps", "initial_state",
                   "return_state", "layout", "out")
 # Keywords of the public signature that only some kinds accept.
@@ -29,8 +29,16 @@ class KindSpec:
 
     ``scale`` is a number or a callable ``d -> scale``.  ``keywords`` lists the
     gated keywords of the public signature that the kind accepts and
-    ``options`` its own keyword options with their defaults.  Kinds whose
-    features are not elementwise provide ``causal_impl`` / ``noncausal_impl``.
+    ``options`` its own keyword options with their defaults.
+
+    The kind contract (docs/internals.md): ``forward(call, options)`` computes the
+    call described by a :class:`linattn._call.Call` (None: the generic operator with the
+    elementwise maps ``fmap_q`` / ``fmap_k``).  ``backward``, and the state algebra
+    ``transition`` (a block's effect on the state), ``combine`` (two consecutive
+    transitions into one) and ``read_out`` (a block's outputs from a carried state) are
+    slots for the kinds that have them (None until implemented).  ``example_kwargs`` is
+    a small valid call, ``dict(q=..., k=..., v=..., **options)`` built from a seed by
+    ``example(seed, dtype)``, that the registry-driven tests run in every mode and dtype.
     """
 
     name: str
@@ -47,9 +55,39 @@ class KindSpec:
     noncausal: bool = True
     keywords: tuple[str, ...] = ("decay",)
     options: dict[str, Any] = field(default_factory=dict)
-    causal_impl: Callable[..., Any] | None = None
-    noncausal_impl: Callable[..., Any] | None = None
-    step_options: tuple[str, ...] = ()
+    forward: Callable[..., Any] | None = None
+    backward: Callable[..., Any] | None = None
+    transition: Callable[..., Any] | None = None
+    combine: Callable[..., Any] | None = None
+    read_out: Callable[..., Any] | None = None
+    example_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def example(self, seed: int = 0, dtype=None) -> dict[str, Any]:
+        """A small valid call of this kind: ``q``, ``k``, ``v`` of shape ``(2, 3, 9, 4)``
+        (``v`` is ``k`` where the kind wants keys = values) plus ``example_kwargs``,
+        where an array-valued entry ``"name": callable(rng, shape_of_q)`` is drawn."""
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        dt = np.float64 if dtype is None else dtype
+        shape = (2, 3, 9, 4)
+        q, k, v = (rng.standard_normal(shape).astype(dt) for _ in range(3))
+        kw = dict(self.example_kwargs)
+        if kw.pop("shared_kv", False):
+            v = k
+        kw = {n: (x(rng, shape) if callable(x) else x) for n, x in kw.items()}
+        return {"q": q, "k": k, "v": v, **kw}
+
+    @property
+    def causal_impl(self) -> Callable[..., Any] | None:
+        """Compatibility: the kind's own machinery (``forward``) where it has a causal form."""
+        return self.forward if self.causal_modes else None
+
+    @property
+    def noncausal_impl(self) -> Callable[..., Any] | None:
+        """Compatibility: the kind's own machinery (``forward``) where it has a non-causal
+        form."""
+        return self.forward if self.noncausal else None
 
     def default_scale(self, d: int) -> float:
         return float(self.scale(d)) if callable(self.scale) else float(self.scale)
@@ -84,9 +122,17 @@ def register(spec: KindSpec) -> KindSpec:
 
 
 def get(kind: str) -> KindSpec:
-    if not isinstance(kind, str) or kind not in _REGISTRY:
-        raise ValueError(f"kind must be one of {sorted(_REGISTRY)}, got {kind!r}")
-    return _REGISTRY[kind]
+    try:
+        return _REGISTRY[kind]
+    except (KeyError, TypeError):
+        pass
+    hint = ""
+    if isinstance(kind, str):
+        import difflib
+
+        close = difflib.get_close_matches(kind.lower(), list(_REGISTRY), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"kind must be one of {sorted(_REGISTRY)}, got {kind!r}{hint}")
 
 
 def kinds() -> dict[str, dict[str, Any]]:
@@ -96,6 +142,12 @@ def kinds() -> dict[str, dict[str, Any]]:
 
 def inv_sqrt(d: int) -> float:
     return 1.0 / math.sqrt(d) if d > 0 else 1.0
+
+
+def pow_inv_sqrt(d: int) -> float:
+    """``d ** -0.5`` (1 for ``d = 0``); differs from :func:`inv_sqrt` in the last bit for
+    some ``d``, so each kind keeps the one its results were defined with."""
+    return d ** -0.5 if d else 1.0
 
 
 register(KindSpec(

@@ -1,6 +1,6 @@
 """``la.selective_scan``: Mamba-1's S6 scan, a drop-in for mamba_ssm's ``selective_scan_ref``.
 
-Channel-first shapes as the reference (a documented exception to api.md's layout); the
+Channel-first shapes as the reference (a documented exception to docs/design/api.md's layout); the
 recurrent scan runs in C (``_core._selective_scan``), one (batch, channel) slice per
 work item, threads over them, the GIL released by NumPy.
 """

@@ -104,11 +104,37 @@ def qkv_dims(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout: str, causal: b
         batch = np.broadcast_shapes(qb, kb, vb)
     except ValueError:
         raise ValueError(f"batch dimensions of q {qb}, k {kb} and v {vb} do not broadcast "
-                         f"(layout {layout!r})") from None
+                         f"(layout {layout!r}){_group_hint(qb, kb, layout)}") from None
     for n, size in (("D", D), ("E", E)):
         if size > _INT_MAX:
             raise ValueError(f"{n} = {size} exceeds the BLAS limit of {_INT_MAX}")
     return Dims(layout, T, S, D, E, tuple(batch))
+
+
+def _group_hint(qb: tuple, kb: tuple, layout: str) -> str:
+    """How to group the heads when q has a multiple of k's heads (grouped-query
+    attention), else ``""``."""
+    if len(qb) != len(kb) or not qb:
+        return ""
+    Hq, Hk = qb[-1], kb[-1]  # the head axis: last of the batch dimensions in both layouts
+    if Hk <= 1 or Hq <= Hk or Hq % Hk:
+        return ""
+    G, R = Hk, Hq // Hk
+    how = (f"q as (B, {G}, {R}, T, D) and k, v as (B, {G}, 1, T, D)")
+    if layout == "bthd":
+        how += (" in the default layout (from (B, T, H, D): x.swapaxes(1, 2), then "
+                f"q.reshape(B, {G}, {R}, T, D) and k[:, :, None])")
+    else:
+        how += f" (q.reshape(B, {G}, {R}, T, D), k[:, :, None])"
+    return (f"; q has {Hq} heads and k {Hk}: for grouped-query attention ({G} groups of {R} "
+            f"query heads sharing one key head) pass {how}")
+
+
+def first_index(mask: np.ndarray) -> tuple[int, ...]:
+    """Index of the first True of ``mask`` as plain ints (``()`` for a scalar)."""
+    if mask.ndim == 0:
+        return ()
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
 
 
 def positive_number(name: str, x: object) -> float:
@@ -116,7 +142,7 @@ def positive_number(name: str, x: object) -> float:
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
     xf = float(x)
     if not math.isfinite(xf) or xf <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {x!r}")
+        raise ValueError(f"{name} must be finite and > 0, got {xf}")
     return xf
 
 
@@ -125,7 +151,7 @@ def nonneg_number(name: str, x: object) -> float:
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
     xf = float(x)
     if not (xf >= 0) or math.isinf(xf):
-        raise ValueError(f"{name} must be finite and >= 0, got {x!r}")
+        raise ValueError(f"{name} must be finite and >= 0, got {xf}")
     return xf
 
 
@@ -159,12 +185,12 @@ def decay(g: object, dims: Dims) -> tuple[np.ndarray, tuple[int, ...], bool]:
     a = np.asarray(g, dtype=np.float64)
     nb = len(dims.batch)
     if np.isnan(a).any():
-        idx = np.unravel_index(int(np.argmax(np.isnan(a))), a.shape) if a.ndim else ()
+        idx = first_index(np.isnan(a))
         raise ValueError(f"decay must not contain NaN (first at index {idx})")
     if (a > 0).any():
-        idx = np.unravel_index(int(np.argmax(a > 0)), a.shape) if a.ndim else ()
-        raise ValueError(f"decay is a log-decay and must be <= 0, got {a[idx]!r} at index "
-                         f"{idx}")
+        idx = first_index(a > 0)
+        raise ValueError(f"decay is a log-decay and must be <= 0, got {float(a[idx])} at index "
+                         f"{idx}; for a decay factor gamma in (0, 1] pass np.log(gamma)")
     if a.ndim == nb + 1 and nb >= 0:
         # per token
         if dims.layout == "bthd":
@@ -175,9 +201,14 @@ def decay(g: object, dims: Dims) -> tuple[np.ndarray, tuple[int, ...], bool]:
             axes = (-2,)
         else:
             if a.shape[-1] != dims.T:
+                hint = ""
+                if a.ndim >= 2 and a.shape[-2] == dims.T:
+                    hint = ("; a (B, T, H) decay is the layout='bthd' convention: pass "
+                            "layout='bthd' with (B, T, H, D) inputs, or "
+                            "np.swapaxes(decay, -1, -2)")
                 raise ValueError(f"per-token decay must have shape (..., T={dims.T}) with one "
                                  f"more axis than the batch dimensions {dims.batch}, got "
-                                 f"{a.shape}")
+                                 f"{a.shape}{hint}")
             bshape = a.shape[:-1]
             axes = (-1,)
         try:

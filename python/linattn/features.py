@@ -82,7 +82,7 @@ def _rf_finish(y4, res, single, out):
 
 
 def rfa(x, projection, scale: float = 1.0, *, out=None):
-    """RFA random Fourier features (kinds.md 4.1), in C.
+    """RFA random Fourier features (docs/design/kinds.md §4.1), in C.
 
     ``x_hat = x / (|x| + 1e-3)``, ``u = sqrt(scale) W x_hat``,
     ``phi(x) = sqrt(2/F) [sin u ; cos u]`` with ``F = 2 * rows``, so that
@@ -98,7 +98,7 @@ def rfa(x, projection, scale: float = 1.0, *, out=None):
 
 def performer(x, projection, kind: str = "positive", scale: float | None = None, *,
               stabilize: str | None = None, eps: float = 0.0, log: bool = False, out=None):
-    """Performer (FAVOR+) features (kinds.md 5.1), in C.
+    """Performer (FAVOR+) features (docs/design/kinds.md §5.1), in C.
 
     With ``x' = sqrt(scale) x`` (``scale`` default ``D**-0.5``), ``h = |x'|^2/2``,
     ``u = W x'`` (``W = projection``, ``rows x D``):

@@ -40,6 +40,35 @@ class State:
         self.kind = str(kind)
         self.extra = dict(extra) if extra else {}
 
+    @classmethod
+    def zeros(cls, kind: str, batch_shape=(), D: int = 1, E: int | None = None,
+              dtype=np.float64, **options: Any) -> State:
+        """The empty state (``t = 0``) of ``kind`` for inputs with batch dimensions
+        ``batch_shape``, ``D`` features and ``E`` value columns (default ``D``).
+
+        It is exactly the state ``la.causal(..., return_state=True)`` returns after zero
+        tokens, so ``options`` are that call's (``horizon=`` for cosFormer,
+        ``num_features=`` / ``seed=`` for the random-feature kinds, ``window=`` for
+        LAVO, ...).  Start a decoding loop from it::
+
+            state = la.State.zeros("elu", (B, H), D, E)
+            for t in range(T):
+                o_t, state = la.step(q[..., t, :], k[..., t, :], v[..., t, :], state,
+                                     inplace=True)
+
+        For ``kind="lavo"``, ``E=None`` makes a keys-equal-values state and an explicit
+        ``E`` (which must equal ``D``) one with separate values.
+        """
+        from . import _api, _validate as val
+
+        if isinstance(batch_shape, (int, np.integer)):
+            batch_shape = (batch_shape,)
+        batch = tuple(int(b) for b in batch_shape)
+        D = val.positive_int("D", D)
+        k = np.zeros(batch + (0, D), dtype)
+        v = k if E is None else np.zeros(batch + (0, val.positive_int("E", E)), dtype)
+        return _api.causal(k, k, v, kind, return_state=True, **options)[1]
+
     def copy(self) -> State:
         return State(None if self.S is None else self.S.copy(),
                      None if self.z is None else self.z.copy(), self.t, self.kind,

@@ -1,8 +1,9 @@
 """Kinds beyond the elementwise ones: each module registers its KindSpec(s).
 
-A kind module defines its ``causal_impl`` / ``noncausal_impl`` (validate, compute
-features in C, then run ``linattn._api.linear_core`` or its own gufunc) and calls
-``linattn._registry.register``.  Import order below is registration order.
+A kind module defines ``forward(call, options)`` (features in C, then
+``linattn._call.linear_causal`` / ``linear_noncausal`` or its own gufunc, then
+``call.finish``) and registers its KindSpec: one line below per module.
+Import order is registration order.
 """
 
 from . import cosformer  # noqa: F401,E402

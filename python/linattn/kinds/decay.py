@@ -1,89 +1,63 @@
 """Decayed kinds on the generic operator: ``"lightning"``, ``"retnet"`` (per-head
-exponential decay, kinds.md section 7) and ``"mamba2"`` (Mamba-2 SSD, per-token
-scalar decay, kinds.md section 9).
+exponential decay, docs/design/kinds.md §7) and ``"mamba2"`` (Mamba-2 SSD, per-token
+scalar decay, docs/design/kinds.md §9).
 
 All three use identity features, no normaliser by default, and run in the generic
-causal core (``_api.linear_core``): recurrent, chunked and parallel agree.
+causal operator (``linattn._call.linear_causal``): recurrent, chunked and parallel agree.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import _api
 from .. import _registry as reg
 from .. import _validate as val
+from .._call import Call, elementwise_forward
 from .._draws import decay_slopes
 
 
-def generic_causal(q, k, v, *, spec, mode, chunk_size, scale, normalize, eps, decay,
-                   initial_state, return_state, layout, out, fmap_q=None, fmap_k=None,
-                   eps_mode=None, decay_fn=None):
-    """The default path of ``la.causal`` with hooks: ``decay_fn(q, dims)`` supplies the
-    decay when the caller gave none."""
-    q, k, v, dims, res, comp = _api._prepare_qkv(q, k, v, layout, causal=True)
-    normalize, eps, eps_mode = _api._norm_and_eps(spec, normalize, eps, eps_mode)
-    scale = spec.default_scale(dims.D) if scale is None else val.positive_number("scale", scale)
-    val.choice("mode", mode, ("auto",) + spec.causal_modes)
-    if decay is None and decay_fn is not None:
-        decay = decay_fn(q, dims)
-    return _api.linear_core(
-        q, k, v, spec=spec, fmap_q=spec.fmap_q if fmap_q is None else fmap_q,
-        fmap_k=spec.fmap_k if fmap_k is None else fmap_k, scale=scale, normalize=normalize,
-        eps=eps, eps_mode=eps_mode, decay=decay, mode=mode, chunk_size=chunk_size,
-        initial_state=initial_state, return_state=bool(return_state), layout=dims.layout,
-        out=out, dims=dims, res=res, comp=comp)
+def preset_decay(call: Call, **preset) -> np.ndarray:
+    """The per-head log-decay of a preset for the heads of ``call`` (``q.shape[-3]`` in the
+    ``(..., T, D)`` view; one head for 2-D input, docs/design/kinds.md §7.2)."""
+    q = call.q
+    H = q.shape[-3] if q.ndim >= 3 else 1
+    g = decay_slopes(max(H, 1), **preset)[:H]  # H = 0: an empty batch
+    return g if q.ndim >= 3 else g[0]
 
 
-def heads_of(q: np.ndarray, layout: str) -> int:
-    """The head axis of ``q``: ``q.shape[-3]`` (``q.shape[-2]`` with ``layout="bthd"``),
-    1 for 2-D input (kinds.md 7.2)."""
-    if layout == "bthd":
-        return q.shape[-2]
-    return q.shape[-3] if q.ndim >= 3 else 1
-
-
-def _preset_decay(preset_of):
-    def fn(q, dims):
-        H = heads_of(q, dims.layout)
-        g = decay_slopes(max(H, 1), **preset_of())[:H]  # H = 0: an empty batch
-        return g if q.ndim >= 3 else g[0]
-    return fn
-
-
-def _lightning_causal(q, k, v, *, spec, options, decay, **kw):
+def _lightning(call: Call, options: dict):
     slopes = val.choice("slopes", options["slopes"], ("tnl", "fla"))
     layer, L = options["layer"], options["num_layers"]
     decay_slopes(1, slopes, layer, L)  # validates layer / num_layers before any kernel
-    fn = _preset_decay(lambda: {"preset": slopes, "layer": layer, "num_layers": L})
-    return generic_causal(q, k, v, spec=spec, decay=decay, decay_fn=fn, **_core_kw(kw))
+    if call.decay is not None:
+        return elementwise_forward(call, options)
+    g = preset_decay(call, preset=slopes, layer=layer, num_layers=L)
+    return elementwise_forward(call, options, g=call.decay_td(g))
 
 
-def _retnet_causal(q, k, v, *, spec, options, decay, **kw):
-    fn = _preset_decay(lambda: {"preset": "retnet"})
-    return generic_causal(q, k, v, spec=spec, decay=decay, decay_fn=fn, **_core_kw(kw))
+def _retnet(call: Call, options: dict):
+    if call.decay is not None:
+        return elementwise_forward(call, options)
+    return elementwise_forward(call, options, g=call.decay_td(preset_decay(call, preset="retnet")))
 
 
-def _mamba2_causal(q, k, v, *, spec, options, decay, **kw):
-    if decay is None:
+def _mamba2(call: Call, options: dict):
+    if call.decay is None and call.dims.T > 0:
         raise ValueError("kind 'mamba2' requires decay= (the per-token log-decay dt_t * A_h, "
                          "shape (..., T)); got None")
-    qa, ka, va = val.array("q", q), val.array("k", k), val.array("v", v)
-    layout = val.check_layout(kw["layout"])
-    dims = val.qkv_dims(qa, ka, va, layout, causal=True)
-    _, _, per_token = val.decay(decay, dims)
+    dims = call.dims
+    if call.decay is None:  # an empty sequence (la.State.zeros) has nothing to decay
+        return elementwise_forward(call, options)
+    _, _, per_token = val.decay(call.decay, dims)
     if not per_token:
         raise ValueError(f"kind 'mamba2' needs a per-token decay of shape (..., T={dims.T}) "
                          f"(one more axis than the batch dimensions {dims.batch}), got shape "
-                         f"{np.shape(decay)}")
-    return generic_causal(qa, ka, va, spec=spec, decay=decay, **_core_kw(kw))
+                         f"{np.shape(call.decay)}")
+    return elementwise_forward(call, options)
 
 
-_DROP = ("num_features", "projection", "seed", "horizon")
-
-
-def _core_kw(kw):
-    return {k: v for k, v in kw.items() if k not in _DROP}
+def _per_token(rng, shape):
+    return -0.1 * np.abs(rng.standard_normal(shape[:-1]))
 
 
 reg.register(reg.KindSpec(
@@ -96,7 +70,7 @@ reg.register(reg.KindSpec(
     normalize="none", eps=1e-8, eps_mode="abs_clamp", noncausal=False,
     scale_doc="1, multiplies q (the original kernels apply none)",
     options={"slopes": "tnl", "layer": 0, "num_layers": 1},
-    causal_impl=_lightning_causal,
+    forward=_lightning,
 ))
 reg.register(reg.KindSpec(
     name="retnet",
@@ -105,7 +79,7 @@ reg.register(reg.KindSpec(
     paper="Sun et al. 2023, Retentive Network, arXiv:2307.08621",
     normalize="none", eps=1e-8, eps_mode="abs_clamp", noncausal=False,
     scale=reg.inv_sqrt, scale_doc="d^(-1/2), multiplies q (fla's retention default)",
-    causal_impl=_retnet_causal,
+    forward=_retnet,
 ))
 reg.register(reg.KindSpec(
     name="mamba2",
@@ -116,5 +90,5 @@ reg.register(reg.KindSpec(
     paper="Dao & Gu 2024, Transformers are SSMs (Mamba-2), arXiv:2405.21060",
     normalize="none", eps=1e-8, eps_mode="abs_clamp", noncausal=False,
     scale_doc="1, multiplies q (= C)",
-    causal_impl=_mamba2_causal,
+    forward=_mamba2, example_kwargs={"decay": _per_token},
 ))

@@ -1,20 +1,20 @@
 """``kind="ra"`` and ``kind="lara"``: randomized attention and linear randomized attention.
 
 Zheng, Wang, Kong, *Linear Complexity Randomized Self-attention Mechanism*, ICML 2022,
-arXiv:2204.04667 (lara.md).  Both are non-causal (``la.noncausal``); scale ``tau``
+arXiv:2204.04667 (docs/design/lara.md).  Both are non-causal (``la.noncausal``); scale ``tau``
 (default ``d**-0.5``) enters as ``sqrt(tau)`` on q and k (scaled space).
 
 RA (quadratic, unbiased with ``component="sample"``, ``sampling="sample"``,
 ``noise_std=1``): a reference and test oracle.  LARA (linear): ``landmarks`` proposals
 ``N(qbar_c + kbar_c, I)`` from chunk means of the scaled queries and keys over the 1-D
-segments of lara.md 4.2 (or an explicit ``(qbar, kbar)`` pair of ``(..., C, d)``
+segments of docs/design/lara.md §4.2 (or an explicit ``(qbar, kbar)`` pair of ``(..., C, d)``
 scaled-space arrays), ``samples_per_proposal`` samples each (``antithetic`` pairs),
 multiple-importance weights ``alpha`` ("opt", the reference code's ``mis-opt`` with
 ``alpha_coeff``; "bh" balance heuristic; "const"), self-normalised estimate.  Paper
 defaults: ``noise_std=1.0``, ``sampling="sample"``; the published code's behaviours are
 flags: ``noise_std="code"`` (``d**-0.25``) and ``sampling="mean"`` (``omega = mu``).
 ``grid=`` (2-D pooling) is not implemented yet and raises ``NotImplementedError``;
-causal LARA (lara.md 5) is not offered.
+causal LARA (docs/design/lara.md §5) is not offered.
 
 Randomness is drawn in Python with ``numpy.random.default_rng(seed)`` (default 0) over
 the broadcast batch shape, or passed explicitly: LARA ``noise (..., C*R, d)``
@@ -31,17 +31,12 @@ import numpy as np
 from .. import _core
 from .. import _registry as reg
 from .. import _validate as val
+from .._call import Call
 from .._draws import lara_noise, ra_draws
 
 ALPHAS = {"opt": 0, "bh": 1, "const": 2}
 COMPONENTS = {"sample": 0, "mean": 1, "keymean": 2}
 SAMPLINGS = ("sample", "mean")
-
-
-def _not_applicable(kind, **kw):
-    for name, value in kw.items():
-        if value is not None:
-            raise TypeError(f"{name}= does not apply to kind {kind!r} (lara.md section 6)")
 
 
 def _int(name, x, lo=1):
@@ -60,18 +55,6 @@ def _sigma(noise_std, d):
     return val.positive_number("noise_std", noise_std)
 
 
-def _prepare(q, k, v, layout, scale):
-    q, k, v = val.array("q", q), val.array("k", k), val.array("v", v)
-    layout, (q, k, v) = val.td_views(q, k, v, layout)
-    dims = val.qkv_dims(q, k, v, "...td", False)
-    if dims.S < 1:
-        raise ValueError("k must have at least one token")
-    res, comp = val.compute_dtype(q, k, v)
-    tau = (dims.D ** -0.5 if dims.D else 1.0) if scale is None else \
-        val.positive_number("scale", scale)
-    return q, k, v, dims, res, comp, tau, layout
-
-
 def _explicit(name, x, shape, batch, dtype=None):
     a = val.array(name, x) if dtype is None else np.asarray(x, dtype=dtype)
     if a.ndim < len(shape) or a.shape[a.ndim - len(shape):] != shape:
@@ -86,7 +69,7 @@ def _explicit(name, x, shape, batch, dtype=None):
 
 
 def _segmean(x: np.ndarray, C: int) -> np.ndarray:
-    """Means over the 1-D segments of lara.md 4.2 along axis -2 (C <= length)."""
+    """Means over the 1-D segments of docs/design/lara.md §4.2 along axis -2 (C <= length)."""
     L = x.shape[-2]
     g = L // C
     if L % C == 0:
@@ -97,24 +80,16 @@ def _segmean(x: np.ndarray, C: int) -> np.ndarray:
     return np.add.reduceat(x, starts, axis=-2) / sizes[:, None]
 
 
-def _finish(o, layout, out, res, dims):
-    if layout == "bthd":
-        o = np.swapaxes(o, -3, -2)
-    if out is not None:
-        shape = dims.out_shape(dims.E) if layout == "...td" else \
-            dims.batch[:-1] + (dims.T, dims.batch[-1], dims.E)
-        out = val.out_array(out, shape, res, ())
-        np.copyto(out, o, casting="unsafe")
-        return out
-    return o if o.dtype == res else o.astype(res)
+def _inputs(call: Call):
+    if call.dims.S < 1:
+        raise ValueError("k must have at least one token")
+    return call.q, call.k, call.v, call.dims, call.comp, call.scale, call.seed
 
 
-def lara_noncausal(q, k, v, *, spec, chunk_size, scale, normalize, eps, num_features,
-                   projection, seed, horizon, layout, out, options):
-    """la.noncausal(q, k, v, kind="lara", ...): see the module docstring and lara.md 4."""
-    _not_applicable("lara", normalize=normalize, eps=eps, num_features=num_features,
-                    projection=projection, horizon=horizon)
-    q, k, v, dims, res, comp, tau, layout = _prepare(q, k, v, layout, scale)
+def lara_forward(call: Call, options: dict):
+    """la.noncausal(q, k, v, kind="lara", ...): see the module docstring and
+    docs/design/lara.md §4."""
+    q, k, v, dims, comp, tau, seed = _inputs(call)
     d, N, M, batch = dims.D, dims.T, dims.S, dims.batch
     alpha = val.choice("alpha", options["alpha"], tuple(ALPHAS))
     sampling = val.choice("sampling", options["sampling"], SAMPLINGS)
@@ -127,7 +102,7 @@ def lara_noncausal(q, k, v, *, spec, chunk_size, scale, normalize, eps, num_feat
     if anti and R % 2:
         raise ValueError(f"antithetic=True needs an even samples_per_proposal, got {R}")
     if options["grid"] is not None:
-        raise NotImplementedError("grid= (2-D pooled landmarks, lara.md 4.2) is not "
+        raise NotImplementedError("grid= (2-D pooled landmarks, docs/design/lara.md §4.2) is not "
                                   "implemented yet; pool the landmarks yourself and pass "
                                   "landmarks=(qbar, kbar)")
     s = np.sqrt(tau)
@@ -173,15 +148,13 @@ def lara_noncausal(q, k, v, *, spec, chunk_size, scale, normalize, eps, num_feat
     o = _core._lara(q.astype(comp, copy=False), k.astype(comp, copy=False),
                     v.astype(comp, copy=False), qbar.astype(comp), mu.astype(comp),
                     omega.astype(comp), float(tau), acoef, np.int64(ALPHAS[alpha]))
-    return _finish(o, layout, out, res, dims)
+    return call.finish(o)
 
 
-def ra_noncausal(q, k, v, *, spec, chunk_size, scale, normalize, eps, num_features,
-                 projection, seed, horizon, layout, out, options):
-    """la.noncausal(q, k, v, kind="ra", ...): randomized attention, lara.md 3 (quadratic)."""
-    _not_applicable("ra", normalize=normalize, eps=eps, num_features=num_features,
-                    projection=projection, horizon=horizon)
-    q, k, v, dims, res, comp, tau, layout = _prepare(q, k, v, layout, scale)
+def ra_forward(call: Call, options: dict):
+    """la.noncausal(q, k, v, kind="ra", ...): randomized attention, docs/design/lara.md §3
+    (quadratic)."""
+    q, k, v, dims, comp, tau, seed = _inputs(call)
     d, N, batch = dims.D, dims.T, dims.batch
     S = _int("samples", options["samples"])
     component = val.choice("component", options["component"], tuple(COMPONENTS))
@@ -206,7 +179,7 @@ def ra_noncausal(q, k, v, *, spec, chunk_size, scale, normalize, eps, num_featur
     o = _core._ra(q.astype(comp, copy=False), k.astype(comp, copy=False),
                   v.astype(comp, copy=False), np.asarray(z).astype(comp, copy=False),
                   np.asarray(u, np.float64), float(tau), float(sigma), np.int64(flags))
-    return _finish(o, layout, out, res, dims)
+    return call.finish(o)
 
 
 reg.register(reg.KindSpec(
@@ -215,12 +188,12 @@ reg.register(reg.KindSpec(
         "(quadratic; a reference and test oracle).",
     paper="Zheng, Wang, Kong 2022, Linear Complexity Randomized Self-attention Mechanism, "
           "ICML, arXiv:2204.04667",
-    fmap_q=None, fmap_k=None, scale=reg.inv_sqrt,
+    fmap_q=None, fmap_k=None, scale=reg.pow_inv_sqrt,
     scale_doc="d**-0.5; sqrt(scale) multiplies q and k", normalize="softmax", eps=0.0,
     causal_modes=(), keywords=("seed",),
     options={"samples": 1, "component": "sample", "sampling": "sample", "noise_std": 1.0,
              "noise": None, "uniforms": None},
-    noncausal_impl=ra_noncausal,
+    forward=ra_forward, example_kwargs={"seed": 0},
 ))
 reg.register(reg.KindSpec(
     name="lara",
@@ -228,11 +201,11 @@ reg.register(reg.KindSpec(
         "chunk-pooled Gaussian proposals (non-causal).",
     paper="Zheng, Wang, Kong 2022, Linear Complexity Randomized Self-attention Mechanism, "
           "ICML, arXiv:2204.04667",
-    fmap_q=None, fmap_k=None, scale=reg.inv_sqrt,
+    fmap_q=None, fmap_k=None, scale=reg.pow_inv_sqrt,
     scale_doc="d**-0.5; sqrt(scale) multiplies q and k", normalize="softmax", eps=0.0,
     causal_modes=(), keywords=("seed",),
     options={"landmarks": None, "grid": None, "mixed_landmarks": False, "alpha": "opt",
              "alpha_coeff": 1.0, "sampling": "sample", "noise_std": 1.0,
              "samples_per_proposal": 1, "antithetic": False, "noise": None},
-    noncausal_impl=lara_noncausal,
+    forward=lara_forward, example_kwargs={"seed": 0, "landmarks": 3},
 ))

@@ -1,4 +1,4 @@
-"""``kind="lavo"``: LAVO-R v1, linear attention via orthogonal memory (lavo.md).
+"""``kind="lavo"``: LAVO-R v1, linear attention via orthogonal memory (docs/design/lavo.md).
 
 Zhang, Jiang, Feng, Zheng, Kong, *Linear Attention via Orthogonal Memory*, arXiv:2312.11135.
 The paper's method section and code were not available; this is our reconstruction
@@ -29,6 +29,8 @@ import numpy as np
 from .. import _core
 from .. import _registry as reg
 from .. import _validate as val
+from .._api import pick_mode
+from .._call import Call
 from .._draws import lavo_bases
 from ..state import State
 
@@ -36,21 +38,6 @@ WINDOW_MODES = ("sliding", "block")
 MEMORY_SCOPES = ("all", "before_local")
 COMBINES = ("joint",)
 _FLAG_BLOCK, _FLAG_BEFORE, _FLAG_SEP, _FLAG_REC = 1, 2, 4, 8
-
-
-def _not_applicable(**kw):
-    for name, value in kw.items():
-        if value is not None:
-            raise TypeError(f"{name}= does not apply to kind 'lavo' (lavo.md section 7)")
-
-
-def _same_array(a, b) -> bool:
-    if a is b:
-        return True
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
-                and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
-    return False
 
 
 def _window(x, default: int) -> int:
@@ -118,18 +105,6 @@ def _bias(name: str, x, n: int, batch: tuple, what: str) -> np.ndarray:
     return a
 
 
-def _prepare(q, k, v, layout, causal):
-    separate = not _same_array(v, k)
-    q, k, v = val.array("q", q), val.array("k", k), val.array("v", v)
-    layout, (q, k, v) = val.td_views(q, k, v, layout)
-    dims = val.qkv_dims(q, k, v, "...td", causal)
-    if separate and dims.E != dims.D:
-        raise ValueError(f"v has E = {dims.E} features but LAVO with separate values needs "
-                         f"E == d = {dims.D} (memory values are rebuilt through bases)")
-    res, comp = val.compute_dtype(q, k, v)
-    return q, k, v, dims, res, comp, separate, layout
-
-
 def _options(opts, d, seed, batch, w):
     val.choice("window_mode", opts["window_mode"], WINDOW_MODES)
     val.choice("memory_scope", opts["memory_scope"], MEMORY_SCOPES)
@@ -148,11 +123,6 @@ def _options(opts, d, seed, batch, w):
 def _state_in(st, batch, r, w, d, comp, separate):
     if st is None:
         return None, 0
-    if not isinstance(st, State):
-        raise TypeError(f"initial_state must be a linattn.State (or None), got "
-                        f"{type(st).__name__}")
-    if st.kind != "lavo":
-        raise ValueError(f"initial_state comes from kind {st.kind!r}, not 'lavo'")
     ex = st.extra
     need = ["sums", "ring_k"] + (["value_sums", "ring_v"] if separate else [])
     miss = [n for n in need if n not in ex]
@@ -177,32 +147,26 @@ def _state_in(st, batch, r, w, d, comp, separate):
     return ex, st.t
 
 
-def causal_impl(q, k, v, *, spec, mode, chunk_size, scale, normalize, eps, decay,
-                num_features, projection, seed, horizon, initial_state, return_state, layout,
-                out, options):
-    """la.causal(q, x, x, kind="lavo", ...): see the module docstring and lavo.md."""
-    _not_applicable(normalize=normalize, eps=eps, decay=decay, num_features=num_features,
-                    projection=projection, horizon=horizon)
-    q, k, v, dims, res, comp, separate, layout = _prepare(q, k, v, layout, True)
-    if initial_state is not None and isinstance(initial_state, State) and \
-            "value_sums" in initial_state.extra:
+def _causal(call: Call, options: dict, separate: bool):
+    """la.causal(q, x, x, kind="lavo", ...): see the module docstring and
+    docs/design/lavo.md."""
+    dims, comp = call.dims, call.comp
+    st = call.initial_state
+    if st is not None and "value_sums" in st.extra:
         separate = True  # a stream started with separate values keeps them
         if dims.E != dims.D:
             raise ValueError(f"v has E = {dims.E} features but LAVO with separate values "
                              f"needs E == d = {dims.D}")
     d, T, batch = dims.D, dims.T, dims.batch
     w = _window(options["window"], 64)
-    B, r, mb, flags = _options(options, d, seed, batch, w)
+    B, r, mb, flags = _options(options, d, call.seed, batch, w)
     pb = _bias("position_bias", options["position_bias"], w, batch,
                "one entry per offset t - j = 0 .. window-1")
-    tau = (d ** -0.5 if d else 1.0) if scale is None else val.positive_number("scale", scale)
-    chunk = 64 if chunk_size is None else val.positive_int("chunk_size", chunk_size)
-    val.choice("mode", mode, ("auto",) + reg.CAUSAL_MODES)
-    if mode == "auto":
-        mode = "recurrent" if T < 2 * chunk else "chunked"
+    chunk = call.chunk(64)
+    mode = pick_mode(call.mode, T, chunk, call.spec)
     if mode == "parallel":
         chunk = max(T, 1)
-    ex, t0 = _state_in(initial_state, batch, r, w, d, comp, separate)
+    ex, t0 = _state_in(st, batch, r, w, d, comp, separate)
     if ex is None:
         sums0 = np.zeros((r,))
         vsums0 = np.zeros((r,))
@@ -214,76 +178,57 @@ def causal_impl(q, k, v, *, spec, mode, chunk_size, scale, normalize, eps, decay
         vsums0 = np.asarray(ex["value_sums"], np.float64) if separate else np.zeros((r,))
         ring_v0 = np.asarray(ex["ring_v"]).astype(comp, copy=False) if separate else \
             np.zeros((w, d), comp)
+    v = call.v if separate else call.k
     if not separate:
-        v = k
         ring_v0 = np.broadcast_to(np.zeros((1, 1), comp), (w, d))
         vsums0 = np.broadcast_to(np.zeros(1), (r,))
     flags |= (_FLAG_SEP if separate else 0) | (_FLAG_REC if mode == "recurrent" else 0)
-    out_shape = dims.out_shape(dims.E)
-    if out is not None:
-        out = val.out_array(out, out_shape if layout == "...td" else
-                            batch[:-1] + (T, batch[-1], dims.E), res, (q, k, v))
-    kout = None
-    if out is not None and out.dtype == comp:
-        kout = np.swapaxes(out, -3, -2) if layout == "bthd" else out
-    qc, kc, vc = (x.astype(comp, copy=False) for x in (q, k, v))
+    qc, kc, vc = (x.astype(comp, copy=False) for x in (call.q, call.k, v))
     o, s1, vs1, rk1, rv1 = _core._lavo_causal(
         qc, kc, vc, B.astype(comp, copy=False), pb, mb, sums0, vsums0, ring_k0, ring_v0,
-        np.int64(t0), float(tau), np.int64(flags), np.int64(chunk),
-        out=(kout, None, None, None, None))
-    if layout == "bthd":
-        o = np.swapaxes(o, -3, -2)
-    if out is not None:
-        if kout is None:
-            np.copyto(out, o, casting="unsafe")
-        o = out
-    elif o.dtype != res:
-        o = o.astype(res)
-    if not return_state:
-        return o
+        np.int64(t0), float(call.scale), np.int64(flags), np.int64(chunk),
+        out=(call.kernel_out(), None, None, None, None))
+    if not call.return_state:
+        return call.finish(o)
     t1 = t0 + T
     extra = {"sums": s1, "ring_k": rk1, "fill": np.array(min(t1, w), np.int64)}
     if separate:
         extra["value_sums"] = vs1
         extra["ring_v"] = rv1
-    return o, State(None, None, t1, "lavo", extra)
+    return call.finish(o, State(None, None, t1, "lavo", extra))
 
 
-def noncausal_impl(q, k, v, *, spec, chunk_size, scale, normalize, eps, num_features,
-                   projection, seed, horizon, layout, out, options):
-    """la.noncausal(q, x, x, kind="lavo"): lavo.md section 8 [R].  Self-attention
+def _noncausal(call: Call, options: dict, separate: bool):
+    """la.noncausal(q, x, x, kind="lavo"): docs/design/lavo.md §8 [R].  Self-attention
     (``S == T``): memory is the mean over all keys ("all") or over keys outside the window
     ("before_local"); the window is symmetric ``|t - j| <= w`` with ``position_bias`` of
     length ``2w + 1`` indexed by ``t - j + w``.  Cross-attention (``S != T``): memory only,
     ``window`` defaults to 0 and ``window > 0`` raises."""
-    _not_applicable(normalize=normalize, eps=eps, num_features=num_features,
-                    projection=projection, horizon=horizon)
-    q, k, v, dims, res, comp, separate, layout = _prepare(q, k, v, layout, False)
+    dims, comp = call.dims, call.comp
     d, batch = dims.D, dims.batch
     cross = dims.S != dims.T
     w = _window(options["window"], 0 if cross else 64)
     if cross and w > 0:
         raise ValueError(f"window must be 0 for cross-attention (S = {dims.S} keys != T = "
                          f"{dims.T} queries: no alignment for a local window), got {w}")
-    B, r, mb, flags = _options(options, d, seed, batch, w)
+    B, r, mb, flags = _options(options, d, call.seed, batch, w)
     pb = _bias("position_bias", options["position_bias"], 2 * w + 1, batch,
                "signed offsets t - j = -window .. window")
-    tau = (d ** -0.5 if d else 1.0) if scale is None else val.positive_number("scale", scale)
-    if not separate:
-        v = k
+    v = call.v if separate else call.k
     flags |= _FLAG_SEP if separate else 0
-    if out is not None:
-        out = val.out_array(out, dims.out_shape(dims.E) if layout == "...td" else
-                            batch[:-1] + (dims.T, batch[-1], dims.E), res, (q, k, v))
-    qc, kc, vc = (x.astype(comp, copy=False) for x in (q, k, v))
-    o = _core._lavo_noncausal(qc, kc, vc, B.astype(comp, copy=False), pb, mb, float(tau),
-                              np.int64(flags))
-    if layout == "bthd":
-        o = np.swapaxes(o, -3, -2)
-    if out is not None:
-        np.copyto(out, o, casting="unsafe")
-        return out
-    return o if o.dtype == res else o.astype(res)
+    qc, kc, vc = (x.astype(comp, copy=False) for x in (call.q, call.k, v))
+    o = _core._lavo_noncausal(qc, kc, vc, B.astype(comp, copy=False), pb, mb,
+                              float(call.scale), np.int64(flags))
+    return call.finish(o)
+
+
+def forward(call: Call, options: dict):
+    separate = not call.shared_kv
+    if separate and call.dims.E != call.dims.D:
+        raise ValueError(f"v has E = {call.dims.E} features but LAVO with separate values "
+                         f"needs E == d = {call.dims.D} (memory values are rebuilt through "
+                         f"bases)")
+    return (_causal if call.causal else _noncausal)(call, options, separate)
 
 
 SPEC = reg.register(reg.KindSpec(
@@ -293,10 +238,12 @@ SPEC = reg.register(reg.KindSpec(
         "softmax; keys = values.",
     paper="Zhang et al. 2023, Linear Attention via Orthogonal Memory, arXiv:2312.11135",
     fmap_q=None, fmap_k=None,
-    scale=reg.inv_sqrt, scale_doc="d**-0.5, multiplies the logits (tau)",
+    scale=reg.pow_inv_sqrt, scale_doc="d**-0.5, multiplies the logits (tau)",
     normalize="softmax", eps=0.0,
     keywords=("seed",),
     options={"bases": None, "window": None, "position_bias": None, "memory_bias": None,
              "window_mode": "sliding", "memory_scope": "all", "combine": "joint"},
-    causal_impl=causal_impl, noncausal_impl=noncausal_impl,
+    forward=forward,
+    example_kwargs={"shared_kv": True, "window": 4,  # the oracle takes bases explicitly
+                    "bases": lambda rng, shape: _default_bases(min(shape[-1], 64), shape[-1], 0)},
 ))

@@ -1,5 +1,5 @@
 """Random-feature kinds: ``"rfa"`` (Peng et al. 2021, with gated RFA) and
-``"performer"`` (Choromanski et al. 2021, FAVOR+), kinds.md sections 4 and 5.
+``"performer"`` (Choromanski et al. 2021, FAVOR+), docs/design/kinds.md §4 and 5.
 
 RFA computes its sin/cos features in C (``la.features.rfa``) and runs the generic
 operator; gated RFA folds the write weight ``1 - g`` into the key features and uses
@@ -12,13 +12,17 @@ leaks future keys into causal outputs; it is kept for parity only.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .. import _api, _core
+from .. import _core
 from .. import _draws
 from .. import _registry as reg
 from .. import _validate as val
 from .. import features as _features
+from .._api import default_chunk, pick_mode
+from .._call import Call, linear_causal, linear_noncausal, state_arrays
 from ..state import State
 
 _PERF_CAUSAL = {
@@ -31,26 +35,56 @@ STABILIZERS = ("prefix", "global")
 
 # ------------------------------------------------------------------ helpers --
 
-def _from_td(layout, o):
-    return np.swapaxes(o, -3, -2) if layout == "bthd" else o
-
-
-def _out_td(layout, out):
-    if out is None or layout != "bthd":
-        return out
-    if not isinstance(out, np.ndarray) or out.ndim < 3:
-        raise TypeError(f"out must be a numpy.ndarray with layout='bthd' (B, T, H, E), got "
-                        f"{getattr(out, 'shape', type(out).__name__)}")
-    return np.swapaxes(out, -3, -2)
-
-
-def _batch_with(dims: val.Dims, W: np.ndarray, F: int) -> val.Dims:
+def _batch_with(dims: val.Dims, W: np.ndarray) -> tuple:
     try:
-        batch = tuple(np.broadcast_shapes(dims.batch, W.shape[:-2]))
+        return tuple(np.broadcast_shapes(dims.batch, W.shape[:-2]))
     except ValueError:
         raise ValueError(f"projection batch dimensions {W.shape[:-2]} do not broadcast "
                          f"against the inputs' {dims.batch}") from None
-    return val.Dims("...td", dims.T, dims.S, F, dims.E, batch)
+
+
+def _seed(call: Call):
+    """The seed to draw from: the caller's, else the one a resumed state was drawn with
+    (0 for a state saved before seeds were kept), else fresh entropy (NumPy's rule for
+    ``seed=None``); None with ``projection=``."""
+    if call.projection is not None or call.seed is not None:
+        return call.seed
+    st = call.initial_state
+    if st is not None and "seed" in st.extra:
+        seed = np.asarray(st.extra["seed"])
+        if seed.shape != () or seed.dtype.kind not in "iu" or int(seed) < 0:
+            raise ValueError(f"initial_state.extra['seed'] must be a scalar integer >= 0, "
+                             f"got {seed.dtype} of shape {seed.shape}")
+        return int(seed)
+    if st is not None and "fingerprint" in st.extra:
+        return 0
+    return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@functools.lru_cache(maxsize=32)
+def _drawn(kind: str, d: int, num_features, seed: int, features: str, dtype: np.dtype):
+    """A drawn projection, its width and fingerprint, made once per (kind, d, width, seed,
+    features, dtype): a decoding loop calls the kind once per token."""
+    W, F = _draws.projection_for(kind, d, num_features, None, seed, features, dtype=dtype)
+    W.flags.writeable = False
+    return W, F, _draws.fingerprint(W)
+
+
+def _projection(call: Call, kind: str, features: str = "positive"):
+    """``(W, F, extra)``: the projection, the feature width and what the state keeps."""
+    seed = _seed(call)
+    if call.projection is None and type(seed) is int \
+            and (call.num_features is None or type(call.num_features) is int):
+        W, F, fp = _drawn(kind, call.dims.D, call.num_features, seed, features, call.comp)
+    else:
+        W, F = _draws.projection_for(kind, call.dims.D, call.num_features, call.projection,
+                                     seed, features, dtype=call.comp)
+        fp = _draws.fingerprint(W)
+    _check_resume(call.initial_state, fp, None)
+    extra = {"fingerprint": fp}
+    if call.projection is None:
+        extra["seed"] = np.array(seed, dtype=np.int64)
+    return W, F, extra
 
 
 def _check_resume(state, fp: np.ndarray, stabilizer: str | None = None) -> None:
@@ -92,87 +126,45 @@ def _gate(gate, dims: val.Dims) -> tuple[np.ndarray, np.ndarray]:
                          f"dimensions {dims.batch}") from None
     bad = ~((g >= 0) & (g <= 1))
     if bad.any():
-        idx = np.unravel_index(int(np.argmax(bad)), g.shape)
-        raise ValueError(f"gate values must lie in [0, 1], got {g[idx]!r} at index {idx}")
+        idx = val.first_index(bad)
+        raise ValueError(f"gate values must lie in [0, 1], got {float(g[idx])} at index {idx}")
     with np.errstate(divide="ignore"):
         return 1.0 - g, np.log(g)
 
 
 # ---------------------------------------------------------------------- RFA --
 
-def _rfa_setup(q, k, v, layout, causal, scale, num_features, projection, seed, spec):
-    layout, (q, k, v) = val.td_views(q, k, v, layout)
-    q, k, v, dims, res, comp = _api._prepare_qkv(q, k, v, "...td", causal=causal)
-    scale = spec.default_scale(dims.D) if scale is None else val.positive_number("scale", scale)
-    W, F = _draws.projection_for("rfa", dims.D, num_features, projection, seed, dtype=comp)
-    dimsF = _batch_with(dims, W, F)
-    qc, kc = q.astype(comp, copy=False), k.astype(comp, copy=False)
-    fq = _features._rf_finish(_core._rfa_features(qc, W, scale), comp, False, None)
-    fk = _features._rf_finish(_core._rfa_features(kc, W, scale), comp, False, None)
-    return layout, v, dimsF, res, comp, W, fq, fk
-
-
-def rfa_causal(q, k, v, *, spec, mode, chunk_size, scale, normalize, eps, decay,
-               num_features, projection, seed, horizon, initial_state, return_state,
-               layout, out, options):
+def rfa_forward(call: Call, options: dict):
     gate = options.get("gate")
-    if decay is not None:
+    if call.decay is not None:
         if gate is not None:
             raise ValueError("gate= and decay= cannot be combined for kind 'rfa': gated RFA "
                              "already uses log(gate) as its decay")
         raise TypeError("decay= does not apply to kind 'rfa'; use gate= (gated RFA: "
                         "per-token gates in [0, 1])")
-    lay, v, dims, res, comp, W, fq, fk = _rfa_setup(q, k, v, layout, True, scale,
-                                                    num_features, projection, seed, spec)
-    normalize, eps, eps_mode = _api._norm_and_eps(spec, normalize, eps,
-                                                  options.get("eps_mode"))
-    val.choice("mode", mode, ("auto",) + spec.causal_modes)
+    if gate is not None and not call.causal:
+        raise TypeError("gate= is causal only (gated RFA); la.noncausal does not accept it")
+    comp = call.comp
+    W, F, extra = _projection(call, "rfa")
+    batch = _batch_with(call.dims, W)
+    qc, kc = call.q.astype(comp, copy=False), call.k.astype(comp, copy=False)
+    fq = _features._rf_finish(_core._rfa_features(qc, W, call.scale), comp, False, None)
+    fk = _features._rf_finish(_core._rfa_features(kc, W, call.scale), comp, False, None)
+    if not call.causal:
+        return call.finish(linear_noncausal(call, fq, fk, call.v))
     g = None
     if gate is not None:
-        if lay == "bthd":
+        if call.layout == "bthd":
             gate = np.swapaxes(np.asarray(gate), -1, -2) if np.ndim(gate) >= 2 else gate
-        w, g = _gate(gate, dims)
+        dims = call.dims
+        w, g = _gate(gate, val.Dims("...td", dims.T, dims.S, F, dims.E, batch))
         fk = fk * w[..., None].astype(comp)
-    fp = _draws.fingerprint(W)
-    _check_resume(initial_state, fp)
-    r = _api.linear_core(fq, fk, v, spec=spec, fmap_q=reg.FMAP_IDENTITY,
-                         fmap_k=reg.FMAP_IDENTITY, scale=1.0, normalize=normalize, eps=eps,
-                         eps_mode=eps_mode, decay=g, mode=mode, chunk_size=chunk_size,
-                         initial_state=initial_state, return_state=bool(return_state),
-                         layout="...td", out=_out_td(lay, out), dims=dims, res=res, comp=comp,
-                         extra={"fingerprint": fp})
-    if return_state:
-        return _from_td(lay, r[0]) if out is None else out, r[1]
-    return _from_td(lay, r) if out is None else out
-
-
-def rfa_noncausal(q, k, v, *, spec, chunk_size, scale, normalize, eps, num_features,
-                  projection, seed, horizon, layout, out, options):
-    if options.get("gate") is not None:
-        raise TypeError("gate= is causal only (gated RFA); la.noncausal does not accept it")
-    lay, v, dims, res, comp, W, fq, fk = _rfa_setup(q, k, v, layout, False, scale,
-                                                    num_features, projection, seed, spec)
-    normalize, eps, eps_mode = _api._norm_and_eps(spec, normalize, eps,
-                                                  options.get("eps_mode"))
-    o = _api.noncausal_core(fq, fk, v, fmap_q=reg.FMAP_IDENTITY, fmap_k=reg.FMAP_IDENTITY,
-                            scale=1.0, normalize=normalize, eps=eps, eps_mode=eps_mode,
-                            chunk_size=chunk_size, layout="...td", out=_out_td(lay, out),
-                            dims=dims, res=res, comp=comp)
-    return _from_td(lay, o) if out is None else out
+        g = val.decay(g, val.Dims("...td", dims.T, dims.S, F, dims.E, batch))[0]
+    o, st = linear_causal(call, fq, fk, call.v, g=g, batch=batch, extra=extra)
+    return call.finish(o, st)
 
 
 # ---------------------------------------------------------------- Performer --
-
-def _perf_setup(q, k, v, layout, causal, scale, num_features, projection, seed, spec, options):
-    features = val.choice("features", options["features"], tuple(_features.PERFORMER_KINDS))
-    stabilizer = val.choice("stabilizer", options["stabilizer"], STABILIZERS)
-    layout, (q, k, v) = val.td_views(q, k, v, layout)
-    q, k, v, dims, res, comp = _api._prepare_qkv(q, k, v, "...td", causal=causal)
-    scale = spec.default_scale(dims.D) if scale is None else val.positive_number("scale", scale)
-    W, F = _draws.projection_for("performer", dims.D, num_features, projection, seed,
-                                 features, dtype=comp)
-    return layout, q, k, v, dims, res, comp, scale, W, F, features, stabilizer
-
 
 def _perf_feats(x, W, features, scale, comp, shift=None, eps=0.0, log=False):
     g = _core._performer_features_2 if features == "hyperbolic" else \
@@ -201,136 +193,97 @@ def _perf_global_keys(k, W, features, scale, comp, eps, F, prev_max):
     return fk.astype(comp, copy=False), M
 
 
-def performer_causal(q, k, v, *, spec, mode, chunk_size, scale, normalize, eps, decay,
-                     num_features, projection, seed, horizon, initial_state, return_state,
-                     layout, out, options):
-    lay, q, k, v, dims, res, comp, scale, W, F, features, stabilizer = _perf_setup(
-        q, k, v, layout, True, scale, num_features, projection, seed, spec, options)
-    normalize = spec.normalize if normalize is None else normalize
-    val.choice("normalize", normalize, reg.NORMALIZE)
-    if eps is None:
-        eps = 1e-8 if normalize == "norm" else spec.eps
-    eps = val.nonneg_number("eps", eps)
-    val.choice("mode", mode, ("auto",) + spec.causal_modes)
-    dimsF = _batch_with(dims, W, F)
-    fp = _draws.fingerprint(W)
-    stab = "relu" if features == "relu" else stabilizer
-    _check_resume(initial_state, fp, stab)
-    extra = {"fingerprint": fp, "stabilizer": np.array(stab)}
-    out_td = _out_td(lay, out)
+def _perf_published(call: Call, W, F, features: str, extra: dict, batch: tuple):
+    """ReLU features, or the published ``stabilizer="global"`` form, on the generic
+    operator."""
+    comp, scale, eps = call.comp, call.scale, call.eps
+    state = call.initial_state
+    if features == "relu":
+        fq = _perf_feats(call.q, W, "relu", scale, comp)
+        fk = _perf_feats(call.k, W, "relu", scale, comp)
+        guard = eps
+    elif not call.causal:
+        fq = _perf_feats(call.q, W, features, scale, comp, shift="row", eps=eps)
+        fk = _perf_feats(call.k, W, features, scale, comp, shift="global", eps=eps)
+        guard = 0.0
+    else:
+        fq = _perf_feats(call.q, W, features, scale, comp, shift="row", eps=eps)
+        prev = None
+        if state is not None and "max" in state.extra:
+            prev = np.asarray(state.extra["max"], dtype=np.float64)
+        fk, M = _perf_global_keys(call.k, W, features, scale, comp, eps, F, prev)
+        M = np.broadcast_to(M, batch).copy()
+        if prev is not None:
+            # put the carried state on the new maximum (inexact through eps: the
+            # published form is not split-invariant)
+            state = state.copy()
+            f = np.exp(prev - M)
+            state.S = state.S * f[..., None, None].astype(state.S.dtype)
+            if state.z is not None:
+                state.z = state.z * f[..., None].astype(state.z.dtype)
+        extra["max"] = M
+        guard = 0.0
+    if not call.causal:
+        return call.finish(linear_noncausal(call, fq, fk, call.v, eps=guard, eps_mode="add"))
+    o, st = linear_causal(call, fq, fk, call.v, eps=guard, eps_mode="add", state=state,
+                          batch=batch, extra=extra)
+    return call.finish(o, st)
 
+
+def performer_forward(call: Call, options: dict):
+    features = val.choice("features", options["features"], tuple(_features.PERFORMER_KINDS))
+    stabilizer = val.choice("stabilizer", options["stabilizer"], STABILIZERS)
+    W, F, extra = _projection(call, "performer", features)
+    batch = _batch_with(call.dims, W)
+    if call.causal:
+        stab = "relu" if features == "relu" else stabilizer
+        _check_resume(call.initial_state, extra["fingerprint"], stab)
+        extra["stabilizer"] = np.array(stab)
     if features == "relu" or stabilizer == "global":
-        state = initial_state
-        if features == "relu":
-            fq = _perf_feats(q, W, "relu", scale, comp)
-            fk = _perf_feats(k, W, "relu", scale, comp)
-            guard = eps
-        else:
-            fq = _perf_feats(q, W, features, scale, comp, shift="row", eps=eps)
-            prev = None
-            if isinstance(initial_state, State) and "max" in initial_state.extra:
-                prev = np.asarray(initial_state.extra["max"], dtype=np.float64)
-            fk, M = _perf_global_keys(k, W, features, scale, comp, eps, F, prev)
-            M = np.broadcast_to(M, dimsF.batch).copy()
-            if prev is not None:
-                # put the carried state on the new maximum (inexact through eps: the
-                # published form is not split-invariant)
-                state = initial_state.copy()
-                f = np.exp(prev - M)
-                state.S = state.S * f[..., None, None].astype(state.S.dtype)
-                if state.z is not None:
-                    state.z = state.z * f[..., None].astype(state.z.dtype)
-            extra["max"] = M
-            guard = 0.0
-        r = _api.linear_core(fq, fk, v, spec=spec, fmap_q=reg.FMAP_IDENTITY,
-                             fmap_k=reg.FMAP_IDENTITY, scale=1.0, normalize=normalize,
-                             eps=guard, eps_mode="add", decay=None, mode=mode,
-                             chunk_size=chunk_size, initial_state=state,
-                             return_state=bool(return_state), layout="...td", out=out_td,
-                             dims=dimsF, res=res, comp=comp, extra=extra)
-        if return_state:
-            return (_from_td(lay, r[0]) if out is None else out), r[1]
-        return _from_td(lay, r) if out is None else out
+        return _perf_published(call, W, F, features, extra, batch)
 
     # prefix-safe stabiliser: the C kernel on log-features
+    comp, dims = call.comp, call.dims
+    fl = _features.PERFORMER_KINDS[features] | (reg.NORMALIZE[call.normalize] << 2)
+    if not call.causal:
+        qc, kc, vc, Wc = (x.astype(comp, copy=False) for x in (call.q, call.k, call.v, W))
+        o = _core._performer_noncausal(qc, kc, vc, Wc, float(call.scale), float(call.eps),
+                                       np.int64(fl), np.int64(call.chunk(256)),
+                                       out=call.kernel_out())
+        return call.finish(o)
     E, T = dims.E, dims.T
-    div = normalize == "div"
-    chunk = _api.default_chunk(F) if chunk_size is None else \
-        val.positive_int("chunk_size", chunk_size)
-    mode = _api.pick_mode(mode, T, chunk, spec)
-    S0, z0, t0 = _api._state_in(initial_state, spec, dimsF, F, E, div)
+    div = call.normalize == "div"
+    chunk = call.chunk(default_chunk(F))
+    mode = pick_mode(call.mode, T, chunk, call.spec)
+    st = call.initial_state
+    S0, z0, t0 = state_arrays(st, call.spec, batch, F, E, div)
     if S0 is not None:
-        if "max" not in initial_state.extra:
+        if "max" not in st.extra:
             raise ValueError("initial_state has no extra['max'] (the running maximum of "
                              "the Performer state)")
-        mu0 = np.asarray(initial_state.extra["max"], dtype=np.float64)
+        mu0 = np.asarray(st.extra["max"], dtype=np.float64)
         try:
-            np.broadcast_shapes(mu0.shape, dimsF.batch)
+            np.broadcast_shapes(mu0.shape, batch)
         except ValueError:
             raise ValueError(f"initial_state.extra['max'] of shape {mu0.shape} does not "
-                             f"broadcast against the batch dimensions {dimsF.batch}") from None
+                             f"broadcast against the batch dimensions {batch}") from None
         if S0.dtype == np.float64:
             comp = np.dtype(np.float64)
         if z0 is None:
             z0 = np.zeros(S0.shape[:-1], comp)
     else:
-        S0 = np.zeros((F, E), comp)
-        z0 = np.zeros((F,), comp)
-        mu0 = np.float64(-np.inf)
-    if out is not None:
-        out_td = val.out_array(out_td, dimsF.out_shape(E), res, (q, k, v))
-    flags = _features.PERFORMER_KINDS[features] | (reg.NORMALIZE[normalize] << 2)
-    kernel_out = out_td if (out_td is not None and out_td.dtype == comp) else None
-    qc, kc, vc, Wc = (x.astype(comp, copy=False) for x in (q, k, v, W))
+        S0, z0, mu0 = np.zeros((F, E), comp), np.zeros((F,), comp), np.float64(-np.inf)
+    qc, kc, vc, Wc = (x.astype(comp, copy=False) for x in (call.q, call.k, call.v, W))
     o, S1, z1, mu1 = _PERF_CAUSAL[mode](qc, kc, vc, Wc, S0.astype(comp, copy=False),
-                                        z0.astype(comp, copy=False), mu0, float(scale),
-                                        float(eps), np.int64(flags), np.int64(chunk),
-                                        out=(kernel_out, None, None, None))
-    o = _api._finish_out(o, out_td, res)
-    o = _from_td(lay, o) if out is None else out
-    if not return_state:
-        return o
-    ex = dict(initial_state.extra) if initial_state is not None else {}
+                                        z0.astype(comp, copy=False), mu0, float(call.scale),
+                                        float(call.eps), np.int64(fl), np.int64(chunk),
+                                        out=(call.kernel_out(comp), None, None, None))
+    if not call.return_state:
+        return call.finish(o)
+    ex = dict(st.extra) if st is not None else {}
     ex.update(extra)
     ex["max"] = np.asarray(mu1, dtype=np.float64)
-    return o, State(S1, z1 if div else None, t0 + T, spec.name, ex)
-
-
-def performer_noncausal(q, k, v, *, spec, chunk_size, scale, normalize, eps, num_features,
-                        projection, seed, horizon, layout, out, options):
-    lay, q, k, v, dims, res, comp, scale, W, F, features, stabilizer = _perf_setup(
-        q, k, v, layout, False, scale, num_features, projection, seed, spec, options)
-    normalize = spec.normalize if normalize is None else normalize
-    val.choice("normalize", normalize, reg.NORMALIZE)
-    if eps is None:
-        eps = 1e-8 if normalize == "norm" else spec.eps
-    eps = val.nonneg_number("eps", eps)
-    dimsF = _batch_with(dims, W, F)
-    out_td = _out_td(lay, out)
-    if features == "relu" or stabilizer == "global":
-        if features == "relu":
-            fq = _perf_feats(q, W, "relu", scale, comp)
-            fk = _perf_feats(k, W, "relu", scale, comp)
-            guard = eps
-        else:
-            fq = _perf_feats(q, W, features, scale, comp, shift="row", eps=eps)
-            fk = _perf_feats(k, W, features, scale, comp, shift="global", eps=eps)
-            guard = 0.0
-        o = _api.noncausal_core(fq, fk, v, fmap_q=reg.FMAP_IDENTITY, fmap_k=reg.FMAP_IDENTITY,
-                                scale=1.0, normalize=normalize, eps=guard, eps_mode="add",
-                                chunk_size=chunk_size, layout="...td", out=out_td, dims=dimsF,
-                                res=res, comp=comp)
-        return _from_td(lay, o) if out is None else out
-    chunk = 256 if chunk_size is None else val.positive_int("chunk_size", chunk_size)
-    if out is not None:
-        out_td = val.out_array(out_td, dimsF.out_shape(dims.E), res, (q, k, v))
-    flags = _features.PERFORMER_KINDS[features] | (reg.NORMALIZE[normalize] << 2)
-    kernel_out = out_td if (out_td is not None and out_td.dtype == comp) else None
-    qc, kc, vc, Wc = (x.astype(comp, copy=False) for x in (q, k, v, W))
-    o = _core._performer_noncausal(qc, kc, vc, Wc, float(scale), float(eps), np.int64(flags),
-                                   np.int64(chunk), out=kernel_out)
-    o = _api._finish_out(o, out_td, res)
-    return _from_td(lay, o) if out is None else out
+    return call.finish(o, State(S1, z1 if div else None, t0 + T, call.spec.name, ex))
 
 
 # ----------------------------------------------------------------- registry --
@@ -346,7 +299,7 @@ RFA = reg.register(reg.KindSpec(
     normalize="div", eps=1e-3, eps_mode="abs_clamp",
     keywords=("decay", "num_features", "projection", "seed"),
     options={"gate": None, "eps_mode": "abs_clamp"},
-    causal_impl=rfa_causal, noncausal_impl=rfa_noncausal,
+    forward=rfa_forward, example_kwargs={"seed": 0, "num_features": 16},
 ))
 
 PERFORMER = reg.register(reg.KindSpec(
@@ -364,5 +317,5 @@ PERFORMER = reg.register(reg.KindSpec(
     normalize="div", eps=1e-6, eps_mode="add",
     keywords=("num_features", "projection", "seed"),
     options={"features": "positive", "stabilizer": "prefix"},
-    causal_impl=performer_causal, noncausal_impl=performer_noncausal,
+    forward=performer_forward, example_kwargs={"seed": 0, "num_features": 16},
 ))

@@ -2,7 +2,7 @@
 
 NormAttention (default): ``o = norm(sum_s (phi(q~_t).phi(k_s)) v_s)`` with ``phi = elu+1``
 (``variant="t2"``, default) or ``elu`` (``"t1"``), ``normalize="norm"`` (per-head
-SimpleRMSNorm, eps 1e-8), run by the generic core (R/C/P, NC; ``decay=`` allowed).
+SimpleRMSNorm, eps 1e-8), run by the generic operator (R/C/P, NC; ``decay=`` allowed).
 
 DiagAttention (``diag_block=w``; ``True`` means the paper's ``w = 64``): attention only
 inside non-overlapping blocks of ``w`` absolute positions, causal inside the block in
@@ -19,12 +19,11 @@ import numbers
 
 import numpy as np
 
-from .. import _api, _core
+from .. import _core
 from .. import _registry as reg
 from .. import _validate as val
+from .._call import Call, elementwise_forward
 from ..state import State
-from .cosformer import _out_td, _td
-from .decay import _core_kw, generic_causal
 
 VARIANTS = {"t2": reg.FMAP_ELU1, "t1": reg.FMAP_ELU}
 DIAG_DEFAULT = 64
@@ -41,69 +40,53 @@ def _block(diag_block) -> int | None:
     return val.positive_int("diag_block", diag_block)
 
 
-def _diag_opts(spec, variant, normalize, eps, scale, D):
+def _block_cache(call: Call, w: int):
+    """``(t0, keys, values)`` of the carried block cache (empty without a state)."""
+    dims, comp, st = call.dims, call.comp, call.initial_state
+    if st is None:
+        return 0, np.zeros((0, dims.D), comp), np.zeros((0, dims.E), comp)
+    if "keys" not in st.extra:
+        raise ValueError(f"initial_state must come from kind 'transnormer' with diag_block "
+                         f"(it holds no block cache); got extra {sorted(st.extra)}")
+    wb = int(np.asarray(st.extra.get("diag_block", -1)))
+    if wb != w:
+        raise ValueError(f"diag_block={w} does not match initial_state.extra['diag_block']={wb}")
+    t0 = int(st.t)
+    kc, vc = np.asarray(st.extra["keys"]), np.asarray(st.extra["values"])
+    c = t0 % w
+    if kc.ndim < 2 or kc.shape[-2:] != (c, dims.D) or vc.shape[-2:] != (c, dims.E):
+        raise ValueError(f"initial_state block cache must hold t mod w = {c} rows: keys "
+                         f"(..., {c}, {dims.D}), values (..., {c}, {dims.E}); got "
+                         f"{kc.shape} and {vc.shape}")
+    try:
+        np.broadcast_shapes(kc.shape[:-2], vc.shape[:-2], dims.batch)
+    except ValueError:
+        raise ValueError(f"initial_state block cache batch dimensions {kc.shape[:-2]} do "
+                         f"not broadcast against the inputs' {dims.batch}") from None
+    return t0, kc.astype(comp, copy=False), vc.astype(comp, copy=False)
+
+
+def _diag(call: Call, w: int, variant: str):
+    """DiagAttention, causal (with its block cache) or not."""
     if variant == "t1":
-        normalize = "norm" if normalize is None else normalize
-        val.choice("normalize", normalize, ("norm", "none"))
-    elif normalize is not None:
-        val.choice("normalize", normalize, reg.NORMALIZE)  # T2 softmax ignores it
-    eps = 1e-8 if eps is None else val.nonneg_number("eps", eps)
-    scale = reg.inv_sqrt(D) if scale is None else val.positive_number("scale", scale)
-    flags = (int(variant == "t1") << 1) | ((2 if normalize == "norm" else 0) << 2)
-    return scale, eps, flags
-
-
-def _diag_causal(q, k, v, *, spec, w, variant, mode, scale, normalize, eps, initial_state,
-                 return_state, layout, out):
-    q, k, v, dims, res, comp = _api._prepare_qkv(q, k, v, layout, causal=True)
-    val.choice("mode", mode, ("auto",) + spec.causal_modes)
-    scale, eps, flags = _diag_opts(spec, variant, normalize, eps, scale, dims.D)
-    lay = dims.layout
-    q, k, v = (_td(x, lay).astype(comp, copy=False) for x in (q, k, v))
-    t0 = 0
-    kc = np.zeros((0, dims.D), comp)
-    vc = np.zeros((0, dims.E), comp)
-    if initial_state is not None:
-        if not isinstance(initial_state, State):
-            raise TypeError(f"initial_state must be a linattn.State (or None), got "
-                            f"{type(initial_state).__name__}")
-        if initial_state.kind != spec.name or "keys" not in initial_state.extra:
-            raise ValueError(f"initial_state must come from kind 'transnormer' with "
-                             f"diag_block (it holds no block cache); got kind "
-                             f"{initial_state.kind!r} with extra {sorted(initial_state.extra)}")
-        wb = int(np.asarray(initial_state.extra.get("diag_block", -1)))
-        if wb != w:
-            raise ValueError(f"diag_block={w} does not match initial_state.extra"
-                             f"['diag_block']={wb}")
-        t0 = int(initial_state.t)
-        kc = np.asarray(initial_state.extra["keys"])
-        vc = np.asarray(initial_state.extra["values"])
-        c = t0 % w
-        if kc.ndim < 2 or kc.shape[-2:] != (c, dims.D) or vc.shape[-2:] != (c, dims.E):
-            raise ValueError(f"initial_state block cache must hold t mod w = {c} rows: keys "
-                             f"(..., {c}, {dims.D}), values (..., {c}, {dims.E}); got "
-                             f"{kc.shape} and {vc.shape}")
-        try:
-            np.broadcast_shapes(kc.shape[:-2], vc.shape[:-2], dims.batch)
-        except ValueError:
-            raise ValueError(f"initial_state block cache batch dimensions {kc.shape[:-2]} do "
-                             f"not broadcast against the inputs' {dims.batch}") from None
-        kc, vc = kc.astype(comp, copy=False), vc.astype(comp, copy=False)
-    if out is not None:
-        out = val.out_array(out, dims.out_shape(dims.E), res, (q, k, v))
-    ot = _out_td(out, lay)
-    kernel_out = ot if (ot is not None and ot.dtype == comp) else None
+        val.choice("normalize", call.normalize, ("norm", "none"))
+    # T2's softmax ignores normalize: the flag follows what the caller passed
+    normalize = call.normalize if variant == "t1" or "normalize" in call.given else None
+    scale = call.scale if "scale" in call.given else reg.inv_sqrt(call.dims.D)
+    fl = (int(variant == "t1") << 1) | ((2 if normalize == "norm" else 0) << 2)
+    dims, comp = call.dims, call.comp
+    q, k, v = (x.astype(comp, copy=False) for x in (call.q, call.k, call.v))
+    t0, kc, vc = _block_cache(call, w) if call.causal else \
+        (0, np.zeros((0, dims.D), comp), np.zeros((0, dims.E), comp))
     o = _core._diag_attention(q, k, v, kc, vc, np.int64(t0), np.int64(w), float(scale),
-                              float(eps), np.int64(1 | flags), out=kernel_out)
-    o = _api._finish_out(o, ot, res)
-    o = out if out is not None else _td(o, lay)
-    if not return_state:
-        return o
+                              float(call.eps), np.int64(int(call.causal) | fl),
+                              out=call.kernel_out())
+    if not call.return_state:
+        return call.finish(o)
     n_new = (t0 + dims.T) % w
-    keys = _tail(kc, k, n_new, dims.batch)
-    values = _tail(vc, v, n_new, dims.batch)
-    return o, State(None, None, t0 + dims.T, spec.name,
-                    {"keys": keys, "values": values, "diag_block": np.array(w, np.int64)})
+    extra = {"keys": _tail(kc, k, n_new, dims.batch), "values": _tail(vc, v, n_new, dims.batch),
+             "diag_block": np.array(w, np.int64)}
+    return call.finish(o, State(None, None, t0 + dims.T, call.spec.name, extra))
 
 
 def _tail(cache: np.ndarray, x: np.ndarray, n: int, batch: tuple) -> np.ndarray:
@@ -118,48 +101,16 @@ def _tail(cache: np.ndarray, x: np.ndarray, n: int, batch: tuple) -> np.ndarray:
                            np.broadcast_to(x, shp + x.shape[-2:])], axis=-2)
 
 
-def _causal(q, k, v, *, spec, options, decay, normalize, eps, scale, mode, initial_state,
-            return_state, layout, out, **kw):
+def forward(call: Call, options: dict):
     variant = val.choice("variant", options["variant"], VARIANTS)
     w = _block(options["diag_block"])
     if w is None:
-        return generic_causal(q, k, v, spec=spec, decay=decay, normalize=normalize, eps=eps,
-                              scale=scale, mode=mode, initial_state=initial_state,
-                              return_state=return_state, layout=layout, out=out,
-                              fmap_q=VARIANTS[variant], fmap_k=VARIANTS[variant],
-                              **_core_kw(kw))
-    if decay is not None:
+        return elementwise_forward(call, options, fmap_q=VARIANTS[variant],
+                                   fmap_k=VARIANTS[variant])
+    if call.decay is not None:
         raise TypeError("decay= applies to NormAttention only; DiagAttention (diag_block=) "
                         "does not accept it")
-    return _diag_causal(q, k, v, spec=spec, w=w, variant=variant, mode=mode, scale=scale,
-                        normalize=normalize, eps=eps, initial_state=initial_state,
-                        return_state=return_state, layout=layout, out=out)
-
-
-def _noncausal(q, k, v, *, spec, chunk_size, scale, normalize, eps, layout, out, options,
-               **_):
-    variant = val.choice("variant", options["variant"], VARIANTS)
-    w = _block(options["diag_block"])
-    q, k, v, dims, res, comp = _api._prepare_qkv(q, k, v, layout, causal=False)
-    if w is None:
-        normalize, eps, eps_mode = _api._norm_and_eps(spec, normalize, eps, None)
-        scale = 1.0 if scale is None else val.positive_number("scale", scale)
-        return _api.noncausal_core(q, k, v, fmap_q=VARIANTS[variant], fmap_k=VARIANTS[variant],
-                                   scale=scale, normalize=normalize, eps=eps, eps_mode=eps_mode,
-                                   chunk_size=chunk_size, layout=dims.layout, out=out,
-                                   dims=dims, res=res, comp=comp)
-    scale, eps, flags = _diag_opts(spec, variant, normalize, eps, scale, dims.D)
-    lay = dims.layout
-    q, k, v = (_td(x, lay).astype(comp, copy=False) for x in (q, k, v))
-    if out is not None:
-        out = val.out_array(out, dims.out_shape(dims.E), res, (q, k, v))
-    ot = _out_td(out, lay)
-    kernel_out = ot if (ot is not None and ot.dtype == comp) else None
-    o = _core._diag_attention(q, k, v, np.zeros((0, dims.D), comp),
-                              np.zeros((0, dims.E), comp), np.int64(0), np.int64(w),
-                              float(scale), float(eps), np.int64(flags), out=kernel_out)
-    o = _api._finish_out(o, ot, res)
-    return out if out is not None else _td(o, lay)
+    return _diag(call, w, variant)
 
 
 reg.register(reg.KindSpec(
@@ -172,5 +123,5 @@ reg.register(reg.KindSpec(
     fmap_q=reg.FMAP_ELU1, fmap_k=reg.FMAP_ELU1, normalize="norm", eps=1e-8,
     eps_mode="abs_clamp", scale_doc="1 on q (NormAttention); d^(-1/2) on q (DiagAttention)",
     options={"variant": "t2", "diag_block": None},
-    causal_impl=_causal, noncausal_impl=_noncausal,
+    forward=forward,
 ))
