@@ -56,7 +56,7 @@ la_alloc_work(size_t each, int nth, const char *where)
         return NULL;
     }
 #ifdef LA_POISON_SCRATCH
-    /* Debug builds: every scratch value starts as NaN (docs/design/family.md §10.10). */
+    /* Debug builds: every scratch value starts as NaN (docs/design/family.md §10 test 10). */
     memset(p, 0xff, total);
 #endif
     return p;
