@@ -66,6 +66,34 @@ def test_contract(kind):
         "example_kwargs may only use the kind's own options and keywords"
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_filled_slots_work(kind):
+    """The slots the gradient and block-scan modules fill: a backward gives the
+    gradients la.kinds() promises, and transition + combine + read_out of two blocks
+    equal one call."""
+    spec = reg.get(kind)
+    ex = spec.example(0, np.float64)
+    q, k, v = ex.pop("q"), ex.pop("k"), ex.pop("v")
+    info = la.kinds()[kind]
+    assert (info["grad"] is None) == (spec.backward is None)
+    assert info["block_scan"] == (spec.combine is not None)
+    if spec.backward is not None:
+        o, vjp = spec.backward(q, k, v, **ex)
+        grads = vjp(np.ones_like(o))
+        for name in ("q", "k", "v"):
+            assert name in info["grad"]["wrt"] and grads[name].shape == locals()[name].shape
+    if spec.combine is not None and spec.causal_modes and "decay" not in ex:
+        T = q.shape[-2]
+        h = T // 2
+        first = spec.transition(q[..., :h, :], k[..., :h, :], v[..., :h, :], **ex)
+        second = spec.transition(q[..., h:, :], k[..., h:, :], v[..., h:, :], start=h, **ex)
+        whole, final = la.causal(q, k, v, kind, return_state=True, **ex)
+        both = spec.combine(first, second)
+        la.testing.assert_close(both.S, final.S)
+        tail = spec.read_out(q[..., h:, :], k[..., h:, :], v[..., h:, :], first, **ex)
+        la.testing.assert_close(tail, whole[..., h:, :])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("kind,entry,mode", CASES, ids=IDS)
 def test_default_arguments_match_reference(kind, entry, mode, dtype):

@@ -827,3 +827,15 @@ ALGEBRA["performer"] = _entry(_performer_combine,
 # "before_local" memory holds the tokens that left the window: its sums follow the ring,
 # which a combine would have to re-project through the bases; it runs sequentially.
 ALGEBRA["lavo"] = _entry(_lavo_combine, lambda o: o["memory_scope"] == "all")
+
+
+def _attach_slots() -> None:
+    """Each kind's state algebra in its contract slots (``reg.KindSpec``)."""
+    from functools import partial
+
+    for name, entry in ALGEBRA.items():
+        reg.attach(name, transition=partial(entry["transition"], kind=name),
+                   combine=entry["combine"], read_out=partial(entry["read_out"], kind=name))
+
+
+_attach_slots()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from . import _tuning
@@ -107,6 +107,9 @@ class KindSpec:
             },
             "keywords": list(self.keywords),
             "auto_rule": AUTO_RULE,
+            "grad": (None if self.backward is None else
+                     {"wrt": list(self.backward.wrt), "nondiff": list(self.backward.nondiff)}),
+            "block_scan": self.combine is not None,
         }
 
 
@@ -119,6 +122,12 @@ _REGISTRY: dict[str, KindSpec] = {}
 def register(spec: KindSpec) -> KindSpec:
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def attach(name: str, **slots: Any) -> None:
+    """Fill contract slots of a registered kind (``backward``, ``transition``,
+    ``combine``, ``read_out``) from the module that implements them."""
+    _REGISTRY[name] = replace(_REGISTRY[name], **slots)
 
 
 def get(kind: str) -> KindSpec:

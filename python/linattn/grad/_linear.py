@@ -16,12 +16,14 @@ lives in ``grad/_cosformer.py``, ``grad/_performer.py`` and ``grad/_rfa.py``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
 from .. import _core
 from .. import _registry as reg
+from .. import _tuning
 from .. import _validate as val
 from .._draws import decay_slopes
 from ..state import State
@@ -54,10 +56,6 @@ def _spec_for(kind: str, entry: str) -> reg.KindSpec:
             f"{entry}: kind {kind!r} has no backward yet; kinds with gradients: "
             f"{list(grad_kinds())}")
     return spec
-
-
-def _default_chunk(F: int) -> int:
-    return 32 if F <= 32 else 64
 
 
 def _heads_of(q: np.ndarray, layout: str) -> int:
@@ -308,7 +306,7 @@ def causal_vjp(q, k, v, kind: str = "elu", *, mode: str = "auto",
     else:
         for name in ("q", "k", "v"):
             ctx[name] = ctx[name].astype(comp, copy=False)
-    chunk = _default_chunk(F) if chunk_size is None else int(chunk_size)
+    chunk = _tuning.default_chunk(F) if chunk_size is None else int(chunk_size)
     form = backward or ("chunked" if T >= 2 * chunk else "recurrent")
     if form == "parallel":
         form, chunk = "chunked", max(T, 1)
@@ -395,3 +393,20 @@ def _context(q, k, v, spec, kind_options, layout, scale, normalize, eps, *, caus
         "q_shape": qa.shape, "k_shape": ka.shape, "v_shape": va.shape,
         "q_dtype": qa.dtype, "k_dtype": ka.dtype, "v_dtype": va.dtype,
     }
+
+
+def _attach_backward() -> None:
+    """Each kind in scope gets ``causal_vjp`` bound to it in its ``backward`` slot, with
+    the inputs it differentiates (``la.kinds()[kind]["grad"]``)."""
+    for name in grad_kinds():
+        spec = reg.get(name)
+        slot = functools.partial(causal_vjp if spec.causal_modes else noncausal_vjp, kind=name)
+        slot.wrt = (("q", "k", "v")
+                    + (("decay",) if "decay" in spec.keywords else ())
+                    + (("gate",) if name == "rfa" else ())
+                    + (("initial_state",) if spec.causal_modes else ()))
+        slot.nondiff = ("projection",) if "projection" in spec.keywords else ()
+        reg.attach(name, backward=slot)
+
+
+_attach_backward()
