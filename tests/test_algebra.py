@@ -93,7 +93,7 @@ def test_fast_transition_equals_the_kernels_state(case, layout, rng):
 
 
 def test_fast_transition_checks_every_token(rng):
-    q, k, v, kw = make("rfa", {"num_features": 16, "gate": "gate"}, rng)
+    q, k, v, kw = make("rfa", {"num_features": 16, "seed": 0, "gate": "gate"}, rng)
     kw["gate"][0, 1, 30] = 1.5
     with pytest.raises(ValueError) as ref:
         la.causal(q, k, v, "rfa", **kw)
@@ -173,7 +173,7 @@ def test_errors_are_the_entry_points(rng):
 
 
 def test_slice_and_join_states(rng):
-    q, k, v, kw = make("performer", {"num_features": 16}, rng, batch=(3, 4))
+    q, k, v, kw = make("performer", {"num_features": 16, "seed": 0}, rng, batch=(3, 4))
     _, st = la.causal(q, k, v, "performer", return_state=True, **kw)
     grid = np.empty((2, 2), dtype=object)
     for i, rows in enumerate((slice(0, 2), slice(2, 3))):
@@ -213,7 +213,7 @@ def test_noncausal_key_blocks(case, dtype, rng):
 def test_noncausal_performer_large_logits_stay_finite(rng):
     """Key blocks on different maxima: the rescaled combine neither overflows nor
     underflows where one call does not."""
-    q, k, v, kw = make("performer", {"num_features": 16}, rng, T=20, S=40)
+    q, k, v, kw = make("performer", {"num_features": 16, "seed": 0}, rng, T=20, S=40)
     k[..., 20:, :] *= 12.0
     ref = la.noncausal(q, k, v, "performer", **kw)
     a = la.transition(None, k[..., :20, :], v[..., :20, :], "performer", causal=False, **kw)
@@ -222,3 +222,15 @@ def test_noncausal_performer_large_logits_stay_finite(rng):
     o = la.read_out(q, None, None, la.combine(a, b), "performer", causal=False, **kw)
     assert np.isfinite(o).all()
     la.testing.assert_close(o, ref, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["performer", "rfa"])
+def test_primitives_need_fixed_random_features(kind, rng):
+    """seed=None is fresh entropy in the entry points: each block would get its own
+    projection, so the primitives ask for a seed or a projection instead."""
+    q, k, v = (rng.standard_normal((1, 8, 4)) for _ in range(3))
+    with pytest.raises(ValueError, match="pass seed= \\(or projection=\\)"):
+        la.transition(q, k, v, kind)
+    with pytest.raises(ValueError, match="pass seed= \\(or projection=\\)"):
+        la.read_out(q, k, v, None, kind)
+    la.transition(q, k, v, kind, seed=1)

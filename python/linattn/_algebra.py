@@ -46,8 +46,17 @@ _CLAMP = -1000.0  # kernels clamp log-decays below this (docs/design/family.md Â
 CORE_NDIM: dict[str, int | None] = {
     "S": 2, "z": 1, "max": 0, LOG_DECAY: 0, "sums": 1, "value_sums": 1, "ring_k": 2,
     "ring_v": 2, "keys": 2, "values": 2, "fill": None, "fingerprint": None,
-    "stabilizer": None, "horizon": None, "diag_block": None,
+    "stabilizer": None, "horizon": None, "diag_block": None, "seed": None,
 }
+
+
+def _drawn_extra(W: np.ndarray, options: dict) -> dict:
+    """What the entry points keep of a drawn projection: its fingerprint, and the seed it
+    was drawn from (a resumed call without ``seed=`` reuses it)."""
+    extra = {"fingerprint": _draws.fingerprint(W)}
+    if options.get("projection") is None:
+        extra["seed"] = np.array(options["seed"], dtype=np.int64)
+    return extra
 
 # kinds whose features are elementwise maps in the generic core: (fmap of q and k)
 _ELEMENTWISE = {"linear": reg.FMAP_IDENTITY, "elu": reg.FMAP_ELU1, "relu": reg.FMAP_RELU,
@@ -249,13 +258,13 @@ def _key_features(kind, q, k, v, kt, comp, dims, start, layout, decay, options):
             phi = phi * (1.0 - gate)[..., None].astype(comp)
             with np.errstate(divide="ignore"):
                 g = np.maximum(np.log(gate), _CLAMP)
-        return phi, {"fingerprint": _draws.fingerprint(W)}, False, g
+        return phi, _drawn_extra(W, options), False, g
     # performer: the prefix stabiliser's log-features, or relu features
     features = opts["features"]
     W, _ = _draws.projection_for("performer", D, options.get("num_features"),
                                  options.get("projection"), options.get("seed"), features,
                                  dtype=comp)
-    extra = {"fingerprint": _draws.fingerprint(W),
+    extra = {**_drawn_extra(W, options),
              "stabilizer": np.array("relu" if features == "relu" else opts["stabilizer"])}
     if features == "relu":
         return _features.performer(kt, W, "relu", scale), extra, False, None
@@ -357,6 +366,7 @@ def transition(q, k, v, kind: str = "elu", *, start: int = 0, causal: bool = Tru
     :func:`read_out`).  Options as in ``la.noncausal``; ``start`` is the keys' position
     (cosFormer).
     """
+    _fixed_draws(kind, options, "transition")
     if not causal:
         return _nc_transition(k, v, kind, start=start, **options)
     start = _start(start)
@@ -390,6 +400,15 @@ def transition(q, k, v, kind: str = "elu", *, start: int = 0, causal: bool = Tru
     return st
 
 
+def _fixed_draws(kind: str, options: dict, entry: str) -> None:
+    """Every block must see the same random features: ``seed=None`` means fresh entropy in
+    the entry points, which would give each block its own projection."""
+    if kind in ("performer", "rfa") and options.get("projection") is None \
+            and options.get("seed") is None:
+        raise ValueError(f"{entry}: kind {kind!r} draws random features; pass seed= (or "
+                         f"projection=) so that every block uses the same ones")
+
+
 def _validate_only(q, k, v, kind, layout, options):
     """Run the NumPy entry point's checks on a one-token probe (its error messages), plus
     the checks that need every token (decay and gate values, cosFormer's horizon)."""
@@ -413,11 +432,7 @@ def _validate_only(q, k, v, kind, layout, options):
         nb = len(dims.batch)
         t_ax = -2 if layout == "bthd" else -1
         if g.ndim == nb + 1 and g.shape[t_ax] == dims.T:
-            bad = ~((g >= 0) & (g <= 1))
-            if bad.any():
-                idx = np.unravel_index(int(np.argmax(bad)), g.shape)
-                raise ValueError(f"gate values must lie in [0, 1], got {g[idx]!r} at index "
-                                 f"{idx}")
+            val.unit_interval("gate", g)
             opts["gate"] = g[..., :1, :] if layout == "bthd" else g[..., :1]
     if dims.T == 0:
         return
@@ -574,6 +589,7 @@ def read_out(q, k, v, state: State | None, kind: str = "elu", *, causal: bool = 
     unused and may be None, and ``start`` is the position of the block's first query
     (cosFormer).
     """
+    _fixed_draws(kind, options, "read_out")
     if not causal:
         return _nc_read_out(q, state, kind, **options)
     from ._api import causal as _causal

@@ -137,6 +137,14 @@ def first_index(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
 
 
+def unit_interval(name: str, a: np.ndarray) -> None:
+    """Raise unless every value of ``a`` lies in [0, 1] (NaN fails), naming the first."""
+    bad = ~((a >= 0) & (a <= 1))
+    if bad.any():
+        idx = first_index(bad)
+        raise ValueError(f"{name} values must lie in [0, 1], got {float(a[idx])} at index {idx}")
+
+
 def positive_number(name: str, x: object) -> float:
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")

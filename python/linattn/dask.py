@@ -268,11 +268,15 @@ def _draw_first(kind: str, D: int, kw: dict, opts: dict) -> tuple[dict, dict]:
 
 
 def _client_draws(kind: str, D: int, kw: dict, opts: dict) -> None:
-    """Projections and bases drawn once here, from ``seed``, and passed as arrays."""
+    """Projections and bases drawn once here and passed as arrays; ``seed=None`` is fresh
+    entropy, as in ``la.causal``.  The states then carry the projection's fingerprint but
+    not the seed: resume them with the same ``projection=`` or ``seed=``."""
     if kind in ("performer", "rfa") and kw.get("projection") is None:
         features = opts.get("features", "positive")
-        W, _ = _draws.projection_for(kind, D, kw.get("num_features"), None, kw.get("seed"),
-                                     features)
+        seed = kw.get("seed")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
+        W, _ = _draws.projection_for(kind, D, kw.get("num_features"), None, seed, features)
         kw["projection"], kw["seed"] = W, None
     elif kind == "lavo" and opts.get("bases") is None:
         seed = kw.get("seed")
@@ -465,12 +469,7 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
             gate = np.asarray(gate, dtype=np.float64)
             _gate_meta(gate.shape, dims)
             gate_p = _t_slice(gate, -2 if layout == "bthd" else -1, 1)
-            if gate.size:
-                bad = ~((gate >= 0) & (gate <= 1))
-                if bad.any():
-                    idx = np.unravel_index(int(np.argmax(bad)), gate.shape)
-                    raise ValueError(f"gate values must lie in [0, 1], got {gate[idx]!r} at "
-                                     f"index {idx}")
+            val.unit_interval("gate", gate)
 
     kw: dict[str, Any] = dict(mode=mode, chunk_size=chunk_size, scale=scale,
                               normalize=normalize, eps=eps, num_features=num_features,

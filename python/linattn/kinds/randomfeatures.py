@@ -124,10 +124,7 @@ def _gate(gate, dims: val.Dims) -> tuple[np.ndarray, np.ndarray]:
     except ValueError:
         raise ValueError(f"gate of shape {g.shape} does not broadcast against the batch "
                          f"dimensions {dims.batch}") from None
-    bad = ~((g >= 0) & (g <= 1))
-    if bad.any():
-        idx = val.first_index(bad)
-        raise ValueError(f"gate values must lie in [0, 1], got {float(g[idx])} at index {idx}")
+    val.unit_interval("gate", g)
     with np.errstate(divide="ignore"):
         return 1.0 - g, np.log(g)
 
