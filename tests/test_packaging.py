@@ -4,6 +4,7 @@ vendored OpenBLAS, and (from a source checkout) an sdist that carries everything
 from __future__ import annotations
 
 import os
+import platform
 import re
 import sys
 import tarfile
@@ -51,7 +52,7 @@ def test_info_reports_the_build_configuration():
     if i["blas_mode"] == "wheel":
         assert re.fullmatch(r"\d+\.\d+\.\d+", i["openblas_version"])
         assert i["openblas_version"] in i["blas_config"]
-    if os.uname().machine == "x86_64" and sys.platform == "linux":
+    if platform.machine() == "x86_64" and sys.platform == "linux":
         assert i["isa_compiled"].startswith("x86-64")
 
 

@@ -3,6 +3,7 @@
 # run the README demo and a smoke subset of the tests against the installed copy:
 #
 #   tools/install_test.sh dist/*.whl          # (default: every wheel in dist/)
+#   PYTHON=/path/to/python3.12 tools/install_test.sh dist/*cp312*.whl   # that interpreter
 #
 # Per wheel: its size, the shared libraries it carries and `auditwheel show`; every ELF
 # file's RPATH must stay inside the wheel ($ORIGIN...).  In the venv: PATH holds only the
@@ -44,7 +45,13 @@ for whl in "${wheels[@]}"; do
   tag="$(echo "$name" | sed -E 's/^linattn-[^-]+-(cp3[0-9]+)-.*/\1/')"
   ver="3.${tag#cp3}"
   echo "=================== $name (Python $ver)"
-  py="$(find_python "$ver")" || { results+=("$name: FAIL (no Python $ver)"); fail=1; continue; }
+  py=""
+  if [ -n "${PYTHON:-}" ] && [ "$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' \
+       2>/dev/null)" = "$ver" ]; then
+    py="$(command -v "$PYTHON")"      # the interpreter named by PYTHON when it fits the wheel
+  fi
+  [ -n "$py" ] || py="$(find_python "$ver")" || {
+    results+=("$name: FAIL (no Python $ver)"); fail=1; continue; }
 
   echo "-- size: $("$tools/bin/python" -c "import os,sys; print(f'{os.path.getsize(sys.argv[1]) / 2**20:.2f} MiB')" "$whl")"
   echo "-- auditwheel show"
@@ -115,7 +122,7 @@ for p in sorted(libs):
     if p.startswith(repo + os.sep):
         where = "BUILD MACHINE"
         bad.append(p)
-    if "linattn" in p or "openblas" in p or "gomp" in p or where != "system":
+    if "linattn" in p or "openblas" in p or "gomp" in p or where == "BUILD MACHINE":
         print(f"   {where:<13} {p}")
 if bad:
     sys.exit(f"loaded from outside the venv and the system: {bad}")
