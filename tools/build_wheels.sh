@@ -64,7 +64,9 @@ for py in "${interps[@]}"; do
   src="$work/src-$v"
   mkdir -p "$src"
   tar -xzf "$sd" -C "$src"
-  "$env/bin/python" -m build --wheel --outdir "$raw" "$src"/linattn-*/
+  # published wheels take OpenBLAS from scipy-openblas32, never a system copy pkg-config finds
+  "$env/bin/python" -m build --wheel -Ccmake.define.LINATTN_BLAS=wheel --outdir "$raw" \
+    "$src"/linattn-*/
   for w in "$raw"/*.whl; do
     auditwheel repair -w "$outdir" "$w"
   done
