@@ -53,7 +53,8 @@ def test_info_reports_the_build_configuration():
         assert re.fullmatch(r"\d+\.\d+\.\d+", i["openblas_version"])
         assert i["openblas_version"] in i["blas_config"]
     if platform.machine() == "x86_64" and sys.platform == "linux":
-        assert i["isa_compiled"].startswith("x86-64")
+        # the baseline and at least one faster path, dispatched at run time
+        assert len(i["isa_compiled"].split(", ")) >= 2, i["isa_compiled"]
 
 
 def test_build_info_module_matches_version():

@@ -101,13 +101,16 @@ def _build_config() -> dict:
         from . import _build_info as bi
     except ImportError:  # a copy built without scikit-build-core
         return {"compiler": "unknown", "isa_compiled": "unknown"}
+    isa = ", ".join(bi.isa_paths)
+    if hasattr(_core, "simd"):  # the binary's own list of the ISA paths compiled into it
+        isa = ", ".join(_core.simd()["compiled"])
     return {
         "compiler": bi.compiler,
         "build_type": bi.build_type,
         "c_flags": bi.c_flags,
         "platform": bi.system,
         # paths compiled into the binary; "simd" above is the one this CPU runs
-        "isa_compiled": ", ".join(bi.isa_paths),
+        "isa_compiled": isa,
         "blas_mode": bi.blas_mode,
         "openblas_version": bi.openblas_version,
         "openmp_version": bi.openmp or "none",
