@@ -37,7 +37,6 @@ from ._registry import kinds
 from .state import State
 
 
-
 def _find_version() -> str:
     """The installed distribution's version; the build's own record when the metadata is
     missing (a build tree on sys.path); "0+unknown" when neither exists."""
@@ -100,7 +99,8 @@ def _build_config() -> dict:
     try:
         from . import _build_info as bi
     except ImportError:  # a copy built without scikit-build-core
-        return {"compiler": "unknown", "isa_compiled": "unknown"}
+        return dict.fromkeys(("compiler", "build_type", "c_flags", "platform", "isa_compiled",
+                              "blas_mode", "openblas_version", "openmp_version"), "unknown")
     isa = ", ".join(bi.isa_paths)
     if hasattr(_core, "simd"):  # the binary's own list of the ISA paths compiled into it
         isa = ", ".join(_core.simd()["compiled"])
