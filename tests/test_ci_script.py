@@ -76,7 +76,8 @@ def test_asan_stage_installs_the_test_extras_with_sanitizer_flags():
 
 def test_ci_runs_the_readme_command_and_the_wheel_install_test():
     text = CI.read_text(encoding="utf-8")
-    assert 'python -m pip install ".[test]" && python -m pytest -q tests' in text
+    # `set -e` does not stop on a failure left of `&&`: the line must fail the script itself
+    assert 'python -m pip install ".[test]" && python -m pytest -q tests || exit 1' in text
     assert "tools/build_wheels.sh --python" in text
     assert "tools/install_test.sh" in text
 

