@@ -60,7 +60,10 @@ for whl in "${wheels[@]}"; do
   unz="$(mktemp -d)"
   "$tools/bin/python" -c "import zipfile,sys; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$whl" "$unz"
   static_ok=1
+  needed=""
+  case "$name" in *-linux_*) echo "   not repaired: $name has no manylinux tag"; static_ok=0 ;; esac
   while IFS= read -r so; do
+    needed="$needed,$(patchelf --print-needed "$so" | tr '\n' ',')"
     rp="$(patchelf --print-rpath "$so")"
     echo "   ${so#"$unz"/}: $(patchelf --print-needed "$so" | tr '\n' ' '); RPATH=${rp:-none}"
     IFS=: read -ra parts <<< "$rp"
@@ -90,43 +93,51 @@ for whl in "${wheels[@]}"; do
     python -m linattn demo
     test -s linattn-demo.png
     echo "-- libraries mapped into the process"
-    python - "$repo" <<'PY'
-import os, site, sys, sysconfig
-import numpy as np
-import linattn as la
+    python - "$repo" "$needed" <<'PY'
+import os, re, sys
+import numpy as np  # numpy's own libraries are numpy's business
+
+def mapped():
+    with open("/proc/self/maps") as f:
+        return {os.path.realpath(p) for p in (ln.split()[-1] for ln in f)
+                if p.startswith("/") and ".so" in os.path.basename(p)}
 
 repo = os.path.realpath(sys.argv[1])
 venv = os.path.realpath(sys.prefix)
-base = os.path.realpath(sys.base_prefix)
-assert os.path.realpath(la.__file__).startswith(venv + os.sep), la.__file__
+assert venv != os.path.realpath(sys.base_prefix), "not running in a venv"
+before = mapped()
+import linattn as la
 q = np.ones((2, 16, 8), np.float32)
 la.causal(q, q, q, kind="elu", mode="chunked")
-libs = set()
-with open("/proc/self/maps") as f:
-    for line in f:
-        p = line.split()[-1]
-        if p.startswith("/") and ".so" in os.path.basename(p):
-            libs.add(os.path.realpath(p))
-system = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/usr/local/lib/")
+pkg = os.path.realpath(os.path.dirname(la.__file__))
+assert pkg.startswith(venv + os.sep), f"linattn imported from {pkg}, not the venv"
+# What importing linattn mapped.  A library the wheel's ELF files name (NEEDED) must come
+# from the wheel or be one every manylinux system has; nothing may come from the source
+# tree or from a site-packages other than this venv's.  (The stdlib modules the import
+# pulls in, and their system libraries, are the interpreter's own.)
+needed = {n for n in sys.argv[2].split(",") if n}
+ours = (pkg + os.sep, pkg + ".libs" + os.sep)
+base = re.compile(r"(libc|libm|libpthread|libdl|librt|libgcc_s|ld-linux-[\w-]+)\.so[.\d]*$")
+system = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/")
 bad = []
-for p in sorted(libs):
-    if p.startswith(venv + os.sep):
-        where = "venv"
-    elif p.startswith(base + os.sep) and "site-packages" not in p and "dist-packages" not in p:
-        where = "interpreter"
-    elif p.startswith(system) and "site-packages" not in p and "dist-packages" not in p:
-        where = "system"
+for p in sorted(mapped() - before):
+    name = os.path.basename(p)
+    named = any(name == n or name.startswith(n + ".") for n in needed)
+    if p.startswith(ours):
+        where = "wheel"
+    elif p.startswith(repo + os.sep) or (
+            ("site-packages" in p or "dist-packages" in p) and not p.startswith(venv + os.sep)):
+        where = "BUILD MACHINE"
+    elif named:
+        where = "system" if p.startswith(system) and base.match(name) else "BUILD MACHINE"
     else:
-        where = "BUILD MACHINE"
+        continue
+    if where == "BUILD MACHINE":
         bad.append(p)
-    if p.startswith(repo + os.sep):
-        where = "BUILD MACHINE"
-        bad.append(p)
-    if "linattn" in p or "openblas" in p or "gomp" in p or where == "BUILD MACHINE":
-        print(f"   {where:<13} {p}")
+    print(f"   {where:<13} {p}")
 if bad:
-    sys.exit(f"loaded from outside the venv and the system: {bad}")
-print(f"   {len(libs)} libraries mapped, none from the build machine")
+    sys.exit(f"import linattn loaded libraries from outside the wheel: {bad}")
+print(f"   every library that import linattn mapped comes from the wheel or the base system")
 PY
     echo "-- smoke tests"
     cd "$repo"
