@@ -16,7 +16,8 @@ def run(*args):
 def test_info():
     r = run("info", "--kinds")
     assert r.returncode == 0, r.stderr
-    for word in ("version", "blas", "blas_corename", "simd", "threads", "performer", "lavo"):
+    for word in ("version", "blas", "blas_corename", "simd", "threads", "performer", "lavo",
+                 "compiler", "isa_compiled", "openblas_version"):
         assert word in r.stdout
 
 

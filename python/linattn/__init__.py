@@ -39,7 +39,24 @@ from .grad import causal_vjp, noncausal_vjp, selective_scan_vjp, softmax_attenti
 from .state import State
 from ._algebra import combine, noncausal_reduces, parallel, read_out, transition
 
-__version__ = "0.1.0"
+
+def _find_version() -> str:
+    """The installed distribution's version; the build's own record when the metadata is
+    missing (a build tree on sys.path); "0+unknown" when neither exists."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("linattn")
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        from ._build_info import version
+    except ImportError:
+        version = ""
+    return version or "0+unknown"
+
+
+__version__ = _find_version()
 
 
 def set_num_threads(n: int) -> None:
@@ -63,7 +80,8 @@ def get_num_threads() -> int:
 
 
 def info() -> dict:
-    """Version, BLAS and its threading, SIMD level, threads in use."""
+    """Version, BLAS and its threading, SIMD level, threads in use, and how this binary was
+    built (compiler, flags, ISA paths compiled in, OpenBLAS version)."""
     import numpy as np
 
     b = _core.build_info()
@@ -86,6 +104,30 @@ def info() -> dict:
         "max_threads": b["max_threads"],
         "thread_limit": b["thread_limit"] or None,
         "thread_pool": "pthread",
+        **_build_config(),
+    }
+
+
+def _build_config() -> dict:
+    """How this binary was built (linattn/_build_info.py, written by CMake at build time)."""
+    try:
+        from . import _build_info as bi
+    except ImportError:  # a copy built without scikit-build-core
+        return dict.fromkeys(("compiler", "build_type", "c_flags", "platform", "isa_compiled",
+                              "blas_mode", "openblas_version", "openmp_version"), "unknown")
+    isa = ", ".join(bi.isa_paths)
+    if hasattr(_core, "simd"):  # the binary's own list of the ISA paths compiled into it
+        isa = ", ".join(_core.simd()["compiled"])
+    return {
+        "compiler": bi.compiler,
+        "build_type": bi.build_type,
+        "c_flags": bi.c_flags,
+        "platform": bi.system,
+        # paths compiled into the binary; "simd" above is the one this CPU runs
+        "isa_compiled": isa,
+        "blas_mode": bi.blas_mode,
+        "openblas_version": bi.openblas_version,
+        "openmp_version": bi.openmp or "none",
     }
 
 

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--png", default="linattn-demo.png",
                    help="where to write the attention-matrix PNG ('' to skip)")
     d.add_argument("--plot-kind", default="performer", help="kind drawn in the PNG")
-    i = sub.add_parser("info", help="version, BLAS and its threading, SIMD level, threads")
+    i = sub.add_parser("info", help="version, BLAS and its threading, SIMD level, threads, and the "
+                                    "build configuration (compiler, ISA paths, OpenBLAS)")
     i.add_argument("--kinds", action="store_true", help="also list the kinds and their forms")
     sub.add_parser("bench", help="the benchmark suite (see `python -m linattn bench --help`)",
                    add_help=False)
