@@ -406,12 +406,21 @@ def _prep_linear(entry, q, k, v, decay, projection, initial_state, kw):
     return comp, res, cv, S0, z0, extras, config
 
 
+def _fix_seed(kw: dict, projection, initial_state) -> None:
+    """``seed=None`` is fresh entropy (as in ``la.causal``): drawn here, once, so that the
+    forward and the backward (which reruns the forward) use the same random features."""
+    if kw["kind"] in ("performer", "rfa") and projection is None and kw.get("seed") is None \
+            and (initial_state is None or "seed" not in initial_state.extra):
+        kw["seed"] = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def causal(q, k, v, kind: str = "elu", *, decay=None, projection=None, initial_state=None,
            return_state: bool = False, **kw):
     """Causal linear attention (``la.causal``'s arguments, tensors in and out) with
     autograd through ``la.causal_vjp``: gradients for ``q``, ``k``, ``v``, ``decay`` and
     the initial state's ``S`` / ``z``."""
     kw = dict(kw, kind=kind)
+    _fix_seed(kw, projection, initial_state)
     if return_state:
         kw["return_state"] = True
     comp, res, cv, S0, z0, extras, config = _prep_linear("causal", q, k, v, decay,
@@ -432,6 +441,7 @@ def noncausal(q, k, v, kind: str = "elu", *, projection=None, **kw):
     """Non-causal linear attention (``la.noncausal``'s arguments, tensors in and out) with
     autograd through ``la.noncausal_vjp``."""
     kw = dict(kw, kind=kind)
+    _fix_seed(kw, projection, None)
     comp, res, cv, _, _, extras, config = _prep_linear("noncausal", q, k, v, None,
                                                        projection, None, kw)
     proj = None if projection is None else projection.to(comp)

@@ -12,6 +12,7 @@
 #define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
+#include "kernels/softmax.h"
 #include "kernels/softmax_bwd.h"
 #include "la_parallel.h"
 
@@ -21,9 +22,9 @@ typedef struct {
     char **args;
     const npy_intp *steps;
     npy_intp n;
-    la_softmax_lse_args fproto;
+    la_softmax_args fproto;
     la_softmax_bwd_args bproto;
-    la_status (*ffn)(const la_softmax_lse_args *, void *);
+    la_status (*ffn)(const la_softmax_args *, void *);
     la_status (*bfn)(const la_softmax_bwd_args *, void *);
     char *work;
     size_t wsize;
@@ -37,7 +38,7 @@ lse_task(void *vctx, int ith, int nth)
     const npy_intp lo = c->n * ith / nth, hi = c->n * (ith + 1) / nth;
     npy_intp i;
     for (i = lo; i < hi && c->status == LA_OK; i++) {
-        la_softmax_lse_args a = c->fproto;
+        la_softmax_args a = c->fproto;
         la_status s;
         a.q = c->args[0] + i * c->steps[0];
         a.k = c->args[1] + i * c->steps[1];
@@ -56,14 +57,14 @@ lse_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
 {
     const int is = data == NULL ? 4 : 8;
     la_smb_ctx c;
-    la_softmax_lse_args *a = &c.fproto;
+    la_softmax_args *a = &c.fproto;
     const npy_intp *cs = steps + 7;
 
     memset(&c, 0, sizeof(c));
     c.args = args;
     c.steps = steps;
     c.n = dims[0];
-    c.ffn = is == 4 ? la_softmax_lse_f32 : la_softmax_lse_f64;
+    c.ffn = is == 4 ? la_softmax_f32 : la_softmax_f64;
     /* dims: n, t, d, s, e */
     a->t = dims[1];
     a->d = dims[2];
@@ -78,7 +79,7 @@ lse_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
     a->scale = *(double *)args[3];
     a->causal = *(npy_int64 *)args[4] != 0;
     a->cancel = &la_cancel_flag;
-    c.wsize = LA_ALIGN_BYTES(la_softmax_lse_work_size(a, (size_t)is));
+    c.wsize = LA_ALIGN_BYTES(la_softmax_work_size(a, (size_t)is));
     la_run_workers(lse_task, &c, la_workers_for(c.n), c.wsize, &c.work, &c.status,
                    "linattn._softmax_lse");
 }

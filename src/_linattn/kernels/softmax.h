@@ -5,7 +5,9 @@
  *   l_ts = scale * q_t . k_s,  m_t = max_{s in A(t)} l_ts
  *   A(t) = {s <= t} when causal (S == T), all keys otherwise.
  *
- * Row blocks of `block` queries: one GEMM for the logits, one for P V.
+ * Row blocks of `block` queries: one GEMM for the logits, one for P V.  With
+ * `lse` non-NULL the row's log-sum-exp lse_t = m_t + log sum_s exp(l_ts - m_t)
+ * is stored too (float64, stride lse_s): what the backward needs.
  */
 #ifndef LA_SOFTMAX_H
 #define LA_SOFTMAX_H
@@ -16,7 +18,8 @@ typedef struct {
     la_index t, s, d, e, block;
     const void *q, *k, *v;
     void *o;
-    la_index q_rs, q_cs, k_rs, k_cs, v_rs, v_cs, o_rs, o_cs;
+    double *lse; /* NULL: not stored */
+    la_index q_rs, q_cs, k_rs, k_cs, v_rs, v_cs, o_rs, o_cs, lse_s;
     double scale;
     int causal;
     const volatile int *cancel; /* polled between row blocks; NULL: never */

@@ -15,19 +15,6 @@ block_of(la_index block, la_index t)
 }
 
 size_t
-la_softmax_lse_work_size(const la_softmax_lse_args *a, size_t itemsize)
-{
-    /* the same pieces as la_softmax_work_size: K, V, one query block, P, O block */
-    const size_t s = (size_t)a->s, d = (size_t)a->d, e = (size_t)a->e;
-    const size_t c = block_of(a->block, a->t);
-    size_t n = 0;
-    n += LA_ALIGN_BYTES(s * d * itemsize) + LA_ALIGN_BYTES(s * e * itemsize);
-    n += LA_ALIGN_BYTES(c * d * itemsize) + LA_ALIGN_BYTES(c * (s ? s : 1) * itemsize);
-    n += LA_ALIGN_BYTES(c * e * itemsize) + LA_ALIGN_BYTES(c * sizeof(double));
-    return n + 64;
-}
-
-size_t
 la_softmax_bwd_work_size(const la_softmax_bwd_args *a, size_t itemsize)
 {
     /* K, V, dK, dV (s rows); Q, dQ (c x d), dO (c x e), P, dP (c x s), D (c) */

@@ -3,8 +3,7 @@
  * its backward (FlashAttention's scheme: only lse_t is kept between the two;
  * the scores are recomputed per block of queries, never T x S at once).
  *
- * Forward (la_softmax_lse): as la_softmax (kernels/softmax.h), bit-identical
- * o, plus lse_t = m_t + log sum_s exp(l_ts - m_t) in float64.
+ * Forward: la_softmax (kernels/softmax.h) with its `lse` output set.
  *
  * Backward (la_softmax_bwd), docs/design/grad.md §3 "Exact softmax":
  *
@@ -21,17 +20,6 @@
 
 typedef struct {
     la_index t, s, d, e, block;
-    const void *q, *k, *v;
-    void *o;
-    double *lse;
-    la_index q_rs, q_cs, k_rs, k_cs, v_rs, v_cs, o_rs, o_cs, lse_s;
-    double scale;
-    int causal;
-    const volatile int *cancel; /* polled between row blocks; NULL: never */
-} la_softmax_lse_args;
-
-typedef struct {
-    la_index t, s, d, e, block;
     const void *q, *k, *v, *o, *dout;
     const double *lse;
     void *dq, *dk, *dv;
@@ -41,10 +29,6 @@ typedef struct {
     int causal;
     const volatile int *cancel;
 } la_softmax_bwd_args;
-
-size_t la_softmax_lse_work_size(const la_softmax_lse_args *a, size_t itemsize);
-la_status la_softmax_lse_f32(const la_softmax_lse_args *a, void *work);
-la_status la_softmax_lse_f64(const la_softmax_lse_args *a, void *work);
 
 size_t la_softmax_bwd_work_size(const la_softmax_bwd_args *a, size_t itemsize);
 la_status la_softmax_bwd_f32(const la_softmax_bwd_args *a, void *work);

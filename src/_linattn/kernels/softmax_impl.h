@@ -61,6 +61,9 @@ LA_FN(la_softmax)(const la_softmax_args *a, void *work)
                 Pr[j] = 0;
             }
             rs[r] = sum;
+            if (a->lse != NULL) {
+                a->lse[(r0 + r) * a->lse_s] = valid > 0 ? (double)m + log(sum) : -HUGE_VAL;
+            }
         }
         LA_GEMM(0, 0, nb, e, nk, 1, P, lds, Va, e, 0, Ob, e);
         for (r = 0; r < nb; r++) {
