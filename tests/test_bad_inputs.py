@@ -582,7 +582,8 @@ def test_check_finite_names_tensor_and_index():
 
 
 def test_zero_size_dims_never_crash():
-    """Empty sizes are no-ops (docs/design/style.md §8) or a ValueError naming the size, never a crash."""
+    """Empty sizes are no-ops (docs/design/style.md §8) or a ValueError naming the size, never a
+    crash."""
     COUNTS["bad inputs"] = COUNTS.get("bad inputs", 0)
     shapes = [((B, 0, D), (B, 0, D), (B, 0, E)), ((0, T, D), (0, T, D), (0, T, E)),
               ((B, T, 0), (B, T, 0), (B, T, E)), ((B, T, D), (B, T, D), (B, T, 0))]

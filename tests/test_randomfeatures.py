@@ -276,8 +276,8 @@ def test_prefix_safety(dtype):
 
 
 def test_global_stabilizer_leaks():
-    """docs/design/kinds.md §5.4's protocol: scaling the key at t = 300 by 4 raises the published global
-    key maximum and so changes earlier outputs under "global" (eps inside the features;
+    """docs/design/kinds.md §5.4's protocol: scaling the key at t = 300 by 4 raises the published
+    global key maximum and so changes earlier outputs under "global" (eps inside the features;
     the spec measured up to 0.07 at t < 100); "prefix" is unaffected."""
     rng = np.random.default_rng(0)
     N, d = 400, 64

@@ -1,7 +1,9 @@
 """Deterministic draws and parameter tables, made in Python and passed to C as arrays.
 
-- ``random_features``: Performer / RFA projections (orthogonal or Gaussian, docs/design/kinds.md §5.3).
-- ``decay_slopes``: the per-head log-decays of the Lightning / RetNet presets (docs/design/kinds.md §7.2).
+- ``random_features``: Performer / RFA projections (orthogonal or Gaussian,
+  docs/design/kinds.md §5.3).
+- ``decay_slopes``: the per-head log-decays of the Lightning / RetNet presets
+  (docs/design/kinds.md §7.2).
 - ``lavo_bases``, ``lara_noise``, ``ra_draws``: LAVO's orthonormal bases and RA/LARA's
   noise, from ``numpy.random.default_rng(seed)`` in a documented order.
 """
@@ -156,7 +158,8 @@ def _count(name: str, x: object, minimum: int) -> int:
 
 def random_features(d: int, m: int, kind: str = "orthogonal", seed: int | None = 0,
                     dtype=np.float64, norms: str = "chi") -> np.ndarray:
-    """A ``(m, d)`` random projection for ``"rfa"`` and ``"performer"`` (docs/design/kinds.md §5.3).
+    """A ``(m, d)`` random projection for ``"rfa"`` and ``"performer"``
+    (docs/design/kinds.md §5.3).
 
     Parameters
     ----------

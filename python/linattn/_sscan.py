@@ -50,7 +50,8 @@ def _bc_view(name: str, X: np.ndarray, Bb: int, Dc: int, N: int, L: int, G: int)
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    initial_state=None, return_state=False, *, check_finite=False):
-    """Selective scan (Mamba-1 S6), as ``mamba_ssm.ops.selective_scan_interface.selective_scan_ref``.
+    """Selective scan (Mamba-1 S6), as
+    ``mamba_ssm.ops.selective_scan_interface.selective_scan_ref``.
 
     ::
 

@@ -5,11 +5,11 @@ Features ``[relu(q~) sin(theta_i); relu(q~) cos(theta_i)]`` (``2d`` wide, comput
 positions ``i`` (``state.t`` added when resuming), then the generic operator with
 identity maps and the div normaliser (``max(den, 1e-6)``), docs/design/kinds.md §8.
 
-Horizon rules (docs/design/kinds.md §8.2): non-causal default ``M = max(T, S)`` (the official code);
-a single causal call without ``horizon`` uses ``M = T`` (official, but prefixes are then
+Horizon rules (docs/design/kinds.md §8.2): non-causal default ``M = max(T, S)`` (the official
+code); a single causal call without ``horizon`` uses ``M = T`` (official, but prefixes are then
 not consistent); ``return_state``, ``initial_state`` and ``la.step`` need an explicit
-``horizon`` and ``state.extra["horizon"]`` must match on resume.  Lags beyond ``M`` (which
-would give negative weights) raise unless ``beyond_horizon="allow"``.
+``horizon`` and ``state.extra["horizon"]`` must match on resume. Lags beyond ``M`` (which would
+give negative weights) raise unless ``beyond_horizon="allow"``.
 """
 
 from __future__ import annotations
