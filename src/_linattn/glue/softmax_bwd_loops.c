@@ -1,174 +1,64 @@
 /*
- * softmax_bwd_loops.c -- gufuncs for the softmax backward (kernels/softmax_bwd.h):
- *   _softmax_lse: q (t,d), k (s,d), v (s,e), scale (), causal () int64
- *                 -> o (t,e), lse (t) float64
- *   _softmax_bwd: q, k, v, o (t,e), do (t,e), lse (t) float64, scale, causal
- *                 -> dq (t,d), dk (s,d), dv (s,e)
- * One (batch, head) slice per outer index, split over threads.
+ * softmax_bwd_loops.c -- gufunc for the softmax backward (kernels/softmax_bwd.h):
+ *   _softmax_bwd: q (t,d), k (s,d), v (s,e), o (t,e), do (t,e), lse (t) float64,
+ *                 scale, causal -> dq (t,d), dk (s,d), dv (s,e)
+ * The forward that saves lse is _softmax_lse (softmax_loops.c).
  */
-#define NO_IMPORT_ARRAY
-#define NO_IMPORT_UFUNC
-#define PY_ARRAY_UNIQUE_SYMBOL linattn_ARRAY_API
-#define PY_UFUNC_UNIQUE_SYMBOL linattn_UFUNC_API
 #include "gufunc_util.h"
 
-#include "kernels/softmax.h"
 #include "kernels/softmax_bwd.h"
 #include "la_parallel.h"
 
-#define SM_BLOCK 64
+enum { SB_Q, SB_K, SB_V, SB_O, SB_DO, SB_LSE, SB_SCALE, SB_CAUSAL, SB_DQ, SB_DK, SB_DV };
 
-typedef struct {
-    char **args;
-    const npy_intp *steps;
-    npy_intp n;
-    la_softmax_args fproto;
-    la_softmax_bwd_args bproto;
-    la_status (*ffn)(const la_softmax_args *, void *);
-    la_status (*bfn)(const la_softmax_bwd_args *, void *);
-    char *work;
-    size_t wsize;
-    volatile int status;
-} la_smb_ctx;
-
-static void
-lse_task(void *vctx, int ith, int nth)
+static la_status
+softmax_bwd_item(const la_call *c, const void *proto, npy_intp i, void *work)
 {
-    la_smb_ctx *c = (la_smb_ctx *)vctx;
-    const npy_intp lo = c->n * ith / nth, hi = c->n * (ith + 1) / nth;
-    npy_intp i;
-    for (i = lo; i < hi && c->status == LA_OK; i++) {
-        la_softmax_args a = c->fproto;
-        la_status s;
-        a.q = c->args[0] + i * c->steps[0];
-        a.k = c->args[1] + i * c->steps[1];
-        a.v = c->args[2] + i * c->steps[2];
-        a.o = c->args[5] + i * c->steps[5];
-        a.lse = (double *)(c->args[6] + i * c->steps[6]);
-        s = c->ffn(&a, c->work + (size_t)ith * c->wsize);
-        if (s != LA_OK) {
-            c->status = s;
-        }
-    }
+    la_softmax_bwd_args a = *(const la_softmax_bwd_args *)proto;
+    a.q = LA_AT(c, SB_Q, i);
+    a.k = LA_AT(c, SB_K, i);
+    a.v = LA_AT(c, SB_V, i);
+    a.o = LA_AT(c, SB_O, i);
+    a.dout = LA_AT(c, SB_DO, i);
+    a.lse = (const double *)LA_AT(c, SB_LSE, i);
+    a.dq = LA_AT(c, SB_DQ, i);
+    a.dk = LA_AT(c, SB_DK, i);
+    a.dv = LA_AT(c, SB_DV, i);
+    return (c->f64 ? la_softmax_bwd_f64 : la_softmax_bwd_f32)(&a, work);
 }
 
 static void
-lse_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
+softmax_bwd_loop(const la_call *c)
 {
-    const int is = data == NULL ? 4 : 8;
-    la_smb_ctx c;
-    la_softmax_args *a = &c.fproto;
-    const npy_intp *cs = steps + 7;
-
-    memset(&c, 0, sizeof(c));
-    c.args = args;
-    c.steps = steps;
-    c.n = dims[0];
-    c.ffn = is == 4 ? la_softmax_f32 : la_softmax_f64;
-    /* dims: n, t, d, s, e */
-    a->t = dims[1];
-    a->d = dims[2];
-    a->s = dims[3];
-    a->e = dims[4];
-    a->block = SM_BLOCK;
-    a->q_rs = LA_ES(cs[0], is); a->q_cs = LA_ES(cs[1], is);
-    a->k_rs = LA_ES(cs[2], is); a->k_cs = LA_ES(cs[3], is);
-    a->v_rs = LA_ES(cs[4], is); a->v_cs = LA_ES(cs[5], is);
-    a->o_rs = LA_ES(cs[6], is); a->o_cs = LA_ES(cs[7], is);
-    a->lse_s = LA_ES(cs[8], 8);
-    a->scale = *(double *)args[3];
-    a->causal = *(npy_int64 *)args[4] != 0;
-    a->cancel = &la_cancel_flag;
-    c.wsize = LA_ALIGN_BYTES(la_softmax_work_size(a, (size_t)is));
-    la_run_workers(lse_task, &c, la_workers_for(c.n), c.wsize, &c.work, &c.status,
-                   "linattn._softmax_lse");
+    la_softmax_bwd_args a;
+    memset(&a, 0, sizeof(a));
+    a.t = la_dim(c, "t");
+    a.d = la_dim(c, "d");
+    a.s = la_dim(c, "s");
+    a.e = la_dim(c, "e");
+    a.block = 64;
+    a.q_rs = la_stride(c, SB_Q, 0);   a.q_cs = la_stride(c, SB_Q, 1);
+    a.k_rs = la_stride(c, SB_K, 0);   a.k_cs = la_stride(c, SB_K, 1);
+    a.v_rs = la_stride(c, SB_V, 0);   a.v_cs = la_stride(c, SB_V, 1);
+    a.o_rs = la_stride(c, SB_O, 0);   a.o_cs = la_stride(c, SB_O, 1);
+    a.do_rs = la_stride(c, SB_DO, 0); a.do_cs = la_stride(c, SB_DO, 1);
+    a.lse_s = la_stride(c, SB_LSE, 0);
+    a.dq_rs = la_stride(c, SB_DQ, 0); a.dq_cs = la_stride(c, SB_DQ, 1);
+    a.dk_rs = la_stride(c, SB_DK, 0); a.dk_cs = la_stride(c, SB_DK, 1);
+    a.dv_rs = la_stride(c, SB_DV, 0); a.dv_cs = la_stride(c, SB_DV, 1);
+    a.scale = LA_OPT_F(c, SB_SCALE);
+    a.causal = LA_OPT_I(c, SB_CAUSAL) != 0;
+    a.cancel = &la_cancel_flag;
+    /* four GEMMs per query block */
+    la_run(c, softmax_bwd_item, &a, la_softmax_bwd_work_size(&a, c->is),
+           4.0 * (double)a.t * (double)a.s * (double)(a.d + a.e));
 }
 
-static void
-bwd_task(void *vctx, int ith, int nth)
-{
-    la_smb_ctx *c = (la_smb_ctx *)vctx;
-    const npy_intp lo = c->n * ith / nth, hi = c->n * (ith + 1) / nth;
-    npy_intp i;
-    for (i = lo; i < hi && c->status == LA_OK; i++) {
-        la_softmax_bwd_args a = c->bproto;
-        char **g = c->args;
-        const npy_intp *st = c->steps;
-        la_status s;
-        a.q = g[0] + i * st[0];
-        a.k = g[1] + i * st[1];
-        a.v = g[2] + i * st[2];
-        a.o = g[3] + i * st[3];
-        a.dout = g[4] + i * st[4];
-        a.lse = (const double *)(g[5] + i * st[5]);
-        a.dq = g[8] + i * st[8];
-        a.dk = g[9] + i * st[9];
-        a.dv = g[10] + i * st[10];
-        s = c->bfn(&a, c->work + (size_t)ith * c->wsize);
-        if (s != LA_OK) {
-            c->status = s;
-        }
-    }
-}
+static const la_gufunc softmax_bwd_table[] = {
+    {"_softmax_bwd", "(t,d),(s,d),(s,e),(t,e),(t,e),(t),(),()->(t,d),(s,d),(s,e)",
+     "q:T k:T v:T o:T do:T lse:d scale:D causal:Q -> dq:T dk:T dv:T",
+     "Backward of exact softmax attention from the saved log-sum-exp.", softmax_bwd_loop,
+     NULL},
+};
 
-static void
-bwd_loop(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
-{
-    const int is = data == NULL ? 4 : 8;
-    la_smb_ctx c;
-    la_softmax_bwd_args *a = &c.bproto;
-    const npy_intp *cs = steps + 11;
-
-    memset(&c, 0, sizeof(c));
-    c.args = args;
-    c.steps = steps;
-    c.n = dims[0];
-    c.bfn = is == 4 ? la_softmax_bwd_f32 : la_softmax_bwd_f64;
-    a->t = dims[1];
-    a->d = dims[2];
-    a->s = dims[3];
-    a->e = dims[4];
-    a->block = SM_BLOCK;
-    a->q_rs = LA_ES(cs[0], is); a->q_cs = LA_ES(cs[1], is);
-    a->k_rs = LA_ES(cs[2], is); a->k_cs = LA_ES(cs[3], is);
-    a->v_rs = LA_ES(cs[4], is); a->v_cs = LA_ES(cs[5], is);
-    a->o_rs = LA_ES(cs[6], is); a->o_cs = LA_ES(cs[7], is);
-    a->do_rs = LA_ES(cs[8], is); a->do_cs = LA_ES(cs[9], is);
-    a->lse_s = LA_ES(cs[10], 8);
-    a->dq_rs = LA_ES(cs[11], is); a->dq_cs = LA_ES(cs[12], is);
-    a->dk_rs = LA_ES(cs[13], is); a->dk_cs = LA_ES(cs[14], is);
-    a->dv_rs = LA_ES(cs[15], is); a->dv_cs = LA_ES(cs[16], is);
-    a->scale = *(double *)args[6];
-    a->causal = *(npy_int64 *)args[7] != 0;
-    a->cancel = &la_cancel_flag;
-    c.wsize = LA_ALIGN_BYTES(la_softmax_bwd_work_size(a, (size_t)is));
-    la_run_workers(bwd_task, &c, la_workers_for(c.n), c.wsize, &c.work, &c.status,
-                   "linattn._softmax_bwd");
-}
-
-static PyUFuncGenericFunction lse_funcs[2] = {lse_loop, lse_loop};
-static PyUFuncGenericFunction bwd_funcs[2] = {bwd_loop, bwd_loop};
-static int smb_f64_tag;
-static void *smb_data[2] = {NULL, &smb_f64_tag};
-static const char lse_types[] = {
-    NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_DOUBLE, NPY_INT64, NPY_FLOAT, NPY_DOUBLE,
-    NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_INT64, NPY_DOUBLE, NPY_DOUBLE};
-static const char bwd_types[] = {
-    NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_FLOAT, NPY_DOUBLE, NPY_DOUBLE,
-    NPY_INT64, NPY_FLOAT, NPY_FLOAT, NPY_FLOAT,
-    NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE,
-    NPY_INT64, NPY_DOUBLE, NPY_DOUBLE, NPY_DOUBLE};
-
-int
-la_register_softmax_bwd(PyObject *module)
-{
-    const la_gufunc_desc table[] = {
-        {"_softmax_lse", "(t,d),(s,d),(s,e),(),()->(t,e),(t)",
-         "Exact softmax attention that also returns the row log-sum-exp (float64).",
-         5, 2, 2, lse_funcs, smb_data, lse_types},
-        {"_softmax_bwd", "(t,d),(s,d),(s,e),(t,e),(t,e),(t),(),()->(t,d),(s,d),(s,e)",
-         "Backward of exact softmax attention from the saved log-sum-exp.",
-         8, 3, 2, bwd_funcs, smb_data, bwd_types},
-    };
-    return la_add_gufuncs(module, table, 2);
-}
+LA_REGISTER(softmax_bwd, softmax_bwd_table)

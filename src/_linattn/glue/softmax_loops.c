@@ -1,12 +1,16 @@
 /*
- * softmax_loops.c -- gufunc for exact softmax attention (kernels/softmax.h).
+ * softmax_loops.c -- gufuncs for exact softmax attention (kernels/softmax.h):
+ * _softmax, and _softmax_lse, which also returns each row's log-sum-exp
+ * (float64) for the backward.
  */
 #include "gufunc_util.h"
 
 #include "kernels/softmax.h"
 #include "la_parallel.h"
 
-enum { SM_Q, SM_K, SM_V, SM_SCALE, SM_CAUSAL, SM_O };
+enum { SM_Q, SM_K, SM_V, SM_SCALE, SM_CAUSAL, SM_O, SM_LSE };
+
+static const int sm_with_lse = 1; /* la_gufunc.data of _softmax_lse */
 
 static la_status
 softmax_item(const la_call *c, const void *proto, npy_intp i, void *work)
@@ -16,6 +20,9 @@ softmax_item(const la_call *c, const void *proto, npy_intp i, void *work)
     a.k = LA_AT(c, SM_K, i);
     a.v = LA_AT(c, SM_V, i);
     a.o = LA_AT(c, SM_O, i);
+    if (c->data == &sm_with_lse) {
+        a.lse = (double *)LA_AT(c, SM_LSE, i);
+    }
     return (c->f64 ? la_softmax_f64 : la_softmax_f32)(&a, work);
 }
 
@@ -33,6 +40,9 @@ softmax_loop(const la_call *c)
     a.k_rs = la_stride(c, SM_K, 0); a.k_cs = la_stride(c, SM_K, 1);
     a.v_rs = la_stride(c, SM_V, 0); a.v_cs = la_stride(c, SM_V, 1);
     a.o_rs = la_stride(c, SM_O, 0); a.o_cs = la_stride(c, SM_O, 1);
+    if (c->data == &sm_with_lse) {
+        a.lse_s = la_stride(c, SM_LSE, 0);
+    }
     a.scale = LA_OPT_F(c, SM_SCALE);
     a.causal = LA_OPT_I(c, SM_CAUSAL) != 0;
     a.cancel = &la_cancel_flag;
@@ -43,6 +53,10 @@ softmax_loop(const la_call *c)
 static const la_gufunc softmax_table[] = {
     {"_softmax", "(t,d),(s,d),(s,e),(),()->(t,e)", "q:T k:T v:T scale:D causal:Q -> o:T",
      "Exact softmax attention (causal requires s == t).", softmax_loop, NULL},
+    {"_softmax_lse", "(t,d),(s,d),(s,e),(),()->(t,e),(t)",
+     "q:T k:T v:T scale:D causal:Q -> o:T lse:d",
+     "Exact softmax attention that also returns the row log-sum-exp (float64).",
+     softmax_loop, &sm_with_lse},
 };
 
 LA_REGISTER(softmax, softmax_table)
