@@ -384,3 +384,28 @@ def test_float64_state_for_float32_inputs(rng):
     assert o.dtype == np.float32 and st.S.dtype == np.float64 == st_ref.S.dtype
     la.testing.assert_close(o, ref, rtol=1e-6)
     la.testing.assert_close(st.S, st_ref.S, rtol=1e-6)
+
+
+def test_overlapping_tasks_leave_no_thread_limit_behind(rng):
+    """Tasks of a threaded scheduler overlap; the process-wide limits they set must all
+    be lifted when the last one ends."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threading
+
+    before = la.get_num_threads()
+    blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    gate = threading.Barrier(4)
+
+    def task():
+        with lad._one_thread():
+            gate.wait(timeout=10)
+
+    threads = [threading.Thread(target=task) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert la.get_num_threads() == before
+    assert la.info()["thread_limit"] is None
+    assert [i["num_threads"] for i in threadpoolctl.threadpool_info()
+            if i["user_api"] == "blas"] == blas

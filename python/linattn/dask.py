@@ -78,19 +78,33 @@ def _controllers():
         return _CTL["ctl"]
 
 
+_LIMIT_LOCK = threading.Lock()
+_LIMIT = {"depth": 0, "limiter": None}
+
+
 @contextlib.contextmanager
 def _one_thread():
     """Single-threaded kernels in a task: linattn's thread pool and NumPy's BLAS (the
-    GEMMs of the state transitions and non-causal read-outs), restored when the task
-    ends.  Both limits are process-wide, so with a threaded scheduler a task ending may
-    lift them while another runs; the pool then still never runs more workers than
-    are free (a call that finds it busy runs on its own thread)."""
+    GEMMs of the state transitions and non-causal read-outs).  Both limits are
+    process-wide, so the first task that enters sets them and the last one that leaves
+    restores them (tasks of a threaded scheduler overlap: a per-task set-and-restore
+    could leave a limit behind)."""
     ctl = _controllers()
     if ctl is None:
         yield
         return
-    with ctl.limit(limits=1):
+    with _LIMIT_LOCK:
+        if _LIMIT["depth"] == 0:
+            _LIMIT["limiter"] = ctl.limit(limits=1)
+        _LIMIT["depth"] += 1
+    try:
         yield
+    finally:
+        with _LIMIT_LOCK:
+            _LIMIT["depth"] -= 1
+            if _LIMIT["depth"] == 0:
+                _LIMIT["limiter"].restore_original_limits()
+                _LIMIT["limiter"] = None
 
 
 # -------------------------------------------------------------------- tasks --
