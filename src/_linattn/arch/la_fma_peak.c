@@ -21,7 +21,7 @@ static volatile double la_generic_sink;
     int64_t it;                                                                \
     int i;                                                                     \
     for (i = 0; i < 64; i++) {                                                 \
-        a[i] = (T)0.5;                                                         \
+        a[i] = (T)(0.5 + i / 256.0); /* distinct: equal chains may be merged */\
     }                                                                          \
     for (it = 0; it < iters; it++) {                                           \
         for (i = 0; i < 64; i++) {                                             \

@@ -4,7 +4,10 @@
  * a_i <- a_i x + y over all the registers a path can keep busy (16 zmm
  * chains for AVX-512, 12 ymm for AVX2: at ~4 cycles latency and two FMA
  * ports, 8 chains already saturate a core).  The values converge to
- * y / (1 - x) = 1, so no denormals or overflow slow them down.
+ * y / (1 - x) = 1, so no denormals or overflow slow them down.  Each chain
+ * starts from its own value: chains with equal starts are equal throughout,
+ * and the compiler merges them into one (a latency-bound loop whose counted
+ * flops would be 12-16x what ran).
  */
 #include "arch/la_arch.h"
 
@@ -21,13 +24,23 @@ static volatile double la_fma_sink;
     a6 = FMA(a6, x, y); a7 = FMA(a7, x, y); a8 = FMA(a8, x, y);                \
     a9 = FMA(a9, x, y); a10 = FMA(a10, x, y); a11 = FMA(a11, x, y);
 
+/* distinct starting values (0.5, 0.515625, ...: exact in both precisions) */
+#define LA_STARTS12(SET, F)                                                    \
+    a0 = SET(0.5##F); a1 = SET(0.515625##F); a2 = SET(0.53125##F);            \
+    a3 = SET(0.546875##F); a4 = SET(0.5625##F); a5 = SET(0.578125##F);        \
+    a6 = SET(0.59375##F); a7 = SET(0.609375##F); a8 = SET(0.625##F);          \
+    a9 = SET(0.640625##F); a10 = SET(0.65625##F); a11 = SET(0.671875##F);
+#define LA_STARTS16(SET, F)                                                    \
+    LA_STARTS12(SET, F)                                                        \
+    a12 = SET(0.6875##F); a13 = SET(0.703125##F); a14 = SET(0.71875##F);      \
+    a15 = SET(0.734375##F);
+
 LA_TARGET_AVX512 static double
 fma512_f32(int64_t iters)
 {
     const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(0.001f);
-    __m512 a0 = _mm512_set1_ps(0.5f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-           a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0,
-           a14 = a0, a15 = a0;
+    __m512 a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15;
+    LA_STARTS16(_mm512_set1_ps, f)
     int64_t it;
     for (it = 0; it < iters; it++) {
         LA_CHAIN16(_mm512_fmadd_ps)
@@ -50,9 +63,8 @@ LA_TARGET_AVX512 static double
 fma512_f64(int64_t iters)
 {
     const __m512d x = _mm512_set1_pd(0.999), y = _mm512_set1_pd(0.001);
-    __m512d a0 = _mm512_set1_pd(0.5), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-            a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0,
-            a14 = a0, a15 = a0;
+    __m512d a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15;
+    LA_STARTS16(_mm512_set1_pd, )
     int64_t it;
     for (it = 0; it < iters; it++) {
         LA_CHAIN16(_mm512_fmadd_pd)
@@ -75,8 +87,8 @@ LA_TARGET_AVX2 static double
 fma256_f32(int64_t iters)
 {
     const __m256 x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(0.001f);
-    __m256 a0 = _mm256_set1_ps(0.5f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-           a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+    __m256 a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11;
+    LA_STARTS12(_mm256_set1_ps, f)
     float out[8];
     int64_t it;
     for (it = 0; it < iters; it++) {
@@ -94,8 +106,8 @@ LA_TARGET_AVX2 static double
 fma256_f64(int64_t iters)
 {
     const __m256d x = _mm256_set1_pd(0.999), y = _mm256_set1_pd(0.001);
-    __m256d a0 = _mm256_set1_pd(0.5), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-            a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+    __m256d a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11;
+    LA_STARTS12(_mm256_set1_pd, )
     double out[4];
     int64_t it;
     for (it = 0; it < iters; it++) {
