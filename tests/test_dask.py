@@ -409,3 +409,14 @@ def test_overlapping_tasks_leave_no_thread_limit_behind(rng):
     assert la.info()["thread_limit"] is None
     assert [i["num_threads"] for i in threadpoolctl.threadpool_info()
             if i["user_api"] == "blas"] == blas
+
+
+@pytest.mark.parametrize("entry", ["causal", "noncausal"])
+def test_eager_options_are_refused_at_call_time(entry, rng):
+    q, k, v = (da.from_array(rng.standard_normal((1, 2, 8, 4)), chunks=(1, 2, 4, 4))
+               for _ in range(3))
+    fn = getattr(lad, entry)
+    with pytest.raises(TypeError, match=r"out= is not supported by linattn.dask"):
+        fn(q, k, v, "elu", out=np.empty((1, 2, 8, 4)))
+    with pytest.raises(TypeError, match=rf"use la.{entry}\(\.\.\., check_finite=True\)"):
+        fn(q, k, v, "elu", check_finite=True)

@@ -281,6 +281,16 @@ def _draw_first(kind: str, D: int, kw: dict, opts: dict) -> tuple[dict, dict]:
     return kw2, opts2
 
 
+def _refuse_eager_options(kind_options: dict, finite_hint: str) -> None:
+    """The NumPy entry points' options that need the values at call time."""
+    if "out" in kind_options:
+        raise TypeError("out= is not supported by linattn.dask: the result is a lazy dask "
+                        "array; write it with dask.array.store(...) or .to_zarr(...)")
+    if kind_options.pop("check_finite", False):
+        raise TypeError("check_finite= is not supported by linattn.dask (values are not "
+                        f"read at call time); use {finite_hint}")
+
+
 def _client_draws(kind: str, D: int, kw: dict, opts: dict) -> None:
     """Projections and bases drawn once here and passed as arrays; ``seed=None`` is fresh
     entropy, as in ``la.causal``.  The states then carry the projection's fingerprint but
@@ -431,12 +441,7 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     and equal ``la.causal`` streamed over the same blocks, not one call.
     """
     dask, da = _dask()
-    if "out" in kind_options:
-        raise TypeError("out= is not supported by linattn.dask: the result is a lazy dask "
-                        "array; write it with dask.array.store(...) or .to_zarr(...)")
-    if kind_options.pop("check_finite", False):
-        raise TypeError("check_finite= is not supported by linattn.dask (values are not "
-                        "read at call time); use la.causal(..., check_finite=True) per block")
+    _refuse_eager_options(kind_options, "la.causal(..., check_finite=True) per block")
     spec = reg.get(kind)
     if not spec.causal_modes:
         raise ValueError(f"kind {kind!r} has no causal form; use la.noncausal")
@@ -665,12 +670,7 @@ def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
     The result is chunked like q along time; feature axes are rechunked to one block.
     """
     dask, da = _dask()
-    if "out" in kind_options:
-        raise TypeError("out= is not supported by linattn.dask: the result is a lazy dask "
-                        "array; write it with dask.array.store(...) or .to_zarr(...)")
-    if kind_options.pop("check_finite", False):
-        raise TypeError("check_finite= is not supported by linattn.dask (values are not "
-                        "read at call time); use la.noncausal(..., check_finite=True)")
+    _refuse_eager_options(kind_options, "la.noncausal(..., check_finite=True)")
     spec = reg.get(kind)
     if not spec.noncausal:
         raise ValueError(f"kind {kind!r} has no non-causal form; use la.causal")
