@@ -76,7 +76,8 @@ def _forward(call, options):
     fwd = call.spec.forward or elementwise_forward
     if not call.progress:
         return fwd(call, options)
-    with _progress.call_progress(f"la.{call.entry}({call.spec.name!r})"):
+    with _progress.call_progress(f"la.{call.entry}({call.spec.name!r})",
+                                 total=_progress.expected_tokens(call)):
         return fwd(call, options)
 
 
@@ -135,7 +136,8 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
         call; no error, no warning).
     progress : bool
         Show a progress bar on stderr (tqdm when installed, else a plain line) once the
-        call has run for about half a second; off by default.
+        call has run for about half a second: tokens done out of the call's total (the
+        elapsed time for lavo, lara and ra); off by default.
 
     Returns
     -------

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 
@@ -59,11 +61,30 @@ INTERVAL = 0.2
 
 
 def _counter():
-    """``() -> (done, total)`` chunks of the running kernel call, when the extension
-    keeps that counter (the one its Ctrl-C polling walks past); else None."""
+    """``() -> (done, total)``: the tokens the running kernel call has finished (the
+    kernels add each block's tokens where they poll for Ctrl-C) and the tokens it was
+    expected to finish (set by :func:`start`)."""
     from . import _core
 
-    return getattr(_core, "_progress", None)
+    return _core._progress
+
+
+def start(total: int) -> None:
+    """Reset the kernels' token counter and set the tokens the next call will finish."""
+    from . import _core
+
+    _core._progress_start(int(total))
+
+
+def expected_tokens(call) -> int | None:
+    """Tokens the kernels will count for a built call: one per query and key position
+    (keys once more for non-causal calls) of every (batch, head) slice; None for kinds
+    whose kernels keep no count (their bar shows the elapsed time)."""
+    if not call.spec.progress:
+        return None
+    batch = np.broadcast_shapes(call.q.shape[:-2], call.k.shape[:-2], call.v.shape[:-2])
+    per_slice = call.q.shape[-2] + (call.k.shape[-2] if call.entry == "noncausal" else 0)
+    return int(np.prod(batch, dtype=np.int64)) * per_slice
 
 
 class call_progress:
@@ -71,13 +92,15 @@ class call_progress:
 
     A watcher thread wakes every :data:`INTERVAL` seconds while the call runs (the
     kernels release the GIL).  After :data:`DELAY` seconds it shows a tqdm bar (or,
-    without tqdm, a plain ``\\r`` line) fed from the extension's chunk counter; where
-    the extension has none, it shows the elapsed time.  Nothing is shown for calls that
-    end sooner, and nothing runs at all unless ``progress=True`` was passed.
+    without tqdm, a plain ``\\r`` line) of the tokens done out of ``total`` (the
+    kernels' counter, reset on entry); with ``total=None`` it shows the elapsed time.
+    Nothing is shown for calls that end sooner, and nothing runs at all unless
+    ``progress=True`` was passed.
     """
 
-    def __init__(self, desc: str, file=None) -> None:
+    def __init__(self, desc: str, total: int | None = None, file=None) -> None:
         self.desc = desc
+        self.total = total
         self.file = sys.stderr if file is None else file
         self._stop = None
         self._thread = None
@@ -88,6 +111,8 @@ class call_progress:
         import threading
         import time
 
+        if self.total:
+            start(self.total)
         self._t0 = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -97,11 +122,15 @@ class call_progress:
     def _watch(self) -> None:
         import time
 
-        counter = _counter()
+        counter = _counter() if self.total else None
         if self._stop.wait(DELAY):
             return
         while True:
-            done, total = counter() if counter is not None else (None, None)
+            if counter is not None:
+                done, total = counter()
+                done = min(done, total)
+            else:
+                done = total = None
             self._show(done, total, time.perf_counter() - self._t0)
             if self._stop.wait(INTERVAL):
                 return
@@ -113,13 +142,13 @@ class call_progress:
             if self._bar is None:
                 fmt = {} if done is not None else {"bar_format": "{desc}: running {elapsed}"}
                 self._bar = tqdm(total=total or None, desc=self.desc, file=self.file,
-                                 leave=False, unit="chunk", **fmt)
+                                 leave=False, unit="token", unit_scale=True, **fmt)
             if done is not None:
                 self._bar.n = done
             self._bar.refresh()
             return
         if done is not None and total:
-            text = f"{self.desc}: {100 * done // total}% ({done}/{total} chunks)"
+            text = f"{self.desc}: {100 * done // total}% ({done}/{total} tokens)"
         else:
             text = f"{self.desc}: running {elapsed:.1f} s"
         self.file.write("\r" + text)

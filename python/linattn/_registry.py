@@ -61,6 +61,7 @@ class KindSpec:
     combine: Callable[..., Any] | None = None
     read_out: Callable[..., Any] | None = None
     example_kwargs: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True  # its kernels count tokens for progress=True (else: elapsed time)
 
     def example(self, seed: int = 0, dtype=None) -> dict[str, Any]:
         """A small valid call of this kind: ``q``, ``k``, ``v`` of shape ``(2, 3, 9, 4)``

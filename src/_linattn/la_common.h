@@ -49,6 +49,26 @@ typedef enum {
  * (NULL: never cancelled) and return LA_ERR_INTERRUPTED when it is set. */
 #define LA_CANCELLED(flag) ((flag) != NULL && *(flag) != 0)
 
+/* Progress: kernels add the tokens of each block they finish to a counter
+ * (NULL: not counted) that a watcher thread reads while the call runs.  One
+ * relaxed atomic add per block of tokens; the count is a display, never used
+ * to decide anything. */
+#if defined(__GNUC__) || defined(__clang__)
+#define LA_TICK(counter, n)                                                       \
+    do {                                                                          \
+        if ((counter) != NULL) {                                                  \
+            __atomic_fetch_add((counter), (long long)(n), __ATOMIC_RELAXED);      \
+        }                                                                         \
+    } while (0)
+#else
+#define LA_TICK(counter, n)                                                       \
+    do {                                                                          \
+        if ((counter) != NULL) {                                                  \
+            *(counter) += (long long)(n);                                         \
+        }                                                                         \
+    } while (0)
+#endif
+
 /* Log-decays below this are clamped (docs/design/family.md §2.3). */
 #define LA_DECAY_FLOOR (-1000.0)
 

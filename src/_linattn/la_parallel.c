@@ -357,6 +357,8 @@ la_workers_for(la_index n)
 /* -------------------------------------------------------------- Ctrl-C -- */
 
 volatile int la_cancel_flag = 0;
+long long la_progress_done = 0;
+long long la_progress_total = 0;
 static struct sigaction la_old_sigint;
 static int la_sigint_installed = 0;
 static pthread_t la_main_thread;

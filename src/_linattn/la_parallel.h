@@ -59,6 +59,15 @@ int la_workers_for(la_index n);
  * can raise KeyboardInterrupt.  Nested or non-main-thread calls do nothing.
  */
 extern volatile int la_cancel_flag;
+
+/*
+ * Progress of the running call: the kernels add the tokens they finish to
+ * la_progress_done (LA_TICK of la_common.h); la_progress_total is what the
+ * caller expects the call to add (set with the count reset before the call).
+ * A display only: concurrent calls add to the same count.
+ */
+extern long long la_progress_done;
+extern long long la_progress_total;
 void la_interrupt_init(void);
 int la_interrupt_begin(void);
 int la_interrupt_end(int installed);

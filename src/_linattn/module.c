@@ -64,7 +64,35 @@ core_build_info(PyObject *self, PyObject *unused)
                          "pool_workers", la_pool_workers());
 }
 
+/* The progress counter (la_parallel.h): _progress_start(total) resets it,
+ * _progress() reads (done, total) while a call runs on another thread. */
+static PyObject *
+core_progress_start(PyObject *self, PyObject *arg)
+{
+    long long total = PyLong_AsLongLong(arg);
+    (void)self;
+    if (total == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    __atomic_store_n(&la_progress_done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&la_progress_total, total, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_progress(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return Py_BuildValue("(LL)", __atomic_load_n(&la_progress_done, __ATOMIC_RELAXED),
+                         __atomic_load_n(&la_progress_total, __ATOMIC_RELAXED));
+}
+
 static PyMethodDef core_methods[] = {
+    {"_progress_start", core_progress_start, METH_O,
+     "Reset the progress counter and set the tokens the next call is expected to finish."},
+    {"_progress", core_progress, METH_NOARGS,
+     "(tokens done, tokens expected) of the running call."},
     {"set_num_threads", core_set_num_threads, METH_O,
      "Set the worker threads (0: the environment's default)."},
     {"get_num_threads", core_get_num_threads, METH_NOARGS,

@@ -193,7 +193,7 @@ reg.register(reg.KindSpec(
     causal_modes=(), keywords=("seed",),
     options={"samples": 1, "component": "sample", "sampling": "sample", "noise_std": 1.0,
              "noise": None, "uniforms": None},
-    forward=ra_forward, example_kwargs={"seed": 0},
+    forward=ra_forward, example_kwargs={"seed": 0}, progress=False,
 ))
 reg.register(reg.KindSpec(
     name="lara",
@@ -207,5 +207,5 @@ reg.register(reg.KindSpec(
     options={"landmarks": None, "grid": None, "mixed_landmarks": False, "alpha": "opt",
              "alpha_coeff": 1.0, "sampling": "sample", "noise_std": 1.0,
              "samples_per_proposal": 1, "antithetic": False, "noise": None},
-    forward=lara_forward, example_kwargs={"seed": 0, "landmarks": 3},
+    forward=lara_forward, example_kwargs={"seed": 0, "landmarks": 3}, progress=False,
 ))

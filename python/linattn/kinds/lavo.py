@@ -243,7 +243,7 @@ SPEC = reg.register(reg.KindSpec(
     keywords=("seed",),
     options={"bases": None, "window": None, "position_bias": None, "memory_bias": None,
              "window_mode": "sliding", "memory_scope": "all", "combine": "joint"},
-    forward=forward,
+    forward=forward, progress=False,
     example_kwargs={"shared_kv": True, "window": 4,  # the oracle takes bases explicitly
                     "bases": lambda rng, shape: _default_bases(min(shape[-1], 64), shape[-1], 0)},
 ))

@@ -202,6 +202,7 @@ linear_loop(const la_call *c)
     /* any non-NULL marks "decayed"; linear_bind sets the real pointer */
     a.g = causal && ((flags >> 12) & 1) ? (const double *)c->args[LC_G] : NULL;
     a.cancel = &la_cancel_flag;
+    a.progress = &la_progress_done;
 
     if (d->form == LA_FORM_CHUNKED && c->n < nth && a.chunk >= 1 &&
         a.t >= la_tuning_active().seq_min_chunks * a.chunk * nth) {

@@ -13,6 +13,7 @@
 #include "kernels/featmap.h"
 #include "kernels/linear.h"
 #include "kernels/performer.h"
+#include "la_parallel.h"
 
 enum { PC_Q, PC_K, PC_V, PC_W, PC_S0, PC_Z0, PC_MU0, PC_SCALE, PC_EPS, PC_FLAGS, PC_CHUNK,
        PC_O, PC_S1, PC_Z1, PC_MU1 };
@@ -68,6 +69,8 @@ performer_loop(const la_call *c)
     a.k_rs = la_stride(c, PC_K, 0);  a.k_cs = la_stride(c, PC_K, 1);
     a.v_rs = la_stride(c, PC_V, 0);  a.v_cs = la_stride(c, PC_V, 1);
     a.w_rs = la_stride(c, PC_W, 0);  a.w_cs = la_stride(c, PC_W, 1);
+    a.cancel = &la_cancel_flag;
+    a.progress = &la_progress_done;
     if (causal) {
         a.f = la_dim(c, "f");
         a.s0_rs = la_stride(c, PC_S0, 0); a.s0_cs = la_stride(c, PC_S0, 1);

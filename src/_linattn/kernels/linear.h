@@ -65,6 +65,7 @@ typedef struct {
     int fmap_q, fmap_k; /* la_fmap of featmap.h */
     int norm, eps_mode;
     const volatile int *cancel; /* polled between chunks; NULL: never */
+    long long *progress;        /* tokens done are added here; NULL: not counted */
 } la_linear_args;
 
 /* Tokens whose features the recurrent form computes in one batch. */

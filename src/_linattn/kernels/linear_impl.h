@@ -273,6 +273,7 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
         if (LA_CANCELLED(a->cancel)) {
             return LA_ERR_INTERRUPTED;
         }
+        LA_TICK(a->progress, nb);
         /* features of a block of tokens at once (one call when rows are dense) */
         LA_FN(feature_rows)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, nb, f, qb);
         LA_FN(feature_rows)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, nb, f, kb);
@@ -507,6 +508,7 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
         if (LA_CANCELLED(a->cancel)) {
             return LA_ERR_INTERRUPTED;
         }
+        LA_TICK(a->progress, n);
         LA_FN(chunk_load)(a, &w, t0, n);
         LA_FN(chunk_intra)(a, &w, n, w.Oc);
         LA_FN(chunk_inter)(a, &w, t0, n, Sx, w.Oc);
@@ -542,6 +544,7 @@ LA_FN(la_linear_chunk_pass2)(const la_linear_args *a, void *work, la_index t0,
     LA_FN(chunk_ws_init)(a, work, &w);
     LA_FN(chunk_load_q)(a, &w, t0, n);
     LA_FN(chunk_inter)(a, &w, t0, n, S_enter, Oc);
+    LA_TICK(a->progress, n);
     return LA_OK;
 }
 
@@ -604,6 +607,7 @@ LA_FN(la_linear_parallel)(const la_linear_args *a, void *work)
         if (LA_CANCELLED(a->cancel)) {
             return LA_ERR_INTERRUPTED;
         }
+        LA_TICK(a->progress, nb);
         const la_index r1 = r0 + nb;
         for (r = 0; r < nb; r++) {
             LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + (r0 + r) * a->q_rs, a->q_cs, f, Qb + r * f);
@@ -682,6 +686,7 @@ LA_FN(la_linear_noncausal)(const la_linear_args *a, void *work)
         if (LA_CANCELLED(a->cancel)) {
             return LA_ERR_INTERRUPTED;
         }
+        LA_TICK(a->progress, nb);
         for (r = 0; r < nb; r++) {
             LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + (r0 + r) * a->k_rs, a->k_cs, f, Xb + r * f);
             LA_FN(load_v)(v + (r0 + r) * a->v_rs, a->v_cs, e, div, Vb + r * ec);
@@ -690,6 +695,10 @@ LA_FN(la_linear_noncausal)(const la_linear_args *a, void *work)
     }
     for (r0 = 0; r0 < a->t; r0 += C) {
         const la_index nb = a->t - r0 < C ? a->t - r0 : C;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
+        LA_TICK(a->progress, nb);
         for (r = 0; r < nb; r++) {
             LA_FN(la_featmap_row)(a->fmap_q, a->scale, q + (r0 + r) * a->q_rs, a->q_cs, f, Xb + r * f);
         }

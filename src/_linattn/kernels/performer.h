@@ -57,6 +57,8 @@ typedef struct {
     double scale, eps;
     int feat; /* LA_PERF_POSITIVE or LA_PERF_HYPERBOLIC (featmap.h) */
     int norm; /* la_norm of linear.h */
+    const volatile int *cancel; /* polled between blocks; NULL: never */
+    long long *progress;        /* tokens done are added here; NULL: not counted */
 } la_performer_args;
 
 /* form: la_form of linear.h */

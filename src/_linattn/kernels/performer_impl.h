@@ -291,6 +291,10 @@ LA_FN(la_performer_recurrent)(const la_performer_args *a, void *work)
     LA_FN(perf_load_state)(a, ec, w.Sx);
     for (t0 = 0; t0 < T; t0 += w.C) {
         const la_index n = T - t0 < w.C ? T - t0 : w.C;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
+        LA_TICK(a->progress, n);
         LA_FN(perf_logblock)(a, &w, (const LA_T *)a->k + t0 * a->k_rs, a->k_rs, a->k_cs, n,
                              w.Lk);
         LA_FN(perf_queries)(a, &w, t0, n);
@@ -332,6 +336,10 @@ LA_FN(la_performer_chunked)(const la_performer_args *a, void *work)
         const la_index n = T - t0 < C ? T - t0 : C;
         la_index start = 0;
         double run = mu;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
+        LA_TICK(a->progress, n);
         LA_FN(perf_logblock)(a, &w, (const LA_T *)a->k + t0 * a->k_rs, a->k_rs, a->k_cs, n,
                              w.Lk);
         for (r = 0; r < n; r++) {
@@ -415,6 +423,10 @@ LA_FN(la_performer_parallel)(const la_performer_args *a, void *work)
     for (r0 = 0; r0 < T; r0 += C) {
         const la_index nb = T - r0 < C ? T - r0 : C;
         la_index start = 0;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
+        LA_TICK(a->progress, nb);
         LA_FN(perf_queries)(a, &w, r0, nb);
         while (start < nb) {
             const la_index end = LA_FN(perf_piece_end)(Ma + r0, start, nb);
@@ -491,6 +503,10 @@ LA_FN(la_performer_noncausal)(const la_performer_args *a, void *work)
         const la_index nb = a->s - r0 < C ? a->s - r0 : C;
         double mb = mu;
         LA_T rho;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
+        LA_TICK(a->progress, nb);
         LA_FN(perf_logblock)(a, &w, (const LA_T *)a->k + r0 * a->k_rs, a->k_rs, a->k_cs, nb,
                              w.Lk);
         for (r = 0; r < nb; r++) {
@@ -510,6 +526,10 @@ LA_FN(la_performer_noncausal)(const la_performer_args *a, void *work)
     }
     for (r0 = 0; r0 < a->t; r0 += C) {
         const la_index nb = a->t - r0 < C ? a->t - r0 : C;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
+        LA_TICK(a->progress, nb);
         LA_FN(perf_queries)(a, &w, r0, nb);
         LA_GEMM(0, 0, nb, ec, f, 1, w.Lq, f, w.Sx, ec, 0, w.Ob, ec);
         for (r = 0; r < nb; r++) {
