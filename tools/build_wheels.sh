@@ -11,7 +11,8 @@
 # in an isolated environment with the pinned scipy-openblas32, for the baseline x86-64 ISA
 # (CFLAGS are cleared; the faster paths are compiled in and picked at run time), then
 # repaired with auditwheel: OpenBLAS is already vendored next to the extension (RPATH
-# $ORIGIN) and auditwheel grafts what else it needs (libgomp).  The tag is the oldest
+# $ORIGIN) and auditwheel would graft anything else it needs (nothing today: the
+# extension's threads are its own pthread pool, no OpenMP runtime).  The tag is the oldest
 # manylinux this machine's glibc allows; the release workflow builds in manylinux_2_28.
 # Then test them: tools/install_test.sh dist/*.whl
 set -euo pipefail
