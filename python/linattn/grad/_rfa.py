@@ -6,8 +6,21 @@ the sin/cos features, then the feature backward
 
 (``n = |x|``, ``d = 1e-3``, last term 0 at ``n = 0``).  Gated RFA (``gate=``) folds the
 write weight ``1 - g`` into the key features and uses ``log g`` as the per-token decay:
-``dg_s = dlog_s / g_s - phi(k_s) . dphi'_K(s)`` for ``g_s > 0``; gates of exactly 0 have no
-backward yet (NotImplementedError).
+``dg_s = dlog_s / g_s - phi(k_s) . dphi'_K(s)`` for ``g_s > 0``.
+
+A gate of exactly 0 resets the state (``log 0 = -inf``, the decay factor is exactly 0), so
+``dlog_s = g_s <S_{s-1}, dS_s> = 0`` loses the first term.  There the gradient is the
+derivative from the ``g > 0`` side (the forward is affine in ``g_s`` and defined for
+``g_s >= 0`` only), the limit of the formula above:
+
+    dg_s = <S_{s-1}, dS_s> - phi(k_s) . dphi'_K(s)           (z included with "div")
+
+``S_{s-1}`` (the state before the reset) comes from the forward on the features up to
+``s - 1``, and ``dS_s`` (the cotangent of the state after token ``s``, its read-out
+included) from the C backward of the tokens ``s ..`` started from a zero state with the
+decay at ``s`` set to 1: that forward equals the true one from ``s`` on, so its initial
+state's cotangent is ``dS_s``.  One such pair of calls per distinct reset position
+(``O(T)`` each).
 """
 
 from __future__ import annotations
@@ -94,10 +107,59 @@ class RfaVJP:
                                                                     st.z.dtype)
                     if c["div"] else None, st.t, st.kind)
             if gate is not None:
-                dgate = dg / gate - np.einsum("...tf,...tf->...t", fk, dfkw)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    dlog = np.where(gate > 0, dg / np.where(gate > 0, gate, 1.0), 0.0)
+                if (gate == 0).any():
+                    dlog = dlog + self._reset_terms(fq, fkw, vx, doc, dS, dz)
+                dgate = dlog - np.einsum("...tf,...tf->...t", fk, dfkw)
                 if c["gate_layout_swap"]:
                     dgate = np.swapaxes(dgate, -1, -2)
                 out["gate"] = _grad_as(dgate, c["gate_shape"], c["gate_dtype"])
+        return out
+
+
+    def _reset_terms(self, fq, fkw, vx, doc, dS, dz) -> np.ndarray:
+        """``<S_{s-1}, dS_s>`` (plus ``<z_{s-1}, dz_s>``) at the gates of exactly 0, 0
+        elsewhere (see the module docstring)."""
+        from .. import _api
+
+        c = self._c
+        gate, logg, comp, div = c["gate"], c["logg"], c["comp"], c["div"]
+        F, E = fkw.shape[-1], c["E"]
+        batch = np.broadcast_shapes(fq.shape[:-2], fkw.shape[:-2], vx.shape[:-2],
+                                    gate.shape[:-1])
+        T = fq.shape[-2]
+        zero = np.broadcast_to(gate == 0, batch + (T,))
+        out = np.zeros(batch + (T,), np.float64)
+        vb = np.broadcast_to(vx, batch + vx.shape[-2:])
+        va = np.concatenate([vb, np.ones(batch + (T, 1), comp)], axis=-1) if div else vb
+        S0 = np.broadcast_to(c["S0"], batch + (F, E))
+        S0a = np.concatenate([S0, np.broadcast_to(c["z0"], batch + (F,))[..., None]],
+                             axis=-1) if div else S0
+        gb = np.broadcast_to(logg, batch + (T,))
+        for s in np.flatnonzero(zero.reshape(-1, T).any(axis=0)):
+            s = int(s)
+            if s == 0:
+                prev = S0a.astype(np.float64)
+            else:
+                _, st = _api.causal(fq[..., :s, :], fkw[..., :s, :], va[..., :s, :],
+                                    "linear", mode="chunked", normalize="none",
+                                    decay=np.array(gb[..., :s]),
+                                    initial_state=State(np.array(S0a), None, 0, "linear"),
+                                    return_state=True)
+                prev = st.S.astype(np.float64)
+            g1 = np.array(gb[..., s:])
+            g1[..., 0] = 0.0  # from a zero state with decay 1: the true forward from s on
+            flags = (reg.NORMALIZE[c["normalize"]] << 8) | (reg.EPS_MODES[c["eps_mode"]] << 10)
+            res = c["fn"](fq[..., s:, :], fkw[..., s:, :], vx[..., s:, :], g1,
+                          np.zeros((F, E), comp), np.zeros((F,), comp), doc[..., s:, :], dS,
+                          dz, 1.0, c["eps"], np.int64(flags | (1 << 12)),
+                          np.int64(c["chunk"]))
+            dSs, dzs = res[4].astype(np.float64), res[5].astype(np.float64)
+            x = np.einsum("...fe,...fe->...", prev[..., :E], dSs)
+            if div:
+                x = x + np.einsum("...f,...f->...", prev[..., E], dzs)
+            out[..., s] = np.where(zero[..., s], x, 0.0)
         return out
 
 
@@ -133,9 +195,6 @@ def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, s
             ctx["gate_dtype"] = dt if dt is not None and dt.kind == "f" else np.float64
             if lay == "bthd":
                 ga = np.swapaxes(ga, -1, -2) if ga.ndim >= 2 else ga
-            if (ga == 0).any():
-                raise NotImplementedError("causal_vjp: kind 'rfa' with gate values of "
-                                          "exactly 0 has no backward yet")
             ctx["gate"] = ga
             with np.errstate(divide="ignore"):
                 ctx["logg"] = np.log(ga)
@@ -157,3 +216,37 @@ def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, s
     ctx.update(comp=comp, W=W.astype(comp, copy=False), qx=qt.astype(comp, copy=False),
                kx=kt.astype(comp, copy=False), vx=vt.astype(comp, copy=False))
     return ctx
+
+
+def causal_vjp(q, k, v, kind: str = "rfa", *, mode: str = "auto",
+               chunk_size: int | None = None, scale: float | None = None,
+               normalize: str | None = None, eps: float | None = None, decay=None,
+               num_features: int | None = None, projection=None, seed: int | None = None,
+               horizon: int | None = None, initial_state: State | None = None,
+               return_state: bool = False, layout: str = "...td",
+               check_finite: bool = False, backward: str | None = None, **kind_options):
+    """``la.causal_vjp`` for ``kind="rfa"`` (gated RFA, gates of exactly 0 included)."""
+    from .._api import causal
+
+    if "out" in kind_options:
+        raise TypeError("causal_vjp() does not take out=")
+    if backward is not None:
+        val.choice("backward", backward, ("chunked", "recurrent", "parallel"))
+    result = causal(q, k, v, kind, mode=mode, chunk_size=chunk_size, scale=scale,
+                    normalize=normalize, eps=eps, decay=decay, num_features=num_features,
+                    projection=projection, seed=seed, horizon=horizon,
+                    initial_state=initial_state, return_state=return_state, layout=layout,
+                    check_finite=check_finite, **kind_options)
+    spec = reg.get(kind)
+    ctx = context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
+                  num_features=num_features, projection=projection, seed=seed,
+                  options={**spec.options, **kind_options}, initial_state=initial_state,
+                  chunk_size=chunk_size, backward=backward, layout=layout, causal=True)
+    return result, RfaVJP(ctx, True)
+
+
+def noncausal_vjp(q, k, v, kind: str = "rfa", **kw):
+    """``la.noncausal_vjp`` for ``kind="rfa"`` (the gate is causal only)."""
+    from ._linear import noncausal_vjp as generic
+
+    return generic(q, k, v, kind, **kw)
