@@ -19,8 +19,9 @@ guard) followed by the map backward:
 
 - ``features="relu"``: ``phi = m^(-1/2) ReLU(u) + 1e-3``, ``u = W x'``:
   ``dx = sqrt(s) W^T (m^(-1/2) [u > 0] dphi)``;
-- ``stabilizer="global"`` (eps inside the features, ``phi = c (exp(l - M) + eps)``): the
-  query rows' and the keys' maxima ``M`` are held constant (as performer-pytorch's
+- ``stabilizer="global"`` (eps inside the features, ``phi = c (exp(l - M) + eps)`` with
+  ``l = u - h`` and ``M`` the maximum of the projections ``u``: per query row, over every
+  key of the call and the carried maximum): the maxima are held constant (as performer-pytorch's
   ``.detach()``; the form is not invariant to them, so this is the gradient of the
   published estimator with its stabiliser treated as a constant), ``dl = c exp(l - M)
   dphi`` and the log-feature backward above.  A carried state was rescaled by
