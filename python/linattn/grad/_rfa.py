@@ -15,12 +15,13 @@ derivative from the ``g > 0`` side (the forward is affine in ``g_s`` and defined
 
     dg_s = <S_{s-1}, dS_s> - phi(k_s) . dphi'_K(s)           (z included with "div")
 
-``S_{s-1}`` (the state before the reset) comes from the forward on the features up to
-``s - 1``, and ``dS_s`` (the cotangent of the state after token ``s``, its read-out
-included) from the C backward of the tokens ``s ..`` started from a zero state with the
-decay at ``s`` set to 1: that forward equals the true one from ``s`` on, so its initial
-state's cotangent is ``dS_s``.  One such pair of calls per distinct reset position
-(``O(T)`` each).
+``S_{s-1}`` (the state before the reset) comes from the C forward of the segment before
+``s`` (from the previous reset, or from the start), and ``dS_s`` (the cotangent of the
+state after token ``s``, its read-out included) from the C backward of the segment from
+``s`` to the next reset, started from a zero state with the decay at ``s`` set to 1: that
+forward equals the true one from ``s`` on, and no cotangent crosses the next reset, so
+its initial state's cotangent is ``dS_s``.  ``O(T)`` per slice in all, one pair of C
+calls per reset.
 """
 
 from __future__ import annotations
@@ -120,46 +121,74 @@ class RfaVJP:
 
     def _reset_terms(self, fq, fkw, vx, doc, dS, dz) -> np.ndarray:
         """``<S_{s-1}, dS_s>`` (plus ``<z_{s-1}, dz_s>``) at the gates of exactly 0, 0
-        elsewhere (see the module docstring)."""
-        from .. import _api
-
+        elsewhere (see the module docstring).  Per slice, the resets cut the sequence into
+        segments that no state and no state cotangent crosses, so each reset needs the
+        forward of the segment before it and the backward of the segment after it:
+        ``O(T)`` per slice in all."""
         c = self._c
         gate, logg, comp, div = c["gate"], c["logg"], c["comp"], c["div"]
         F, E = fkw.shape[-1], c["E"]
         batch = np.broadcast_shapes(fq.shape[:-2], fkw.shape[:-2], vx.shape[:-2],
-                                    gate.shape[:-1])
+                                    gate.shape[:-1], np.shape(c["S0"])[:-2],
+                                    np.shape(dS)[:-2])
         T = fq.shape[-2]
+        ec = E + div
         zero = np.broadcast_to(gate == 0, batch + (T,))
         out = np.zeros(batch + (T,), np.float64)
+        fqb = np.broadcast_to(fq, batch + fq.shape[-2:])
+        fkb = np.broadcast_to(fkw, batch + fkw.shape[-2:])
         vb = np.broadcast_to(vx, batch + vx.shape[-2:])
-        va = np.concatenate([vb, np.ones(batch + (T, 1), comp)], axis=-1) if div else vb
         S0 = np.broadcast_to(c["S0"], batch + (F, E))
-        S0a = np.concatenate([S0, np.broadcast_to(c["z0"], batch + (F,))[..., None]],
-                             axis=-1) if div else S0
+        z0 = np.broadcast_to(c["z0"], batch + (F,))
+        dSb = np.broadcast_to(dS, batch + (F, E))
+        docb = np.broadcast_to(doc, batch + doc.shape[-2:])
+        dzb = np.broadcast_to(dz, batch + (F,))
         gb = np.broadcast_to(logg, batch + (T,))
-        for s in np.flatnonzero(zero.reshape(-1, T).any(axis=0)):
-            s = int(s)
-            if s == 0:
-                prev = S0a.astype(np.float64)
-            else:
-                _, st = _api.causal(fq[..., :s, :], fkw[..., :s, :], va[..., :s, :],
-                                    "linear", mode="chunked", normalize="none",
-                                    decay=np.array(gb[..., :s]),
-                                    initial_state=State(np.array(S0a), None, 0, "linear"),
-                                    return_state=True)
-                prev = st.S.astype(np.float64)
-            g1 = np.array(gb[..., s:])
-            g1[..., 0] = 0.0  # from a zero state with decay 1: the true forward from s on
-            flags = (reg.NORMALIZE[c["normalize"]] << 8) | (reg.EPS_MODES[c["eps_mode"]] << 10)
-            res = c["fn"](fq[..., s:, :], fkw[..., s:, :], vx[..., s:, :], g1,
-                          np.zeros((F, E), comp), np.zeros((F,), comp), doc[..., s:, :], dS,
-                          dz, 1.0, c["eps"], np.int64(flags | (1 << 12)),
-                          np.int64(c["chunk"]))
-            dSs, dzs = res[4].astype(np.float64), res[5].astype(np.float64)
-            x = np.einsum("...fe,...fe->...", prev[..., :E], dSs)
-            if div:
-                x = x + np.einsum("...f,...f->...", prev[..., E], dzs)
-            out[..., s] = np.where(zero[..., s], x, 0.0)
+        fwd_flags = np.int64(1 << 12)  # identity maps, normalize none, decay
+        bwd_flags = np.int64((reg.NORMALIZE[c["normalize"]] << 8)
+                             | (reg.EPS_MODES[c["eps_mode"]] << 10) | (1 << 12))
+        zS, zz, zSa = np.zeros((F, E), comp), np.zeros((F,), comp), np.zeros((F, ec), comp)
+        chunk = np.int64(c["chunk"])
+        for i in np.ndindex(batch):
+            resets = np.flatnonzero(zero[i])
+            if resets.size == 0:
+                continue
+            va = np.concatenate([vb[i], np.ones((T, 1), comp)], axis=-1) if div else vb[i]
+            for j, s in enumerate(resets):
+                s = int(s)
+                start = int(resets[j - 1]) if j else 0
+                end = int(resets[j + 1]) if j + 1 < resets.size else T
+                # S_{s-1}: the forward of the segment before s (from the previous reset,
+                # where a zero state with decay 1 equals the reset, or from the start)
+                if s == 0:
+                    prev = np.concatenate([S0[i], z0[i][:, None]], axis=-1) if div else S0[i]
+                else:
+                    g0 = np.array(gb[i][start:s])
+                    if j:
+                        init = zSa
+                        g0[0] = 0.0
+                    else:
+                        init = np.concatenate([S0[i], z0[i][:, None]], axis=-1) if div \
+                            else S0[i]
+                    _, Sp, _ = _core._causal_chunked(
+                        fqb[i][start:s], fkb[i][start:s], va[start:s], g0,
+                        np.ascontiguousarray(init, comp), np.zeros((F,), comp), 1.0, 0.0,
+                        fwd_flags, chunk)
+                    prev = Sp
+                # dS_s: the backward of the segment from s (a zero state, decay 1 at s);
+                # nothing crosses the next reset, the state cotangent enters at the end
+                g1 = np.array(gb[i][s:end])
+                g1[0] = 0.0
+                last = end == T
+                res = c["fn"](fqb[i][s:end], fkb[i][s:end], vb[i][s:end], g1, zS, zz,
+                              docb[i][s:end],
+                              dSb[i] if last else zS, dzb[i] if last else zz, 1.0, c["eps"],
+                              bwd_flags, chunk)
+                prev = prev.astype(np.float64)
+                x = float(np.vdot(prev[:, :E], res[4].astype(np.float64)))
+                if div:
+                    x += float(np.vdot(prev[:, E], res[5].astype(np.float64)))
+                out[i + (s,)] = x
         return out
 
 
