@@ -73,11 +73,11 @@ def test_performer_relu_fd(rng, normalize, T):
           "z": rng.standard_normal(s1.S.shape[:-1]) if div else None}
     g = vjp(do, dstate=ds)
     args = {"q": q, "k": k, "v": v}
-    for name in args:
+    for name, x0 in args.items():
         def f(x, name=name):
             a = dict(args, **{name: x})
             return loss("performer", a["q"], a["k"], a["v"], do, ds, **kw)
-        assert rel(g[name], fd_elementwise(f, args[name])) <= 1e-6, name
+        assert rel(g[name], fd_elementwise(f, x0)) <= 1e-6, name
 
     def fS(x):
         return loss("performer", q, k, v, do, ds, **dict(kw, initial_state=la.State(
@@ -96,11 +96,11 @@ def test_performer_relu_noncausal_cross_bthd(rng):
     do = rng.standard_normal(o.shape)
     g = vjp(do)
     args = {"q": q, "k": k, "v": v}
-    for name in args:
+    for name, x0 in args.items():
         def f(x, name=name):
             a = dict(args, **{name: x})
             return float((la.noncausal(a["q"], a["k"], a["v"], "performer", **kw) * do).sum())
-        assert rel(g[name], fd_elementwise(f, args[name])) <= 1e-6, name
+        assert rel(g[name], fd_elementwise(f, x0)) <= 1e-6, name
 
 
 # ------------------------------------------------- Performer, global stabiliser --
@@ -160,11 +160,11 @@ def test_performer_global_frozen_maxima_oracle(rng, features, normalize, causal)
     do = rng.standard_normal(o.shape)
     g = vjp(do)
     args = {"q": q, "k": k, "v": v}
-    for name in args:
+    for name, x0 in args.items():
         def f(x, name=name):
             a = dict(args, **{name: x})
             return float((oracle(a["q"], a["k"], a["v"]) * do).sum())
-        assert rel(g[name], fd_elementwise(f, args[name])) <= 1e-6, name
+        assert rel(g[name], fd_elementwise(f, x0)) <= 1e-6, name
 
 
 @pytest.mark.parametrize("features", ["positive", "hyperbolic"])
@@ -181,11 +181,11 @@ def test_performer_global_eps0_is_invariant_and_state(rng, features):
     do = rng.standard_normal(o.shape)
     g = vjp(do)
     args = {"q": q, "k": k, "v": v}
-    for name in args:
+    for name, x0 in args.items():
         def f(x, name=name):
             a = dict(args, **{name: x})
             return loss("performer", a["q"], a["k"], a["v"], do, **kw)
-        assert rel(g[name], fd_elementwise(f, args[name])) <= 1e-6, name
+        assert rel(g[name], fd_elementwise(f, x0)) <= 1e-6, name
     for part in ("S", "z"):
         def fS(x, part=part):
             s = st.copy()
@@ -258,11 +258,11 @@ def test_rfa_zero_gate_fd(rng, backward, normalize, T):
     assert rel(g["gate"], _gate_fd(lambda x: loss("rfa", q, k, v, do, ds, gate=x, **kw),
                                    gate)) <= 1e-6
     args = {"q": q, "k": k, "v": v}
-    for name in args:
+    for name, x0 in args.items():
         def f(x, name=name):
             a = dict(args, **{name: x})
             return loss("rfa", a["q"], a["k"], a["v"], do, ds, gate=gate, **kw)
-        assert rel(g[name], fd_elementwise(f, args[name])) <= 1e-6, name
+        assert rel(g[name], fd_elementwise(f, x0)) <= 1e-6, name
 
     def fS(x):
         return loss("rfa", q, k, v, do, ds, gate=gate, **dict(kw, initial_state=la.State(
@@ -304,3 +304,23 @@ def test_rfa_registry_slot_takes_zero_gates(rng):
     o, vjp = reg.get("rfa").backward(q, k, v, gate=gate, num_features=8, seed=0)
     assert np.isfinite(vjp(np.ones_like(o))["gate"]).all()
     assert "gate" in la.kinds()["rfa"]["grad"]["wrt"]
+
+
+@pytest.mark.parametrize("kw", [{"features": "relu"},
+                                {"stabilizer": "global", "eps": 0.0},
+                                {"stabilizer": "global", "features": "hyperbolic",
+                                 "eps": 0.0}])
+@pytest.mark.parametrize("causal", [True, False])
+def test_performer_published_torch_gradcheck(kw, causal):
+    """torch autograd's gradcheck through linattn.torch (eps = 0 for the global
+    stabiliser: there its maxima cancel, so the forward's numerical Jacobian is the
+    oracle)."""
+    torch = pytest.importorskip("torch")
+    lt = pytest.importorskip("linattn.torch")
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 9, n, generator=gen, dtype=torch.float64).requires_grad_()
+               for n in (4, 4, 5))
+    fn = lt.causal if causal else lt.noncausal
+    kw = dict(kw, num_features=8, seed=0)
+    assert torch.autograd.gradcheck(lambda q, k, v: fn(q, k, v, "performer", **kw),
+                                    (q, k, v), atol=1e-8, rtol=1e-6)

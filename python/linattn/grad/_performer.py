@@ -45,7 +45,6 @@ from ..state import State
 def check_supported(options: dict) -> None:
     """Every ``features`` x ``stabilizer`` the forward offers has a backward (the forward
     validates the values)."""
-    return None
 
 
 def _published(options: dict) -> bool:
@@ -275,7 +274,8 @@ def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, s
     W, F = _draws.projection_for("performer", dims.D, num_features, projection, seed, feats,
                                  dtype=comp)
     div = normalize == "div"
-    ctx = {"features": feats, "published": _published(options), "scale": scale, "normalize": normalize, "eps": eps, "F": F,
+    ctx = {"features": feats, "published": _published(options), "scale": scale,
+           "normalize": normalize, "eps": eps, "F": F,
            "E": dims.E, "div": div, "chunk": 64 if chunk_size is None else int(chunk_size),
            "out_shape": outer.out_shape(dims.E),
            "td": (lambda x: np.swapaxes(x, -3, -2)) if lay == "bthd" else (lambda x: x),

@@ -57,7 +57,7 @@ def _options(kind_options: dict) -> tuple[str, int | None]:
 
 # ---------------------------------------------------------------- NormAttention --
 
-def _norm_causal(q, k, v, *, result, variant, scale, normalize, eps, decay, initial_state,
+def _norm_causal(q, k, v, *, variant, scale, normalize, eps, decay, initial_state,
                  chunk_size, layout, backward):
     """A :class:`LinearVJP` for NormAttention (the generic operator's backward)."""
     from ._linear import LinearVJP, _context
@@ -263,7 +263,7 @@ def causal_vjp(q, k, v, kind: str = "transnormer", *, mode: str = "auto",
                     **kind_options)
     variant, w = _options(kind_options)
     if w is None:
-        vjp = _norm_causal(q, k, v, result=result, variant=variant, scale=scale,
+        vjp = _norm_causal(q, k, v, variant=variant, scale=scale,
                            normalize=normalize, eps=eps, decay=decay,
                            initial_state=initial_state, chunk_size=chunk_size,
                            layout=layout, backward=backward)
