@@ -102,6 +102,7 @@ static PyMethodDef core_methods[] = {
     {NULL, NULL, 0, NULL}};
 
 /* One registration function per glue file (glue/<mech>_loops.c). */
+int la_register_diag_bwd(PyObject *module); /* glue/diag_bwd_loops.c */
 static int (*const la_registrars[])(PyObject *) = {
     la_register_linear, la_register_featmap,   la_register_softmax,
     la_register_cosformer, la_register_diag,   la_register_sscan,
@@ -111,6 +112,7 @@ static int (*const la_registrars[])(PyObject *) = {
     la_register_arch, /* arch/arch_py.c: simd, fma_peak, tuning table */
     la_register_softmax_bwd,
     la_register_sscan_bwd,
+    la_register_diag_bwd,
 };
 
 static int

@@ -12,6 +12,20 @@ here in float64, the C backward runs with ``normalize="none"`` on ``[v | 1]``, a
 log-feature backward is ``dl = phi~ * dphi~``, ``dx' = W^T dl - x' sum_i dl_i``
 (hyperbolic: ``W^T (dl+ - dl-)``), ``dx = sqrt(s) dx'``.  The state cotangents refer to
 the stored (shifted) ``S``, ``z`` with ``extra["max"]`` held constant.
+
+The published forms run the generic operator on features computed outside it, so their
+backward is the C operator backward on those features (identity maps, the forward's
+guard) followed by the map backward:
+
+- ``features="relu"``: ``phi = m^(-1/2) ReLU(u) + 1e-3``, ``u = W x'``:
+  ``dx = sqrt(s) W^T (m^(-1/2) [u > 0] dphi)``;
+- ``stabilizer="global"`` (eps inside the features, ``phi = c (exp(l - M) + eps)`` with
+  ``l = u - h`` and ``M`` the maximum of the projections ``u``: per query row, over every
+  key of the call and the carried maximum): the maxima are held constant (as performer-pytorch's
+  ``.detach()``; the form is not invariant to them, so this is the gradient of the
+  published estimator with its stabiliser treated as a constant), ``dl = c exp(l - M)
+  dphi`` and the log-feature backward above.  A carried state was rescaled by
+  ``exp(max_prev - M)`` in the forward; its cotangent gets the same factor.
 """
 
 from __future__ import annotations
@@ -22,18 +36,20 @@ import numpy as np
 
 from .. import _core
 from .. import _draws
+from .. import _registry as reg
 from .. import _validate as val
 from .. import features as _features
 from ..state import State
 
 
 def check_supported(options: dict) -> None:
-    feats = options.get("features", "positive")
-    stab = options.get("stabilizer", "prefix")
-    if feats not in ("positive", "hyperbolic") or stab != "prefix":
-        raise NotImplementedError(
-            f"performer_vjp: features={feats!r} with stabilizer={stab!r} has no backward "
-            f"yet; supported: features='positive' or 'hyperbolic' with stabilizer='prefix'")
+    """Every ``features`` x ``stabilizer`` the forward offers has a backward (the forward
+    validates the values)."""
+
+
+def _published(options: dict) -> bool:
+    return options.get("features", "positive") == "relu" or \
+        options.get("stabilizer", "prefix") == "global"
 
 
 def _log_features(x, W, feats, scale, comp):
@@ -62,6 +78,8 @@ class PerformerVJP:
         from ._linear import _cotangent, _grad_as, _state_cotangent
 
         c = self._c
+        if c["published"]:
+            return self._published(do, dstate)
         comp, E, F, div = c["comp"], c["E"], c["F"], c["div"]
         td = c["td"]
         doc = td(_cotangent("do", do, c["out_shape"], comp)).astype(np.float64)
@@ -149,6 +167,88 @@ class PerformerVJP:
                 out["initial_state"] = State(dS0, dz0, st.t, st.kind)
         return out
 
+    def _published(self, do, dstate) -> dict[str, Any]:
+        """relu features or the global stabiliser: the operator backward on the forward's
+        features, then the map backward (module docstring)."""
+        from ..kinds.randomfeatures import _perf_feats, _perf_global_keys
+        from ._linear import _cotangent, _grad_as, _state_cotangent
+
+        c = self._c
+        comp, E, F, div, td = c["comp"], c["E"], c["F"], c["div"], c["td"]
+        qx, kx, vx, W, scale, feats = c["qx"], c["kx"], c["vx"], c["W"], c["scale"], \
+            c["features"]
+        eps = c["eps"]
+        doc = td(_cotangent("do", do, c["out_shape"], comp))
+        batch = np.broadcast_shapes(qx.shape[:-2], kx.shape[:-2], vx.shape[:-2],
+                                    W.shape[:-2])
+        rescale = None
+        if feats == "relu":
+            fq = _perf_feats(qx, W, "relu", scale, comp)
+            fk = _perf_feats(kx, W, "relu", scale, comp)
+            guard = eps
+        else:
+            fq = _perf_feats(qx, W, feats, scale, comp, shift="row", eps=eps)
+            eq = np.exp(_perf_feats(qx, W, feats, scale, comp, shift="row", log=True))
+            if self.causal:
+                prev = c["mu0_published"]
+                fk, M = _perf_global_keys(kx, W, feats, scale, comp, eps, F, prev)
+                lk = _perf_feats(kx, W, feats, scale, comp, log=True)
+                with np.errstate(invalid="ignore"):
+                    ek = np.exp(lk - np.asarray(M)[..., None, None].astype(comp))
+                if prev is not None:
+                    rescale = np.exp(prev - np.broadcast_to(M, batch))
+            else:
+                fk = _perf_feats(kx, W, feats, scale, comp, shift="global", eps=eps)
+                ek = np.exp(_perf_feats(kx, W, feats, scale, comp, shift="global",
+                                        log=True))
+            guard = 0.0
+        flags = (reg.NORMALIZE[c["normalize"]] << 8) | (reg.EPS_MODES["add"] << 10)
+        if self.causal:
+            S0, z0 = c["S0p"], c["z0p"]
+            if rescale is not None:
+                S0 = S0 * rescale[..., None, None].astype(S0.dtype)
+                z0 = z0 * rescale[..., None].astype(z0.dtype)
+            dS, dz = _state_cotangent(dstate, batch, F, E, div, comp)
+            T = fq.shape[-2]
+            chunk = c["chunk"]
+            fn = _core._causal_bwd_chunked if T >= 2 * chunk else _core._causal_bwd_recurrent
+            dfq, dfk, dv, _, dS0, dz0 = fn(fq, fk, vx, np.zeros(T), S0, z0, doc, dS, dz,
+                                           1.0, guard, np.int64(flags), np.int64(chunk))
+        else:
+            if dstate is not None:
+                raise TypeError("dstate applies to causal_vjp only (noncausal has no state)")
+            dfq, dfk, dv = _core._noncausal_bwd(fq, fk, vx, doc, 1.0, guard, np.int64(flags),
+                                                np.int64(c["chunk"]))
+        if feats == "relu":
+            dq, dk = (self._relu_backward(x, dphi, W, scale)
+                      for x, dphi in ((qx, dfq), (kx, dfk)))
+        else:
+            dq = self._map_backward(qx, dfq * eq, W, scale)
+            dk = self._map_backward(kx, dfk * ek, W, scale)
+        out = {"q": _grad_as(td(dq), c["q_shape"], c["q_dtype"]),
+               "k": _grad_as(td(dk), c["k_shape"], c["k_dtype"]),
+               "v": _grad_as(td(dv), c["v_shape"], c["v_dtype"])}
+        if self.causal:
+            out["decay"] = None
+            out["initial_state"] = None
+            st = c["state"]
+            if st is not None:
+                if rescale is not None:
+                    dS0 = dS0 * rescale[..., None, None]
+                    dz0 = dz0 * rescale[..., None]
+                out["initial_state"] = State(
+                    _grad_as(dS0, st.S.shape, st.S.dtype),
+                    _grad_as(dz0, st.z.shape, st.z.dtype) if div else None, st.t, st.kind)
+        return out
+
+    @staticmethod
+    def _relu_backward(x, dphi, W, scale):
+        """phi = m^(-1/2) ReLU(u) + 1e-3, u = W x', x' = sqrt(s) x."""
+        m = W.shape[-2]
+        rs = np.sqrt(scale)
+        u = (rs * x) @ np.swapaxes(W, -1, -2)
+        return rs * (((u > 0) * dphi / np.sqrt(m)) @ W)
+
     def _map_backward(self, x, dl, W, scale):
         """dl (..., T, F) -> dx (..., T, D): dx' = W^T dl - x' sum(dl), dx = sqrt(s) dx'."""
         m = W.shape[-2]
@@ -174,7 +274,8 @@ def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, s
     W, F = _draws.projection_for("performer", dims.D, num_features, projection, seed, feats,
                                  dtype=comp)
     div = normalize == "div"
-    ctx = {"features": feats, "scale": scale, "normalize": normalize, "eps": eps, "F": F,
+    ctx = {"features": feats, "published": _published(options), "scale": scale,
+           "normalize": normalize, "eps": eps, "F": F,
            "E": dims.E, "div": div, "chunk": 64 if chunk_size is None else int(chunk_size),
            "out_shape": outer.out_shape(dims.E),
            "td": (lambda x: np.swapaxes(x, -3, -2)) if lay == "bthd" else (lambda x: x),
@@ -192,10 +293,18 @@ def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, s
             S0a[..., :dims.E] = initial_state.S
             if div:
                 S0a[..., dims.E] = initial_state.z
-            mu0 = np.asarray(initial_state.extra["max"], dtype=np.float64)
+            if "max" in initial_state.extra:
+                mu0 = np.asarray(initial_state.extra["max"], dtype=np.float64)
             ctx["state"] = initial_state
         ctx["S0a"] = S0a
         ctx["mu0"] = np.broadcast_to(np.asarray(mu0, np.float64), batch)
+        # the published forms: the state as given (rescaled in the backward for "global")
+        ctx["S0p"] = np.ascontiguousarray(S0a[..., :dims.E])
+        ctx["z0p"] = np.ascontiguousarray(S0a[..., dims.E]) if div else \
+            np.zeros(S0a.shape[:-1], comp)
+        ctx["mu0_published"] = None if (initial_state is None or
+                                        "max" not in initial_state.extra) else \
+            np.asarray(initial_state.extra["max"], dtype=np.float64)
     ctx.update(comp=comp, W=W.astype(comp, copy=False), qx=qt.astype(comp, copy=False),
                kx=kt.astype(comp, copy=False), vx=vt.astype(comp, copy=False))
     return ctx

@@ -6,8 +6,22 @@ the sin/cos features, then the feature backward
 
 (``n = |x|``, ``d = 1e-3``, last term 0 at ``n = 0``).  Gated RFA (``gate=``) folds the
 write weight ``1 - g`` into the key features and uses ``log g`` as the per-token decay:
-``dg_s = dlog_s / g_s - phi(k_s) . dphi'_K(s)`` for ``g_s > 0``; gates of exactly 0 have no
-backward yet (NotImplementedError).
+``dg_s = dlog_s / g_s - phi(k_s) . dphi'_K(s)`` for ``g_s > 0``.
+
+A gate of exactly 0 resets the state (``log 0 = -inf``, the decay factor is exactly 0), so
+``dlog_s = g_s <S_{s-1}, dS_s> = 0`` loses the first term.  There the gradient is the
+derivative from the ``g > 0`` side (the forward is affine in ``g_s`` and defined for
+``g_s >= 0`` only), the limit of the formula above:
+
+    dg_s = <S_{s-1}, dS_s> - phi(k_s) . dphi'_K(s)           (z included with "div")
+
+``S_{s-1}`` (the state before the reset) comes from the C forward of the segment before
+``s`` (from the previous reset, or from the start), and ``dS_s`` (the cotangent of the
+state after token ``s``, its read-out included) from the C backward of the segment from
+``s`` to the next reset, started from a zero state with the decay at ``s`` set to 1: that
+forward equals the true one from ``s`` on, and no cotangent crosses the next reset, so
+its initial state's cotangent is ``dS_s``.  ``O(T)`` per slice in all, one pair of C
+calls per reset.
 """
 
 from __future__ import annotations
@@ -94,10 +108,87 @@ class RfaVJP:
                                                                     st.z.dtype)
                     if c["div"] else None, st.t, st.kind)
             if gate is not None:
-                dgate = dg / gate - np.einsum("...tf,...tf->...t", fk, dfkw)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    dlog = np.where(gate > 0, dg / np.where(gate > 0, gate, 1.0), 0.0)
+                if (gate == 0).any():
+                    dlog = dlog + self._reset_terms(fq, fkw, vx, doc, dS, dz)
+                dgate = dlog - np.einsum("...tf,...tf->...t", fk, dfkw)
                 if c["gate_layout_swap"]:
                     dgate = np.swapaxes(dgate, -1, -2)
                 out["gate"] = _grad_as(dgate, c["gate_shape"], c["gate_dtype"])
+        return out
+
+
+    def _reset_terms(self, fq, fkw, vx, doc, dS, dz) -> np.ndarray:
+        """``<S_{s-1}, dS_s>`` (plus ``<z_{s-1}, dz_s>``) at the gates of exactly 0, 0
+        elsewhere (see the module docstring).  Per slice, the resets cut the sequence into
+        segments that no state and no state cotangent crosses, so each reset needs the
+        forward of the segment before it and the backward of the segment after it:
+        ``O(T)`` per slice in all."""
+        c = self._c
+        gate, logg, comp, div = c["gate"], c["logg"], c["comp"], c["div"]
+        F, E = fkw.shape[-1], c["E"]
+        batch = np.broadcast_shapes(fq.shape[:-2], fkw.shape[:-2], vx.shape[:-2],
+                                    gate.shape[:-1], np.shape(c["S0"])[:-2],
+                                    np.shape(dS)[:-2])
+        T = fq.shape[-2]
+        ec = E + div
+        zero = np.broadcast_to(gate == 0, batch + (T,))
+        out = np.zeros(batch + (T,), np.float64)
+        fqb = np.broadcast_to(fq, batch + fq.shape[-2:])
+        fkb = np.broadcast_to(fkw, batch + fkw.shape[-2:])
+        vb = np.broadcast_to(vx, batch + vx.shape[-2:])
+        S0 = np.broadcast_to(c["S0"], batch + (F, E))
+        z0 = np.broadcast_to(c["z0"], batch + (F,))
+        dSb = np.broadcast_to(dS, batch + (F, E))
+        docb = np.broadcast_to(doc, batch + doc.shape[-2:])
+        dzb = np.broadcast_to(dz, batch + (F,))
+        gb = np.broadcast_to(logg, batch + (T,))
+        fwd_flags = np.int64(1 << 12)  # identity maps, normalize none, decay
+        bwd_flags = np.int64((reg.NORMALIZE[c["normalize"]] << 8)
+                             | (reg.EPS_MODES[c["eps_mode"]] << 10) | (1 << 12))
+        zS, zz, zSa = np.zeros((F, E), comp), np.zeros((F,), comp), np.zeros((F, ec), comp)
+        chunk = np.int64(c["chunk"])
+        for i in np.ndindex(batch):
+            resets = np.flatnonzero(zero[i])
+            if resets.size == 0:
+                continue
+            va = np.concatenate([vb[i], np.ones((T, 1), comp)], axis=-1) if div else vb[i]
+            for j, s in enumerate(resets):
+                s = int(s)
+                start = int(resets[j - 1]) if j else 0
+                end = int(resets[j + 1]) if j + 1 < resets.size else T
+                # S_{s-1}: the forward of the segment before s (from the previous reset,
+                # where a zero state with decay 1 equals the reset, or from the start)
+                if s == 0:
+                    prev = np.concatenate([S0[i], z0[i][:, None]], axis=-1) if div else S0[i]
+                else:
+                    g0 = np.array(gb[i][start:s])
+                    if j:
+                        init = zSa
+                        g0[0] = 0.0
+                    else:
+                        init = np.concatenate([S0[i], z0[i][:, None]], axis=-1) if div \
+                            else S0[i]
+                    _, Sp, _ = _core._causal_chunked(
+                        fqb[i][start:s], fkb[i][start:s], va[start:s], g0,
+                        np.ascontiguousarray(init, comp), np.zeros((F,), comp), 1.0, 0.0,
+                        fwd_flags, chunk)
+                    prev = Sp
+                # dS_s: the backward of the segment from s (a zero state, decay 1 at s);
+                # nothing crosses the next reset, the state cotangent enters at the end
+                g1 = np.array(gb[i][s:end])
+                g1[0] = 0.0
+                last = end == T
+                res = c["fn"](fqb[i][s:end], fkb[i][s:end], vb[i][s:end], g1, zS, zz,
+                              docb[i][s:end],
+                              dSb[i] if last else zS, dzb[i] if last else zz, 1.0, c["eps"],
+                              bwd_flags, chunk)
+                prev = prev.astype(np.float64)
+                x = float(np.vdot(prev[:, :E], res[4].astype(np.float64)))
+                if div:
+                    x += float(np.vdot(prev[:, E], res[5].astype(np.float64)))
+                out[i + (s,)] = x
         return out
 
 
@@ -133,9 +224,6 @@ def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, s
             ctx["gate_dtype"] = dt if dt is not None and dt.kind == "f" else np.float64
             if lay == "bthd":
                 ga = np.swapaxes(ga, -1, -2) if ga.ndim >= 2 else ga
-            if (ga == 0).any():
-                raise NotImplementedError("causal_vjp: kind 'rfa' with gate values of "
-                                          "exactly 0 has no backward yet")
             ctx["gate"] = ga
             with np.errstate(divide="ignore"):
                 ctx["logg"] = np.log(ga)
@@ -157,3 +245,37 @@ def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, s
     ctx.update(comp=comp, W=W.astype(comp, copy=False), qx=qt.astype(comp, copy=False),
                kx=kt.astype(comp, copy=False), vx=vt.astype(comp, copy=False))
     return ctx
+
+
+def causal_vjp(q, k, v, kind: str = "rfa", *, mode: str = "auto",
+               chunk_size: int | None = None, scale: float | None = None,
+               normalize: str | None = None, eps: float | None = None, decay=None,
+               num_features: int | None = None, projection=None, seed: int | None = None,
+               horizon: int | None = None, initial_state: State | None = None,
+               return_state: bool = False, layout: str = "...td",
+               check_finite: bool = False, backward: str | None = None, **kind_options):
+    """``la.causal_vjp`` for ``kind="rfa"`` (gated RFA, gates of exactly 0 included)."""
+    from .._api import causal
+
+    if "out" in kind_options:
+        raise TypeError("causal_vjp() does not take out=")
+    if backward is not None:
+        val.choice("backward", backward, ("chunked", "recurrent", "parallel"))
+    result = causal(q, k, v, kind, mode=mode, chunk_size=chunk_size, scale=scale,
+                    normalize=normalize, eps=eps, decay=decay, num_features=num_features,
+                    projection=projection, seed=seed, horizon=horizon,
+                    initial_state=initial_state, return_state=return_state, layout=layout,
+                    check_finite=check_finite, **kind_options)
+    spec = reg.get(kind)
+    ctx = context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
+                  num_features=num_features, projection=projection, seed=seed,
+                  options={**spec.options, **kind_options}, initial_state=initial_state,
+                  chunk_size=chunk_size, backward=backward, layout=layout, causal=True)
+    return result, RfaVJP(ctx, True)
+
+
+def noncausal_vjp(q, k, v, kind: str = "rfa", **kw):
+    """``la.noncausal_vjp`` for ``kind="rfa"`` (the gate is causal only)."""
+    from ._linear import noncausal_vjp as generic
+
+    return generic(q, k, v, kind, **kw)
