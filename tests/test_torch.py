@@ -266,3 +266,18 @@ def test_noncausal_gradcheck_real_kernels():
     q, k, v = _t(2, 9, 4, seed=1), _t(2, 6, 4, seed=2), _t(2, 6, 5, seed=3)
     assert torch.autograd.gradcheck(lambda q, k, v: lt.noncausal(q, k, v, "elu"), (q, k, v),
                                      **GC)
+
+
+def test_causal_state_of_diag_attention_resumes():
+    """A DiagAttention state is its block cache only (S and z are None): return_state and
+    initial_state carry it through the bridge, and pieces equal one call."""
+    q, k, v = (_t(1, 2, 20, 8, seed=s) for s in (1, 2, 3))
+    kw = dict(kind="transnormer", diag_block=8)
+    whole = la.causal(*(x.detach().numpy() for x in (q, k, v)), **kw)
+    o1, st = lt.causal(q[..., :12, :], k[..., :12, :], v[..., :12, :], return_state=True, **kw)
+    assert st.S is None and st.z is None and st.t == 12
+    o2 = lt.causal(q[..., 12:, :], k[..., 12:, :], v[..., 12:, :], initial_state=st, **kw)
+    np.testing.assert_allclose(torch.cat([o1, o2], -2).detach().numpy(), whole, rtol=1e-12,
+                               atol=1e-12)
+    (o1.sum() + o2.sum()).backward()  # gradients flow to the inputs of both pieces
+    assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in (q, k, v))

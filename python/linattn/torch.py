@@ -277,7 +277,7 @@ def _la_call(entry, q, k, v, decay, S0, z0, projection, extras, c, with_vjp):
     if entry == "causal":
         if decay is not None:
             kw["decay"] = _np(decay)
-        if S0 is not None:
+        if S0 is not None or c["state_kind"]:  # a DiagAttention state is its cache only
             extra = {n: _np(e) for n, e in zip(c["extras"], extras)}
             kw["initial_state"] = la.State(_np(S0), _np(z0), c["t0"], c["state_kind"],
                                            extra)
@@ -356,13 +356,14 @@ class _CausalWithState(torch.autograd.Function):
         box.append((st.t, st.kind, {n: torch.from_numpy(np.array(e, copy=True))
                                      for n, e in st.extra.items()}))
         ctx.n_extras = len(extras)
+        S1 = _fresh(st.S) if st.S is not None else _empty(q)  # DiagAttention: a cache only
         z1 = _fresh(st.z) if st.z is not None else _empty(q)
-        return _fresh(o), _fresh(st.S), z1
+        return _fresh(o), S1, z1
 
     @staticmethod
     def backward(ctx, do, dS, dz):
         ctx.saved_tensors  # raises if an input was edited in place since the forward
-        ds = {"S": _np(dS)}
+        ds = {"S": _np(dS)} if dS is not None and dS.numel() else {}
         if dz is not None and dz.numel():
             ds["z"] = _np(dz)
         g = ctx.vjp(_np(do), dstate=ds)
@@ -433,7 +434,7 @@ def causal(q, k, v, kind: str = "elu", *, decay=None, projection=None, initial_s
     o, S1, z1 = _CausalWithState.apply(cv(q), cv(k), cv(v), _dc(decay), cv(S0), cv(z0), proj,
                                        config, box, *extras)
     t1, kind1, extra1 = box[0]
-    state = la.State(S1, z1 if z1.numel() else None, t1, kind1, extra1)
+    state = la.State(S1 if S1.numel() else None, z1 if z1.numel() else None, t1, kind1, extra1)
     return (o if res == comp else o.to(res)), state
 
 
