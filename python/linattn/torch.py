@@ -277,7 +277,7 @@ def _la_call(entry, q, k, v, decay, S0, z0, projection, extras, c, with_vjp):
     if entry == "causal":
         if decay is not None:
             kw["decay"] = _np(decay)
-        if S0 is not None or c["state_kind"]:  # a DiagAttention state is its cache only
+        if S0 is not None or c.get("state_kind"):  # a DiagAttention state is its cache only
             extra = {n: _np(e) for n, e in zip(c["extras"], extras)}
             kw["initial_state"] = la.State(_np(S0), _np(z0), c["t0"], c["state_kind"],
                                            extra)
