@@ -28,6 +28,10 @@ LA_FN(bwd_store)(LA_T *dst, la_index rs, la_index cs, const LA_T *src, la_index 
 {
     la_index i, j;
     for (i = 0; i < rows; i++) {
+        if (cs == 1) {
+            memcpy(dst + i * rs, src + i * ld, (size_t)cols * sizeof(LA_T));
+            continue;
+        }
         for (j = 0; j < cols; j++) {
             dst[i * rs + j * cs] = src[i * ld + j];
         }
@@ -341,12 +345,29 @@ LA_FN(bwd_decay)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
     return beta;
 }
 
-/* Key features and [v | 1] of tokens [t0, t0+n). */
+/*
+ * Key features and [v | 1] of tokens [t0, t0+n).  The features are computed
+ * once: the forward sweep (bwd_state_delta, every chunk but the last) parks
+ * them in the rows of dk, which the reverse sweep reads back before it
+ * overwrites them with the chunk's gradient (the same values: bit-identical).
+ * keys: LA_KEYS_* (linear_bwd.c).
+ */
 static void
-LA_FN(bwd_load_kv)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_index n)
+LA_FN(bwd_load_kv)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_index n,
+                   int keys)
 {
     const LA_T *k = (const LA_T *)a->k, *v = (const LA_T *)a->v;
-    LA_FN(bwd_features)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, n, a->f, w->Kc);
+    LA_T *dk = (LA_T *)a->dk + t0 * a->dk_rs;
+    if (keys == LA_KEYS_PARKED) {
+        LA_FN(bwd_load)(w->Kc, a->f, dk, a->dk_rs, a->dk_cs, n, a->f);
+    }
+    else {
+        LA_FN(bwd_features)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, n, a->f,
+                            w->Kc);
+    }
+    if (keys == LA_KEYS_PARK) {
+        LA_FN(bwd_store)(dk, a->dk_rs, a->dk_cs, w->Kc, a->f, n, a->f);
+    }
     LA_FN(bwd_values)(v + t0 * a->v_rs, a->v_rs, a->v_cs, n, a->e, w->ec, w->Vc);
 }
 
@@ -374,7 +395,7 @@ LA_FN(bwd_state_delta)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t
 {
     const la_index n = a->t - t0 < w->C ? a->t - t0 : w->C;
     const double beta = LA_FN(bwd_decay)(a, w, t0, n);
-    LA_FN(bwd_load_kv)(a, w, t0, n);
+    LA_FN(bwd_load_kv)(a, w, t0, n, LA_KEYS_PARK);
     LA_FN(bwd_scale_keys)(w, n, a->f);
     LA_GEMM(1, 0, a->f, w->ec, n, 1, w->Kc, a->f, w->Vc, w->ec, 0, Delta, w->ec);
     return beta;
@@ -543,7 +564,8 @@ LA_FN(bwd_chunk_dn)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0,
 
     beta = LA_FN(bwd_decay)(a, w, t0, n);
     LA_FN(bwd_features)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, f, Qc);
-    LA_FN(bwd_load_kv)(a, w, t0, n);
+    /* every chunk but the last had its key features parked by bwd_state_delta */
+    LA_FN(bwd_load_kv)(a, w, t0, n, t0 + n < a->t ? LA_KEYS_PARKED : LA_KEYS_MAP);
     LA_FN(bwd_load)(Dc, e, dout + t0 * a->do_rs, a->do_rs, a->do_cs, n, e);
 
     /* P = (Q K^T) o L */
