@@ -151,10 +151,11 @@ class _GradBuffers:
     keeps the last ``KEEP`` large arrays it handed out and reuses one only when its
     reference count shows the pool's own references alone: a gradient the caller
     still holds (or a view of it, or a torch tensor made from it, which all refer to
-    it) is never written.  At most ``KEEP`` arrays stay allocated after the caller
-    has dropped them."""
+    it) is never written.  At most ``KEEP`` arrays and ``MAX_BYTES`` stay allocated
+    after the caller has dropped them."""
 
     MIN_BYTES = 1 << 20
+    MAX_BYTES = 1 << 30
     KEEP = 6
 
     def __init__(self) -> None:
@@ -176,6 +177,8 @@ class _GradBuffers:
                 b = np.empty(shape, dtype)
             self._bufs.append(b)
             del self._bufs[:-self.KEEP]
+            while sum(x.nbytes for x in self._bufs) > self.MAX_BYTES:
+                del self._bufs[0]
         return b
 
 

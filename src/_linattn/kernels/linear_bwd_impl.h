@@ -10,6 +10,10 @@ LA_FN(bwd_load)(LA_T *dst, la_index ld, const LA_T *src, la_index rs, la_index c
                 la_index rows, la_index cols)
 {
     la_index i, j;
+    if (cs == 1 && rs == cols && ld == cols) {
+        memcpy(dst, src, (size_t)(rows * cols) * sizeof(LA_T)); /* dense: one copy */
+        return;
+    }
     for (i = 0; i < rows; i++) {
         if (cs == 1) {
             memcpy(dst + i * ld, src + i * rs, (size_t)cols * sizeof(LA_T));
@@ -27,6 +31,10 @@ LA_FN(bwd_store)(LA_T *dst, la_index rs, la_index cs, const LA_T *src, la_index 
                  la_index rows, la_index cols)
 {
     la_index i, j;
+    if (cs == 1 && rs == cols && ld == cols) {
+        memcpy(dst, src, (size_t)(rows * cols) * sizeof(LA_T));
+        return;
+    }
     for (i = 0; i < rows; i++) {
         if (cs == 1) {
             memcpy(dst + i * rs, src + i * ld, (size_t)cols * sizeof(LA_T));
@@ -75,7 +83,7 @@ LA_FN(bwd_fmap)(int fmap, double scale_d, const LA_T *LA_RESTRICT phi, la_index 
                 la_index ocs)
 {
     const LA_T scale = (LA_T)scale_d;
-    LA_T buf[256];
+    LA_T tmp[256];
     la_index r, j, j0;
     for (r = 0; r < n; r++) {
         const LA_T *pr = phi + r * f, *dr = dphi + r * f;
@@ -83,6 +91,7 @@ LA_FN(bwd_fmap)(int fmap, double scale_d, const LA_T *LA_RESTRICT phi, la_index 
         for (j0 = 0; j0 < f; j0 += 256) {
             const la_index nb = f - j0 < 256 ? f - j0 : 256;
             const LA_T *p = pr + j0, *d = dr + j0;
+            LA_T *buf = ocs == 1 ? orow + j0 : tmp; /* dense rows: written in place */
             switch (fmap) {
             case LA_FMAP_ELU1:
                 for (j = 0; j < nb; j++) {
@@ -105,13 +114,8 @@ LA_FN(bwd_fmap)(int fmap, double scale_d, const LA_T *LA_RESTRICT phi, la_index 
                 }
                 break;
             }
-            if (ocs == 1) {
-                memcpy(orow + j0, buf, (size_t)nb * sizeof(LA_T));
-            }
-            else {
-                for (j = 0; j < nb; j++) {
-                    orow[(j0 + j) * ocs] = buf[j];
-                }
+            for (j = 0; j < nb && ocs != 1; j++) {
+                orow[(j0 + j) * ocs] = buf[j];
             }
         }
     }
