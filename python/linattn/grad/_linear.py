@@ -168,8 +168,10 @@ class _GradBuffers:
         if int(np.prod(shape)) * dtype.itemsize < self.MIN_BYTES:
             return None
         with self._lock:
-            for i, b in enumerate(self._bufs):
-                # references: the list, the loop variable, getrefcount's argument
+            for i in range(len(self._bufs)):
+                # references: the list, b, getrefcount's argument (not enumerate: its
+                # cached result tuple would hold one more)
+                b = self._bufs[i]
                 if b.shape == shape and b.dtype == dtype and sys.getrefcount(b) == 3:
                     del self._bufs[i]
                     break
