@@ -1,6 +1,7 @@
 """Gradient benchmark: backward / forward time of the generic operator.
 
-Chunked form, T = 8192, B x H = 8, D = E = 64, float32, kind "elu" (div), by default:
+Chunked form, T = 8192, B x H = 8, D = E = 64, float32, kind "elu" (div), by default
+(docs/design/grad.md §6):
 
 - ``causal_vjp`` forward vs ``la.causal`` (target <= 1.15);
 - ``vjp(do)`` vs ``la.causal`` forward, 1 thread (target <= 2.5);
@@ -9,15 +10,21 @@ Chunked form, T = 8192, B x H = 8, D = E = 64, float32, kind "elu" (div), by def
   maths (batched matmuls, chunk 64, same thread count), when torch is installed
   (target >= 3x faster).
 
-Medians of ``--repeat`` runs; ratios are taken within one run.  On a shared machine the
-figures are noisy: rerun before drawing conclusions.
+Every figure is the median of ``--repeat`` runs, the calls being compared alternate
+within each round (so load from other processes hits both alike), and every ratio comes
+from one run.  Each line gives wall time and the process's CPU time (user + system, as
+``perf stat -e task-clock``): at 1 thread CPU time is the steadier figure on a shared
+machine; at 2 threads CPU / wall shows how busy the two threads were.  The CPU model and
+the load average are printed first: figures taken under load are not comparable with
+idle ones.
 
-    python benchmarks/bench_grad.py [--T 8192] [--BH 8] [--D 64] [--repeat 5] [--kind elu]
+    python benchmarks/bench_grad.py [--T 8192] [--BH 8] [--D 64] [--repeat 7] [--kind elu]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -26,19 +33,37 @@ import numpy as np
 import linattn as la
 
 
-def median_time(fn, repeat: int, clock=time.perf_counter) -> float:
-    fn()  # warm up
-    ts = []
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def medians(fns: dict, repeat: int) -> dict:
+    """{name: (median wall s, median CPU s)}; the calls alternate within each round."""
+    for fn in fns.values():
+        fn()  # warm up
+    runs: dict = {name: ([], []) for name in fns}
     for _ in range(repeat):
-        t0 = clock()
-        fn()
-        ts.append(clock() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            runs[name][1].append(time.process_time() - c0)
+            runs[name][0].append(time.perf_counter() - w0)
+    return {name: tuple(float(np.median(x)) for x in r) for name, r in runs.items()}
+
+
+def fmt(t: tuple) -> str:
+    return f"{t[0] * 1e3:8.2f} ms wall {t[1] * 1e3:8.2f} ms CPU"
 
 
 def torch_chunked(torch, q, k, v, C: int, eps: float):
-    """elu+1 features, div, no decay: family §4.1 with batched matmuls (chunk C)."""
+    """elu+1 features, div, no decay: docs/design/family.md §4.1 with batched matmuls (chunk C)."""
     F = torch.nn.functional
     BH, T, D = q.shape
     E = v.shape[-1]
@@ -61,7 +86,7 @@ def main() -> None:
     p.add_argument("--D", type=int, default=64)
     p.add_argument("--chunk", type=int, default=64)
     p.add_argument("--kind", default="elu")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--no-torch", action="store_true")
     a = p.parse_args()
     T, BH, D, C = a.T, a.BH, a.D, a.chunk
@@ -71,33 +96,31 @@ def main() -> None:
     v = rng.standard_normal((BH, T, D)).astype(np.float32)
     do = rng.standard_normal((BH, T, D)).astype(np.float32)
     kw = {"mode": "chunked", "chunk_size": C}
-    print(f"linattn {la.__version__}; {platform.processor() or platform.machine()}; "
-          f"T={T} BxH={BH} D=E={D} C={C} float32 kind={a.kind}; medians of {a.repeat}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"linattn {la.__version__}; {cpu_model()}; {os.cpu_count()} CPUs, load average "
+          f"{load:.1f}; T={T} BxH={BH} D=E={D} C={C} float32 kind={a.kind}; medians of "
+          f"{a.repeat}")
+    _, vjp = la.causal_vjp(q, k, v, a.kind, **kw)
+    steps = {"forward": lambda: la.causal(q, k, v, a.kind, **kw),
+             "causal_vjp forward": lambda: la.causal_vjp(q, k, v, a.kind, **kw),
+             "backward": lambda: vjp(do)}
     prev = la.get_num_threads()
     res = {}
     try:
         for th in (1, 2):
             la.set_num_threads(th)
-            fwd = median_time(lambda: la.causal(q, k, v, a.kind, **kw), a.repeat)
-            vfwd = median_time(lambda: la.causal_vjp(q, k, v, a.kind, **kw), a.repeat)
-            _, vjp = la.causal_vjp(q, k, v, a.kind, **kw)
-            bwd = median_time(lambda: vjp(do), a.repeat)
-            res[th] = (fwd, vfwd, bwd)
-            print(f"threads={th}: forward {fwd * 1e3:8.2f} ms  causal_vjp forward "
-                  f"{vfwd * 1e3:8.2f} ms ({vfwd / fwd:.2f}x)  backward {bwd * 1e3:8.2f} ms "
-                  f"(backward/forward {bwd / fwd:.2f}, target <= 2.5)")
+            r = res[th] = medians(steps, a.repeat)
+            print(f"threads={th}: " + "; ".join(f"{n} {fmt(t)}" for n, t in r.items()))
+            for i, clock in enumerate(("wall", "CPU")):
+                print(f"  {clock}: causal_vjp forward / forward "
+                      f"{r['causal_vjp forward'][i] / r['forward'][i]:.2f} (target <= 1.15); "
+                      f"backward / forward {r['backward'][i] / r['forward'][i]:.2f} "
+                      f"(target <= 2.5)")
     finally:
         la.set_num_threads(prev)
-    print(f"backward 2 threads vs 1: {res[1][2] / res[2][2]:.2f}x (target >= 1.9)")
-    # on a shared machine the process CPU time of a 1-thread call is steadier than wall time
-    la.set_num_threads(1)
-    cpu = time.process_time
-    fwd = median_time(lambda: la.causal(q, k, v, a.kind, **kw), a.repeat, cpu)
-    _, vjp = la.causal_vjp(q, k, v, a.kind, **kw)
-    bwd = median_time(lambda: vjp(do), a.repeat, cpu)
-    print(f"threads=1, CPU time: forward {fwd * 1e3:8.2f} ms  backward {bwd * 1e3:8.2f} ms "
-          f"(backward/forward {bwd / fwd:.2f})")
-    la.set_num_threads(prev)
+    b1, b2 = res[1]["backward"], res[2]["backward"]
+    print(f"backward 2 threads vs 1: {b1[0] / b2[0]:.2f}x wall (target >= 1.9); CPU at 2 "
+          f"threads {b2[1] / b2[0]:.2f} x wall, {b2[1] / b1[1]:.2f} x the 1-thread CPU time")
     if a.no_torch or a.kind != "elu":
         return
     try:
@@ -105,28 +128,32 @@ def main() -> None:
     except ImportError:
         print("torch not installed: torch comparison skipped")
         return
-    for th in (1, 2):
-        torch.set_num_threads(th)
-        la.set_num_threads(th)
-        tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
-        tdo = torch.tensor(do)
+    tq, tk, tv = (torch.tensor(x, requires_grad=True) for x in (q, k, v))
+    tdo = torch.tensor(do)
 
-        def torch_fb():
-            for x in (tq, tk, tv):
-                x.grad = None
-            o = torch_chunked(torch, tq, tk, tv, C, 1e-6)
-            o.backward(tdo)
+    def torch_fb():
+        for x in (tq, tk, tv):
+            x.grad = None
+        o = torch_chunked(torch, tq, tk, tv, C, 1e-6)
+        o.backward(tdo)
 
-        def la_fb():
-            _, vjp = la.causal_vjp(q, k, v, "elu", **kw)
-            vjp(do)
+    def la_fb():
+        _, vjp = la.causal_vjp(q, k, v, "elu", **kw)
+        vjp(do)
 
-        tt = median_time(torch_fb, a.repeat)
-        tl = median_time(la_fb, a.repeat)
-        print(f"threads={th}: forward+backward linattn {tl * 1e3:8.2f} ms, torch "
-              f"{torch.__version__} chunked autograd {tt * 1e3:8.2f} ms: {tt / tl:.2f}x "
-              f"(target >= 3)")
-    la.set_num_threads(prev)
+    tprev = torch.get_num_threads()
+    try:
+        for th in (1, 2):
+            torch.set_num_threads(th)
+            la.set_num_threads(th)
+            r = medians({"linattn": la_fb, "torch": torch_fb}, a.repeat)
+            tl, tt = r["linattn"], r["torch"]
+            print(f"threads={th}: forward+backward linattn {fmt(tl)}, torch "
+                  f"{torch.__version__} chunked autograd {fmt(tt)}: {tt[0] / tl[0]:.2f}x "
+                  f"wall, {tt[1] / tl[1]:.2f}x CPU (target >= 3)")
+    finally:
+        la.set_num_threads(prev)
+        torch.set_num_threads(tprev)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
  * written out token by token): float32 and float64, chunked (chunk edges
  * inside the sequence), recurrent and non-causal (s != t), every elementwise
  * map, normaliser and decay (per token with a -inf reset, per head), strided
- * inputs, scratch poisoned with NaN.  Run by ctest.
+ * inputs, scratch poisoned with NaN (dk too: the chunked form parks the key
+ * features there before it writes the gradient; strided).  Run by ctest.
  */
 #include <math.h>
 #include <stdio.h>
@@ -203,7 +204,8 @@ run_causal(const cfg *c, int form, la_index chunk, int f64, unsigned *seed)
     void *q = malloc(T * D * QCS * is), *k = malloc(NQ * is), *v = malloc(NV * is);
     void *s0 = malloc(D * E * is), *z0 = malloc(D * is), *dob = malloc(NV * is);
     void *dsb = malloc(D * E * is), *dzb = malloc(D * is);
-    void *dq = malloc(T * D * QCS * is), *dk = malloc(NQ * is), *dv = malloc(NV * is);
+    void *dq = malloc(T * D * QCS * is), *dk = poisoned(T * D * QCS * is);
+    void *dv = malloc(NV * is);
     void *ds0 = malloc(D * E * is), *dz0 = malloc(D * is);
     la_linear_bwd_args a;
     void *work;
@@ -282,7 +284,8 @@ run_causal(const cfg *c, int form, la_index chunk, int f64, unsigned *seed)
     a.q_rs = D * QCS; a.q_cs = QCS; a.k_rs = D; a.k_cs = 1; a.v_rs = E; a.v_cs = 1;
     a.do_rs = E; a.do_cs = 1;
     a.s0_rs = E; a.s0_cs = 1; a.z0_s = 1; a.ds_rs = E; a.ds_cs = 1; a.dz_s = 1;
-    a.dq_rs = D * QCS; a.dq_cs = QCS; a.dk_rs = D; a.dk_cs = 1; a.dv_rs = E; a.dv_cs = 1;
+    a.dq_rs = D * QCS; a.dq_cs = QCS; a.dk_rs = D * QCS; a.dk_cs = QCS;
+    a.dv_rs = E; a.dv_cs = 1;
     a.ds0_rs = E; a.ds0_cs = 1; a.dz0_s = 1;
     a.scale = c->scale;
     a.eps = c->eps;
@@ -307,7 +310,7 @@ run_causal(const cfg *c, int form, la_index chunk, int f64, unsigned *seed)
     for (t = 0; t < T; t++) {
         for (i = 0; i < D; i++) {
             got[t * D + i] = GET(dq, t * D * QCS + i * QCS);
-            got[NQ + t * D + i] = GET(dk, t * D + i);
+            got[NQ + t * D + i] = GET(dk, t * D * QCS + i * QCS);
         }
         for (j = 0; j < E; j++) {
             got[2 * NQ + t * E + j] = GET(dv, t * E + j);

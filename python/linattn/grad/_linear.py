@@ -17,6 +17,8 @@ lives in ``grad/_cosformer.py``, ``grad/_performer.py`` and ``grad/_rfa.py``.
 from __future__ import annotations
 
 import functools
+import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -140,6 +142,61 @@ def _state_cotangent(dstate: Any, batch: tuple[int, ...], F: int, E: int, div: b
     return out[0], out[1]
 
 
+class _GradBuffers:
+    """Output arrays of the backward gufuncs, reused once nothing refers to them.
+
+    A fresh array of several MiB costs the first touch of its pages (the OS zeroes
+    them: 10-20 % of the chunked backward at T = 8192), and glibc hands such blocks
+    back to the system when they are freed, so every call paid it again.  The pool
+    keeps the last ``KEEP`` large arrays it handed out and reuses one only when its
+    reference count shows the pool's own references alone: a gradient the caller
+    still holds (or a view of it, or a torch tensor made from it, which all refer to
+    it) is never written.  At most ``KEEP`` arrays and ``MAX_BYTES`` stay allocated
+    after the caller has dropped them."""
+
+    MIN_BYTES = 1 << 20
+    MAX_BYTES = 1 << 30
+    KEEP = 6
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bufs: list[np.ndarray] = []
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        """An uninitialised array (the kernels write every element), or None: small
+        ones are left to the gufunc."""
+        if int(np.prod(shape)) * dtype.itemsize < self.MIN_BYTES:
+            return None
+        with self._lock:
+            for i in range(len(self._bufs)):
+                # references: the list, b, getrefcount's argument (not enumerate: its
+                # cached result tuple would hold one more)
+                b = self._bufs[i]
+                if b.shape == shape and b.dtype == dtype and sys.getrefcount(b) == 3:
+                    del self._bufs[i]
+                    break
+            else:
+                b = np.empty(shape, dtype)
+            self._bufs.append(b)
+            del self._bufs[:-self.KEEP]
+            while sum(x.nbytes for x in self._bufs) > self.MAX_BYTES:
+                del self._bufs[0]
+        return b
+
+
+_BUFFERS = _GradBuffers()
+
+
+def _grad_outs(c: dict, batch_of: tuple, n_small: int) -> dict:
+    """``out=`` for the backward gufunc: pooled dq, dk, dv (layout "...td" only: the
+    other layouts let the gufunc allocate), None for the ``n_small`` other outputs."""
+    if c["axes"]:
+        return {}
+    batch = np.broadcast_shapes(*(x.shape[:x.ndim - nd] for x, nd in batch_of))
+    big = tuple(_BUFFERS.empty(batch + c[n].shape[-2:], c[n].dtype) for n in "qkv")
+    return {"out": big + (None,) * n_small}
+
+
 class LinearVJP:
     """``vjp(do, dstate=None) -> dict`` of gradients; pure in its cotangents,
     callable repeatedly and from any thread.  ``nondiff``: array arguments that got
@@ -167,19 +224,21 @@ class LinearVJP:
         if not self.causal:
             if dstate is not None:
                 raise TypeError("dstate applies to causal_vjp only (noncausal has no state)")
-            axes = c["axes"]
+            outs = _grad_outs(c, ((c["q"], 2), (c["k"], 2), (c["v"], 2), (doc, 2)), 0)
             dq, dk, dv = post(*_core._noncausal_bwd(c["q"], c["k"], c["v"], doc, c["scale"],
                                                     c["eps"], flags, np.int64(c["chunk"]),
-                                                    **axes))
+                                                    **c["axes"], **outs))
             return {"q": _grad_as(dq, c["q_shape"], c["q_dtype"]),
                     "k": _grad_as(dk, c["k_shape"], c["k_dtype"]),
                     "v": _grad_as(dv, c["v_shape"], c["v_dtype"])}
         dS, dz = _state_cotangent(dstate, c["batch"], c["F"], c["E"], c["div"], comp)
         fn = _core._causal_bwd_chunked if c["form"] == "chunked" else \
             _core._causal_bwd_recurrent
+        outs = _grad_outs(c, ((c["q"], 2), (c["k"], 2), (c["v"], 2), (c["g"], 1),
+                              (c["S0"], 2), (c["z0"], 1), (doc, 2), (dS, 2), (dz, 1)), 3)
         dq, dk, dv, dg, dS0, dz0 = fn(c["q"], c["k"], c["v"], c["g"], c["S0"], c["z0"], doc,
                                       dS, dz, c["scale"], c["eps"], flags,
-                                      np.int64(c["chunk"]), **c["axes"])
+                                      np.int64(c["chunk"]), **c["axes"], **outs)
         dq, dk, dv = post(dq, dk, dv)
         g: dict[str, Any] = {
             "q": _grad_as(dq, c["q_shape"], c["q_dtype"]),

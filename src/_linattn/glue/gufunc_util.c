@@ -68,29 +68,6 @@ la_free_work(char *p)
     free(p);
 }
 
-int
-la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
-               char **work, volatile int *status, const char *name)
-{
-    int sig;
-    *work = la_alloc_work(wsize, nth, name);
-    if (*work == NULL) {
-        return -1;
-    }
-    sig = la_interrupt_begin();
-    la_parallel_run(task, ctx, nth);
-    if (la_interrupt_end(sig) && *status == LA_OK) {
-        *status = LA_ERR_INTERRUPTED;
-    }
-    la_free_work(*work);
-    *work = NULL;
-    if (*status != LA_OK) {
-        la_raise((la_status)*status, name, 0);
-        return -1;
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------ the runner -- */
 
 la_index
@@ -184,27 +161,6 @@ la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize, doubl
 
 /* ------------------------------------------------------- the trampolines -- */
 
-/*
- * Every registered loop runs through a trampoline that clears the FP status
- * flags afterwards: vectorised kernels compiled with -fno-trapping-math may
- * compute on masked-off lanes and raise spurious flags, and worker threads'
- * flags never reach NumPy anyway.  A non-finite result is visible in the
- * output itself (check_finite= validates inputs).
- */
-typedef struct {
-    PyUFuncGenericFunction fn;
-    void *data;
-} la_loop_entry;
-
-static void
-la_loop_trampoline(char **args, npy_intp const *dims, npy_intp const *steps,
-                   void *data)
-{
-    const la_loop_entry *e = (const la_loop_entry *)data;
-    e->fn(args, dims, steps, e->data);
-    (void)feclearexcept(FE_ALL_EXCEPT);
-}
-
 /* Whether items i and j have the same options (bit for bit). */
 static int
 la_same_options(const la_call *c, npy_intp i, npy_intp j)
@@ -224,6 +180,10 @@ la_same_options(const la_call *c, npy_intp i, npy_intp j)
  * them once per call (they size the scratch, pick the threads, fill tables),
  * so a call whose options vary is cut into runs of items with equal options
  * and the loop runs once per run.  Scalars (stride 0) cost nothing.
+ * Afterwards the FP status flags are cleared: vectorised kernels compiled with
+ * -fno-trapping-math may compute on masked-off lanes and raise spurious flags,
+ * and worker threads' flags never reach NumPy anyway (a non-finite result is
+ * visible in the output itself).
  */
 static void
 la_table_trampoline(char **args, npy_intp const *dims, npy_intp const *steps, void *data)
@@ -373,40 +333,6 @@ la_add_gufunc_table(PyObject *module, const la_gufunc *table, int n)
             b->funcs, b->data, b->types, 2, b->in[0].nin, b->in[0].nop - b->in[0].nin,
             PyUFunc_None, table[i].name, table[i].doc, 0, table[i].signature);
         if (f == NULL || PyModule_AddObject(module, table[i].name, f) < 0) {
-            Py_XDECREF(f);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int
-la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n)
-{
-    int i, j;
-    for (i = 0; i < n; i++) {
-        const la_gufunc_desc *d = &table[i];
-        /* lives as long as the process: the ufunc keeps pointers to it */
-        char *blk = PyMem_RawMalloc((sizeof(PyUFuncGenericFunction) + sizeof(void *) +
-                                     sizeof(la_loop_entry)) * (size_t)d->ntypes);
-        PyUFuncGenericFunction *funcs = (PyUFuncGenericFunction *)blk;
-        void **data = (void **)(funcs + d->ntypes);
-        la_loop_entry *entries = (la_loop_entry *)(data + d->ntypes);
-        PyObject *f;
-        if (blk == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (j = 0; j < d->ntypes; j++) {
-            entries[j].fn = d->funcs[j];
-            entries[j].data = d->data[j];
-            funcs[j] = la_loop_trampoline;
-            data[j] = &entries[j];
-        }
-        f = PyUFunc_FromFuncAndDataAndSignature(
-            funcs, data, (char *)d->types, d->ntypes, d->nin, d->nout,
-            PyUFunc_None, d->name, d->doc, 0, d->signature);
-        if (f == NULL || PyModule_AddObject(module, d->name, f) < 0) {
             Py_XDECREF(f);
             return -1;
         }

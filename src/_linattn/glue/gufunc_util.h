@@ -141,33 +141,8 @@ void la_raise(la_status st, const char *where, size_t nbytes);
 char *la_alloc_work(size_t each, int nth, const char *where);
 void la_free_work(char *p);
 
-/*
- * The old end of a gufunc loop, kept for loops written against it: allocate
- * nth x wsize bytes of scratch into *work (worker ith uses *work + ith *
- * wsize), run task over the workers with Ctrl-C routed to la_cancel_flag,
- * free the scratch, and raise if *status (the tasks' failure slot) is set.
- * Returns 0, or -1 with a Python exception set.
- */
-int la_run_workers(void (*task)(void *, int, int), void *ctx, int nth, size_t wsize,
-                   char **work, volatile int *status, const char *name);
-
 /* Element stride from a byte stride (strides of aligned data divide evenly). */
 #define LA_ES(bytes, itemsize) ((la_index)((bytes) / (npy_intp)(itemsize)))
-
-/* The old registration entry: explicit counts, funcs, data and type arrays. */
-typedef struct {
-    const char *name;
-    const char *signature;
-    const char *doc;
-    int nin, nout, ntypes;
-    PyUFuncGenericFunction *funcs;
-    void **data;
-    const char *types;
-} la_gufunc_desc;
-
-/* Create every gufunc of an old-style table; every loop runs through a
- * trampoline that clears the FP status flags when it returns. */
-int la_add_gufuncs(PyObject *module, const la_gufunc_desc *table, int n);
 
 int la_register_linear(PyObject *module);
 int la_register_featmap(PyObject *module);

@@ -11,6 +11,10 @@
  * their n x n products (as the forward's chunked form). */
 #define LA_BWD_TRI_MIN 16
 
+/* Key features of a chunk: computed, computed and parked in the rows of dk, or
+ * read back from there (bwd_load_kv). */
+enum { LA_KEYS_MAP, LA_KEYS_PARK, LA_KEYS_PARKED };
+
 static la_index
 bwd_nblocks(la_index t, la_index c)
 {

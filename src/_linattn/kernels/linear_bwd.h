@@ -11,7 +11,8 @@
  *
  * chunked:   chunks in reverse (docs/design/grad.md §2.6).  A first sweep recomputes the
  *            state entering every chunk (ceil(t/C) blocks of f x (e+div)
- *            scratch, never per-token states); the reverse sweep carries the
+ *            scratch, never per-token states) and parks the key features in
+ *            the rows of dk (computed once); the reverse sweep carries the
  *            state cotangent dS_c and runs nine GEMMs per chunk, the decay
  *            factors being the forward's bounded ones (exp(b) <= 1,
  *            exp(beta - b) <= 1, masks from differences of float64 cumulative
@@ -79,7 +80,8 @@ la_status la_linear_bwd_noncausal_f64(const la_linear_bwd_args *a, void *work);
  *                 S_c = step(S_{c-1}, Delta_c) and the reverse scan
  *                 dS_{c-1} = step(dS_c, Delta'_c);
  *   chunk_pass1:  Delta' = the chunk's share of the entering state's cotangent;
- *                 returns beta;
+ *                 returns beta (every chunk but the last reads the key features
+ *                 that its state_delta parked in the rows of dk);
  *   chunk_pass2:  dq, dk, dv, dg of the chunk from its entering state and the
  *                 cotangent of its leaving state;
  *   state_out:    [ds0 | dz0] <- dSa.

@@ -10,6 +10,10 @@ LA_FN(bwd_load)(LA_T *dst, la_index ld, const LA_T *src, la_index rs, la_index c
                 la_index rows, la_index cols)
 {
     la_index i, j;
+    if (cs == 1 && rs == cols && ld == cols) {
+        memcpy(dst, src, (size_t)(rows * cols) * sizeof(LA_T)); /* dense: one copy */
+        return;
+    }
     for (i = 0; i < rows; i++) {
         if (cs == 1) {
             memcpy(dst + i * ld, src + i * rs, (size_t)cols * sizeof(LA_T));
@@ -27,7 +31,15 @@ LA_FN(bwd_store)(LA_T *dst, la_index rs, la_index cs, const LA_T *src, la_index 
                  la_index rows, la_index cols)
 {
     la_index i, j;
+    if (cs == 1 && rs == cols && ld == cols) {
+        memcpy(dst, src, (size_t)(rows * cols) * sizeof(LA_T));
+        return;
+    }
     for (i = 0; i < rows; i++) {
+        if (cs == 1) {
+            memcpy(dst + i * rs, src + i * ld, (size_t)cols * sizeof(LA_T));
+            continue;
+        }
         for (j = 0; j < cols; j++) {
             dst[i * rs + j * cs] = src[i * ld + j];
         }
@@ -71,7 +83,7 @@ LA_FN(bwd_fmap)(int fmap, double scale_d, const LA_T *LA_RESTRICT phi, la_index 
                 la_index ocs)
 {
     const LA_T scale = (LA_T)scale_d;
-    LA_T buf[256];
+    LA_T tmp[256];
     la_index r, j, j0;
     for (r = 0; r < n; r++) {
         const LA_T *pr = phi + r * f, *dr = dphi + r * f;
@@ -79,6 +91,7 @@ LA_FN(bwd_fmap)(int fmap, double scale_d, const LA_T *LA_RESTRICT phi, la_index 
         for (j0 = 0; j0 < f; j0 += 256) {
             const la_index nb = f - j0 < 256 ? f - j0 : 256;
             const LA_T *p = pr + j0, *d = dr + j0;
+            LA_T *buf = ocs == 1 ? orow + j0 : tmp; /* dense rows: written in place */
             switch (fmap) {
             case LA_FMAP_ELU1:
                 for (j = 0; j < nb; j++) {
@@ -101,13 +114,8 @@ LA_FN(bwd_fmap)(int fmap, double scale_d, const LA_T *LA_RESTRICT phi, la_index 
                 }
                 break;
             }
-            if (ocs == 1) {
-                memcpy(orow + j0, buf, (size_t)nb * sizeof(LA_T));
-            }
-            else {
-                for (j = 0; j < nb; j++) {
-                    orow[(j0 + j) * ocs] = buf[j];
-                }
+            for (j = 0; j < nb && ocs != 1; j++) {
+                orow[(j0 + j) * ocs] = buf[j];
             }
         }
     }
@@ -341,12 +349,29 @@ LA_FN(bwd_decay)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_
     return beta;
 }
 
-/* Key features and [v | 1] of tokens [t0, t0+n). */
+/*
+ * Key features and [v | 1] of tokens [t0, t0+n).  The features are computed
+ * once: the forward sweep (bwd_state_delta, every chunk but the last) parks
+ * them in the rows of dk, which the reverse sweep reads back before it
+ * overwrites them with the chunk's gradient (the same values: bit-identical).
+ * keys: LA_KEYS_* (linear_bwd.c).
+ */
 static void
-LA_FN(bwd_load_kv)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_index n)
+LA_FN(bwd_load_kv)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0, la_index n,
+                   int keys)
 {
     const LA_T *k = (const LA_T *)a->k, *v = (const LA_T *)a->v;
-    LA_FN(bwd_features)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, n, a->f, w->Kc);
+    LA_T *dk = (LA_T *)a->dk + t0 * a->dk_rs;
+    if (keys == LA_KEYS_PARKED) {
+        LA_FN(bwd_load)(w->Kc, a->f, dk, a->dk_rs, a->dk_cs, n, a->f);
+    }
+    else {
+        LA_FN(bwd_features)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, n, a->f,
+                            w->Kc);
+    }
+    if (keys == LA_KEYS_PARK) {
+        LA_FN(bwd_store)(dk, a->dk_rs, a->dk_cs, w->Kc, a->f, n, a->f);
+    }
     LA_FN(bwd_values)(v + t0 * a->v_rs, a->v_rs, a->v_cs, n, a->e, w->ec, w->Vc);
 }
 
@@ -374,7 +399,7 @@ LA_FN(bwd_state_delta)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t
 {
     const la_index n = a->t - t0 < w->C ? a->t - t0 : w->C;
     const double beta = LA_FN(bwd_decay)(a, w, t0, n);
-    LA_FN(bwd_load_kv)(a, w, t0, n);
+    LA_FN(bwd_load_kv)(a, w, t0, n, LA_KEYS_PARK);
     LA_FN(bwd_scale_keys)(w, n, a->f);
     LA_GEMM(1, 0, a->f, w->ec, n, 1, w->Kc, a->f, w->Vc, w->ec, 0, Delta, w->ec);
     return beta;
@@ -543,7 +568,8 @@ LA_FN(bwd_chunk_dn)(const la_linear_bwd_args *a, LA_FN(bwd_ws) *w, la_index t0,
 
     beta = LA_FN(bwd_decay)(a, w, t0, n);
     LA_FN(bwd_features)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, f, Qc);
-    LA_FN(bwd_load_kv)(a, w, t0, n);
+    /* every chunk but the last had its key features parked by bwd_state_delta */
+    LA_FN(bwd_load_kv)(a, w, t0, n, t0 + n < a->t ? LA_KEYS_PARKED : LA_KEYS_MAP);
     LA_FN(bwd_load)(Dc, e, dout + t0 * a->do_rs, a->do_rs, a->do_cs, n, e);
 
     /* P = (Q K^T) o L */
