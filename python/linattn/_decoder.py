@@ -91,7 +91,8 @@ class Decoder:
         if decay is not None:
             self._opts["decay"] = decay
         self._plan = None
-        dims = _state_dims(self.kind, state)
+        dims = _state_dims(self.kind, state) if D is None else \
+            (_batch(batch_shape), D, E if E is not None or self.kind == "lavo" else D)
         self._D = dims[1] if dims is not None else None
         if dims is not None:
             self._dry_run(*dims)  # every option checked once, with la.step's errors
@@ -122,13 +123,24 @@ class Decoder:
                 and type(v_t) is np.ndarray and q_t.dtype is self._dtype \
                 and k_t.dtype is self._dtype and v_t.dtype is self._dtype \
                 and q_t.shape == self._qshape and k_t.shape == self._qshape \
-                and v_t.shape == self._vshape and st.S is self._S and st.z is self._z:
+                and v_t.shape == self._vshape and st.S is self._S and st.z is self._z \
+                and st.t >= 0:
             g = self._fast_decay(decay)
             if g is not None:
                 o = plan(q_t[..., None, :], k_t[..., None, :], v_t[..., None, :], g, st)
                 if o is not None:
                     return o[..., 0, :]
         return self._slow(q_t, k_t, v_t, decay)
+
+    @classmethod
+    def _for_step(cls, kind: str, state: State, options: dict, D: int):
+        """The fast path ``la.step(..., inplace=True)`` keeps per state (no dry run, no
+        reference to the state: see ``_api.step``); None when the kind has none."""
+        dec = cls.__new__(cls)
+        dec.kind, dec._state, dec._opts, dec._D = kind, state, options, D
+        dec._prepare()
+        dec._state = None
+        return dec
 
     def __repr__(self) -> str:
         return (f"Decoder(kind={self.kind!r}, state={self._state!r}, "
@@ -203,6 +215,12 @@ class Decoder:
 
 
 # ------------------------------------------------------------------- plans ----
+
+def _batch(batch_shape) -> tuple:
+    if isinstance(batch_shape, (int, np.integer)):
+        return (int(batch_shape),)
+    return tuple(int(b) for b in batch_shape)
+
 
 def _state_dims(kind: str, st: State):
     """``(batch, D, E)`` of the tokens a state takes (``E`` None: LAVO's keys-equal-values
