@@ -119,13 +119,18 @@ la_stride(const la_call *c, int op, int ax)
 
 /*
  * A byte of operand traffic counted as this many flops when sizing the
- * threads: a call that streams a large state (la.step on many (batch, head)
- * slices: about one flop per byte, bound by memory) gains from a second core
- * as a compute-bound call of the same weighted work does.  Measured with
- * benchmarks/bench_decode.py (docs/design/performance.md §3): la.step, elu,
- * float32, B x H = 32, D = E = 64 moves ~0.55 MB for ~0.53 Mflop.
+ * threads, so that memory-bound calls (la.step streams every state once for
+ * about one flop per byte) are weighed by what they move, not only by what
+ * they compute.  At 1, la.step on B x H = 32 float32 states of 64 x 64
+ * (0.55 MB for 0.53 Mflop, the state in the caller's L2) stays on the calling
+ * thread: on the 2-core reference VM (Xeon, AVX-512, shared and loaded) two
+ * threads measured 36 us against 28 us (minimum of 30 rounds, elu, through
+ * la.Decoder), since the state of one call then moves between two cores'
+ * caches.  Steps on about twice as much state (B x H = 64, or F = E = 128)
+ * and long calls get the second core.  benchmarks/bench_decode.py measures
+ * both thread counts; docs/design/performance.md §3 has the targets.
  */
-#define LA_FLOPS_PER_BYTE 4.0
+#define LA_FLOPS_PER_BYTE 1.0
 
 /* Bytes of every operand of one outer item (the in-place state counted once). */
 static double
