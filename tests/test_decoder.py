@@ -210,3 +210,21 @@ def test_step_cache_follows_options_and_state():
     o3, _ = la.step(q[..., 3, :], k[..., 3, :], v[..., 3, :], st, inplace=True)
     ref = la.State(S, z, 3, "relu")
     np.testing.assert_array_equal(o3, la.step(q[..., 3, :], k[..., 3, :], v[..., 3, :], ref)[0])
+
+
+def test_step_plans_leave_with_their_states():
+    import gc
+    import weakref
+
+    from linattn import _api
+
+    refs = []
+    for _ in range(5):
+        st = la.State.zeros("elu", (2,), 4)
+        la.step(np.ones((2, 4)), np.ones((2, 4)), np.ones((2, 4)), st, inplace=True)
+        refs.append(weakref.ref(st))
+        assert id(st) in _api._STEP_PLANS
+        del st
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert not any(ent[0]() is None for ent in _api._STEP_PLANS.values())

@@ -219,6 +219,10 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
     decoding loop fast.  The old state is consumed; keep ``state.copy()`` if you need it.
     Every check runs before anything is written, so a rejected call leaves it intact.
     With ``state=None`` a new state is returned, which later in-place steps update.
+    A loop of in-place steps on one state checks the kind, its options and the state's
+    arrays once (the plan of :class:`linattn.Decoder`, kept per state and options) and
+    then only each token's shape and dtype; :class:`linattn.Decoder` is the same loop
+    without the per-call keyword handling.
     """
     if inplace and type(state) is State and not check_finite \
             and (kind is None or kind == state.kind):
@@ -262,8 +266,9 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
     return o[..., 0, :], st
 
 
-# la.step(inplace=True)'s fast path per state: (options key, la.Decoder's checks and plan)
-_STEP_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# la.step(inplace=True)'s fast path per state: id(state) -> (weak reference to the state,
+# options key, la.Decoder's checks and plan); an entry leaves with its state
+_STEP_PLANS: dict = {}
 
 
 def _step_fast(q_t, k_t, v_t, state: State, options: dict):
@@ -271,24 +276,30 @@ def _step_fast(q_t, k_t, v_t, state: State, options: dict):
     path below, made with checks resolved once per state and options), or None: then the
     full path runs and does every check.  The plan is kept per state (weakly) and per
     options; a decay of the batch shape (per token) is the step's own."""
-    try:
-        key = tuple(sorted((n, type(x), x) for n, x in options.items() if n != "decay"))
-        hash(key)
-    except TypeError:
-        return None  # array-valued options: the full path
-    ent = _STEP_PLANS.get(state)
+    if not options:
+        key, decay = (), None
+    else:
+        decay = options.get("decay")
+        try:
+            key = tuple(sorted((n, type(x), x) for n, x in options.items() if n != "decay"))
+            hash(key)
+        except TypeError:
+            return None  # array-valued options: the full path
     if state.t < 0:
         return None  # the full path's error
-    if ent is None or ent[0] != key or state.S is not ent[1]._S or state.z is not ent[1]._z \
-            or ent[1].kind != state.kind:
+    ent = _STEP_PLANS.get(id(state))
+    if ent is None or ent[0]() is not state or ent[1] != key or state.S is not ent[2]._S \
+            or state.z is not ent[2]._z or ent[2].kind != state.kind:
         if type(q_t) is not np.ndarray or q_t.ndim < 1:
             return None
         from ._decoder import Decoder
 
         opts = {n: x for n, x in options.items() if n != "decay"}
-        ent = (key, Decoder._for_step(state.kind, state, opts, q_t.shape[-1]))
-        _STEP_PLANS[state] = ent
-    dec = ent[1]
+        sid = id(state)
+        ref = weakref.ref(state, lambda _, sid=sid: _STEP_PLANS.pop(sid, None))
+        ent = (ref, key, Decoder._for_step(state.kind, state, opts, q_t.shape[-1]))
+        _STEP_PLANS[sid] = ent
+    dec = ent[2]
     plan = dec._plan
     if plan is None or type(q_t) is not np.ndarray or type(k_t) is not np.ndarray \
             or type(v_t) is not np.ndarray or q_t.dtype is not dec._dtype \
@@ -296,7 +307,7 @@ def _step_fast(q_t, k_t, v_t, state: State, options: dict):
             or q_t.shape != dec._qshape or k_t.shape != dec._qshape \
             or v_t.shape != dec._vshape:
         return None
-    g = dec._fast_decay(options.get("decay"))
+    g = dec._fast_decay(decay)
     if g is None:
         return None
     o = plan(q_t[..., None, :], k_t[..., None, :], v_t[..., None, :], g, state)
