@@ -228,3 +228,22 @@ def test_step_plans_leave_with_their_states():
     gc.collect()
     assert all(r() is None for r in refs)
     assert not any(ent[0]() is None for ent in _api._STEP_PLANS.values())
+
+
+def test_checked_decays_are_cached_by_value_not_by_array():
+    """A per-head decay seen before is reused by value: writing new values into the
+    same array changes the result, and a rejected value still raises."""
+    q, k, v, _ = _inputs(np.float64, 8)
+    g = np.full(B, -0.2)
+    o1 = la.causal(q, k, v, "linear", decay=g)
+    g[...] = -0.7
+    o2 = la.causal(q, k, v, "linear", decay=g)
+    assert_close(o2, la.causal(q, k, v, "linear", decay=np.full(B, -0.7)), 0)
+    assert not np.allclose(o1, o2)
+    g[0, 1] = 0.3
+    with pytest.raises(ValueError, match="decay is a log-decay and must be <= 0"):
+        la.causal(q, k, v, "linear", decay=g)
+    g[0, 1] = np.nan
+    with pytest.raises(ValueError, match="decay must not contain NaN"):
+        la.causal(q, k, v, "linear", decay=g)
+    np.testing.assert_array_equal(la.causal(q, k, v, "retnet"), la.causal(q, k, v, "retnet"))

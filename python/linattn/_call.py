@@ -117,8 +117,19 @@ class Call:
         g = self.decay if decay is None else decay
         if g is None:
             return None
+        key = _decay_key(g, self.dims)
+        if key is not None:
+            got = _DECAY_CACHE.get(key)
+            if got is not None:
+                return got
+            g = g.copy()  # the stored view must not see the caller's later writes
         g, axes, _ = val.decay(g, self.dims)
-        return np.swapaxes(g, -1, -2) if axes == (-2,) else g
+        g = np.swapaxes(g, -1, -2) if axes == (-2,) else g
+        if key is not None:
+            if len(_DECAY_CACHE) >= 64:
+                _DECAY_CACHE.pop(next(iter(_DECAY_CACHE)))
+            _DECAY_CACHE[key] = g
+        return g
 
     def finish(self, o: np.ndarray, state: State | None = None):
         """The shared last step: ``o`` (``(..., T, E)`` view, compute dtype) into ``out=``
@@ -133,6 +144,21 @@ class Call:
                 o = o.astype(self.res)
             o = td(o, self.dims.layout)
         return (o, state) if self.return_state else o
+
+
+# checked per-head decays by value (a preset's slopes are a new array at every call)
+_DECAY_CACHE: dict = {}
+
+
+def _decay_key(g: Any, dims: val.Dims):
+    """A value key for a small float64 per-head decay array (fewer dimensions than a
+    per-token one), else None.  The checks of ``val.decay`` depend on the value, the shape
+    and the call's dims only, so a value seen before has passed them; rejected values are
+    never stored."""
+    if type(g) is not np.ndarray or g.dtype != np.float64 or g.size > 256 \
+            or g.ndim > len(dims.batch):
+        return None
+    return (g.tobytes(), g.shape, dims.layout, dims.T, dims.batch)
 
 
 def check_options(spec: reg.KindSpec, given: dict[str, Any], entry: str) -> dict[str, Any]:
