@@ -247,3 +247,22 @@ def test_checked_decays_are_cached_by_value_not_by_array():
     with pytest.raises(ValueError, match="decay must not contain NaN"):
         la.causal(q, k, v, "linear", decay=g)
     np.testing.assert_array_equal(la.causal(q, k, v, "retnet"), la.causal(q, k, v, "retnet"))
+
+
+@pytest.mark.parametrize("kind", ["elu", "lightning", "retnet", "transnormer"])
+def test_per_step_decay_is_bit_identical(kind):
+    """A per-token decay given to each step (it overrides lightning's and retnet's
+    presets, as in la.step) and a per-head decay fixed at construction."""
+    q, k, v, g = _inputs(np.float32, 9)
+    dec = la.Decoder(kind, B, D, dtype=np.float32)
+    fixed = la.Decoder(kind, B, D, dtype=np.float32, decay=g[..., 0])
+    st = la.State.zeros(kind, B, D, dtype=np.float32)
+    st2 = st.copy()
+    for t in range(T):
+        o = dec.step(q[..., t, :], k[..., t, :], v[..., t, :], g[..., t])
+        o_ref, st = la.step(q[..., t, :], k[..., t, :], v[..., t, :], st, decay=g[..., t])
+        np.testing.assert_array_equal(o, o_ref)
+        of = fixed.step(q[..., t, :], k[..., t, :], v[..., t, :])
+        of_ref, st2 = la.step(q[..., t, :], k[..., t, :], v[..., t, :], st2, decay=g[..., 0])
+        np.testing.assert_array_equal(of, of_ref)
+    assert dec._plan is not None and fixed._plan is not None

@@ -95,7 +95,7 @@ class Decoder:
             (_batch(batch_shape), D, E if E is not None or self.kind == "lavo" else D)
         self._D = dims[1] if dims is not None else None
         if dims is not None:
-            self._dry_run(*dims)  # every option checked once, with la.step's errors
+            self._dry_run(*dims, _state_dtype(state))  # every option checked once
         self._prepare()
 
     # ----------------------------------------------------------------- public --
@@ -165,12 +165,12 @@ class Decoder:
             self._prepare()  # the state's arrays were replaced: check them again
         return o
 
-    def _dry_run(self, batch: tuple, D: int, E: int | None) -> None:
+    def _dry_run(self, batch: tuple, D: int, E: int | None, dt: np.dtype) -> None:
         """One la.step on a copy of the state with zero tokens: raises what a first step
-        would raise (bad options, a state that does not fit), and changes nothing."""
+        would raise (bad options, a state that does not fit, with la.step's messages), and
+        changes nothing."""
         from ._api import step
 
-        dt = self._state.S.dtype if self._state.S is not None else np.float64
         q = np.zeros(batch + (D,), dt)
         k = np.zeros(batch + (D,), dt)
         v = k if E is None else np.zeros(batch + (E,), dt)
@@ -215,6 +215,17 @@ class Decoder:
 
 
 # ------------------------------------------------------------------- plans ----
+
+def _state_dtype(st: State) -> np.dtype:
+    """The dtype of a state's arrays (``S``, else the first array of ``extra``)."""
+    if isinstance(st.S, np.ndarray):
+        return st.S.dtype
+    for name in ("ring_k", "keys"):
+        a = st.extra.get(name)
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            return a.dtype
+    return np.dtype(np.float64)
+
 
 def _batch(batch_shape) -> tuple:
     if isinstance(batch_shape, (int, np.integer)):
