@@ -37,6 +37,7 @@ from ._tuning import tune  # per-machine crossovers for mode="auto"
 from ._registry import kinds
 from .grad import causal_vjp, noncausal_vjp, selective_scan_vjp, softmax_attention_vjp
 from .state import State
+from ._decoder import Decoder
 from ._algebra import combine, noncausal_reduces, parallel, read_out, transition
 
 
@@ -193,7 +194,7 @@ def _register_threadpoolctl(tpc) -> None:
 _init_threads_from_env()
 
 __all__ = [
-    "State", "approximation_error", "causal", "causal_vjp", "combine", "decay_slopes",
+    "Decoder", "State", "approximation_error", "causal", "causal_vjp", "combine", "decay_slopes",
     "features", "get_num_threads", "info", "kinds", "lavo_bases", "noncausal",
     "noncausal_reduces", "noncausal_vjp", "parallel", "random_features", "read_out",
     "reference", "selective_scan", "selective_scan_vjp", "set_num_threads",

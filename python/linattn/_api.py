@@ -8,6 +8,8 @@ Each entry point validates its arguments and resolves the defaults once into a
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from . import _core
@@ -219,7 +221,16 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
     decoding loop fast.  The old state is consumed; keep ``state.copy()`` if you need it.
     Every check runs before anything is written, so a rejected call leaves it intact.
     With ``state=None`` a new state is returned, which later in-place steps update.
+    A loop of in-place steps on one state checks the kind, its options and the state's
+    arrays once (the plan of :class:`linattn.Decoder`, kept per state and options) and
+    then only each token's shape and dtype; :class:`linattn.Decoder` is the same loop
+    without the per-call keyword handling.
     """
+    if inplace and type(state) is State and not check_finite \
+            and (kind is None or kind == state.kind):
+        o = _step_fast(q_t, k_t, v_t, state, options)
+        if o is not None:
+            return o, state
     if check_finite:
         val.check_finite(q_t=q_t, k_t=k_t, v_t=v_t)
     if kind is None:
@@ -255,6 +266,54 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
         _write_state(state, st)  # the kind computed a new state: copy it into the given one
         st = state
     return o[..., 0, :], st
+
+
+# la.step(inplace=True)'s fast path per state: id(state) -> (weak reference to the state,
+# options key, la.Decoder's checks and plan); an entry leaves with its state
+_STEP_PLANS: dict = {}
+
+
+def _step_fast(q_t, k_t, v_t, state: State, options: dict):
+    """``o_t`` from the fast path of :class:`linattn.Decoder` (the same gufunc call as the
+    path below, made with checks resolved once per state and options), or None: then the
+    full path runs and does every check.  The plan is kept per state (weakly) and per
+    options; a decay of the batch shape (per token) is the step's own."""
+    if not options:
+        key, decay = (), None
+    else:
+        decay = options.get("decay")
+        try:
+            key = tuple(sorted((n, type(x), x) for n, x in options.items() if n != "decay"))
+            hash(key)
+        except TypeError:
+            return None  # array-valued options: the full path
+    if state.t < 0:
+        return None  # the full path's error
+    ent = _STEP_PLANS.get(id(state))
+    if ent is None or ent[0]() is not state or ent[1] != key or state.S is not ent[2]._S \
+            or state.z is not ent[2]._z or ent[2].kind != state.kind:
+        if type(q_t) is not np.ndarray or q_t.ndim < 1:
+            return None
+        from ._decoder import Decoder
+
+        opts = {n: x for n, x in options.items() if n != "decay"}
+        sid = id(state)
+        ref = weakref.ref(state, lambda _, sid=sid: _STEP_PLANS.pop(sid, None))
+        ent = (ref, key, Decoder._for_step(state.kind, state, opts, q_t.shape[-1]))
+        _STEP_PLANS[sid] = ent
+    dec = ent[2]
+    plan = dec._plan
+    if plan is None or type(q_t) is not np.ndarray or type(k_t) is not np.ndarray \
+            or type(v_t) is not np.ndarray or q_t.dtype is not dec._dtype \
+            or k_t.dtype is not dec._dtype or v_t.dtype is not dec._dtype \
+            or q_t.shape != dec._qshape or k_t.shape != dec._qshape \
+            or v_t.shape != dec._vshape:
+        return None
+    g = dec._fast_decay(decay)
+    if g is None:
+        return None
+    o = plan(q_t[..., None, :], k_t[..., None, :], v_t[..., None, :], g, state)
+    return None if o is None else o[..., 0, :]
 
 
 def _check_token_axis(q_t: np.ndarray, state: object) -> None:

@@ -117,8 +117,19 @@ class Call:
         g = self.decay if decay is None else decay
         if g is None:
             return None
+        key = _decay_key(g, self.dims)
+        if key is not None:
+            got = _DECAY_CACHE.get(key)
+            if got is not None:
+                return got
+            g = g.copy()  # the stored view must not see the caller's later writes
         g, axes, _ = val.decay(g, self.dims)
-        return np.swapaxes(g, -1, -2) if axes == (-2,) else g
+        g = np.swapaxes(g, -1, -2) if axes == (-2,) else g
+        if key is not None:
+            if len(_DECAY_CACHE) >= 64:
+                _DECAY_CACHE.pop(next(iter(_DECAY_CACHE)))
+            _DECAY_CACHE[key] = g
+        return g
 
     def finish(self, o: np.ndarray, state: State | None = None):
         """The shared last step: ``o`` (``(..., T, E)`` view, compute dtype) into ``out=``
@@ -133,6 +144,21 @@ class Call:
                 o = o.astype(self.res)
             o = td(o, self.dims.layout)
         return (o, state) if self.return_state else o
+
+
+# checked per-head decays by value (a preset's slopes are a new array at every call)
+_DECAY_CACHE: dict = {}
+
+
+def _decay_key(g: Any, dims: val.Dims):
+    """A value key for a small float64 per-head decay array (fewer dimensions than a
+    per-token one), else None.  The checks of ``val.decay`` depend on the value, the shape
+    and the call's dims only, so a value seen before has passed them; rejected values are
+    never stored."""
+    if type(g) is not np.ndarray or g.dtype != np.float64 or g.size > 256 \
+            or g.ndim > len(dims.batch):
+        return None
+    return (g.tobytes(), g.shape, dims.layout, dims.T, dims.batch)
 
 
 def check_options(spec: reg.KindSpec, given: dict[str, Any], entry: str) -> dict[str, Any]:
@@ -187,10 +213,18 @@ def build(entry: str, spec: reg.KindSpec, q, k, v, *, mode: str = "", chunk_size
     qa, ka = val.array("q", q), val.array("k", k)
     va = ka if shared_kv else val.array("v", v)
     layout = val.check_layout(layout)
-    dims = val.qkv_dims(qa, ka, va, layout, causal)
-    res, comp = val.compute_dtype(qa, ka, va)
+    dims = _same_shape_dims(qa, ka, va, layout)
+    if dims is None:
+        dims = val.qkv_dims(qa, ka, va, layout, causal)
+    dt = qa.dtype
+    if (dt is _F32 or dt is _F64) and ka.dtype is dt and va.dtype is dt:
+        res = comp = dt  # one native float dtype: what compute_dtype resolves to
+    else:
+        res, comp = val.compute_dtype(qa, ka, va)
     given = frozenset(n for n, x in zip(_TRACKED, (scale, normalize, eps, chunk_size))
-                      if x is not None)
+                      if x is not None) if (scale is not None or normalize is not None
+                                            or eps is not None or chunk_size is not None) \
+        else _NONE_GIVEN
     if chunk_size is not None:
         chunk_size = val.positive_int("chunk_size", chunk_size)
     if spec.normalize == "softmax":
@@ -199,6 +233,8 @@ def build(entry: str, spec: reg.KindSpec, q, k, v, *, mode: str = "", chunk_size
                 raise TypeError(f"{name}= does not apply to kind {spec.name!r} (a softmax "
                                 f"read-out has no denominator guard)")
         normalize, eps, eps_mode = "softmax", 0.0, spec.eps_mode
+    elif normalize is None and eps is None and (eps_mode is None or type(eps_mode) is str):
+        normalize, eps_mode, eps = _kind_defaults(spec, eps_mode)
     else:
         normalize = spec.normalize if normalize is None else normalize
         val.choice("normalize", normalize, reg.NORMALIZE)
@@ -220,6 +256,41 @@ def build(entry: str, spec: reg.KindSpec, q, k, v, *, mode: str = "", chunk_size
                 mode if causal else "", chunk_size, scale, normalize, eps, eps_mode, decay,
                 num_features, projection, seed, horizon, initial_state, bool(return_state),
                 out, out_td, shared_kv, given, bool(progress))
+
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_NONE_GIVEN: frozenset = frozenset()
+_INT_MAX = 2**31 - 1
+
+
+def _same_shape_dims(q: np.ndarray, k: np.ndarray, v: np.ndarray, layout: str):
+    """The :class:`linattn._validate.Dims` of the common case (default layout, q, k, v of
+    one batch shape and length, k as wide as q) without the general broadcasting rule;
+    None otherwise (then ``val.qkv_dims`` checks and explains)."""
+    if layout != "...td" or q.ndim < 2:
+        return None
+    qs, ks, vs = q.shape, k.shape, v.shape
+    if qs != ks or qs[:-1] != vs[:-1] or qs[-1] > _INT_MAX or vs[-1] > _INT_MAX:
+        return None
+    return val.Dims(layout, qs[-2], qs[-2], qs[-1], vs[-1], qs[:-2])
+
+
+_DEFAULTS: dict = {}
+
+
+def _kind_defaults(spec: reg.KindSpec, eps_mode: str | None) -> tuple[str, str, float]:
+    """``(normalize, eps_mode, eps)`` of a kind called without ``normalize`` and ``eps``
+    (``eps_mode`` None or a kind option's string): checked as in the general path, once
+    per kind and ``eps_mode``."""
+    key = (spec.name, spec.normalize, spec.eps_mode, spec.eps, eps_mode)
+    got = _DEFAULTS.get(key)
+    if got is None:
+        val.choice("normalize", spec.normalize, reg.NORMALIZE)
+        eps_mode = val.choice("eps_mode", spec.eps_mode if eps_mode is None else eps_mode,
+                              reg.EPS_MODES)
+        eps = val.nonneg_number("eps", 1e-8 if spec.normalize == "norm" else spec.eps)
+        got = _DEFAULTS[key] = (spec.normalize, eps_mode, eps)
+    return got
 
 
 def _mode_hint(mode: object) -> str:
@@ -291,8 +362,7 @@ def linear_causal(call: Call, fq: np.ndarray, fk: np.ndarray, v: np.ndarray, *,
     state = call.initial_state if state is _SAME else state
     eps = call.eps if eps is None else eps
     eps_mode = call.eps_mode if eps_mode is None else eps_mode
-    from ._api import default_chunk, pick_mode
-
+    default_chunk, pick_mode = _api_helpers()
     chunk = call.chunk(default_chunk(F))
     div = call.normalize == "div"
     S0, z0, t0 = state_arrays(state, spec, batch, F, E, div)
@@ -328,6 +398,15 @@ def linear_causal(call: Call, fq: np.ndarray, fk: np.ndarray, v: np.ndarray, *,
     if extra:
         ex.update(extra)
     return o, State(S1, z1 if div else None, t0 + T, spec.name, ex)
+
+
+@functools.lru_cache(maxsize=1)
+def _api_helpers():
+    """``(default_chunk, pick_mode)`` from ``_api`` (which imports this module), looked up
+    once rather than by an import statement on every call."""
+    from ._api import default_chunk, pick_mode
+
+    return default_chunk, pick_mode
 
 
 def _updatable(spec, state, S, z, shape, comp) -> bool:

@@ -30,7 +30,7 @@ class State:
     ``State.from_dict()`` round-trip through plain arrays (``np.savez`` works).
     """
 
-    __slots__ = ("S", "z", "t", "kind", "extra")
+    __slots__ = ("S", "z", "t", "kind", "extra", "__weakref__")
 
     def __init__(self, S: np.ndarray | None, z: np.ndarray | None, t: int, kind: str,
                  extra: dict[str, Any] | None = None) -> None:
@@ -84,7 +84,7 @@ class State:
 
     def __setstate__(self, d: dict[str, Any]) -> None:
         s = State.from_dict(d)
-        for name in State.__slots__:
+        for name in ("S", "z", "t", "kind", "extra"):
             setattr(self, name, getattr(s, name))
 
     @property

@@ -94,25 +94,57 @@ la_stride(const la_call *c, int op, int ax)
     return LA_ES(la_bstride(c, op, ax), c->info->type[op] == 'T' ? (npy_intp)c->is : 8);
 }
 
-/* Threads for c at `flops` per item. */
+/*
+ * A byte of operand traffic counted as this many flops when sizing the
+ * threads, so that memory-bound calls (la.step streams every state once for
+ * about one flop per byte) are weighed by what they move, not only by what
+ * they compute.  At 1, la.step on B x H = 32 float32 states of 64 x 64
+ * (0.55 MB for 0.53 Mflop, the state in the caller's L2) stays on the calling
+ * thread: on the 2-core reference VM (Xeon, AVX-512, shared and loaded) two
+ * threads measured 36 us against 28 us (minimum of 30 rounds, elu, through
+ * la.Decoder), since the state of one call then moves between two cores'
+ * caches.  Steps on about twice as much state (B x H = 64, or F = E = 128)
+ * and long calls get the second core.  benchmarks/bench_decode.py measures
+ * both thread counts; docs/design/performance.md §3 has the targets.
+ */
+#define LA_FLOPS_PER_BYTE 1.0
+
+/* Bytes of every operand of one outer item (the in-place state counted once). */
+static double
+la_item_bytes(const la_call *c)
+{
+    double bytes = 0.0;
+    int j, ax;
+    for (j = 0; j < c->info->nop; j++) {
+        double e = 1.0;
+        for (ax = 0; ax < c->info->ndim[j]; ax++) {
+            e *= (double)c->dims[1 + c->info->axdim[j][ax]];
+        }
+        bytes += e * (c->info->type[j] == 'T' ? (double)c->is : 8.0);
+    }
+    return bytes;
+}
+
+/*
+ * Threads for c at `flops` per item (<= 0: estimated from the operand
+ * sizes), and in *work the weighted work of the whole call: flops plus
+ * LA_FLOPS_PER_BYTE per byte of operand traffic.  Each worker gets at least
+ * the tuning table's min_work_per_thread of it; smaller calls run on the
+ * calling thread, where waking a worker would cost more than it saves.
+ */
 static int
-la_call_workers(const la_call *c, double flops)
+la_call_workers(const la_call *c, double flops, double *work)
 {
     int nth = la_workers_for(c->n);
+    const double bytes = la_item_bytes(c);
     if (flops <= 0.0) {
         /* no estimate: a few flops per element of every operand */
-        int j, ax;
-        for (j = 0; j < c->info->nop; j++) {
-            double e = 1.0;
-            for (ax = 0; ax < c->info->ndim[j]; ax++) {
-                e *= (double)c->dims[1 + c->info->axdim[j][ax]];
-            }
-            flops += 16.0 * e;
-        }
+        flops = 4.0 * bytes / (double)c->is;
     }
+    *work = (double)c->n * (flops + LA_FLOPS_PER_BYTE * bytes);
     const double min_work = (double)la_tuning_active().min_work_per_thread;
-    if ((double)c->n * flops < (double)nth * min_work) {
-        const double cap = (double)c->n * flops / min_work;
+    if (*work < (double)nth * min_work) {
+        const double cap = *work / min_work;
         nth = cap < 2.0 ? 1 : (int)cap;
     }
     return nth;
@@ -135,10 +167,11 @@ int
 la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize, double flops)
 {
     const la_run_ctx r = {c, item, proto};
-    const int nth = la_call_workers(c, flops);
+    double total;
+    const int nth = la_call_workers(c, flops, &total);
     char *work;
     la_status st;
-    int sig;
+    int sig = 0;
     if (c->n <= 0) {
         return 0;
     }
@@ -146,7 +179,12 @@ la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize, doubl
     if ((work = la_alloc_work(wsize, nth, c->name)) == NULL) {
         return -1;
     }
-    sig = la_interrupt_begin();
+    /* A call below one worker's share of work (well under a millisecond: a
+     * decoding step, a short sequence) keeps Python's own SIGINT handler, so
+     * it saves the two sigaction calls; Ctrl-C then raises when it returns. */
+    if (total >= (double)la_tuning_active().min_work_per_thread) {
+        sig = la_interrupt_begin();
+    }
     st = la_parallel_items(c->n, nth, la_run_item, (void *)&r, work, wsize);
     if (la_interrupt_end(sig) && st == LA_OK) {
         st = LA_ERR_INTERRUPTED;

@@ -120,13 +120,16 @@ typedef la_status (*la_item_fn)(const la_call *c, const void *proto, npy_intp i,
 
 /*
  * Run item(c, proto, i, work) for every outer item i.  The runner picks the
- * threads (la_workers_for, capped so that each worker gets at least
- * the tuning table's min_work_per_thread (arch/la_tuning.h) of the `flops` per item: <= 0 estimates them from
- * the operand sizes), gives each worker `wsize` bytes of scratch, hands out
- * items dynamically (the result of an item never depends on which thread
- * computes it), routes Ctrl-C to la_cancel_flag and stops between items when
- * it is set, and raises the first failure naming the gufunc.  Returns 0, or
- * -1 with a Python exception set.
+ * threads (la_workers_for, capped so that each worker gets at least the
+ * tuning table's min_work_per_thread (arch/la_tuning.h) of the call's work:
+ * the `flops` per item (<= 0 estimates them from the operand sizes) plus the
+ * bytes of the operands weighted as flops, so a memory-bound call such as a
+ * decoding step on many states counts too), gives each worker `wsize` bytes
+ * of scratch, hands out items dynamically (the result of an item never
+ * depends on which thread computes it), routes Ctrl-C to la_cancel_flag
+ * (calls under one worker's share leave SIGINT to Python) and stops between
+ * items when it is set, and raises the first failure naming the gufunc.
+ * Returns 0, or -1 with a Python exception set.
  */
 int la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize,
            double flops);
