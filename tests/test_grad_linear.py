@@ -741,3 +741,26 @@ def test_sequence_parallel_bit_identical(rng, normalize, dtype):
     for name in ("q", "k", "v", "decay"):
         assert np.array_equal(g1[name], g2[name]), name
     assert np.array_equal(g1["initial_state"].S, g2["initial_state"].S)
+
+
+def test_gradient_buffers_reused_only_when_free():
+    """The backward's dq, dk, dv come from a pool: a gradient (or a view of it) still held
+    is never overwritten by a later call; dropped ones are reused."""
+    rng = np.random.default_rng(0)
+    q, k, v, do = (rng.standard_normal((4, 4096, 64)).astype(np.float32) for _ in range(4))
+    _, vjp = la.causal_vjp(q, k, v, "elu")
+
+    def base(a):
+        return a if a.base is None else a.base
+
+    g1 = vjp(do)
+    ref = {n: g1[n].copy() for n in "qkv"}
+    g2 = vjp(2 * do)
+    assert all(np.array_equal(g1[n], ref[n]) for n in "qkv")  # held: untouched
+    view = g2["q"][1:]
+    ids = {id(base(g2[n])) for n in "qkv"}
+    del g2
+    g3 = vjp(do)
+    np.testing.assert_allclose(view, 2 * ref["q"][1:], rtol=1e-4, atol=1e-4)  # a view keeps it
+    assert all(np.array_equal(g3[n], ref[n]) for n in "qkv")
+    assert len(ids & {id(base(g3[n])) for n in "qkv"}) == 2  # dk, dv reused

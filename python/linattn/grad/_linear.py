@@ -161,6 +161,16 @@ class _GradBuffers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._bufs: list[np.ndarray] = []
+        # The count a buffer nobody else holds shows in _take (CPython versions differ
+        # in what sys.getrefcount sees), measured through the same code path.
+        self._free_refs = -1
+        self._bufs.append(np.empty(1))
+        self._free_refs = self._refs(0)
+        self._bufs.clear()
+
+    def _refs(self, i: int) -> int:
+        b = self._bufs[i]
+        return sys.getrefcount(b)
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
         """An uninitialised array (the kernels write every element), or None: small
@@ -169,12 +179,12 @@ class _GradBuffers:
             return None
         with self._lock:
             for i in range(len(self._bufs)):
-                # references: the list, b, getrefcount's argument (not enumerate: its
-                # cached result tuple would hold one more)
                 b = self._bufs[i]
-                if b.shape == shape and b.dtype == dtype and sys.getrefcount(b) == 3:
-                    del self._bufs[i]
-                    break
+                if b.shape == shape and b.dtype == dtype:
+                    del b  # only the list's reference may remain for _refs to count
+                    if self._refs(i) == self._free_refs:
+                        b = self._bufs.pop(i)
+                        break
             else:
                 b = np.empty(shape, dtype)
             self._bufs.append(b)
