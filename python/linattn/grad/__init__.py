@@ -6,16 +6,15 @@
 input name, each of its input's shape and dtype.
 
 ``causal_vjp`` / ``noncausal_vjp`` route each kind to the module holding its backward:
-the generic operator and its feature kinds (``grad/_linear.py``), ``"transnormer"``
-(``grad/_transnormer.py``) and gated ``"rfa"`` (``grad/_rfa.py``, gates of exactly 0
-included).
+the generic operator and its feature kinds (``grad/_linear.py``; RFA's gates of exactly 0
+included) and ``"transnormer"`` (``grad/_transnormer.py``).
 """
 
 from __future__ import annotations
 
 import functools
 
-from . import _linear, _rfa, _transnormer
+from . import _linear, _transnormer
 from .softmax import softmax_attention_vjp
 from .sscan import selective_scan_vjp
 
@@ -26,8 +25,6 @@ _OWN = {"transnormer": _transnormer}
 def _route(kind, kw):
     if kind in _OWN:
         return _OWN[kind]
-    if kind == "rfa" and kw.get("gate") is not None:
-        return _rfa
     return _linear
 
 
@@ -46,16 +43,7 @@ def grad_kinds() -> tuple[str, ...]:
     return tuple(sorted(set(_linear.grad_kinds()) | set(_OWN)))
 
 
-def _attach_rfa() -> None:
-    """``kind="rfa"``'s backward slot goes through the router (gates of exactly 0)."""
-    old = _linear.reg.get("rfa").backward
-    slot = functools.partial(causal_vjp, kind="rfa")
-    slot.wrt, slot.nondiff = old.wrt, old.nondiff
-    _linear.reg.attach("rfa", backward=slot)
-
-
 _transnormer.attach()
-_attach_rfa()
 
 __all__ = ["causal_vjp", "grad_kinds", "noncausal_vjp", "selective_scan_vjp",
            "softmax_attention_vjp"]

@@ -245,37 +245,3 @@ def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, s
     ctx.update(comp=comp, W=W.astype(comp, copy=False), qx=qt.astype(comp, copy=False),
                kx=kt.astype(comp, copy=False), vx=vt.astype(comp, copy=False))
     return ctx
-
-
-def causal_vjp(q, k, v, kind: str = "rfa", *, mode: str = "auto",
-               chunk_size: int | None = None, scale: float | None = None,
-               normalize: str | None = None, eps: float | None = None, decay=None,
-               num_features: int | None = None, projection=None, seed: int | None = None,
-               horizon: int | None = None, initial_state: State | None = None,
-               return_state: bool = False, layout: str = "...td",
-               check_finite: bool = False, backward: str | None = None, **kind_options):
-    """``la.causal_vjp`` for ``kind="rfa"`` (gated RFA, gates of exactly 0 included)."""
-    from .._api import causal
-
-    if "out" in kind_options:
-        raise TypeError("causal_vjp() does not take out=")
-    if backward is not None:
-        val.choice("backward", backward, ("chunked", "recurrent", "parallel"))
-    result = causal(q, k, v, kind, mode=mode, chunk_size=chunk_size, scale=scale,
-                    normalize=normalize, eps=eps, decay=decay, num_features=num_features,
-                    projection=projection, seed=seed, horizon=horizon,
-                    initial_state=initial_state, return_state=return_state, layout=layout,
-                    check_finite=check_finite, **kind_options)
-    spec = reg.get(kind)
-    ctx = context(q, k, v, spec, scale=scale, normalize=normalize, eps=eps,
-                  num_features=num_features, projection=projection, seed=seed,
-                  options={**spec.options, **kind_options}, initial_state=initial_state,
-                  chunk_size=chunk_size, backward=backward, layout=layout, causal=True)
-    return result, RfaVJP(ctx, True)
-
-
-def noncausal_vjp(q, k, v, kind: str = "rfa", **kw):
-    """``la.noncausal_vjp`` for ``kind="rfa"`` (the gate is causal only)."""
-    from ._linear import noncausal_vjp as generic
-
-    return generic(q, k, v, kind, **kw)
