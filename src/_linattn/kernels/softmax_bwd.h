@@ -10,13 +10,17 @@
  *   P_ts = exp(s q_t.k_s - lse_t) on the mask        D_t = do_t . o_t
  *   dV = P^T dO   dP = dO V^T   dZ = P o (dP - D 1^T)   dQ = s dZ K   dK = s dZ^T Q
  *
- * Blocks of `block` query rows: four GEMMs each; dK, dV accumulate in scratch.
- * Memory: O(S (d + e) + block S) per slice.
+ * Tiles of `block` queries x LA_SOFTMAX_KBLOCK keys (the forward's), five
+ * GEMMs each (scores, dP, dV, dQ, dK); causal skips the tiles above the
+ * diagonal and masks only those that cross it.  dK, dV accumulate in scratch,
+ * dQ per query block.  Memory: O(S (d + e) + block (key block + d + e)) per
+ * slice, never T x S.
  */
 #ifndef LA_SOFTMAX_BWD_H
 #define LA_SOFTMAX_BWD_H
 
 #include "la_common.h"
+#include "softmax.h" /* LA_SOFTMAX_KBLOCK */
 
 typedef struct {
     la_index t, s, d, e, block;
@@ -30,6 +34,8 @@ typedef struct {
     const volatile int *cancel;
 } la_softmax_bwd_args;
 
+/* The query block the kernel uses (block clipped to [1, t]). */
+la_index la_softmax_bwd_qblock(const la_softmax_bwd_args *a);
 size_t la_softmax_bwd_work_size(const la_softmax_bwd_args *a, size_t itemsize);
 la_status la_softmax_bwd_f32(const la_softmax_bwd_args *a, void *work);
 la_status la_softmax_bwd_f64(const la_softmax_bwd_args *a, void *work);
