@@ -49,9 +49,9 @@ softmax_bwd_loop(const la_call *c)
     a.scale = LA_OPT_F(c, SB_SCALE);
     a.causal = LA_OPT_I(c, SB_CAUSAL) != 0;
     a.cancel = &la_cancel_flag;
-    /* four GEMMs per query block */
+    /* five GEMMs per tile: scores, dQ, dK over d; dP, dV over e */
     la_run(c, softmax_bwd_item, &a, la_softmax_bwd_work_size(&a, c->is),
-           4.0 * (double)a.t * (double)a.s * (double)(a.d + a.e));
+           2.0 * (double)a.t * (double)a.s * (double)(3 * a.d + 2 * a.e));
 }
 
 static const la_gufunc softmax_bwd_table[] = {

@@ -33,10 +33,13 @@ typedef struct {
     int causal;
     const volatile int *cancel; /* polled between row blocks; NULL: never */
     la_index part, nparts;
+    la_index kblock; /* keys per tile; < 1: LA_SOFTMAX_KBLOCK */
 } la_softmax_args;
 
-/* Keys per tile: the products stay within the register-tile GEMM's range. */
+/* Keys per tile by default: the products stay within the register-tile GEMM's
+ * range. */
 #define LA_SOFTMAX_KBLOCK 256
+#define LA_SOFTMAX_KB(kblock) ((kblock) < 1 ? (la_index)LA_SOFTMAX_KBLOCK : (kblock))
 
 /* The query block the kernel uses (block clipped to [1, t]). */
 la_index la_softmax_qblock(const la_softmax_args *a);

@@ -19,7 +19,7 @@ la_softmax_bwd_work_size(const la_softmax_bwd_args *a, size_t itemsize)
     /* K, K^T, V^T, dK, dV (s rows); Q, dQ (c x d), dO (c x e), P, dP (c x key
      * block), D (c) */
     const size_t s = (size_t)a->s, d = (size_t)a->d, e = (size_t)a->e;
-    const size_t c = (size_t)la_softmax_bwd_qblock(a), ck = LA_SOFTMAX_KBLOCK;
+    const size_t c = (size_t)la_softmax_bwd_qblock(a), ck = (size_t)LA_SOFTMAX_KB(a->kblock);
     size_t n = 0;
     n += 3 * LA_ALIGN_BYTES(s * d * itemsize) + 2 * LA_ALIGN_BYTES(s * e * itemsize);
     n += 2 * LA_ALIGN_BYTES(c * d * itemsize) + LA_ALIGN_BYTES(c * e * itemsize);
@@ -29,16 +29,20 @@ la_softmax_bwd_work_size(const la_softmax_bwd_args *a, size_t itemsize)
 
 #include "dtype/la_f32.h"
 #define SM_IT int32_t
+#define SM_EXP la_exp_sm_f32
 #include "softmax_rows_impl.h"
 #include "softmax_bwd_impl.h"
 #undef SM_IT
+#undef SM_EXP
 #undef SM_VN
 #include "dtype/la_undef.h"
 
 #include "dtype/la_f64.h"
 #define SM_IT int64_t
+#define SM_EXP la_exp_f64
 #include "softmax_rows_impl.h"
 #include "softmax_bwd_impl.h"
 #undef SM_IT
+#undef SM_EXP
 #undef SM_VN
 #include "dtype/la_undef.h"

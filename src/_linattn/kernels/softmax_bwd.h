@@ -32,6 +32,7 @@ typedef struct {
     double scale;
     int causal;
     const volatile int *cancel;
+    la_index kblock; /* keys per tile; < 1: LA_SOFTMAX_KBLOCK */
 } la_softmax_bwd_args;
 
 /* The query block the kernel uses (block clipped to [1, t]). */

@@ -8,7 +8,7 @@ la_status
 LA_FN(la_softmax_bwd)(const la_softmax_bwd_args *a, void *work)
 {
     const la_index T = a->t, S = a->s, d = a->d, e = a->e;
-    const la_index C = la_softmax_bwd_qblock(a), CK = LA_SOFTMAX_KBLOCK;
+    const la_index C = la_softmax_bwd_qblock(a), CK = LA_SOFTMAX_KB(a->kblock);
     const LA_T *q = (const LA_T *)a->q, *o = (const LA_T *)a->o;
     const LA_T *dout = (const LA_T *)a->dout;
     LA_T *dq = (LA_T *)a->dq;

@@ -7,7 +7,7 @@ la_status
 LA_FN(la_softmax)(const la_softmax_args *a, void *work)
 {
     const la_index T = a->t, S = a->s, d = a->d, e = a->e;
-    const la_index C = la_softmax_qblock(a), CK = LA_SOFTMAX_KBLOCK;
+    const la_index C = la_softmax_qblock(a), CK = LA_SOFTMAX_KB(a->kblock);
     const la_index nparts = a->nparts < 1 ? 1 : a->nparts;
     const LA_T *q = (const LA_T *)a->q;
     LA_T *o = (LA_T *)a->o;

@@ -7,7 +7,9 @@
  * (GCC / Clang vector extensions, so every ISA clone vectorises them without
  * -ffast-math's reassociation) and fold them in a fixed order: the result is
  * the same whichever clone runs.  Other compilers get the scalar loops.
- * The including file defines SM_IT, the signed integer as wide as LA_T.
+ * The including file defines SM_IT, the signed integer as wide as LA_T, and
+ * SM_EXP, the exp of the shifted scores (la_vmath.h: la_exp_sm_f32 for
+ * float32, la_exp_f64 for float64).
  */
 
 /* x[j] = exp(x[j] - m) for j < n. */
@@ -16,7 +18,7 @@ LA_FN(sm_exp_shift)(la_index n, LA_T *LA_RESTRICT x, LA_T m)
 {
     la_index j;
     for (j = 0; j < n; j++) {
-        x[j] = LA_EXP(x[j] - m);
+        x[j] = SM_EXP(x[j] - m);
     }
 }
 
