@@ -96,6 +96,27 @@ def test_matches_quadratic_backward(rng, dtype, causal, T):
     _check(vjp(do), ref_vjp(q, k, v, do, causal, 1 / np.sqrt(D)), dtype)
 
 
+# The backward works in tiles of 64 queries x 256 keys: lengths around a key tile, several
+# key tiles, cross attention with Tq != Tk on either side of a tile.
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T", [255, 256, 257, 520])
+def test_matches_quadratic_backward_across_key_tiles(rng, dtype, causal, T):
+    q, k, v = _qkv(rng, batch=(2,), T=T, D=7, E=3, dtype=dtype)
+    o, vjp = la.softmax_attention_vjp(q, k, v, causal=causal, scale=0.6)
+    np.testing.assert_array_equal(o, la.softmax_attention(q, k, v, causal=causal, scale=0.6))
+    do = rng.standard_normal(o.shape).astype(dtype)
+    _check(vjp(do), ref_vjp(q, k, v, do, causal, 0.6), dtype)
+
+
+@pytest.mark.parametrize("T, S", [(5, 600), (300, 7), (65, 257)])
+def test_cross_attention_backward_across_key_tiles(rng, T, S):
+    q, k, v = _qkv(rng, batch=(2,), T=T, S=S, D=4, E=6)
+    o, vjp = la.softmax_attention_vjp(q, k, v, causal=False)
+    do = rng.standard_normal(o.shape)
+    _check(vjp(do), ref_vjp(q, k, v, do, False, 0.5), np.float64)
+
+
 def test_bthd_layout_and_strides(rng):
     q, k, v = (np.swapaxes(x, -3, -2) for x in _qkv(rng, T=37, D=5, E=3))  # (2, 37, 3, .)
     qs = np.repeat(q, 2, axis=-1)[..., ::2]  # strided

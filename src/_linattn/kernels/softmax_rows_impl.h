@@ -9,11 +9,12 @@
  * the same whichever clone runs.  Other compilers get the scalar loops.
  * The including file defines SM_IT, the signed integer as wide as LA_T, and
  * SM_EXP, the exp of the shifted scores (la_vmath.h: la_exp_sm_f32 for
- * float32, la_exp_f64 for float64).
+ * float32, la_exp_f64 for float64).  The forward and the backward use
+ * different subsets (LA_UNUSED).
  */
 
 /* x[j] = exp(x[j] - m) for j < n. */
-LA_TARGET_CLONES static void
+LA_TARGET_CLONES LA_UNUSED static void
 LA_FN(sm_exp_shift)(la_index n, LA_T *LA_RESTRICT x, LA_T m)
 {
     la_index j;
@@ -32,7 +33,7 @@ typedef SM_IT LA_FN(sm_ivec) __attribute__((vector_size(64)));
 
 /* max_j x[j] over n >= 0 values, at least `floor` (a NaN never wins, as in
  * the scalar compare `x > m ? x : m`). */
-LA_TARGET_CLONES static LA_T
+LA_TARGET_CLONES LA_UNUSED static LA_T
 LA_FN(sm_rowmax)(la_index n, const LA_T *LA_RESTRICT x, LA_T floor)
 {
     la_index i = 0;
@@ -61,7 +62,7 @@ LA_FN(sm_rowmax)(la_index n, const LA_T *LA_RESTRICT x, LA_T floor)
 }
 
 /* sum_j x[j] over n >= 0 values (vector lanes in LA_T, folded in double). */
-LA_TARGET_CLONES static double
+LA_TARGET_CLONES LA_UNUSED static double
 LA_FN(sm_rowsum)(la_index n, const LA_T *LA_RESTRICT x)
 {
     la_index i = 0;
@@ -88,7 +89,7 @@ LA_FN(sm_rowsum)(la_index n, const LA_T *LA_RESTRICT x)
 }
 
 /* x[j] = exp(x[j] - m) for j < n; returns sum_j x[j]. */
-static double
+LA_UNUSED static double
 LA_FN(sm_exp_sum)(la_index n, LA_T *LA_RESTRICT x, LA_T m)
 {
     LA_FN(sm_exp_shift)(n, x, m);
@@ -96,7 +97,7 @@ LA_FN(sm_exp_sum)(la_index n, LA_T *LA_RESTRICT x, LA_T m)
 }
 
 /* x[j] *= f for j < n. */
-LA_TARGET_CLONES static void
+LA_TARGET_CLONES LA_UNUSED static void
 LA_FN(sm_scale_row)(la_index n, LA_T *LA_RESTRICT x, LA_T f)
 {
     la_index j;
@@ -106,7 +107,7 @@ LA_FN(sm_scale_row)(la_index n, LA_T *LA_RESTRICT x, LA_T f)
 }
 
 /* dp[j] = p[j] (dp[j] - D) for j < n: dZ of one row, in place. */
-LA_TARGET_CLONES static void
+LA_TARGET_CLONES LA_UNUSED static void
 LA_FN(sm_dz_row)(la_index n, const LA_T *LA_RESTRICT p, LA_T *LA_RESTRICT dp, LA_T D)
 {
     la_index j;
@@ -116,7 +117,7 @@ LA_FN(sm_dz_row)(la_index n, const LA_T *LA_RESTRICT p, LA_T *LA_RESTRICT dp, LA
 }
 
 /* x[j] = 0 for j < n. */
-static void
+LA_UNUSED static void
 LA_FN(sm_zero)(la_index n, LA_T *x)
 {
     la_index j;
@@ -129,7 +130,7 @@ LA_FN(sm_zero)(la_index n, LA_T *x)
  * Pack a (rows x cols, strides rs, cs) into dst row-major (ld cols) and, with
  * dst_t non-NULL, its transpose (cols x rows, ld rows).  `mul` scales.
  */
-static void
+LA_UNUSED static void
 LA_FN(sm_pack)(la_index rows, la_index cols, const LA_T *a, la_index rs, la_index cs,
                LA_T mul, LA_T *dst, LA_T *dst_t)
 {
@@ -152,7 +153,7 @@ LA_FN(sm_pack)(la_index rows, la_index cols, const LA_T *a, la_index rs, la_inde
 
 /* dst[j * ld + i] = a[i rs + j cs] (i < rows, j < cols): the transpose of a,
  * ld >= rows; by 16 x 16 tiles, so that neither side walks a long stride. */
-static void
+LA_UNUSED static void
 LA_FN(sm_pack_t)(la_index rows, la_index cols, const LA_T *a, la_index rs, la_index cs,
                  la_index ld, LA_T *dst)
 {
