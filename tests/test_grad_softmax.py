@@ -268,3 +268,23 @@ def test_bit_identical_across_thread_counts(rng):
         la.set_num_threads(n0)
     for name in "qkv":
         np.testing.assert_array_equal(gs[0][name], gs[1][name])
+
+
+def test_one_slice_split_over_threads_matches_single_pass(rng):
+    """One slice and several threads: the backward runs dk, dv by key tiles and dq by
+    query blocks on separate threads; the gradients are those of one thread, bit for
+    bit, and match the quadratic backward."""
+    q, k, v = _qkv(rng, batch=(1,), T=600, D=6, E=5, dtype=np.float32)
+    do = rng.standard_normal(q.shape[:-1] + (5,)).astype(np.float32)
+    n0 = la.get_num_threads()
+    try:
+        gs = []
+        for n in (1, 2, 3):
+            la.set_num_threads(n)
+            gs.append(la.softmax_attention_vjp(q, k, v)[1](do))
+    finally:
+        la.set_num_threads(n0)
+    for g in gs[1:]:
+        for name in "qkv":
+            np.testing.assert_array_equal(gs[0][name], g[name])
+    _check(gs[0], ref_vjp(q, k, v, do, True, 1 / np.sqrt(6)), np.float32)

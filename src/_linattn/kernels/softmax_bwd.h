@@ -33,7 +33,20 @@ typedef struct {
     int causal;
     const volatile int *cancel;
     la_index kblock; /* keys per tile; < 1: LA_SOFTMAX_KBLOCK */
+    int mode;        /* LA_SOFTMAX_BWD_ALL / _DKV / _DQ */
+    la_index part, nparts;
 } la_softmax_bwd_args;
+
+/*
+ * mode: what one call computes.  ALL: dq, dk, dv of the slice in one pass.
+ * Split over threads (part / nparts; 0 / 0 = one part): DKV computes the dk,
+ * dv rows of the key blocks kb = part, part + nparts, ... (kb counted in key
+ * tiles), DQ the dq rows of the query blocks b = part, part + nparts, ...;
+ * the two together recompute the scores twice (7 GEMMs per tile instead of 5)
+ * but each output row is computed by exactly the operations of ALL, so the
+ * results do not depend on the split.
+ */
+enum { LA_SOFTMAX_BWD_ALL = 0, LA_SOFTMAX_BWD_DKV = 1, LA_SOFTMAX_BWD_DQ = 2 };
 
 /* The query block the kernel uses (block clipped to [1, t]). */
 la_index la_softmax_bwd_qblock(const la_softmax_bwd_args *a);

@@ -25,7 +25,9 @@ LA_FN(la_softmax_bwd)(const la_softmax_bwd_args *a, void *work)
     LA_T *dP = (LA_T *)la_carve(&p, (size_t)(C * CK) * sizeof(LA_T));
     double *Dr = (double *)la_carve(&p, (size_t)C * sizeof(double));
     const LA_T scale = (LA_T)a->scale;
-    la_index r0, r, j;
+    const int mode = a->mode;
+    const la_index nparts = a->nparts < 1 ? 1 : a->nparts;
+    la_index r0, r, j, qb, kbi;
 
     /* K (row-major, for dQ), K^T and V^T by key blocks (for the scores and
      * dP: d x CK and e x CK each, contiguous) */
@@ -37,11 +39,16 @@ LA_FN(la_softmax_bwd)(const la_softmax_bwd_args *a, void *work)
         LA_FN(sm_pack_t)(w, e, (const LA_T *)a->v + j * a->v_rs, a->v_rs, a->v_cs, w,
                          Vt + j * e);
     }
-    LA_FN(sm_zero)(S * d, dKa);
-    LA_FN(sm_zero)(S * e, dVa);
-    for (r0 = 0; r0 < T; r0 += C) {
+    if (mode != LA_SOFTMAX_BWD_DQ) {
+        LA_FN(sm_zero)(S * d, dKa);
+        LA_FN(sm_zero)(S * e, dVa);
+    }
+    for (r0 = 0, qb = 0; r0 < T; r0 += C, qb++) {
         if (LA_CANCELLED(a->cancel)) {
             return LA_ERR_INTERRUPTED;
+        }
+        if (mode == LA_SOFTMAX_BWD_DQ && qb % nparts != a->part) {
+            continue;
         }
         const la_index nb = T - r0 < C ? T - r0 : C;
         /* keys any row of the block sees: causal skips blocks above the diagonal */
@@ -60,10 +67,13 @@ LA_FN(la_softmax_bwd)(const la_softmax_bwd_args *a, void *work)
         if (nk == 0) {
             LA_FN(sm_zero)(nb * d, dQb);
         }
-        for (j0 = 0; j0 < nk; j0 += CK) {
+        for (j0 = 0, kbi = 0; j0 < nk; j0 += CK, kbi++) {
             const la_index kb = nk - j0 < CK ? nk - j0 : CK;
             /* the block's width as packed (a causal last block may use fewer) */
             const la_index ldk = S - j0 < CK ? S - j0 : CK;
+            if (mode == LA_SOFTMAX_BWD_DKV && kbi % nparts != a->part) {
+                continue;
+            }
             /* P = exp(Z - lse) on the mask */
             LA_GEMM(0, 0, nb, kb, d, 1, Qb, d, Kt + j0 * d, ldk, 0, P, CK);
             /* dP = dO V^T */
@@ -79,9 +89,18 @@ LA_FN(la_softmax_bwd)(const la_softmax_bwd_args *a, void *work)
                 LA_FN(sm_zero)(kb - valid, dPr + valid);
             }
             /* dV += P^T dO;  dQ (+)= dZ K;  dK += dZ^T (s Q) */
-            LA_GEMM(1, 0, kb, e, nb, 1, P, CK, dOb, e, 1, dVa + j0 * e, e);
-            LA_GEMM(0, 0, nb, d, kb, 1, dP, CK, Ka + j0 * d, d, j0 > 0 ? 1 : 0, dQb, d);
-            LA_GEMM(1, 0, kb, d, nb, 1, dP, CK, Qb, d, 1, dKa + j0 * d, d);
+            if (mode != LA_SOFTMAX_BWD_DQ) {
+                LA_GEMM(1, 0, kb, e, nb, 1, P, CK, dOb, e, 1, dVa + j0 * e, e);
+            }
+            if (mode != LA_SOFTMAX_BWD_DKV) {
+                LA_GEMM(0, 0, nb, d, kb, 1, dP, CK, Ka + j0 * d, d, j0 > 0 ? 1 : 0, dQb, d);
+            }
+            if (mode != LA_SOFTMAX_BWD_DQ) {
+                LA_GEMM(1, 0, kb, d, nb, 1, dP, CK, Qb, d, 1, dKa + j0 * d, d);
+            }
+        }
+        if (mode == LA_SOFTMAX_BWD_DKV) {
+            continue;
         }
         for (r = 0; r < nb; r++) {
             for (j = 0; j < d; j++) {
@@ -89,7 +108,13 @@ LA_FN(la_softmax_bwd)(const la_softmax_bwd_args *a, void *work)
             }
         }
     }
+    if (mode == LA_SOFTMAX_BWD_DQ) {
+        return LA_OK;
+    }
     for (j = 0; j < S; j++) {
+        if (mode == LA_SOFTMAX_BWD_DKV && (j / CK) % nparts != a->part) {
+            continue;
+        }
         for (r = 0; r < d; r++) {
             ((LA_T *)a->dk)[j * a->dk_rs + r * a->dk_cs] = dKa[j * d + r];
         }
