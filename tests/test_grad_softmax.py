@@ -96,6 +96,27 @@ def test_matches_quadratic_backward(rng, dtype, causal, T):
     _check(vjp(do), ref_vjp(q, k, v, do, causal, 1 / np.sqrt(D)), dtype)
 
 
+# The backward works in tiles of 64 queries x 256 keys: lengths around a key tile, several
+# key tiles, cross attention with Tq != Tk on either side of a tile.
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T", [255, 256, 257, 520])
+def test_matches_quadratic_backward_across_key_tiles(rng, dtype, causal, T):
+    q, k, v = _qkv(rng, batch=(2,), T=T, D=7, E=3, dtype=dtype)
+    o, vjp = la.softmax_attention_vjp(q, k, v, causal=causal, scale=0.6)
+    np.testing.assert_array_equal(o, la.softmax_attention(q, k, v, causal=causal, scale=0.6))
+    do = rng.standard_normal(o.shape).astype(dtype)
+    _check(vjp(do), ref_vjp(q, k, v, do, causal, 0.6), dtype)
+
+
+@pytest.mark.parametrize("T, S", [(5, 600), (300, 7), (65, 257)])
+def test_cross_attention_backward_across_key_tiles(rng, T, S):
+    q, k, v = _qkv(rng, batch=(2,), T=T, S=S, D=4, E=6)
+    o, vjp = la.softmax_attention_vjp(q, k, v, causal=False)
+    do = rng.standard_normal(o.shape)
+    _check(vjp(do), ref_vjp(q, k, v, do, False, 0.5), np.float64)
+
+
 def test_bthd_layout_and_strides(rng):
     q, k, v = (np.swapaxes(x, -3, -2) for x in _qkv(rng, T=37, D=5, E=3))  # (2, 37, 3, .)
     qs = np.repeat(q, 2, axis=-1)[..., ::2]  # strided
@@ -247,3 +268,23 @@ def test_bit_identical_across_thread_counts(rng):
         la.set_num_threads(n0)
     for name in "qkv":
         np.testing.assert_array_equal(gs[0][name], gs[1][name])
+
+
+def test_one_slice_split_over_threads_matches_single_pass(rng):
+    """One slice and several threads: the backward runs dk, dv by key tiles and dq by
+    query blocks on separate threads; the gradients are those of one thread, bit for
+    bit, and match the quadratic backward."""
+    q, k, v = _qkv(rng, batch=(1,), T=600, D=6, E=5, dtype=np.float32)
+    do = rng.standard_normal(q.shape[:-1] + (5,)).astype(np.float32)
+    n0 = la.get_num_threads()
+    try:
+        gs = []
+        for n in (1, 2, 3):
+            la.set_num_threads(n)
+            gs.append(la.softmax_attention_vjp(q, k, v)[1](do))
+    finally:
+        la.set_num_threads(n0)
+    for g in gs[1:]:
+        for name in "qkv":
+            np.testing.assert_array_equal(gs[0][name], g[name])
+    _check(gs[0], ref_vjp(q, k, v, do, True, 1 / np.sqrt(6)), np.float32)

@@ -145,20 +145,26 @@ dot(const double *a, const double *b, la_index n)
 }
 
 /* ---------------------------------------------------------- softmax -- */
+/* Against the formula, over query blocks x key blocks (tiles that cross the
+ * diagonal, partial last tiles, one-key tiles), the query-block split
+ * (part / nparts: every part run into the same output) and the saved lse. */
 static void
 test_softmax(unsigned *seed)
 {
-    int f64, causal, bi;
-    static const la_index blocks[] = {1, 3, 64};
+    int f64, causal, bi, ki, np;
+    static const la_index blocks[] = {1, 3, 64}, kblocks[] = {1, 4, 0};
     for (f64 = 0; f64 < 2; f64++)
     for (causal = 0; causal < 2; causal++)
-    for (bi = 0; bi < 3; bi++) {
-        const la_index t = 11, s = causal ? 11 : 7, d = 5, e = 3;
+    for (bi = 0; bi < 3; bi++)
+    for (ki = 0; ki < 3; ki++)
+    for (np = 1; np <= 3; np += 2) {
+        const la_index t = 23, s = causal ? 23 : 9, d = 5, e = 3;
         double *q = rnd(seed, t * d, 1.5), *k = rnd(seed, s * d, 1.5), *v = rnd(seed, s * e, 1);
         double *want = malloc(sizeof(double) * t * e), *l = malloc(sizeof(double) * s);
+        double *wlse = malloc(sizeof(double) * t), *lse = malloc(sizeof(double) * t);
         la_softmax_args a;
         void *Q, *K, *V, *O, *W;
-        la_index i, j, c;
+        la_index i, j, c, part;
         round_as(q, t * d, f64);
         round_as(k, s * d, f64);
         round_as(v, s * e, f64);
@@ -182,21 +188,29 @@ test_softmax(unsigned *seed)
             for (c = 0; c < e; c++) {
                 want[i * e + c] /= z;
             }
+            wlse[i] = m + log(z);
+            lse[i] = NAN;
         }
         memset(&a, 0, sizeof(a));
-        a.t = t; a.s = s; a.d = d; a.e = e; a.block = blocks[bi];
+        a.t = t; a.s = s; a.d = d; a.e = e; a.block = blocks[bi]; a.kblock = kblocks[ki];
         a.q = Q = tobuf(q, t, d, d + 2, f64);
         a.k = K = tobuf(k, s, d, d, f64);
         a.v = V = tobuf(v, s, e, e + 1, f64);
         a.o = O = poisoned((f64 ? 8 : 4) * (size_t)(t * e));
+        a.lse = lse;
         a.q_rs = d + 2; a.q_cs = 1; a.k_rs = d; a.k_cs = 1; a.v_rs = e + 1; a.v_cs = 1;
-        a.o_rs = e; a.o_cs = 1;
+        a.o_rs = e; a.o_cs = 1; a.lse_s = 1;
         a.scale = 0.7;
         a.causal = causal;
+        a.nparts = np;
         W = poisoned(la_softmax_work_size(&a, f64 ? 8 : 4));
-        expect_ok("softmax", f64 ? la_softmax_f64(&a, W) : la_softmax_f32(&a, W));
+        for (part = 0; part < np; part++) {
+            a.part = part;
+            expect_ok("softmax", f64 ? la_softmax_f64(&a, W) : la_softmax_f32(&a, W));
+        }
         compare(causal ? "softmax causal" : "softmax", O, e, want, t, e, f64, 2e-5);
-        free(q); free(k); free(v); free(want); free(l);
+        compare_d("softmax lse", lse, wlse, t, f64 ? 1e-12 : 1e-5);
+        free(q); free(k); free(v); free(want); free(l); free(wlse); free(lse);
         free(Q); free(K); free(V); free(O); free(W);
     }
 }

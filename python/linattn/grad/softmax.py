@@ -1,9 +1,9 @@
 """``la.softmax_attention_vjp``: exact softmax attention and its backward, in C.
 
 FlashAttention's scheme: the forward keeps the row log-sum-exp ``lse_t`` (float64, T per
-slice); the backward recomputes the scores one block of 64 queries at a time (never the
-T x S matrix), so its memory is O(T (D + E)) per slice
-(docs/design/grad.md §3 "Exact softmax").
+slice); the backward recomputes the scores one tile of 64 queries x 256 keys at a time
+(never the T x S matrix; causal tiles above the diagonal are skipped), so its memory is
+O(T (D + E)) per slice (docs/design/grad.md §3 "Exact softmax").
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def softmax_attention_vjp(q, k, v, causal: bool = True, scale: float | None = No
     Saved between the calls: references to ``q``, ``k``, ``v`` (the converted arrays,
     which alias the caller's when no conversion was needed: editing them in place before
     ``vjp`` gives wrong gradients), ``o`` and the float64 row log-sum-exp (T per slice).
-    The backward recomputes the scores per block of 64 queries: O(T) memory, never
-    T x S.  ``scale`` gets no gradient (pre-scale ``q`` to learn a temperature).
+    The backward recomputes the scores per tile of 64 queries x 256 keys: O(T) memory,
+    never T x S.  ``scale`` gets no gradient (pre-scale ``q`` to learn a temperature).
     """
     qa, ka, va, dims, res, comp, scale_f = _prepare(q, k, v, causal, scale, layout)
     o, o_comp, lse = forward(qa, ka, va, causal, scale_f, dims.layout)

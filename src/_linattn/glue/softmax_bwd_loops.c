@@ -3,6 +3,11 @@
  *   _softmax_bwd: q (t,d), k (s,d), v (s,e), o (t,e), do (t,e), lse (t) float64,
  *                 scale, causal -> dq (t,d), dk (s,d), dv (s,e)
  * The forward that saves lse is _softmax_lse (softmax_loops.c).
+ *
+ * Threads go over the slices.  With fewer slices than threads and more than
+ * one key tile, two runs split each slice instead: dk, dv by interleaved key
+ * tiles, then dq by interleaved query blocks (kernel modes DKV and DQ; the
+ * results are those of the single pass, whatever the split).
  */
 #include "gufunc_util.h"
 
@@ -12,9 +17,12 @@
 enum { SB_Q, SB_K, SB_V, SB_O, SB_DO, SB_LSE, SB_SCALE, SB_CAUSAL, SB_DQ, SB_DK, SB_DV };
 
 static la_status
-softmax_bwd_item(const la_call *c, const void *proto, npy_intp i, void *work)
+softmax_bwd_item(const la_call *c, const void *proto, npy_intp iv, void *work)
 {
     la_softmax_bwd_args a = *(const la_softmax_bwd_args *)proto;
+    /* item iv of the run: part iv % nparts of slice iv / nparts */
+    const npy_intp i = iv / a.nparts;
+    a.part = iv % a.nparts;
     a.q = LA_AT(c, SB_Q, i);
     a.k = LA_AT(c, SB_K, i);
     a.v = LA_AT(c, SB_V, i);
@@ -49,9 +57,32 @@ softmax_bwd_loop(const la_call *c)
     a.scale = LA_OPT_F(c, SB_SCALE);
     a.causal = LA_OPT_I(c, SB_CAUSAL) != 0;
     a.cancel = &la_cancel_flag;
-    /* four GEMMs per query block */
-    la_run(c, softmax_bwd_item, &a, la_softmax_bwd_work_size(&a, c->is),
-           4.0 * (double)a.t * (double)a.s * (double)(a.d + a.e));
+    {
+        /* five GEMMs per tile: scores, dQ, dK over d; dP, dV over e */
+        const double flops = 2.0 * (double)a.t * (double)a.s * (double)(3 * a.d + 2 * a.e);
+        const size_t wsize = la_softmax_bwd_work_size(&a, c->is);
+        const la_index C = la_softmax_bwd_qblock(&a), CK = LA_SOFTMAX_KB(a.kblock);
+        const la_index nqb = (a.t + C - 1) / C, nkb = (a.s + CK - 1) / CK;
+        const int nth = la_get_num_threads();
+        la_index want = c->n > 0 && c->n < nth ? (la_index)((nth + c->n - 1) / c->n) : 1;
+        la_call cc = *c;
+        a.mode = LA_SOFTMAX_BWD_ALL;
+        a.nparts = 1;
+        if (want < 2 || nkb < 2 || nqb < 2) {
+            la_run(c, softmax_bwd_item, &a, wsize, flops);
+            return;
+        }
+        a.mode = LA_SOFTMAX_BWD_DKV;
+        a.nparts = want < nkb ? want : nkb;
+        cc.n = c->n * (npy_intp)a.nparts;
+        if (la_run(&cc, softmax_bwd_item, &a, wsize, flops * 0.8 / (double)a.nparts) != 0) {
+            return;
+        }
+        a.mode = LA_SOFTMAX_BWD_DQ;
+        a.nparts = want < nqb ? want : nqb;
+        cc.n = c->n * (npy_intp)a.nparts;
+        la_run(&cc, softmax_bwd_item, &a, wsize, flops * 0.6 / (double)a.nparts);
+    }
 }
 
 static const la_gufunc softmax_bwd_table[] = {

@@ -2,6 +2,11 @@
  * softmax_loops.c -- gufuncs for exact softmax attention (kernels/softmax.h):
  * _softmax, and _softmax_lse, which also returns each row's log-sum-exp
  * (float64) for the backward.
+ *
+ * Threads go over the slices; with fewer slices than threads each slice is
+ * split into `parts` interleaved sets of query blocks (kernel args part /
+ * nparts), run as parts separate items: a query block's result does not
+ * depend on the split, so the output is the same for every thread count.
  */
 #include "gufunc_util.h"
 
@@ -13,9 +18,12 @@ enum { SM_Q, SM_K, SM_V, SM_SCALE, SM_CAUSAL, SM_O, SM_LSE };
 static const int sm_with_lse = 1; /* la_gufunc.data of _softmax_lse */
 
 static la_status
-softmax_item(const la_call *c, const void *proto, npy_intp i, void *work)
+softmax_item(const la_call *c, const void *proto, npy_intp iv, void *work)
 {
     la_softmax_args a = *(const la_softmax_args *)proto;
+    /* item iv of the loop: part iv % nparts of slice iv / nparts */
+    const npy_intp i = iv / a.nparts;
+    a.part = iv % a.nparts;
     a.q = LA_AT(c, SM_Q, i);
     a.k = LA_AT(c, SM_K, i);
     a.v = LA_AT(c, SM_V, i);
@@ -46,8 +54,20 @@ softmax_loop(const la_call *c)
     a.scale = LA_OPT_F(c, SM_SCALE);
     a.causal = LA_OPT_I(c, SM_CAUSAL) != 0;
     a.cancel = &la_cancel_flag;
-    la_run(c, softmax_item, &a, la_softmax_work_size(&a, c->is),
-           2.0 * (double)a.t * (double)a.s * (double)(a.d + a.e));
+    {
+        /* split slices when there are fewer than threads (and blocks allow) */
+        const la_index nblocks = (a.t + la_softmax_qblock(&a) - 1) / la_softmax_qblock(&a);
+        const int nth = la_get_num_threads();
+        la_call cc = *c;
+        a.nparts = 1;
+        if (c->n > 0 && c->n < nth && nblocks > 1) {
+            a.nparts = (la_index)((nth + c->n - 1) / c->n);
+            a.nparts = a.nparts < nblocks ? a.nparts : nblocks;
+        }
+        cc.n = c->n * (npy_intp)a.nparts;
+        la_run(&cc, softmax_item, &a, la_softmax_work_size(&a, c->is),
+               2.0 * (double)a.t * (double)a.s * (double)(a.d + a.e) / (double)a.nparts);
+    }
 }
 
 static const la_gufunc softmax_table[] = {
