@@ -15,6 +15,17 @@ from _blockcases import (CASES, NONCAUSAL_CASES, SEQUENTIAL_CASES, TOL, assert_s
                          case_id, make, time_slice, tslice)
 
 SPLITS = [0, 1, 7, 8, 21, 33, 40]  # blocks of 1, 6, 1, 13, 12, 7 tokens
+# LAVO's memory_scope="before_local" has a combine (the ring's rows enter memory when they
+# leave the window, projected through the bases): windows shorter and longer than blocks
+BEFORE_LOCAL = [
+    ("lavo", {"window": 5, "memory_scope": "before_local", "shared": True}),
+    ("lavo", {"window": 5, "memory_scope": "before_local", "window_mode": "block",
+              "shared": True}),
+    ("lavo", {"window": 12, "memory_scope": "before_local"}),
+    ("lavo", {"window": 3, "memory_scope": "before_local", "window_mode": "block"}),
+]
+SCAN_CASES = CASES + [c for c in BEFORE_LOCAL if c not in CASES]
+CHAIN_CASES = [c for c in SEQUENTIAL_CASES if not la.parallel(c[0], **c[1])]
 
 
 def _scan(q, k, v, kind, opts, splits, layout="...td", initial=None):
@@ -39,7 +50,7 @@ def test_every_causal_kind_has_a_case():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SCAN_CASES, ids=case_id)
 def test_scan_equals_one_call(case, dtype, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng, dtype=dtype)
@@ -51,7 +62,7 @@ def test_scan_equals_one_call(case, dtype, rng):
     assert_states_close(st, st_ref, dtype)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SCAN_CASES, ids=case_id)
 def test_scan_layout_bthd_and_initial_state(case, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng, layout="bthd")
@@ -66,7 +77,7 @@ def test_scan_layout_bthd_and_initial_state(case, rng):
     assert_states_close(st, st_ref, np.float64)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SCAN_CASES, ids=case_id)
 def test_combine_is_associative(case, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng)
@@ -78,7 +89,7 @@ def test_combine_is_associative(case, rng):
         np.testing.assert_allclose(left.extra["log_decay"], right.extra["log_decay"])
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if alg._fast_ok(
+@pytest.mark.parametrize("case", [c for c in SCAN_CASES if alg._fast_ok(
     c[0], alg._opts(c[0], c[1]), c[1])], ids=case_id)
 @pytest.mark.parametrize("layout", ["...td", "bthd"])
 def test_fast_transition_equals_the_kernels_state(case, layout, rng):
@@ -87,7 +98,7 @@ def test_fast_transition_equals_the_kernels_state(case, layout, rng):
     q, k, v, kw = make(kind, opts, rng, T=70, layout=layout)
     _, st_ref = la.causal(q, k, v, kind, return_state=True, layout=layout, **kw)
     st = la.transition(q, k, v, kind, start=0, layout=layout, **kw)
-    assert_states_close(st, st_ref, np.float64)
+    assert_states_close(alg.strip(st), st_ref, np.float64)
     with pytest.raises(type(ValueError())):
         la.transition(q, k[..., :5], v, kind, layout=layout, **kw)
 
@@ -127,7 +138,7 @@ def test_positions_reach_the_kernels_through_start(rng):
     assert not np.allclose(st.S, la.transition(q, k, v, "cosformer", start=0, **kw).S)
 
 
-@pytest.mark.parametrize("case", SEQUENTIAL_CASES, ids=case_id)
+@pytest.mark.parametrize("case", CHAIN_CASES, ids=case_id)
 def test_kinds_without_combine(case, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng)
@@ -142,10 +153,30 @@ def test_parallel_flags():
     assert la.parallel("elu") and la.parallel("performer")
     assert not la.parallel("performer", stabilizer="global")
     assert la.parallel("performer", stabilizer="global", features="relu")
-    assert la.parallel("lavo") and not la.parallel("lavo", memory_scope="before_local")
+    assert la.parallel("lavo") and la.parallel("lavo", memory_scope="before_local")
     assert not la.parallel("lara")
     with pytest.raises(ValueError, match="kind must be one of"):
         la.parallel("nope")
+
+
+def test_lavo_before_local_bookkeeping(rng):
+    """The transition keeps the bases and the window mode for the combine; strip removes
+    them, and the stripped state resumes la.causal."""
+    q, k, v, kw = make("lavo", BEFORE_LOCAL[1][1], rng)
+    d = la.transition(q[..., :9, :], k[..., :9, :], k[..., :9, :], "lavo", **kw)
+    assert d.extra["memory_bases"].shape == (8, 8)
+    assert str(d.extra["memory_window"]) == "block"
+    st = alg.strip(d)
+    assert "memory_bases" not in st.extra and "memory_window" not in st.extra
+    back = pickle.loads(pickle.dumps(d))
+    np.testing.assert_array_equal(back.extra["memory_bases"], d.extra["memory_bases"])
+    o_ref = la.causal(q, k, k, "lavo", **kw)[..., 9:, :]
+    o = la.causal(q[..., 9:, :], k[..., 9:, :], k[..., 9:, :], "lavo", initial_state=st, **kw)
+    la.testing.assert_close(o, o_ref, rtol=1e-10)
+    # rows of a one-token block enter memory in later blocks: sums grow only then
+    one = la.transition(q[..., 9:10, :], k[..., 9:10, :], k[..., 9:10, :], "lavo", start=9,
+                        **kw)
+    assert not np.asarray(one.extra["sums"]).any()
 
 
 def test_state_with_log_decay_pickles(rng):

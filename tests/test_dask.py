@@ -17,6 +17,16 @@ lad = pytest.importorskip("linattn.dask")
 from _blockcases import (CASES, NONCAUSAL_CASES, SEQUENTIAL_CASES, TOL,  # noqa: E402
                          assert_states_close, case_id, make, time_slice, tslice)
 
+# LAVO's memory_scope="before_local" runs the parallel scan too
+BEFORE_LOCAL = [
+    ("lavo", {"window": 5, "memory_scope": "before_local", "shared": True}),
+    ("lavo", {"window": 5, "memory_scope": "before_local", "window_mode": "block",
+              "shared": True}),
+    ("lavo", {"window": 12, "memory_scope": "before_local"}),
+]
+SCAN_CASES = CASES + [c for c in BEFORE_LOCAL if c not in CASES]
+CHAIN_CASES = [c for c in SEQUENTIAL_CASES if not la.parallel(c[0], **c[1])]
+
 CHUNKINGS = {
     "even": 10,
     "uneven": (7, 1, 13, 19),           # blocks shorter than the kernel chunk, and of 1 token
@@ -55,7 +65,7 @@ def _to_dask(q, k, v, kw, tchunks, layout="...td", batch_chunks=None):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SCAN_CASES, ids=case_id)
 def test_causal_equals_numpy(case, chunking, dtype, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng, dtype=dtype)
@@ -68,7 +78,7 @@ def test_causal_equals_numpy(case, chunking, dtype, rng):
     la.testing.assert_close(got, ref, rtol=TOL[np.dtype(dtype)])
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SCAN_CASES, ids=case_id)
 def test_sequential_scan_equals_numpy(case, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng)
@@ -78,7 +88,7 @@ def test_sequential_scan_equals_numpy(case, rng):
                             ref, rtol=1e-10)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SCAN_CASES, ids=case_id)
 def test_bthd_batch_blocks_initial_and_final_state(case, rng):
     """layout='bthd', heads in two blocks, resumed from a state, final state returned."""
     kind, opts = case
@@ -124,7 +134,7 @@ def test_broadcast_leading_axes(kind, rng):
     assert_states_close(st, st_ref, np.float64)
 
 
-@pytest.mark.parametrize("case", SEQUENTIAL_CASES, ids=case_id)
+@pytest.mark.parametrize("case", CHAIN_CASES, ids=case_id)
 def test_kinds_without_combine_run_a_chain(case, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng)
