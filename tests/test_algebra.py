@@ -265,3 +265,42 @@ def test_primitives_need_fixed_random_features(kind, rng):
     with pytest.raises(ValueError, match="pass seed= \\(or projection=\\)"):
         la.read_out(q, k, v, None, kind)
     la.transition(q, k, v, kind, seed=1)
+
+
+# ------------------------------------------------------------- selective scan --
+
+def _sscan_args(rng, Bb=2, Dc=5, N=3, L=30):
+    u = rng.standard_normal((Bb, Dc, L))
+    delta = 0.5 * rng.standard_normal((Bb, Dc, L))
+    A = -np.exp(rng.standard_normal((Dc, N)))
+    B, C = rng.standard_normal((Bb, N, L)), rng.standard_normal((Bb, N, L))
+    return u, delta, A, B, C, rng.standard_normal(Dc)
+
+
+@pytest.mark.parametrize("softplus", [False, True])
+def test_sscan_block_scan_equals_one_call(softplus, rng):
+    """Selective-scan time blocks: (final state from zero, A sum dt) per block, combined,
+    give la.selective_scan's state; each block read out from its entering state gives its
+    outputs; the combine is associative."""
+    u, delta, A, B, C, bias = _sscan_args(rng)
+    h0 = rng.standard_normal((2, 5, 3))
+    ref, h_ref = la.selective_scan(u, delta, A, B, C, None, None, bias, softplus, h0, True)
+    splits = [0, 1, 9, 10, 30]
+    parts = [alg.sscan_transition(u[..., a:b], delta[..., a:b], A, B[..., a:b], C[..., a:b],
+                                  bias, softplus) for a, b in zip(splits[:-1], splits[1:])]
+    state, outs = (h0, None), []
+    for (a, b), p in zip(zip(splits[:-1], splits[1:]), parts):
+        outs.append(la.selective_scan(u[..., a:b], delta[..., a:b], A, B[..., a:b],
+                                      C[..., a:b], None, None, bias, softplus, state[0]))
+        state = alg.sscan_combine(state, p)
+    la.testing.assert_close(np.concatenate(outs, axis=-1), ref, rtol=1e-10)
+    la.testing.assert_close(state[0], h_ref, rtol=1e-10)
+    left = alg.sscan_combine(alg.sscan_combine(parts[0], parts[1]), parts[2])
+    right = alg.sscan_combine(parts[0], alg.sscan_combine(parts[1], parts[2]))
+    la.testing.assert_close(left[0], right[0], rtol=1e-12)
+    np.testing.assert_allclose(left[1], right[1], rtol=1e-12)
+    # the log-decay is A times the summed steps (softplus'd, biased)
+    dt = delta[..., :1] + bias[:, None]
+    if softplus:
+        dt = np.logaddexp(0.0, dt)
+    np.testing.assert_allclose(parts[0][1], A[None] * dt.sum(-1)[..., None], rtol=1e-12)

@@ -902,3 +902,56 @@ def _attach_slots() -> None:
 
 
 _attach_slots()
+
+
+# ---------------------------------------------------------- selective scan --
+#
+# Mamba-1's S6 recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t is linear in h with a
+# diagonal (channel x state) decay, so a block of the time axis maps an entering state P
+# to exp(A sum_t dt_t) P + h_block, h_block its final state from zero: the same
+# (log-decay, state) algebra as the decay kinds, elementwise.
+
+def sscan_dt(delta, delta_bias, delta_softplus: bool, comp) -> np.ndarray:
+    """The discretisation steps ``dt (B, D, L)`` as the kernel computes them (in the
+    compute dtype: ``delta + delta_bias``, then the stable softplus)."""
+    dt = np.asarray(delta).astype(comp, copy=False)
+    if delta_bias is not None:
+        dt = dt + np.asarray(delta_bias).astype(comp, copy=False)[:, None]
+    if delta_softplus:
+        d64 = dt.astype(np.float64)
+        dt = (np.maximum(d64, 0.0) + np.log1p(np.exp(-np.abs(d64)))).astype(comp)
+    return dt
+
+
+def sscan_transition(u, delta, A, B, C, delta_bias=None, delta_softplus: bool = False, *,
+                     dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """A time block's ``(h, log_decay)`` for ``la.selective_scan``: ``h (B, D, N)`` the
+    block's final state from a zero state (in ``dtype``, default the inputs' compute
+    dtype), ``log_decay = A * sum_t dt_t`` (float64, ``(B, D, N)``)."""
+    from ._sscan import selective_scan as _selective_scan
+
+    u, delta, A = np.asarray(u), np.asarray(delta), np.asarray(A)
+    arrays = [u, delta, A, np.asarray(B), np.asarray(C)]
+    if delta_bias is not None:
+        arrays.append(np.asarray(delta_bias))
+    comp = np.dtype(dtype) if dtype is not None else val.compute_dtype(*arrays)[1]
+    zero = np.zeros((u.shape[0], u.shape[1], A.shape[1]), comp)
+    _, h = _selective_scan(u, delta, A, B, C, delta_bias=delta_bias,
+                           delta_softplus=delta_softplus, initial_state=zero,
+                           return_state=True)
+    dt = sscan_dt(delta, delta_bias, delta_softplus, h.dtype)
+    tot = dt.astype(np.float64).sum(axis=-1)
+    g = A.astype(h.dtype).astype(np.float64)[None, :, :] * tot[:, :, None]
+    return h, g
+
+
+def sscan_combine(first, second):
+    """``(h, log_decay)`` after two consecutive time blocks (associative):
+    ``h = exp(g_2) h_1 + h_2`` in float64, ``g = g_1 + g_2``.  ``first`` may be None (the
+    start) or ``(h_1, None)`` (an entering state without a log-decay)."""
+    if first is None:
+        return second
+    h1, g1 = first
+    h2, g2 = second
+    h = np.exp(g2) * np.asarray(h1, np.float64) + np.asarray(h2, np.float64)
+    return h, (None if g1 is None else g1 + g2)
