@@ -27,6 +27,19 @@ BEFORE_LOCAL = [
 SCAN_CASES = CASES + [c for c in BEFORE_LOCAL if c not in CASES]
 CHAIN_CASES = [c for c in SEQUENTIAL_CASES if not la.parallel(c[0], **c[1])]
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _limits_lifted_after_the_module():
+    """Tasks keep the thread limits for a grace period after they end: lift them before
+    the next module's tests look at thread counts."""
+    yield
+    import time
+
+    end = time.monotonic() + 10
+    while lad._LIMIT["limiter"] is not None and time.monotonic() < end:
+        time.sleep(0.02)
+
+
 CHUNKINGS = {
     "even": 10,
     "uneven": (7, 1, 13, 19),           # blocks shorter than the kernel chunk, and of 1 token
@@ -342,6 +355,7 @@ def test_tasks_run_single_threaded_kernels(rng):
     def blas():
         return sorted(i["num_threads"] for i in threadpoolctl.threadpool_info()
                       if i["user_api"] == "blas")
+    _wait_lifted()  # an earlier test's tasks may still hold the limits
     before = blas()
     seen = []
 
@@ -351,7 +365,42 @@ def test_tasks_run_single_threaded_kernels(rng):
         return x
     da.from_array(np.zeros(4), chunks=1).map_blocks(probe).compute(scheduler="threads")
     assert seen and set(seen) == {(1, 1)}
+    _wait_lifted()
     assert blas() == before
+
+
+def _wait_lifted(timeout=10.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while lad._LIMIT["limiter"] is not None and time.monotonic() < end:
+        time.sleep(0.02)
+    assert lad._LIMIT["limiter"] is None
+
+
+def test_limits_are_lifted_after_a_grace_period(rng):
+    """Tasks that follow each other keep the limits (lifting and setting OpenBLAS's limit
+    between tasks is costly); they are lifted once no task has run for a while."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import time
+
+    _wait_lifted()
+    before = la.get_num_threads()
+    blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    with lad._one_thread():
+        pass
+    limiter = lad._LIMIT["limiter"]
+    assert limiter is not None and la.get_num_threads() == 1
+    with lad._one_thread():
+        assert lad._LIMIT["limiter"] is limiter  # the same limit, not set again
+    time.sleep(lad._RESTORE_DELAY * 0.2)
+    with lad._one_thread():
+        assert lad._LIMIT["limiter"] is limiter
+    _wait_lifted()
+    assert la.get_num_threads() == before
+    assert la.info()["thread_limit"] is None
+    assert [i["num_threads"] for i in threadpoolctl.threadpool_info()
+            if i["user_api"] == "blas"] == blas
 
 
 def test_state_pickles(rng):
@@ -396,11 +445,14 @@ def test_float64_state_for_float32_inputs(rng):
     la.testing.assert_close(st.S, st_ref.S, rtol=1e-6)
 
 
-def test_overlapping_tasks_leave_no_thread_limit_behind(rng):
+def test_overlapping_tasks_leave_no_thread_limit_behind(rng, monkeypatch):
     """Tasks of a threaded scheduler overlap; the process-wide limits they set must all
-    be lifted when the last one ends."""
+    be lifted when the last one ends (here at once: no grace period)."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     import threading
+
+    _wait_lifted()
+    monkeypatch.setattr(lad, "_RESTORE_DELAY", 0)
 
     before = la.get_num_threads()
     blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]

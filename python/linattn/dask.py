@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -82,32 +83,80 @@ def _controllers():
 
 
 _LIMIT_LOCK = threading.Lock()
-_LIMIT = {"depth": 0, "limiter": None}
+_LIMIT: dict = {"depth": 0, "limiter": None, "last_exit": 0.0, "timer": None}
+_RESTORE_DELAY = 0.5
+"""Seconds without a running task before the thread limits are lifted (0: at once)."""
 
 
 @contextlib.contextmanager
 def _one_thread():
     """Single-threaded kernels in a task: linattn's thread pool and NumPy's BLAS (the
     GEMMs of the state transitions and non-causal read-outs).  Both limits are
-    process-wide, so the first task that enters sets them and the last one that leaves
-    restores them (tasks of a threaded scheduler overlap: a per-task set-and-restore
-    could leave a limit behind)."""
+    process-wide, so the first task that enters sets them, and they are lifted once no
+    task has run for ``_RESTORE_DELAY`` seconds (tasks of a threaded scheduler overlap or
+    follow each other closely: lifting and setting OpenBLAS's limit between two tasks
+    wakes its spinning threads, which costs several times the task itself)."""
     ctl = _controllers()
     if ctl is None:
         yield
         return
     with _LIMIT_LOCK:
-        if _LIMIT["depth"] == 0:
+        if _LIMIT["limiter"] is None:
+            _free_openblas()
             _LIMIT["limiter"] = ctl.limit(limits=1)
+            _free_openblas()
         _LIMIT["depth"] += 1
     try:
         yield
     finally:
         with _LIMIT_LOCK:
             _LIMIT["depth"] -= 1
+            _LIMIT["last_exit"] = time.monotonic()
             if _LIMIT["depth"] == 0:
-                _LIMIT["limiter"].restore_original_limits()
-                _LIMIT["limiter"] = None
+                if _RESTORE_DELAY <= 0:
+                    _lift()
+                elif _LIMIT["timer"] is None:
+                    _start_timer(_RESTORE_DELAY)
+
+
+def _start_timer(delay: float) -> None:
+    t = threading.Timer(delay, _lift_when_idle)
+    t.daemon = True
+    _LIMIT["timer"] = t
+    t.start()
+
+
+def _free_openblas() -> None:
+    """threadpoolctl lets only the first thread that sets OpenBLAS's limit (its
+    "controlling thread") change it again, silently ignoring the others: the task thread
+    that sets the limit is not the one that lifts it, so control is released after each
+    change (and a user's later limits from any thread are not ignored)."""
+    try:
+        from threadpoolctl import OpenBLASController
+
+        OpenBLASController.clear_controlling_thread(force=True)
+    except (ImportError, AttributeError, TypeError):  # threadpoolctl < 3.6: no owner
+        pass
+
+
+def _lift() -> None:
+    if _LIMIT["limiter"] is not None:
+        _free_openblas()
+        _LIMIT["limiter"].restore_original_limits()
+        _free_openblas()
+        _LIMIT["limiter"] = None
+
+
+def _lift_when_idle() -> None:
+    with _LIMIT_LOCK:
+        _LIMIT["timer"] = None
+        if _LIMIT["depth"] > 0:
+            return  # the running task's exit starts the next timer
+        wait = _LIMIT["last_exit"] + _RESTORE_DELAY - time.monotonic()
+        if wait > 0:
+            _start_timer(wait)
+        else:
+            _lift()
 
 
 # -------------------------------------------------------------------- tasks --
