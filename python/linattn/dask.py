@@ -480,8 +480,9 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     initial_state : la.State or a Delayed one, optional
     scan : {"auto", "parallel", "sequential"}
         ``"parallel"``: the block-state scan (every block's state, a scan of small states,
-        every block's outputs; about 1.3 forwards of work, all blocks at once: pass 1
-        computes only states, from key features, pass 3 one forward per block);
+        every block's outputs, all blocks at once: pass 1 computes only states, from key
+        features, a quarter of a forward's flops (0.7-0.85 of its time measured), pass 3
+        one forward per block);
         ``"sequential"``: a chain, block ``b`` starting from block ``b - 1``'s state (one
         forward, parallel only across batch blocks).  ``"auto"``: parallel when the kind
         and options have a state combine (``linattn.parallel(kind, **options)``).
