@@ -15,6 +15,17 @@ from _blockcases import (CASES, NONCAUSAL_CASES, SEQUENTIAL_CASES, TOL, assert_s
                          case_id, make, time_slice, tslice)
 
 SPLITS = [0, 1, 7, 8, 21, 33, 40]  # blocks of 1, 6, 1, 13, 12, 7 tokens
+# LAVO's memory_scope="before_local" has a combine (the ring's rows enter memory when they
+# leave the window, projected through the bases): windows shorter and longer than blocks
+BEFORE_LOCAL = [
+    ("lavo", {"window": 5, "memory_scope": "before_local", "shared": True}),
+    ("lavo", {"window": 5, "memory_scope": "before_local", "window_mode": "block",
+              "shared": True}),
+    ("lavo", {"window": 12, "memory_scope": "before_local"}),
+    ("lavo", {"window": 3, "memory_scope": "before_local", "window_mode": "block"}),
+]
+SCAN_CASES = CASES + [c for c in BEFORE_LOCAL if c not in CASES]
+CHAIN_CASES = [c for c in SEQUENTIAL_CASES if not la.parallel(c[0], **c[1])]
 
 
 def _scan(q, k, v, kind, opts, splits, layout="...td", initial=None):
@@ -39,7 +50,7 @@ def test_every_causal_kind_has_a_case():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SCAN_CASES, ids=case_id)
 def test_scan_equals_one_call(case, dtype, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng, dtype=dtype)
@@ -51,7 +62,7 @@ def test_scan_equals_one_call(case, dtype, rng):
     assert_states_close(st, st_ref, dtype)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SCAN_CASES, ids=case_id)
 def test_scan_layout_bthd_and_initial_state(case, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng, layout="bthd")
@@ -66,7 +77,7 @@ def test_scan_layout_bthd_and_initial_state(case, rng):
     assert_states_close(st, st_ref, np.float64)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SCAN_CASES, ids=case_id)
 def test_combine_is_associative(case, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng)
@@ -78,7 +89,7 @@ def test_combine_is_associative(case, rng):
         np.testing.assert_allclose(left.extra["log_decay"], right.extra["log_decay"])
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if alg._fast_ok(
+@pytest.mark.parametrize("case", [c for c in SCAN_CASES if alg._fast_ok(
     c[0], alg._opts(c[0], c[1]), c[1])], ids=case_id)
 @pytest.mark.parametrize("layout", ["...td", "bthd"])
 def test_fast_transition_equals_the_kernels_state(case, layout, rng):
@@ -87,7 +98,7 @@ def test_fast_transition_equals_the_kernels_state(case, layout, rng):
     q, k, v, kw = make(kind, opts, rng, T=70, layout=layout)
     _, st_ref = la.causal(q, k, v, kind, return_state=True, layout=layout, **kw)
     st = la.transition(q, k, v, kind, start=0, layout=layout, **kw)
-    assert_states_close(st, st_ref, np.float64)
+    assert_states_close(alg.strip(st), st_ref, np.float64)
     with pytest.raises(type(ValueError())):
         la.transition(q, k[..., :5], v, kind, layout=layout, **kw)
 
@@ -127,7 +138,7 @@ def test_positions_reach_the_kernels_through_start(rng):
     assert not np.allclose(st.S, la.transition(q, k, v, "cosformer", start=0, **kw).S)
 
 
-@pytest.mark.parametrize("case", SEQUENTIAL_CASES, ids=case_id)
+@pytest.mark.parametrize("case", CHAIN_CASES, ids=case_id)
 def test_kinds_without_combine(case, rng):
     kind, opts = case
     q, k, v, kw = make(kind, opts, rng)
@@ -142,10 +153,30 @@ def test_parallel_flags():
     assert la.parallel("elu") and la.parallel("performer")
     assert not la.parallel("performer", stabilizer="global")
     assert la.parallel("performer", stabilizer="global", features="relu")
-    assert la.parallel("lavo") and not la.parallel("lavo", memory_scope="before_local")
+    assert la.parallel("lavo") and la.parallel("lavo", memory_scope="before_local")
     assert not la.parallel("lara")
     with pytest.raises(ValueError, match="kind must be one of"):
         la.parallel("nope")
+
+
+def test_lavo_before_local_bookkeeping(rng):
+    """The transition keeps the bases and the window mode for the combine; strip removes
+    them, and the stripped state resumes la.causal."""
+    q, k, v, kw = make("lavo", BEFORE_LOCAL[1][1], rng)
+    d = la.transition(q[..., :9, :], k[..., :9, :], k[..., :9, :], "lavo", **kw)
+    assert d.extra["memory_bases"].shape == (8, 8)
+    assert str(d.extra["memory_window"]) == "block"
+    st = alg.strip(d)
+    assert "memory_bases" not in st.extra and "memory_window" not in st.extra
+    back = pickle.loads(pickle.dumps(d))
+    np.testing.assert_array_equal(back.extra["memory_bases"], d.extra["memory_bases"])
+    o_ref = la.causal(q, k, k, "lavo", **kw)[..., 9:, :]
+    o = la.causal(q[..., 9:, :], k[..., 9:, :], k[..., 9:, :], "lavo", initial_state=st, **kw)
+    la.testing.assert_close(o, o_ref, rtol=1e-10)
+    # rows of a one-token block enter memory in later blocks: sums grow only then
+    one = la.transition(q[..., 9:10, :], k[..., 9:10, :], k[..., 9:10, :], "lavo", start=9,
+                        **kw)
+    assert not np.asarray(one.extra["sums"]).any()
 
 
 def test_state_with_log_decay_pickles(rng):
@@ -234,3 +265,42 @@ def test_primitives_need_fixed_random_features(kind, rng):
     with pytest.raises(ValueError, match="pass seed= \\(or projection=\\)"):
         la.read_out(q, k, v, None, kind)
     la.transition(q, k, v, kind, seed=1)
+
+
+# ------------------------------------------------------------- selective scan --
+
+def _sscan_args(rng, Bb=2, Dc=5, N=3, L=30):
+    u = rng.standard_normal((Bb, Dc, L))
+    delta = 0.5 * rng.standard_normal((Bb, Dc, L))
+    A = -np.exp(rng.standard_normal((Dc, N)))
+    B, C = rng.standard_normal((Bb, N, L)), rng.standard_normal((Bb, N, L))
+    return u, delta, A, B, C, rng.standard_normal(Dc)
+
+
+@pytest.mark.parametrize("softplus", [False, True])
+def test_sscan_block_scan_equals_one_call(softplus, rng):
+    """Selective-scan time blocks: (final state from zero, A sum dt) per block, combined,
+    give la.selective_scan's state; each block read out from its entering state gives its
+    outputs; the combine is associative."""
+    u, delta, A, B, C, bias = _sscan_args(rng)
+    h0 = rng.standard_normal((2, 5, 3))
+    ref, h_ref = la.selective_scan(u, delta, A, B, C, None, None, bias, softplus, h0, True)
+    splits = [0, 1, 9, 10, 30]
+    parts = [alg.sscan_transition(u[..., a:b], delta[..., a:b], A, B[..., a:b], C[..., a:b],
+                                  bias, softplus) for a, b in zip(splits[:-1], splits[1:])]
+    state, outs = (h0, None), []
+    for (a, b), p in zip(zip(splits[:-1], splits[1:]), parts):
+        outs.append(la.selective_scan(u[..., a:b], delta[..., a:b], A, B[..., a:b],
+                                      C[..., a:b], None, None, bias, softplus, state[0]))
+        state = alg.sscan_combine(state, p)
+    la.testing.assert_close(np.concatenate(outs, axis=-1), ref, rtol=1e-10)
+    la.testing.assert_close(state[0], h_ref, rtol=1e-10)
+    left = alg.sscan_combine(alg.sscan_combine(parts[0], parts[1]), parts[2])
+    right = alg.sscan_combine(parts[0], alg.sscan_combine(parts[1], parts[2]))
+    la.testing.assert_close(left[0], right[0], rtol=1e-12)
+    np.testing.assert_allclose(left[1], right[1], rtol=1e-12)
+    # the log-decay is A times the summed steps (softplus'd, biased)
+    dt = delta[..., :1] + bias[:, None]
+    if softplus:
+        dt = np.logaddexp(0.0, dt)
+    np.testing.assert_allclose(parts[0][1], A[None] * dt.sum(-1)[..., None], rtol=1e-12)

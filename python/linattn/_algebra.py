@@ -39,6 +39,9 @@ from . import features as _features
 from .state import State
 
 LOG_DECAY = "log_decay"
+MEMORY_BASES = "memory_bases"  # LAVO before_local: the bases, to project rows leaving the ring
+MEMORY_WINDOW = "memory_window"  # LAVO before_local: the window mode ("sliding" | "block")
+SCAN_KEYS = (LOG_DECAY, MEMORY_BASES, MEMORY_WINDOW)  # bookkeeping that strip() removes
 _CLAMP = -1000.0  # kernels clamp log-decays below this (docs/design/family.md §2.3)
 
 # Trailing (core) dimensions of each state entry; the leading ones are batch dimensions
@@ -47,6 +50,7 @@ CORE_NDIM: dict[str, int | None] = {
     "S": 2, "z": 1, "max": 0, LOG_DECAY: 0, "sums": 1, "value_sums": 1, "ring_k": 2,
     "ring_v": 2, "keys": 2, "values": 2, "fill": None, "fingerprint": None,
     "stabilizer": None, "horizon": None, "diag_block": None, "seed": None,
+    MEMORY_BASES: 2, MEMORY_WINDOW: None,
 }
 
 
@@ -183,13 +187,30 @@ def _fast_ok(kind: str, opts: dict, options: dict) -> bool:
     if kind == "performer":
         return opts["stabilizer"] == "prefix" or opts["features"] == "relu"
     if kind == "lavo":
-        return opts["memory_scope"] == "all"
+        return True
     return kind == "cosformer" and options.get("horizon") is not None
 
 
+def _lavo_memory(t: int, w: int, block: bool, before: bool) -> int:
+    """How many tokens LAVO's memory holds after position ``t`` (docs/design/lavo.md §4-5):
+    ``t`` for ``memory_scope="all"``, the tokens before the window otherwise."""
+    if t <= 0:
+        return 0
+    if not before or w == 0:
+        return t
+    lo = ((t - 1) // w) * w + 1 if block else max(1, t - w + 1)
+    return lo - 1
+
+
 def _lavo_transition(q, k, v, *, start, layout, options):
-    """LAVO's block state without its outputs: memory sums ``sum_t B x_t`` (float64) and
-    the ring of the block's last ``window`` rows (zeros before them)."""
+    """LAVO's block state without its outputs: memory sums ``sum_j B x_j`` (float64) over
+    the block's tokens that are in memory after it, and the ring of the block's last
+    ``window`` rows (zeros before them).
+
+    With ``memory_scope="before_local"`` the block's last rows enter memory only in later
+    blocks, when they leave the window: :func:`combine` projects them then, so the state
+    keeps the bases (``extra["memory_bases"]``) and the window mode
+    (``extra["memory_window"]``) as scan bookkeeping, removed by :func:`strip`."""
     opts = _opts("lavo", options)
     separate = not (v is k or (isinstance(v, np.ndarray) and isinstance(k, np.ndarray)
                                and v.shape == k.shape and v.strides == k.strides
@@ -206,12 +227,15 @@ def _lavo_transition(q, k, v, *, start, layout, options):
         B = _draws.lavo_bases(min(d, 64), d, seed=0 if seed is None else seed)
     B = np.asarray(B).astype(comp).astype(np.float64)
     w = 64 if opts["window"] is None else int(opts["window"])
+    block = opts["window_mode"] == "block"
+    before = opts["memory_scope"] == "before_local"
     batch = tuple(np.broadcast_shapes(dims.batch, B.shape[:-2]))
     t1 = start + T
+    n_mem = min(max(_lavo_memory(t1, w, block, before) - start, 0), T)
     extra = {}
     for name, x in (("k", k), ("v", v)) if separate else (("k", k),):
         xt = _td(x, layout).astype(comp, copy=False)
-        tot = xt.astype(np.float64).sum(axis=-2)
+        tot = xt[..., :n_mem, :].astype(np.float64).sum(axis=-2)
         sums = np.einsum("...d,...rd->...r", tot, B)
         n = min(T, w)
         ring = np.zeros(batch + (w, d), comp)
@@ -220,6 +244,9 @@ def _lavo_transition(q, k, v, *, start, layout, options):
             np.ascontiguousarray(np.broadcast_to(sums, batch + (B.shape[-2],)))
         extra["ring_k" if name == "k" else "ring_v"] = ring
     extra["fill"] = np.array(min(t1, w), np.int64)
+    if before and w:
+        extra[MEMORY_BASES] = B
+        extra[MEMORY_WINDOW] = np.array(opts["window_mode"])
     return State(None, None, t1, "lavo", extra)
 
 
@@ -271,6 +298,13 @@ def _key_features(kind, q, k, v, kt, comp, dims, start, layout, decay, options):
     return _features.performer(kt, W, features, scale, log=True), extra, True, None
 
 
+def _column_sums(phi: np.ndarray) -> np.ndarray:
+    """``phi.sum(axis=-2)`` as a BLAS product with a ones vector (a reduction along the
+    strided axis costs a third of the block's GEMM; this a tenth), accumulated like the
+    GEMM of ``S``."""
+    return np.matmul(np.ones(phi.shape[-2], phi.dtype), phi)
+
+
 def _fast_transition(kind, q, k, v, *, start, layout, options):
     """A block's state from its key features: ``S = sum_s w_s phi(k_s) v_s^T`` with
     ``w_s = exp(G_{T-1} - G_s)`` (one GEMM; no outputs computed).  Performer's prefix
@@ -307,7 +341,7 @@ def _fast_transition(kind, q, k, v, *, start, layout, options):
     S = np.ascontiguousarray(np.broadcast_to(S, batch + S.shape[-2:]))
     z = None
     if normalize == "div":
-        z = np.ascontiguousarray(np.broadcast_to(phi.sum(axis=-2), batch + (phi.shape[-1],)))
+        z = np.ascontiguousarray(np.broadcast_to(_column_sums(phi), batch + (phi.shape[-1],)))
     if gamma is not None:
         extra[LOG_DECAY] = np.asarray(gamma, np.float64)
     return State(S, z, start + dims.T, kind, extra)
@@ -508,6 +542,9 @@ def _tail_rows(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
 
 
 def _lavo_combine(first: State, second: State) -> State:
+    """Memory sums add and the ring keeps the last ``w`` rows.  ``before_local``: the
+    first state's ring rows that leave the window during the second block enter memory
+    then, projected through the bases the transition kept."""
     n2 = second.t - first.t
     if n2 < 0:
         raise ValueError(f"second state (t = {second.t}) does not follow first (t = "
@@ -515,15 +552,29 @@ def _lavo_combine(first: State, second: State) -> State:
     ex1, ex2 = first.extra, second.extra
     w = ex2["ring_k"].shape[-2]
     extra = dict(ex2)
-    extra["sums"] = np.asarray(ex1["sums"], np.float64) + np.asarray(ex2["sums"], np.float64)
-    for name, sums in (("ring_k", None), ("ring_v", "value_sums")):
+    bases = ex2.get(MEMORY_BASES, ex1.get(MEMORY_BASES))
+    lo = hi = 0
+    if bases is not None:
+        extra[MEMORY_BASES] = bases
+        mode = str(np.asarray(ex2.get(MEMORY_WINDOW, ex1.get(MEMORY_WINDOW, "sliding"))))
+        extra[MEMORY_WINDOW] = np.array(mode)
+        block = mode == "block"
+        t1, t2 = first.t, second.t
+        # ring row i holds position t1 - (w - 1 - i); rows m(t1) < j <= min(t1, m(t2))
+        # enter memory during the second block (m(t) >= t - w: they are in the ring)
+        lo = _lavo_memory(t1, w, block, True) - t1 + w
+        hi = min(t1, _lavo_memory(t2, w, block, True)) - t1 + w
+    for name, sums in (("ring_k", "sums"), ("ring_v", "value_sums")):
         if name not in ex2:
             continue
+        total = np.asarray(ex1[sums], np.float64) + np.asarray(ex2[sums], np.float64)
+        if hi > lo:
+            rows = np.asarray(ex1[name])[..., lo:hi, :].astype(np.float64).sum(axis=-2)
+            total = total + np.einsum("...d,...rd->...r", rows, np.asarray(bases, np.float64))
+        extra[sums] = total
         valid = min(n2, w)
         r2 = ex2[name][..., w - valid:, :]
         extra[name] = np.ascontiguousarray(_tail_rows(ex1[name], r2, w))
-        if sums is not None:
-            extra[sums] = np.asarray(ex1[sums], np.float64) + np.asarray(ex2[sums], np.float64)
     extra["fill"] = np.array(min(second.t, w), np.int64)
     return State(None, None, second.t, second.kind, extra)
 
@@ -545,8 +596,11 @@ def combine(first: State | None, second: State) -> State:
     With decay: ``S = exp(Gamma_2) S_1 + S_2`` (and ``z``), log-decays add.  Performer:
     both put on the larger running maximum first.  cosFormer: sums (its weights are
     absolute-position functions).  LAVO: memory sums add, the window ring keeps the last
-    ``w`` tokens.  DiagAttention: the last ``t mod w`` keys and values.  Kinds and options
-    without a combine (``parallel(kind, **options)`` is False) raise ValueError.
+    ``w`` tokens (``memory_scope="before_local"``: the first ring's rows that leave the
+    window during the second block are projected into memory, through the bases the
+    second's transition kept).  DiagAttention: the last ``t mod w`` keys and values.
+    Kinds and options without a combine (``parallel(kind, **options)`` is False) raise
+    ValueError.
     """
     if not isinstance(second, State):
         raise TypeError(f"second must be a linattn.State, got {type(second).__name__}")
@@ -570,11 +624,12 @@ def combine(first: State | None, second: State) -> State:
 # --------------------------------------------------------------- read-out --
 
 def strip(state: State | None) -> State | None:
-    """The state without the scan's bookkeeping (``extra["log_decay"]``): what the
+    """The state without the scan's bookkeeping (``extra["log_decay"]``, LAVO's
+    ``extra["memory_bases"]`` and ``extra["memory_window"]``): what the
     NumPy entry points and ``la.step`` take as ``initial_state``."""
-    if state is None or LOG_DECAY not in state.extra:
+    if state is None or not any(k in state.extra for k in SCAN_KEYS):
         return state
-    ex = {k: v for k, v in state.extra.items() if k != LOG_DECAY}
+    ex = {k: v for k, v in state.extra.items() if k not in SCAN_KEYS}
     return State(state.S, state.z, state.t, state.kind, ex)
 
 
@@ -703,7 +758,7 @@ def _nc_transition(k, v, kind, *, start=0, layout="...td", **options) -> State:
     batch = np.broadcast_shapes(phi.shape[:-2], vt.shape[:-2])
     S = np.ascontiguousarray(np.broadcast_to(np.matmul(np.swapaxes(phi, -1, -2), vt),
                                              batch + (phi.shape[-1], vt.shape[-1])))
-    z = np.ascontiguousarray(np.broadcast_to(phi.sum(axis=-2), batch + (phi.shape[-1],)))
+    z = np.ascontiguousarray(np.broadcast_to(_column_sums(phi), batch + (phi.shape[-1],)))
     if "max" in extra:
         extra["max"] = np.ascontiguousarray(np.broadcast_to(extra["max"], batch))
     return State(S, z, _start(start) + kt.shape[-2], kind, extra)
@@ -840,9 +895,9 @@ ALGEBRA["transnormer"] = _entry(
     lambda a, b: _diag_combine(a, b) if "diag_block" in b.extra else _generic_combine(a, b))
 ALGEBRA["performer"] = _entry(_performer_combine,
                               lambda o: o["stabilizer"] == "prefix" or o["features"] == "relu")
-# "before_local" memory holds the tokens that left the window: its sums follow the ring,
-# which a combine would have to re-project through the bases; it runs sequentially.
-ALGEBRA["lavo"] = _entry(_lavo_combine, lambda o: o["memory_scope"] == "all")
+# "before_local": the rows that leave the ring during a later block enter memory then,
+# projected through the bases the transition keeps (docs/design/lavo.md §4-5)
+ALGEBRA["lavo"] = _entry(_lavo_combine)
 
 
 def _attach_slots() -> None:
@@ -855,3 +910,56 @@ def _attach_slots() -> None:
 
 
 _attach_slots()
+
+
+# ---------------------------------------------------------- selective scan --
+#
+# Mamba-1's S6 recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t is linear in h with a
+# diagonal (channel x state) decay, so a block of the time axis maps an entering state P
+# to exp(A sum_t dt_t) P + h_block, h_block its final state from zero: the same
+# (log-decay, state) algebra as the decay kinds, elementwise.
+
+def sscan_dt(delta, delta_bias, delta_softplus: bool, comp) -> np.ndarray:
+    """The discretisation steps ``dt (B, D, L)`` as the kernel computes them (in the
+    compute dtype: ``delta + delta_bias``, then the stable softplus)."""
+    dt = np.asarray(delta).astype(comp, copy=False)
+    if delta_bias is not None:
+        dt = dt + np.asarray(delta_bias).astype(comp, copy=False)[:, None]
+    if delta_softplus:
+        d64 = dt.astype(np.float64)
+        dt = (np.maximum(d64, 0.0) + np.log1p(np.exp(-np.abs(d64)))).astype(comp)
+    return dt
+
+
+def sscan_transition(u, delta, A, B, C, delta_bias=None, delta_softplus: bool = False, *,
+                     dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """A time block's ``(h, log_decay)`` for ``la.selective_scan``: ``h (B, D, N)`` the
+    block's final state from a zero state (in ``dtype``, default the inputs' compute
+    dtype), ``log_decay = A * sum_t dt_t`` (float64, ``(B, D, N)``)."""
+    from ._sscan import selective_scan as _selective_scan
+
+    u, delta, A = np.asarray(u), np.asarray(delta), np.asarray(A)
+    arrays = [u, delta, A, np.asarray(B), np.asarray(C)]
+    if delta_bias is not None:
+        arrays.append(np.asarray(delta_bias))
+    comp = np.dtype(dtype) if dtype is not None else val.compute_dtype(*arrays)[1]
+    zero = np.zeros((u.shape[0], u.shape[1], A.shape[1]), comp)
+    _, h = _selective_scan(u, delta, A, B, C, delta_bias=delta_bias,
+                           delta_softplus=delta_softplus, initial_state=zero,
+                           return_state=True)
+    dt = sscan_dt(delta, delta_bias, delta_softplus, h.dtype)
+    tot = dt.astype(np.float64).sum(axis=-1)
+    g = A.astype(h.dtype).astype(np.float64)[None, :, :] * tot[:, :, None]
+    return h, g
+
+
+def sscan_combine(first, second):
+    """``(h, log_decay)`` after two consecutive time blocks (associative):
+    ``h = exp(g_2) h_1 + h_2`` in float64, ``g = g_1 + g_2``.  ``first`` may be None (the
+    start) or ``(h_1, None)`` (an entering state without a log-decay)."""
+    if first is None:
+        return second
+    h1, g1 = first
+    h2, g2 = second
+    h = np.exp(g2) * np.asarray(h1, np.float64) + np.asarray(h2, np.float64)
+    return h, (None if g1 is None else g1 + g2)

@@ -12,6 +12,9 @@ stream through the block-state scan (docs/design/dask.md §3):
 Kinds or options without a state combine run the blocks as a sequential chain (block
 ``b`` starts from block ``b - 1``'s final state); ``scan=`` chooses.  Non-causal:
 key-block states are summed by a tree reduction, then read out per query block.
+``selective_scan`` is ``la.selective_scan`` (Mamba-1) over time blocks, with the same
+two choices: a chain of blocks carrying the state, or the block scan of its diagonal,
+linear state recursion.
 
 Engine rules: Dask only (any scheduler: threads, processes, ``dask.distributed``); inside
 a task linattn's kernels run on one thread, so a worker with ``n`` threads runs ``n``
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -79,32 +83,80 @@ def _controllers():
 
 
 _LIMIT_LOCK = threading.Lock()
-_LIMIT = {"depth": 0, "limiter": None}
+_LIMIT: dict = {"depth": 0, "limiter": None, "last_exit": 0.0, "timer": None}
+_RESTORE_DELAY = 0.5
+"""Seconds without a running task before the thread limits are lifted (0: at once)."""
 
 
 @contextlib.contextmanager
 def _one_thread():
     """Single-threaded kernels in a task: linattn's thread pool and NumPy's BLAS (the
     GEMMs of the state transitions and non-causal read-outs).  Both limits are
-    process-wide, so the first task that enters sets them and the last one that leaves
-    restores them (tasks of a threaded scheduler overlap: a per-task set-and-restore
-    could leave a limit behind)."""
+    process-wide, so the first task that enters sets them, and they are lifted once no
+    task has run for ``_RESTORE_DELAY`` seconds (tasks of a threaded scheduler overlap or
+    follow each other closely: lifting and setting OpenBLAS's limit between two tasks
+    wakes its spinning threads, which costs several times the task itself)."""
     ctl = _controllers()
     if ctl is None:
         yield
         return
     with _LIMIT_LOCK:
-        if _LIMIT["depth"] == 0:
+        if _LIMIT["limiter"] is None:
+            _free_openblas()
             _LIMIT["limiter"] = ctl.limit(limits=1)
+            _free_openblas()
         _LIMIT["depth"] += 1
     try:
         yield
     finally:
         with _LIMIT_LOCK:
             _LIMIT["depth"] -= 1
+            _LIMIT["last_exit"] = time.monotonic()
             if _LIMIT["depth"] == 0:
-                _LIMIT["limiter"].restore_original_limits()
-                _LIMIT["limiter"] = None
+                if _RESTORE_DELAY <= 0:
+                    _lift()
+                elif _LIMIT["timer"] is None:
+                    _start_timer(_RESTORE_DELAY)
+
+
+def _start_timer(delay: float) -> None:
+    t = threading.Timer(delay, _lift_when_idle)
+    t.daemon = True
+    _LIMIT["timer"] = t
+    t.start()
+
+
+def _free_openblas() -> None:
+    """threadpoolctl lets only the first thread that sets OpenBLAS's limit (its
+    "controlling thread") change it again, silently ignoring the others: the task thread
+    that sets the limit is not the one that lifts it, so control is released after each
+    change (and a user's later limits from any thread are not ignored)."""
+    try:
+        from threadpoolctl import OpenBLASController
+
+        OpenBLASController.clear_controlling_thread(force=True)
+    except (ImportError, AttributeError, TypeError):  # threadpoolctl < 3.6: no owner
+        pass
+
+
+def _lift() -> None:
+    if _LIMIT["limiter"] is not None:
+        _free_openblas()
+        _LIMIT["limiter"].restore_original_limits()
+        _free_openblas()
+        _LIMIT["limiter"] = None
+
+
+def _lift_when_idle() -> None:
+    with _LIMIT_LOCK:
+        _LIMIT["timer"] = None
+        if _LIMIT["depth"] > 0:
+            return  # the running task's exit starts the next timer
+        wait = _LIMIT["last_exit"] + _RESTORE_DELAY - time.monotonic()
+        if wait > 0:
+            _start_timer(wait)
+        else:
+            _lift()
 
 
 # -------------------------------------------------------------------- tasks --
@@ -428,8 +480,9 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     initial_state : la.State or a Delayed one, optional
     scan : {"auto", "parallel", "sequential"}
         ``"parallel"``: the block-state scan (every block's state, a scan of small states,
-        every block's outputs; about 1.3 forwards of work, all blocks at once: pass 1
-        computes only states, from key features, pass 3 one forward per block);
+        every block's outputs, all blocks at once: pass 1 computes only states, from key
+        features, a quarter of a forward's flops (0.7-0.85 of its time measured), pass 3
+        one forward per block);
         ``"sequential"``: a chain, block ``b`` starting from block ``b - 1``'s state (one
         forward, parallel only across batch blocks).  ``"auto"``: parallel when the kind
         and options have a state combine (``linattn.parallel(kind, **options)``).
@@ -787,4 +840,245 @@ def noncausal(q, k, v, kind: str = "elu", *, chunk_size: int | None = None,
     return out
 
 
-__all__ = ["DEFAULT_BLOCK", "SCANS", "causal", "noncausal"]
+# ---------------------------------------------------------------- selective scan --
+
+def _task_ss_step(u, delta, A, B, C, D, z, bias, state, gsl, softplus):
+    from ._sscan import selective_scan as _selective_scan
+
+    B, C = _groups(B, gsl[0]), _groups(C, gsl[1])
+    with _one_thread():
+        return _selective_scan(u, delta, A, B, C, D, z, bias, softplus, state, True)
+
+
+def _task_ss_transition(u, delta, A, B, C, bias, gsl, softplus, comp):
+    B, C = _groups(B, gsl[0]), _groups(C, gsl[1])
+    with _one_thread():
+        return alg.sscan_transition(u, delta, A, B, C, bias, softplus, dtype=comp)
+
+
+def _task_ss_combine(first, second):
+    return alg.sscan_combine(first, second)
+
+
+def _task_ss_read_out(u, delta, A, B, C, D, z, bias, state, gsl, softplus, comp):
+    from ._sscan import selective_scan as _selective_scan
+
+    B, C = _groups(B, gsl[0]), _groups(C, gsl[1])
+    h0 = None if state is None else np.asarray(state[0]).astype(comp)
+    with _one_thread():
+        return _selective_scan(u, delta, A, B, C, D, z, bias, softplus, h0, False)
+
+
+def _task_ss_final(state, comp):
+    return np.asarray(state[0]).astype(comp)
+
+
+def _task_ss_entering(h):
+    return (h, None)
+
+
+def _groups(X, gsl):
+    """The groups of a grouped ``B`` / ``C`` ``(B, G, N, L)`` that a block of channels
+    uses (``gsl`` a slice of groups; None: X as it is)."""
+    return X if gsl is None or X is None else X[:, gsl]
+
+
+def _ss_time_probe(x, n: int):
+    """Zeros of ``x``'s dtype and shape with the last (time) axis cut to ``n``."""
+    shape = list(x.shape)
+    if shape:
+        shape[-1] = min(shape[-1], n)
+    return np.broadcast_to(np.zeros((), x.dtype), tuple(shape))
+
+
+def _ss_zeros(x):
+    return np.broadcast_to(np.zeros((), x.dtype), tuple(x.shape))
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   initial_state=None, return_state=False, *, scan: str = "auto",
+                   block_size: int | None = None, check_finite: bool = False):
+    """Mamba-1's selective scan (``la.selective_scan``) over Dask arrays chunked along time.
+
+    Arguments, shapes ``(B, D, L)`` (channel first, time last), dtypes and error messages
+    are those of ``la.selective_scan``; errors are raised here, at call time, from the
+    shapes and dtypes (and from the values of NumPy ``A``; the values of a dask ``A``
+    are checked when its blocks run).  Returns a lazy ``dask.array.Array`` ``(B, D, L)``
+    chunked like ``u``; with ``return_state=True`` also the last state ``(B, D, N)`` as a
+    lazy dask array.
+
+    u, delta, z : dask arrays or array_like ``(B, D, L)``
+        Any chunking along time (uneven, blocks of one token) and along batch and
+        channels; ``delta``, ``z`` and time-varying ``B``, ``C`` are rechunked to ``u``'s
+        blocks (``N`` and groups to one block).  NumPy inputs are wrapped with
+        ``block_size`` tokens per block (default 65536).  Channels are independent: blocks
+        of channels run in parallel with no extra work.  With grouped ``B`` / ``C``
+        ``(B, G, N, L)`` a block of channels must cover whole groups, otherwise the
+        channel axis is rechunked to one block.
+    A, D, delta_bias, initial_state, time-invariant B, C : NumPy or dask arrays.
+    scan : {"auto", "parallel", "sequential"}
+        The state recursion is linear in ``h`` with a diagonal decay, so time blocks
+        combine: ``"parallel"`` computes every block's final state from zero and its
+        log-decay ``A sum_t dt_t`` (all blocks at once), scans the small ``(B, D, N)``
+        states (``h = exp(g_2) h_1 + h_2``, float64), then every block's outputs from its
+        entering state (all at once): two scans of work, every block in parallel.
+        ``"sequential"``: a chain, block ``b`` starting from block ``b - 1``'s state (one
+        scan of work, parallel across batch and channel blocks).  ``"auto"``: parallel
+        when batch and channels are one block (the chain would run one block at a time),
+        sequential otherwise.
+    check_finite : not supported (values are not read at call time).
+    """
+    dask, da = _dask()
+    if check_finite:
+        raise TypeError("check_finite= is not supported by linattn.dask (values are not "
+                        "read at call time); use la.selective_scan(..., check_finite=True) "
+                        "per block")
+    val.choice("scan", scan, SCANS)
+    if block_size is not None:
+        block_size = val.positive_int("block_size", block_size)
+    from ._sscan import selective_scan as _selective_scan
+
+    def arr(x):
+        return None if x is None else (x if _is_dask(x) else np.asarray(x))
+    u, delta, A, B, C = (arr(x) for x in (u, delta, A, B, C))
+    D, z, delta_bias, initial_state = (arr(x) for x in (D, z, delta_bias, initial_state))
+    L = u.shape[-1] if u.ndim else 0
+    timed = {"u": u, "delta": delta, "z": z}
+    for name, X in (("B", B), ("C", C)):
+        if X.ndim >= 3:
+            timed[name] = X
+    small = {"A": A, "D": D, "delta_bias": delta_bias, "initial_state": initial_state}
+    if B.ndim < 3:
+        small["B"] = B
+    if C.ndim < 3:
+        small["C"] = C
+
+    def probes(n):
+        p = {k_: None if x is None else (_ss_time_probe(x, n) if n is not None else
+                                          _ss_zeros(x)) for k_, x in timed.items()}
+        for k_, x in small.items():
+            p[k_] = None if x is None else (_ss_zeros(x) if _is_dask(x) else x)
+        return ((p["u"], p["delta"], p["A"], p["B"], p["C"]),
+                dict(D=p["D"], z=p["z"], delta_bias=p["delta_bias"],
+                     delta_softplus=delta_softplus, initial_state=p["initial_state"],
+                     return_state=True))
+    lengths = {x.shape[-1] for x in timed.values() if x is not None and x.ndim}
+    size = math.prod(u.shape) if u.ndim else 0
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        if len(lengths) > 1:  # raises the entry point's message before any scan runs
+            fa, fk = probes(None)
+            _selective_scan(*fa, **fk)
+        try:
+            pa, pk = probes(1)
+            o_p, h_p = _selective_scan(*pa, **pk)
+        except Exception:
+            if size > _FULL_PROBE_MAX:
+                raise
+            fa, fk = probes(None)
+            _selective_scan(*fa, **fk)
+            raise
+    res, comp = o_p.dtype, h_p.dtype
+    Bb, Dc = u.shape[0], u.shape[1]
+    N = A.shape[1]
+
+    def lazy(x, chunks):
+        if x is None:
+            return None
+        return x.rechunk(chunks) if _is_dask(x) else da.from_array(x, chunks=chunks)
+
+    if L == 0 or Bb == 0 or Dc == 0:
+        out = da.zeros((Bb, Dc, L), dtype=res)
+        if not return_state:
+            return out
+        st = da.zeros((Bb, Dc, N), dtype=comp) if initial_state is None else \
+            lazy(initial_state, initial_state.shape).astype(comp)
+        return out, st
+
+    # the block grid: u's chunks (NumPy u: one block of batch and channels)
+    if not _is_dask(u):
+        u = da.from_array(u, chunks=(-1, -1, max(1, min(L, block_size or DEFAULT_BLOCK))))
+    bch, cch, lch = u.chunks
+    cuts = np.concatenate([[0], np.cumsum(cch)]).astype(int)
+    per = [Dc // X.shape[1] for X in (B, C) if X.ndim == 4]
+    if any(c % p for c in cuts for p in per):
+        cch = (Dc,)
+        cuts = np.array([0, Dc])
+    u = u.rechunk((bch, cch, lch))
+    delta = lazy(delta, (bch, cch, lch))
+    z = lazy(z, (bch, cch, lch))
+
+    def fit_bc(X):
+        if X.ndim == 2:
+            return lazy(X, (cch, -1))
+        return lazy(X, (bch,) + (-1,) * (X.ndim - 2) + (lch,))
+    B, C = fit_bc(B), fit_bc(C)
+    A = lazy(A, (cch, -1))
+    D = lazy(D, (cch,))
+    delta_bias = lazy(delta_bias, (cch,))
+    initial_state = lazy(initial_state, (bch, cch, -1))
+
+    def blocks(x):
+        return None if x is None else x.to_delayed(optimize_graph=False)
+    U, DL, Z = blocks(u), blocks(delta), blocks(z)
+    BD, CD = blocks(B), blocks(C)
+    AD, DD, BiD, H0 = blocks(A), blocks(D), blocks(delta_bias), blocks(initial_state)
+    nt = len(lch)
+    single = len(bch) == 1 and len(cch) == 1
+    use_parallel = scan == "parallel" or (scan == "auto" and single and nt > 1)
+    delayed = dask.delayed
+    pieces: dict = {}
+    finals: dict = {}
+    for bi in range(len(bch)):
+        for ci in range(len(cch)):
+            c0, c1 = int(cuts[ci]), int(cuts[ci + 1])
+
+            def gsl(X):
+                if X.ndim != 4:
+                    return None
+                p = Dc // X.shape[1]
+                return slice(c0 // p, c1 // p)
+            gs = (gsl(B), gsl(C))
+
+            def bc(XD, X, j, bi=bi, ci=ci):
+                if X.ndim == 2:
+                    return XD[ci, 0]
+                return XD[(bi,) + (0,) * (X.ndim - 2) + (j,)]
+
+            def blk(j, bi=bi, ci=ci):
+                return (U[bi, ci, j], DL[bi, ci, j], AD[ci, 0], bc(BD, B, j), bc(CD, C, j),
+                        None if DD is None else DD[ci], None if Z is None else Z[bi, ci, j],
+                        None if BiD is None else BiD[ci])
+            enter = None if H0 is None else H0[bi, ci, 0]
+            shape = (bch[bi], c1 - c0)
+            if use_parallel:
+                state = None if enter is None else delayed(_task_ss_entering, pure=True)(enter)
+                entering = [state]
+                for j in range(nt):
+                    uj, dj, aj, bj, cj, _, _, bsj = blk(j)
+                    d = delayed(_task_ss_transition, pure=True, nout=2)(
+                        uj, dj, aj, bj, cj, bsj, gs, bool(delta_softplus), comp)
+                    state = delayed(_task_ss_combine, pure=True)(state, d)
+                    entering.append(state)
+                for j in range(nt):
+                    o = delayed(_task_ss_read_out, pure=True)(*blk(j), entering[j], gs,
+                                                              bool(delta_softplus), comp)
+                    pieces[bi, ci, j] = da.from_delayed(o, shape=shape + (lch[j],), dtype=res)
+                final = delayed(_task_ss_final, pure=True)(state, comp)
+            else:
+                state = enter
+                for j in range(nt):
+                    o, state = delayed(_task_ss_step, pure=True, nout=2)(
+                        *blk(j), state, gs, bool(delta_softplus))
+                    pieces[bi, ci, j] = da.from_delayed(o, shape=shape + (lch[j],), dtype=res)
+                final = state
+            finals[bi, ci] = da.from_delayed(final, shape=shape + (N,), dtype=comp)
+    out = da.block([[[pieces[bi, ci, j] for j in range(nt)] for ci in range(len(cch))]
+                    for bi in range(len(bch))])
+    if not return_state:
+        return out
+    st = da.block([[[finals[bi, ci]] for ci in range(len(cch))] for bi in range(len(bch))])
+    return out, st
+
+
+__all__ = ["DEFAULT_BLOCK", "SCANS", "causal", "noncausal", "selective_scan"]
