@@ -29,10 +29,10 @@ CASES = [
     ("lavo", {"window": 5, "shared": True}),
     ("lavo", {"window": 5, "window_mode": "block", "shared": True}),
     ("lavo", {"window": 6}),
+    ("lavo", {"window": 5, "memory_scope": "before_local", "shared": True}),
 ]
 SEQUENTIAL_CASES = [
     ("performer", {"num_features": 16, "seed": 0, "stabilizer": "global"}),
-    ("lavo", {"window": 5, "memory_scope": "before_local", "shared": True}),
 ]
 NONCAUSAL_CASES = [
     ("linear", {}), ("elu", {}), ("relu", {}), ("transnormer", {}),
