@@ -8,7 +8,8 @@ Chunked form, T = 8192, B x H = 8, D = E = 64, float32, kind "elu" (div), by def
 - ``vjp(do)`` at 2 threads vs 1 (target >= 1.9);
 - forward + backward vs torch autograd through a torch chunked implementation of the same
   maths (batched matmuls, chunk 64, same thread count), when torch is installed
-  (target >= 3x faster).
+  (target >= 3x faster), and vs fast-transformers' ``CausalLinearAttention`` (its CPU
+  ``CausalDotProduct``; target >= 5x) when that is installed.
 
 Every figure is the median of ``--repeat`` runs, the calls being compared alternate
 within each round (so load from other processes hits both alike), and every ratio comes
@@ -141,16 +142,38 @@ def main() -> None:
         _, vjp = la.causal_vjp(q, k, v, "elu", **kw)
         vjp(do)
 
+    fns = {"linattn": la_fb, "torch": torch_fb}
+    try:  # pip install --no-deps --no-build-isolation pytorch-fast-transformers (benchmarks/README.md)
+        from fast_transformers.attention.causal_linear_attention import CausalLinearAttention
+        from fast_transformers.masking import LengthMask, TriangularCausalMask
+    except ImportError:
+        print("fast-transformers not installed: its comparison skipped")
+    else:
+        att = CausalLinearAttention(D, eps=1e-6)  # elu+1 features, div normaliser
+        fq, fk, fv = (torch.tensor(x.transpose(1, 0, 2)[None].copy(), requires_grad=True)
+                      for x in (q, k, v))  # (N = 1, L = T, H = BxH, D)
+        fdo = torch.tensor(do.transpose(1, 0, 2)[None].copy())
+        am, lm = TriangularCausalMask(T), LengthMask(torch.full((1,), T, dtype=torch.int64))
+
+        def ft_fb():
+            for x in (fq, fk, fv):
+                x.grad = None
+            att(fq, fk, fv, am, lm, lm).backward(fdo)
+        fns["fast-transformers"] = ft_fb
     tprev = torch.get_num_threads()
     try:
         for th in (1, 2):
             torch.set_num_threads(th)
             la.set_num_threads(th)
-            r = medians({"linattn": la_fb, "torch": torch_fb}, a.repeat)
+            r = medians(fns, a.repeat)
             tl, tt = r["linattn"], r["torch"]
             print(f"threads={th}: forward+backward linattn {fmt(tl)}, torch "
                   f"{torch.__version__} chunked autograd {fmt(tt)}: {tt[0] / tl[0]:.2f}x "
                   f"wall, {tt[1] / tl[1]:.2f}x CPU (target >= 3)")
+            if "fast-transformers" in r:
+                tf = r["fast-transformers"]
+                print(f"  fast-transformers CausalLinearAttention forward+backward {fmt(tf)}: "
+                      f"{tf[0] / tl[0]:.2f}x wall, {tf[1] / tl[1]:.2f}x CPU (target >= 5)")
     finally:
         la.set_num_threads(prev)
         torch.set_num_threads(tprev)
