@@ -78,8 +78,8 @@ typedef struct {
     const la_linear_args *a;
     int f64, pass;
     la_index c0, C;
-    char *states;  /* window blocks of f x ec */
-    char *outs;    /* window blocks of chunk x ec: intra-chunk outputs */
+    char *states;  /* window blocks of f x ec, rows ld apart */
+    char *outs;    /* window blocks of chunk x ec, rows ld apart: intra-chunk outputs */
     double *betas;
     size_t sbytes; /* bytes per state block */
     size_t obytes; /* bytes per output block */
@@ -109,10 +109,10 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     const size_t is = f64 ? sizeof(double) : sizeof(float);
     const la_index C = a->chunk < a->t ? a->chunk : a->t;
     const la_index nchunks = (a->t + C - 1) / C;
-    const la_index ec = a->e + (a->norm == LA_NORM_DIV);
+    const la_index ld = la_linear_chunk_ld(a, is); /* row stride of states and outputs */
     la_seq_ctx c;
     la_status st = LA_OK;
-    char *Sx, *work;
+    char *Sx, *work, *states_mem = NULL, *outs_mem = NULL;
     size_t wsize;
     la_index c0, j, cw;
     const la_index window = la_tuning_active().seq_window;
@@ -120,17 +120,20 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     c.a = a;
     c.f64 = f64;
     c.C = C;
-    c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ec) * is);
-    c.obytes = LA_ALIGN_BYTES((size_t)(C * ec) * is);
+    c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ld) * is);
+    c.obytes = LA_ALIGN_BYTES((size_t)(C * ld) * is);
     wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
-    c.states = malloc(c.sbytes * (window + 1));
-    c.outs = malloc(c.obytes * window);
+    /* blocks on 64-byte boundaries, as the kernels' own scratch */
+    states_mem = malloc(c.sbytes * (window + 1) + 64);
+    outs_mem = malloc(c.obytes * window + 64);
     c.betas = malloc(sizeof(double) * window);
     work = malloc(wsize * (size_t)nth + 64);
-    if (c.states == NULL || c.outs == NULL || c.betas == NULL || work == NULL) {
+    if (states_mem == NULL || outs_mem == NULL || c.betas == NULL || work == NULL) {
         st = LA_ERR_NOMEM;
         goto done;
     }
+    c.states = states_mem + (64 - (size_t)((uintptr_t)states_mem & 63u)) % 64;
+    c.outs = outs_mem + (64 - (size_t)((uintptr_t)outs_mem & 63u)) % 64;
     Sx = c.states + c.sbytes * window;
     f64 ? la_linear_state_load_f64(a, (double *)Sx) : la_linear_state_load_f32(a, (float *)Sx);
     for (c0 = 0; c0 < nchunks && st == LA_OK; c0 += window) {
@@ -153,8 +156,8 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
             : la_linear_state_store_f32(a, (const float *)Sx);
     }
 done:
-    free(c.states);
-    free(c.outs);
+    free(states_mem);
+    free(outs_mem);
     free(c.betas);
     free(work);
     return st;

@@ -72,6 +72,12 @@ typedef struct {
 
 size_t la_linear_work_size(int form, const la_linear_args *a, size_t itemsize);
 
+/* Row stride (in values) of the chunked form's [V | 1], output, increment and
+ * state blocks: e + div rounded up to whole 64-byte lines, so that the vector
+ * loads and stores of the chunk products never straddle two cache lines (e = 64
+ * with the denominator column is 65 values; 80 in float32). */
+la_index la_linear_chunk_ld(const la_linear_args *a, size_t itemsize);
+
 la_status la_linear_recurrent_f32(const la_linear_args *a, void *work);
 la_status la_linear_recurrent_f64(const la_linear_args *a, void *work);
 la_status la_linear_chunked_f32(const la_linear_args *a, void *work);
@@ -85,7 +91,8 @@ la_status la_linear_noncausal_f64(const la_linear_args *a, void *work);
  * The chunked form in pieces, for the sequence-parallel two-pass scan
  * (docs/design/family.md §7) run by the glue when there are fewer slices than threads.
  * States are f x (e + div) blocks [S | z]; Oc blocks are chunk x (e + div);
- * work is LA_FORM_CHUNK_ONE bytes.
+ * the rows of both are la_linear_chunk_ld() values apart; work is
+ * LA_FORM_CHUNK_ONE bytes.
  *   chunk_pass1: Oc = the chunk's intra-chunk outputs, dS = its state
  *                increment on a zero state, beta = its total log-decay;
  *   state_scan:  Sx <- exp(beta) Sx + dS, and dS <- the old Sx (the state
