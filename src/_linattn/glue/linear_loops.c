@@ -79,10 +79,8 @@ typedef struct {
     int f64, pass;
     la_index c0, C;
     char *states;  /* window blocks of f x ec, rows ld apart */
-    char *outs;    /* window blocks of chunk x ec, rows ld apart: intra-chunk outputs */
     double *betas;
     size_t sbytes; /* bytes per state block */
-    size_t obytes; /* bytes per output block */
 } la_seq_ctx;
 
 /* Chunk j of the window: pass 1 its state increment, pass 2 its outputs. */
@@ -92,15 +90,12 @@ seq_item(void *vctx, la_index j, char *work)
     const la_seq_ctx *c = (const la_seq_ctx *)vctx;
     const la_index t0 = (c->c0 + j) * c->C;
     void *st = c->states + (size_t)j * c->sbytes;
-    void *oc = c->outs + (size_t)j * c->obytes;
     if (c->pass == 1) {
-        return c->f64 ? la_linear_chunk_pass1_f64(c->a, work, t0, (double *)st, &c->betas[j],
-                                                  (double *)oc)
-                      : la_linear_chunk_pass1_f32(c->a, work, t0, (float *)st, &c->betas[j],
-                                                  (float *)oc);
+        return c->f64 ? la_linear_chunk_pass1_f64(c->a, work, t0, (double *)st, &c->betas[j])
+                      : la_linear_chunk_pass1_f32(c->a, work, t0, (float *)st, &c->betas[j]);
     }
-    return c->f64 ? la_linear_chunk_pass2_f64(c->a, work, t0, (const double *)st, (double *)oc)
-                  : la_linear_chunk_pass2_f32(c->a, work, t0, (const float *)st, (float *)oc);
+    return c->f64 ? la_linear_chunk_pass2_f64(c->a, work, t0, (const double *)st)
+                  : la_linear_chunk_pass2_f32(c->a, work, t0, (const float *)st);
 }
 
 static la_status
@@ -112,7 +107,7 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     const la_index ld = la_linear_chunk_ld(a, is); /* row stride of states and outputs */
     la_seq_ctx c;
     la_status st = LA_OK;
-    char *Sx, *work, *states_mem = NULL, *outs_mem = NULL;
+    char *Sx, *work, *states_mem = NULL;
     size_t wsize;
     la_index c0, j, cw;
     const la_index window = la_tuning_active().seq_window;
@@ -121,19 +116,16 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     c.f64 = f64;
     c.C = C;
     c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ld) * is);
-    c.obytes = LA_ALIGN_BYTES((size_t)(C * ld) * is);
     wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
     /* blocks on 64-byte boundaries, as the kernels' own scratch */
     states_mem = malloc(c.sbytes * (window + 1) + 64);
-    outs_mem = malloc(c.obytes * window + 64);
     c.betas = malloc(sizeof(double) * window);
     work = malloc(wsize * (size_t)nth + 64);
-    if (states_mem == NULL || outs_mem == NULL || c.betas == NULL || work == NULL) {
+    if (states_mem == NULL || c.betas == NULL || work == NULL) {
         st = LA_ERR_NOMEM;
         goto done;
     }
     c.states = states_mem + (64 - (size_t)((uintptr_t)states_mem & 63u)) % 64;
-    c.outs = outs_mem + (64 - (size_t)((uintptr_t)outs_mem & 63u)) % 64;
     Sx = c.states + c.sbytes * window;
     f64 ? la_linear_state_load_f64(a, (double *)Sx) : la_linear_state_load_f32(a, (float *)Sx);
     for (c0 = 0; c0 < nchunks && st == LA_OK; c0 += window) {
@@ -157,7 +149,6 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     }
 done:
     free(states_mem);
-    free(outs_mem);
     free(c.betas);
     free(work);
     return st;

@@ -391,16 +391,13 @@ LA_FN(chunk_ws_init)(const la_linear_args *a, void *work, LA_FN(chunk_ws) *w)
     return p;
 }
 
-/* Query features of tokens [t0, t0+n) and b_r, the inclusive in-chunk
- * cumulative log-decay (in float64, docs/design/family.md §4.3 rule 4). */
+/* b_r of tokens [t0, t0+n), the inclusive in-chunk cumulative log-decay (in
+ * float64, docs/design/family.md §4.3 rule 4). */
 static void
-LA_FN(chunk_load_q)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+LA_FN(chunk_load_b)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
                     la_index n)
 {
-    const la_index f = a->f;
-    const LA_T *q = (const LA_T *)a->q;
     la_index r;
-    LA_FN(feature_rows)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, f, w->Qc);
     if (w->decayed) {
         double acc = 0;
         for (r = 0; r < n; r++) {
@@ -411,19 +408,31 @@ LA_FN(chunk_load_q)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
     }
 }
 
-/* All features of tokens [t0, t0+n): queries (and b), keys, [v | 1]. */
+/* b, key features and [v | 1] of tokens [t0, t0+n): what the state increment
+ * needs. */
 static void
-LA_FN(chunk_load)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
-                  la_index n)
+LA_FN(chunk_load_kv)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+                     la_index n)
 {
     const la_index f = a->f, e = a->e, ec = w->ec;
     const LA_T *k = (const LA_T *)a->k, *v = (const LA_T *)a->v;
     la_index r;
-    LA_FN(chunk_load_q)(a, w, t0, n);
+    LA_FN(chunk_load_b)(a, w, t0, n);
     LA_FN(feature_rows)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, n, f, w->Kc);
     for (r = 0; r < n; r++) {
         LA_FN(load_v)(v + (t0 + r) * a->v_rs, a->v_cs, e, ec > e, w->Vc + r * w->ld);
     }
+}
+
+/* All features of tokens [t0, t0+n): b, keys, [v | 1], queries. */
+static void
+LA_FN(chunk_load)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+                  la_index n)
+{
+    const LA_T *q = (const LA_T *)a->q;
+    LA_FN(chunk_load_kv)(a, w, t0, n);
+    LA_FN(feature_rows)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, a->f,
+                        w->Qc);
 }
 
 /* Intra-chunk part of the loaded chunk's outputs: Oc = ((Q K^T) o L) V. */
@@ -559,28 +568,28 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
 /* Pieces of the chunked form for the sequence-parallel scan (docs/design/family.md §7). */
 la_status
 LA_FN(la_linear_chunk_pass1)(const la_linear_args *a, void *work, la_index t0,
-                             LA_T *dS, double *beta, LA_T *Oc)
+                             LA_T *dS, double *beta)
 {
     LA_FN(chunk_ws) w;
     const la_index C = la_block_rows(a->chunk, a->t);
     const la_index n = a->t - t0 < C ? a->t - t0 : C;
     LA_FN(chunk_ws_init)(a, work, &w);
-    LA_FN(chunk_load)(a, &w, t0, n);
-    LA_FN(chunk_intra)(a, &w, n, Oc);
+    LA_FN(chunk_load_kv)(a, &w, t0, n);
     *beta = LA_FN(chunk_delta)(a, &w, n, dS);
     return LA_OK;
 }
 
 la_status
 LA_FN(la_linear_chunk_pass2)(const la_linear_args *a, void *work, la_index t0,
-                             const LA_T *S_enter, LA_T *Oc)
+                             const LA_T *S_enter)
 {
     LA_FN(chunk_ws) w;
     const la_index C = la_block_rows(a->chunk, a->t);
     const la_index n = a->t - t0 < C ? a->t - t0 : C;
     LA_FN(chunk_ws_init)(a, work, &w);
-    LA_FN(chunk_load_q)(a, &w, t0, n);
-    LA_FN(chunk_inter)(a, &w, t0, n, S_enter, Oc);
+    LA_FN(chunk_load)(a, &w, t0, n);
+    LA_FN(chunk_intra)(a, &w, n, w.Oc);
+    LA_FN(chunk_inter)(a, &w, t0, n, S_enter, w.Oc);
     return LA_OK;
 }
 
