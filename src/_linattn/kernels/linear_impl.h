@@ -217,47 +217,45 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
     }
 }
 
-/* z <- d z + kf, then den = z . qf as LA_DEN_LANES partial sums (lane j takes
- * entries i = j mod LA_DEN_LANES) combined in a fixed order: a short dependency
- * chain (one serial sum over f entries was f FMA latencies per token, as long
- * as the whole state pass).  Every operation is written out, so every compiler
- * and path gives the same bits (this file is not cloned: no contraction). */
-#define LA_DEN_LANES 8
-static LA_T
-LA_FN(recurrent_den)(la_index f, LA_T d, LA_T *LA_RESTRICT z, const LA_T *LA_RESTRICT qf,
-                     const LA_T *LA_RESTRICT kf)
-{
-    LA_T p[LA_DEN_LANES] = {0};
-    la_index i, j;
-    for (i = 0; i + LA_DEN_LANES <= f; i += LA_DEN_LANES) {
-        for (j = 0; j < LA_DEN_LANES; j++) {
-            const LA_T zi = d * z[i + j] + kf[i + j];
-            z[i + j] = zi;
-            p[j] += zi * qf[i + j];
-        }
-    }
-    for (j = 0; i < f; i++, j++) {
-        const LA_T zi = d * z[i] + kf[i];
-        z[i] = zi;
-        p[j] += zi * qf[i];
-    }
-    /* ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)) */
-    for (j = 0; j < LA_DEN_LANES / 2; j++) {
-        p[j] += p[j + LA_DEN_LANES / 2];
-    }
-    return (p[0] + p[2]) + (p[1] + p[3]);
-}
-
 /* After token t's update: the denominator (div mode, z <- a z + kf) and the
  * finished output row. */
 static void
 LA_FN(recurrent_finish)(const la_linear_args *a, la_index t, int div, LA_T decay,
                         LA_T *LA_RESTRICT z, const LA_T *qf, const LA_T *kf, LA_T *num)
 {
+    la_index i;
     if (div) {
-        num[a->e] = LA_FN(recurrent_den)(a->f, decay, z, qf, kf);
+        LA_T den = 0;
+        for (i = 0; i < a->f; i++) {
+            z[i] = decay * z[i] + kf[i];
+            den += z[i] * qf[i];
+        }
+        num[a->e] = den;
     }
     LA_FN(finish_row)(a, num, (LA_T *)a->o + t * a->o_rs, a->o_cs);
+}
+
+/* recurrent_finish for tokens t and t + 1: the two denominators' sums are
+ * serial chains (their order fixes the bits), so they run side by side. */
+static void
+LA_FN(recurrent_finish2)(const la_linear_args *a, la_index t, int div, LA_T d1, LA_T d2,
+                         LA_T *LA_RESTRICT z, const LA_T *q1, const LA_T *k1, const LA_T *q2,
+                         const LA_T *k2, LA_T *num1, LA_T *num2)
+{
+    la_index i;
+    if (div) {
+        LA_T den1 = 0, den2 = 0;
+        for (i = 0; i < a->f; i++) {
+            const LA_T z1 = d1 * z[i] + k1[i];
+            den1 += z1 * q1[i];
+            z[i] = d2 * z1 + k2[i];
+            den2 += z[i] * q2[i];
+        }
+        num1[a->e] = den1;
+        num2[a->e] = den2;
+    }
+    LA_FN(finish_row)(a, num1, (LA_T *)a->o + t * a->o_rs, a->o_cs);
+    LA_FN(finish_row)(a, num2, (LA_T *)a->o + (t + 1) * a->o_rs, a->o_cs);
 }
 
 la_status
@@ -329,9 +327,12 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
             else {
                 LA_FN(recurrent_token)(f, e, decay[0], decayed, S, ld, qf, kf, vr, num);
             }
-            for (u = 0; u < nt; u++) {
-                LA_FN(recurrent_finish)(a, t + u, div, decay[u], z, qf + u * f, kf + u * f,
-                                        num + u * ns);
+            if (nt == 2) {
+                LA_FN(recurrent_finish2)(a, t, div, decay[0], decay[1], z, qf, kf, qf + f,
+                                         kf + f, num, num + ns);
+            }
+            else {
+                LA_FN(recurrent_finish)(a, t, div, decay[0], z, qf, kf, num);
             }
             t += nt;
         }
