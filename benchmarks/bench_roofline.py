@@ -10,8 +10,8 @@ then writes ``<out>/roofline.csv`` with the CPU model, ISA path and BLAS core ty
     python benchmarks/bench_roofline.py [--quick] [--out DIR] [--paths avx2,generic]
                                         [--clock cpu]
 
-Run it on a quiet machine: on a shared one use ``--clock cpu`` (one-thread figures timed
-by the thread's CPU time) and read the two-thread rows with care.
+Run it on a quiet machine: on a shared one use ``--clock cpu`` (one-thread figures and the
+np.matmul limit timed by the thread's CPU time) and read the two-thread rows with care.
 """
 
 from __future__ import annotations

@@ -78,11 +78,9 @@ typedef struct {
     const la_linear_args *a;
     int f64, pass;
     la_index c0, C;
-    char *states;  /* window blocks of f x ec */
-    char *outs;    /* window blocks of chunk x ec: intra-chunk outputs */
+    char *states;  /* window blocks of f x ec, rows ld apart */
     double *betas;
     size_t sbytes; /* bytes per state block */
-    size_t obytes; /* bytes per output block */
 } la_seq_ctx;
 
 /* Chunk j of the window: pass 1 its state increment, pass 2 its outputs. */
@@ -92,15 +90,12 @@ seq_item(void *vctx, la_index j, char *work)
     const la_seq_ctx *c = (const la_seq_ctx *)vctx;
     const la_index t0 = (c->c0 + j) * c->C;
     void *st = c->states + (size_t)j * c->sbytes;
-    void *oc = c->outs + (size_t)j * c->obytes;
     if (c->pass == 1) {
-        return c->f64 ? la_linear_chunk_pass1_f64(c->a, work, t0, (double *)st, &c->betas[j],
-                                                  (double *)oc)
-                      : la_linear_chunk_pass1_f32(c->a, work, t0, (float *)st, &c->betas[j],
-                                                  (float *)oc);
+        return c->f64 ? la_linear_chunk_pass1_f64(c->a, work, t0, (double *)st, &c->betas[j])
+                      : la_linear_chunk_pass1_f32(c->a, work, t0, (float *)st, &c->betas[j]);
     }
-    return c->f64 ? la_linear_chunk_pass2_f64(c->a, work, t0, (const double *)st, (double *)oc)
-                  : la_linear_chunk_pass2_f32(c->a, work, t0, (const float *)st, (float *)oc);
+    return c->f64 ? la_linear_chunk_pass2_f64(c->a, work, t0, (const double *)st)
+                  : la_linear_chunk_pass2_f32(c->a, work, t0, (const float *)st);
 }
 
 static la_status
@@ -109,10 +104,10 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     const size_t is = f64 ? sizeof(double) : sizeof(float);
     const la_index C = a->chunk < a->t ? a->chunk : a->t;
     const la_index nchunks = (a->t + C - 1) / C;
-    const la_index ec = a->e + (a->norm == LA_NORM_DIV);
+    const la_index ld = la_linear_chunk_ld(a, is); /* row stride of states and outputs */
     la_seq_ctx c;
     la_status st = LA_OK;
-    char *Sx, *work;
+    char *Sx, *work, *states_mem = NULL;
     size_t wsize;
     la_index c0, j, cw;
     const la_index window = la_tuning_active().seq_window;
@@ -120,17 +115,17 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     c.a = a;
     c.f64 = f64;
     c.C = C;
-    c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ec) * is);
-    c.obytes = LA_ALIGN_BYTES((size_t)(C * ec) * is);
+    c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ld) * is);
     wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
-    c.states = malloc(c.sbytes * (window + 1));
-    c.outs = malloc(c.obytes * window);
+    /* blocks on 64-byte boundaries, as the kernels' own scratch */
+    states_mem = malloc(c.sbytes * (window + 1) + 64);
     c.betas = malloc(sizeof(double) * window);
     work = malloc(wsize * (size_t)nth + 64);
-    if (c.states == NULL || c.outs == NULL || c.betas == NULL || work == NULL) {
+    if (states_mem == NULL || c.betas == NULL || work == NULL) {
         st = LA_ERR_NOMEM;
         goto done;
     }
+    c.states = states_mem + (64 - (size_t)((uintptr_t)states_mem & 63u)) % 64;
     Sx = c.states + c.sbytes * window;
     f64 ? la_linear_state_load_f64(a, (double *)Sx) : la_linear_state_load_f32(a, (float *)Sx);
     for (c0 = 0; c0 < nchunks && st == LA_OK; c0 += window) {
@@ -153,8 +148,7 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
             : la_linear_state_store_f32(a, (const float *)Sx);
     }
 done:
-    free(c.states);
-    free(c.outs);
+    free(states_mem);
     free(c.betas);
     free(work);
     return st;

@@ -73,6 +73,12 @@ typedef struct {
 
 size_t la_linear_work_size(int form, const la_linear_args *a, size_t itemsize);
 
+/* Row stride (in values) of the chunked form's [V | 1], output, increment and
+ * state blocks: e + div rounded up to whole 64-byte lines, so that the vector
+ * loads and stores of the chunk products never straddle two cache lines (e = 64
+ * with the denominator column is 65 values; 80 in float32). */
+la_index la_linear_chunk_ld(const la_linear_args *a, size_t itemsize);
+
 la_status la_linear_recurrent_f32(const la_linear_args *a, void *work);
 la_status la_linear_recurrent_f64(const la_linear_args *a, void *work);
 la_status la_linear_chunked_f32(const la_linear_args *a, void *work);
@@ -85,25 +91,28 @@ la_status la_linear_noncausal_f64(const la_linear_args *a, void *work);
 /*
  * The chunked form in pieces, for the sequence-parallel two-pass scan
  * (docs/design/family.md §7) run by the glue when there are fewer slices than threads.
- * States are f x (e + div) blocks [S | z]; Oc blocks are chunk x (e + div);
- * work is LA_FORM_CHUNK_ONE bytes.
- *   chunk_pass1: Oc = the chunk's intra-chunk outputs, dS = its state
- *                increment on a zero state, beta = its total log-decay;
+ * States are f x (e + div) blocks [S | z], rows la_linear_chunk_ld() values
+ * apart; work is LA_FORM_CHUNK_ONE bytes.
+ *   chunk_pass1: dS = the chunk's state increment on a zero state (from its
+ *                keys and values only), beta = its total log-decay;
  *   state_scan:  Sx <- exp(beta) Sx + dS, and dS <- the old Sx (the state
  *                entering that chunk);
- *   chunk_pass2: Oc += the inter-chunk term from the entering state, then the
- *                rows are finished into the output.
- * The serial chunked kernel performs exactly these operations in this order,
+ *   chunk_pass2: the chunk's outputs, intra-chunk and inter-chunk from the
+ *                entering state, finished into the output (it computes the key
+ *                features again rather than storing a chunk x (e + div) block
+ *                per chunk between the passes: less memory traffic, and the
+ *                query features once).
+ * The serial chunked kernel performs exactly these operations on each value,
  * so the two agree bit for bit.
  */
 la_status la_linear_chunk_pass1_f32(const la_linear_args *a, void *work, la_index t0,
-                                    float *dS, double *beta, float *Oc);
+                                    float *dS, double *beta);
 la_status la_linear_chunk_pass1_f64(const la_linear_args *a, void *work, la_index t0,
-                                    double *dS, double *beta, double *Oc);
+                                    double *dS, double *beta);
 la_status la_linear_chunk_pass2_f32(const la_linear_args *a, void *work, la_index t0,
-                                    const float *S_enter, float *Oc);
+                                    const float *S_enter);
 la_status la_linear_chunk_pass2_f64(const la_linear_args *a, void *work, la_index t0,
-                                    const double *S_enter, double *Oc);
+                                    const double *S_enter);
 void la_linear_state_load_f32(const la_linear_args *a, float *Sx);
 void la_linear_state_load_f64(const la_linear_args *a, double *Sx);
 void la_linear_state_store_f32(const la_linear_args *a, const float *Sx);

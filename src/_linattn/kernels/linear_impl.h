@@ -8,8 +8,13 @@ static void
 LA_FN(load_v)(const LA_T *v, la_index cs, la_index e, int div, LA_T *dst)
 {
     la_index j;
-    for (j = 0; j < e; j++) {
-        dst[j] = v[j * cs];
+    if (cs == 1) {
+        memcpy(dst, v, (size_t)e * sizeof(LA_T));
+    }
+    else {
+        for (j = 0; j < e; j++) {
+            dst[j] = v[j * cs];
+        }
     }
     if (div) {
         dst[e] = (LA_T)1;
@@ -53,6 +58,17 @@ LA_FN(feature_rows)(int fmap, double scale, const LA_T *x, la_index rs, la_index
     }
 }
 
+/* out[j] = num[j] / d: a quotient has the same bits at any vector width, so
+ * the ISA clones (AVX-512 divides 16 at once) change nothing but the time. */
+LA_TARGET_CLONES static void
+LA_FN(div_row)(la_index e, const LA_T *LA_RESTRICT num, LA_T d, LA_T *LA_RESTRICT out)
+{
+    la_index j;
+    for (j = 0; j < e; j++) {
+        out[j] = num[j] / d;
+    }
+}
+
 /* Finish one row: num[0..e) (and den = num[e] in div mode) -> out. */
 static void
 LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
@@ -76,8 +92,13 @@ LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
             gd = den + eps;
             break;
         }
-        for (j = 0; j < e; j++) {
-            out[j * ocs] = num[j] / gd;
+        if (ocs == 1) {
+            LA_FN(div_row)(e, num, gd, out);
+        }
+        else {
+            for (j = 0; j < e; j++) {
+                out[j * ocs] = num[j] / gd;
+            }
         }
     }
     else if (a->norm == LA_NORM_RMS && e > 0) {
@@ -98,25 +119,25 @@ LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
     }
 }
 
-/* Sx (f x ec) <- [s0 | z0]. */
+/* Sx (f x ec, rows ld apart) <- [s0 | z0]. */
 static void
-LA_FN(load_state)(const la_linear_args *a, la_index ec, LA_T *Sx)
+LA_FN(load_state)(const la_linear_args *a, la_index ec, la_index ld, LA_T *Sx)
 {
-    LA_FN(copy_block)(Sx, ec, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, a->f, a->e);
+    LA_FN(copy_block)(Sx, ld, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, a->f, a->e);
     if (ec > a->e) {
-        LA_FN(copy_block)(Sx + a->e, ec, 1, (const LA_T *)a->z0, a->z0_s, 1, a->f, 1);
+        LA_FN(copy_block)(Sx + a->e, ld, 1, (const LA_T *)a->z0, a->z0_s, 1, a->f, 1);
     }
 }
 
 /* [s1 | z1] <- Sx; z1 = 0 when no denominator is carried. */
 static void
-LA_FN(store_state)(const la_linear_args *a, la_index ec, const LA_T *Sx)
+LA_FN(store_state)(const la_linear_args *a, la_index ec, la_index ld, const LA_T *Sx)
 {
     LA_T *z1 = (LA_T *)a->z1;
     la_index i;
-    LA_FN(copy_block)((LA_T *)a->s1, a->s1_rs, a->s1_cs, Sx, ec, 1, a->f, a->e);
+    LA_FN(copy_block)((LA_T *)a->s1, a->s1_rs, a->s1_cs, Sx, ld, 1, a->f, a->e);
     for (i = 0; i < a->f; i++) {
-        z1[i * a->z1_s] = ec > a->e ? Sx[i * ec + a->e] : (LA_T)0;
+        z1[i * a->z1_s] = ec > a->e ? Sx[i * ld + a->e] : (LA_T)0;
     }
 }
 
@@ -248,16 +269,17 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
     const la_index RB = la_block_rows(LA_RFEAT_ROWS, a->t);
     LA_T *qb = (LA_T *)la_carve(&p, (size_t)(RB * f) * sizeof(LA_T));
     LA_T *kb = (LA_T *)la_carve(&p, (size_t)(RB * f) * sizeof(LA_T));
-    LA_T *vbuf = (LA_T *)la_carve(&p, (size_t)e * sizeof(LA_T));
-    LA_T *num = (LA_T *)la_carve(&p, (size_t)(e + 1) * sizeof(LA_T));
+    /* value rows of a token pair (copied only when their columns are strided)
+     * and two num rows of e + 1 (the denominator) */
+    LA_T *vbuf = (LA_T *)la_carve(&p, (size_t)(2 * e) * sizeof(LA_T));
+    LA_T *num = (LA_T *)la_carve(&p, (size_t)(2 * (e + 1)) * sizeof(LA_T));
     /* update the output state in place when its rows are contiguous */
     const int direct = a->s1_cs == 1;
     LA_T *S = direct ? (LA_T *)a->s1
                      : (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
     const la_index ld = direct ? a->s1_rs : e;
     LA_T *z = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
-    LA_T *vbuf2 = (LA_T *)la_carve(&p, (size_t)e * sizeof(LA_T));
-    LA_T *num2 = (LA_T *)la_carve(&p, (size_t)(e + 1) * sizeof(LA_T));
+    const la_index ns = e + 1;
     const int decayed = a->g != NULL;
     /* the active ISA path's hand-written loops (arch/): two tokens per pass over
      * S where it has one, else one; NULL: the C loop above */
@@ -265,6 +287,7 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
     const LA_FN(la_rtoken2) simd2 =
         la_tuning_active().token_pairs ? LA_FN(la_arch_rtoken2)(la_cpu_isa()) : NULL;
     la_index t, t0, i;
+    int u;
 
     LA_FN(copy_block)(S, ld, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, f, e);
     LA_FN(copy_block)(z, 1, 1, (const LA_T *)a->z0, a->z0_s, 1, f, 1);
@@ -277,33 +300,42 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
         /* features of a block of tokens at once (one call when rows are dense) */
         LA_FN(feature_rows)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, nb, f, qb);
         LA_FN(feature_rows)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, nb, f, kb);
-        for (t = t0; t < t0 + nb; t++) {
+        for (t = t0; t < t0 + nb;) {
             const LA_T *qf = qb + (t - t0) * f, *kf = kb + (t - t0) * f;
-            LA_T decay = 1;
-            if (decayed) {
-                decay = (LA_T)exp(la_clamp_decay(a->g[t * a->g_s]));
-            }
-            LA_FN(load_v)(v + t * a->v_rs, a->v_cs, e, 0, vbuf);
-            if (simd2 != NULL && t + 1 < t0 + nb) {
-                LA_T decay2 = 1;
+            const int nt = simd2 != NULL && t + 1 < t0 + nb ? 2 : 1;
+            LA_T decay[2] = {1, 1};
+            const LA_T *vr = v + t * a->v_rs; /* the nt tokens' value rows */
+            la_index vs = a->v_rs;
+            for (u = 0; u < nt; u++) {
                 if (decayed) {
-                    decay2 = (LA_T)exp(la_clamp_decay(a->g[(t + 1) * a->g_s]));
+                    decay[u] = (LA_T)exp(la_clamp_decay(a->g[(t + u) * a->g_s]));
                 }
-                LA_FN(load_v)(v + (t + 1) * a->v_rs, a->v_cs, e, 0, vbuf2);
-                simd2(f, e, decay, decay2, decayed, S, ld, qf, kf, vbuf, qf + f, kf + f, vbuf2,
-                      num, num2);
-                LA_FN(recurrent_finish2)(a, t, div, decay, decay2, z, qf, kf, qf + f, kf + f, num,
-                                         num2);
-                t++;
-                continue;
+                if (a->v_cs != 1) {
+                    LA_FN(load_v)(v + (t + u) * a->v_rs, a->v_cs, e, 0, vbuf + u * e);
+                }
             }
-            if (simd != NULL) {
-                simd(f, e, decay, decayed, S, ld, qf, kf, vbuf, num);
+            if (a->v_cs != 1) {
+                vr = vbuf;
+                vs = e;
+            }
+            if (nt == 2) {
+                simd2(f, e, decay[0], decay[1], decayed, S, ld, qf, kf, vr, qf + f, kf + f,
+                      vr + vs, num, num + ns);
+            }
+            else if (simd != NULL) {
+                simd(f, e, decay[0], decayed, S, ld, qf, kf, vr, num);
             }
             else {
-                LA_FN(recurrent_token)(f, e, decay, decayed, S, ld, qf, kf, vbuf, num);
+                LA_FN(recurrent_token)(f, e, decay[0], decayed, S, ld, qf, kf, vr, num);
             }
-            LA_FN(recurrent_finish)(a, t, div, decay, z, qf, kf, num);
+            if (nt == 2) {
+                LA_FN(recurrent_finish2)(a, t, div, decay[0], decay[1], z, qf, kf, qf + f,
+                                         kf + f, num, num + ns);
+            }
+            else {
+                LA_FN(recurrent_finish)(a, t, div, decay[0], z, qf, kf, num);
+            }
+            t += nt;
         }
     }
     if (!direct) {
@@ -324,27 +356,30 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
 typedef struct {
     LA_T *Qc, *Kc, *Vc, *P, *Oc, *dS, *pw;
     double *b, *wrow;
-    la_index C, ec;
+    la_index C, ec, ld; /* ld: row stride of Vc, Oc, dS and the state */
     int decayed, const_decay;
 } LA_FN(chunk_ws);
 
-static void
+/* Returns the scratch past the worker's blocks, which start at the first
+ * 64-byte boundary of work (the work size counts 64 bytes for it). */
+static char *
 LA_FN(chunk_ws_init)(const la_linear_args *a, void *work, LA_FN(chunk_ws) *w)
 {
     const la_index f = a->f, C = la_block_rows(a->chunk, a->t);
     const la_index ec = a->e + (a->norm == LA_NORM_DIV);
-    char *p = (char *)work;
+    char *p = (char *)work + (64 - (size_t)((uintptr_t)work & 63u)) % 64;
     la_index r;
     w->C = C;
     w->ec = ec;
+    w->ld = la_linear_chunk_ld(a, sizeof(LA_T));
     w->decayed = a->g != NULL;
     w->const_decay = w->decayed && a->g_s == 0;
     w->Qc = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
     w->Kc = (LA_T *)la_carve(&p, (size_t)(C * f) * sizeof(LA_T));
-    w->Vc = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
+    w->Vc = (LA_T *)la_carve(&p, (size_t)(C * w->ld) * sizeof(LA_T));
     w->P = (LA_T *)la_carve(&p, (size_t)(C * C) * sizeof(LA_T));
-    w->Oc = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
-    w->dS = (LA_T *)la_carve(&p, (size_t)(f * ec) * sizeof(LA_T));
+    w->Oc = (LA_T *)la_carve(&p, (size_t)(C * w->ld) * sizeof(LA_T));
+    w->dS = (LA_T *)la_carve(&p, (size_t)(f * w->ld) * sizeof(LA_T));
     w->b = (double *)la_carve(&p, (size_t)C * sizeof(double));
     w->pw = (LA_T *)la_carve(&p, (size_t)C * sizeof(LA_T));
     w->wrow = (double *)la_carve(&p, (size_t)C * sizeof(double));
@@ -355,18 +390,16 @@ LA_FN(chunk_ws_init)(const la_linear_args *a, void *work, LA_FN(chunk_ws) *w)
             w->pw[r] = (LA_T)exp((double)r * g0);
         }
     }
+    return p;
 }
 
-/* Query features of tokens [t0, t0+n) and b_r, the inclusive in-chunk
- * cumulative log-decay (in float64, docs/design/family.md §4.3 rule 4). */
+/* b_r of tokens [t0, t0+n), the inclusive in-chunk cumulative log-decay (in
+ * float64, docs/design/family.md §4.3 rule 4). */
 static void
-LA_FN(chunk_load_q)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+LA_FN(chunk_load_b)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
                     la_index n)
 {
-    const la_index f = a->f;
-    const LA_T *q = (const LA_T *)a->q;
     la_index r;
-    LA_FN(feature_rows)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, f, w->Qc);
     if (w->decayed) {
         double acc = 0;
         for (r = 0; r < n; r++) {
@@ -377,19 +410,31 @@ LA_FN(chunk_load_q)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
     }
 }
 
-/* All features of tokens [t0, t0+n): queries (and b), keys, [v | 1]. */
+/* b, key features and [v | 1] of tokens [t0, t0+n): what the state increment
+ * needs. */
 static void
-LA_FN(chunk_load)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
-                  la_index n)
+LA_FN(chunk_load_kv)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+                     la_index n)
 {
     const la_index f = a->f, e = a->e, ec = w->ec;
     const LA_T *k = (const LA_T *)a->k, *v = (const LA_T *)a->v;
     la_index r;
-    LA_FN(chunk_load_q)(a, w, t0, n);
+    LA_FN(chunk_load_b)(a, w, t0, n);
     LA_FN(feature_rows)(a->fmap_k, 1.0, k + t0 * a->k_rs, a->k_rs, a->k_cs, n, f, w->Kc);
     for (r = 0; r < n; r++) {
-        LA_FN(load_v)(v + (t0 + r) * a->v_rs, a->v_cs, e, ec > e, w->Vc + r * ec);
+        LA_FN(load_v)(v + (t0 + r) * a->v_rs, a->v_cs, e, ec > e, w->Vc + r * w->ld);
     }
+}
+
+/* All features of tokens [t0, t0+n): b, keys, [v | 1], queries. */
+static void
+LA_FN(chunk_load)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
+                  la_index n)
+{
+    const LA_T *q = (const LA_T *)a->q;
+    LA_FN(chunk_load_kv)(a, w, t0, n);
+    LA_FN(feature_rows)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, a->f,
+                        w->Qc);
 }
 
 /* Intra-chunk part of the loaded chunk's outputs: Oc = ((Q K^T) o L) V. */
@@ -397,7 +442,7 @@ static void
 LA_FN(chunk_intra)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index n,
                    LA_T *Oc)
 {
-    const la_index f = a->f, C = w->C, ec = w->ec;
+    const la_index f = a->f, C = w->C, ec = w->ec, ld = w->ld;
     LA_T *P = w->P;
     /* triangle-aware: rows [0, h) only meet keys [0, h), so the upper-right
      * h x (n - h) block of Q K^T and its share of P V are never computed
@@ -427,8 +472,8 @@ LA_FN(chunk_intra)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index n,
             Pr[j] = 0;
         }
     }
-    LA_GEMM(0, 0, h, ec, h, 1, P, C, w->Vc, ec, 0, Oc, ec);
-    LA_GEMM(0, 0, n - h, ec, n, 1, P + h * C, C, w->Vc, ec, 0, Oc + h * ec, ec);
+    LA_GEMM(0, 0, h, ec, h, 1, P, C, w->Vc, ld, 0, Oc, ld);
+    LA_GEMM(0, 0, n - h, ec, n, 1, P + h * C, C, w->Vc, ld, 0, Oc + h * ld, ld);
 }
 
 /* Inter-chunk part and the finish: Oc += diag(exp(b)) Q S_enter, then each
@@ -437,15 +482,15 @@ static void
 LA_FN(chunk_inter)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index t0,
                    la_index n, const LA_T *Sx, LA_T *Oc)
 {
-    const la_index f = a->f, ec = w->ec;
+    const la_index f = a->f, ec = w->ec, ld = w->ld;
     LA_T *o = (LA_T *)a->o;
     la_index r;
     if (w->decayed) {
         LA_FN(scale_rows)(w->Qc, n, f, f, w->b, 0.0);
     }
-    LA_GEMM(0, 0, n, ec, f, 1, w->Qc, f, Sx, ec, 1, Oc, ec);
+    LA_GEMM(0, 0, n, ec, f, 1, w->Qc, f, Sx, ld, 1, Oc, ld);
     for (r = 0; r < n; r++) {
-        LA_FN(finish_row)(a, Oc + r * ec, o + (t0 + r) * a->o_rs, a->o_cs);
+        LA_FN(finish_row)(a, Oc + r * ld, o + (t0 + r) * a->o_rs, a->o_cs);
     }
 }
 
@@ -467,23 +512,28 @@ LA_FN(chunk_delta)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index n,
             }
         }
     }
-    LA_GEMM(1, 0, f, ec, n, 1, w->Kc, f, w->Vc, ec, 0, dS, ec);
+    LA_GEMM(1, 0, f, ec, n, 1, w->Kc, f, w->Vc, w->ld, 0, dS, w->ld);
     return beta;
 }
 
-/* Sx <- exp(beta) Sx + dS; with swap, dS receives the old Sx (the state
- * entering that chunk, kept for pass 2 of the sequence-parallel scan). */
+/* Sx <- exp(beta) Sx + dS over f rows of ec (ld apart); with swap, dS
+ * receives the old Sx (the state entering that chunk, kept for pass 2 of the
+ * sequence-parallel scan). */
 LA_TARGET_CLONES static void
-LA_FN(state_step)(la_index m, LA_T *LA_RESTRICT Sx, double beta,
+LA_FN(state_step)(la_index f, la_index ec, la_index ld, LA_T *LA_RESTRICT Sx, double beta,
                   LA_T *LA_RESTRICT dS, int swap)
 {
     const LA_T eb = (LA_T)exp(beta);
-    la_index j;
-    for (j = 0; j < m; j++) {
-        const LA_T old = Sx[j];
-        Sx[j] = eb * old + dS[j];
-        if (swap) {
-            dS[j] = old;
+    la_index i, j;
+    for (i = 0; i < f; i++) {
+        LA_T *LA_RESTRICT s = Sx + i * ld;
+        LA_T *LA_RESTRICT d = dS + i * ld;
+        for (j = 0; j < ec; j++) {
+            const LA_T old = s[j];
+            s[j] = eb * old + d[j];
+            if (swap) {
+                d[j] = old;
+            }
         }
     }
 }
@@ -498,10 +548,9 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
     LA_T *Sx;
     char *p;
     la_index t0;
-    LA_FN(chunk_ws_init)(a, work, &w);
-    p = (char *)work + la_linear_work_size(LA_FORM_CHUNK_ONE, a, sizeof(LA_T));
-    Sx = (LA_T *)la_carve(&p, (size_t)(a->f * w.ec) * sizeof(LA_T));
-    LA_FN(load_state)(a, w.ec, Sx);
+    p = LA_FN(chunk_ws_init)(a, work, &w);
+    Sx = (LA_T *)la_carve(&p, (size_t)(a->f * w.ld) * sizeof(LA_T));
+    LA_FN(load_state)(a, w.ec, w.ld, Sx);
     for (t0 = 0; t0 < a->t; t0 += w.C) {
         const la_index n = a->t - t0 < w.C ? a->t - t0 : w.C;
         double beta;
@@ -513,37 +562,37 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
         LA_FN(chunk_intra)(a, &w, n, w.Oc);
         LA_FN(chunk_inter)(a, &w, t0, n, Sx, w.Oc);
         beta = LA_FN(chunk_delta)(a, &w, n, w.dS);
-        LA_FN(state_step)(a->f * w.ec, Sx, beta, w.dS, 0);
+        LA_FN(state_step)(a->f, w.ec, w.ld, Sx, beta, w.dS, 0);
     }
-    LA_FN(store_state)(a, w.ec, Sx);
+    LA_FN(store_state)(a, w.ec, w.ld, Sx);
     return LA_OK;
 }
 
 /* Pieces of the chunked form for the sequence-parallel scan (docs/design/family.md §7). */
 la_status
 LA_FN(la_linear_chunk_pass1)(const la_linear_args *a, void *work, la_index t0,
-                             LA_T *dS, double *beta, LA_T *Oc)
+                             LA_T *dS, double *beta)
 {
     LA_FN(chunk_ws) w;
     const la_index C = la_block_rows(a->chunk, a->t);
     const la_index n = a->t - t0 < C ? a->t - t0 : C;
     LA_FN(chunk_ws_init)(a, work, &w);
-    LA_FN(chunk_load)(a, &w, t0, n);
-    LA_FN(chunk_intra)(a, &w, n, Oc);
+    LA_FN(chunk_load_kv)(a, &w, t0, n);
     *beta = LA_FN(chunk_delta)(a, &w, n, dS);
     return LA_OK;
 }
 
 la_status
 LA_FN(la_linear_chunk_pass2)(const la_linear_args *a, void *work, la_index t0,
-                             const LA_T *S_enter, LA_T *Oc)
+                             const LA_T *S_enter)
 {
     LA_FN(chunk_ws) w;
     const la_index C = la_block_rows(a->chunk, a->t);
     const la_index n = a->t - t0 < C ? a->t - t0 : C;
     LA_FN(chunk_ws_init)(a, work, &w);
-    LA_FN(chunk_load_q)(a, &w, t0, n);
-    LA_FN(chunk_inter)(a, &w, t0, n, S_enter, Oc);
+    LA_FN(chunk_load)(a, &w, t0, n);
+    LA_FN(chunk_intra)(a, &w, n, w.Oc);
+    LA_FN(chunk_inter)(a, &w, t0, n, S_enter, w.Oc);
     LA_TICK(a->progress, n);
     return LA_OK;
 }
@@ -551,20 +600,23 @@ LA_FN(la_linear_chunk_pass2)(const la_linear_args *a, void *work, la_index t0,
 void
 LA_FN(la_linear_state_load)(const la_linear_args *a, LA_T *Sx)
 {
-    LA_FN(load_state)(a, a->e + (a->norm == LA_NORM_DIV), Sx);
+    LA_FN(load_state)(a, a->e + (a->norm == LA_NORM_DIV), la_linear_chunk_ld(a, sizeof(LA_T)),
+                      Sx);
 }
 
 void
 LA_FN(la_linear_state_store)(const la_linear_args *a, const LA_T *Sx)
 {
-    LA_FN(store_state)(a, a->e + (a->norm == LA_NORM_DIV), Sx);
+    LA_FN(store_state)(a, a->e + (a->norm == LA_NORM_DIV), la_linear_chunk_ld(a, sizeof(LA_T)),
+                       Sx);
 }
 
 void
 LA_FN(la_linear_state_scan)(const la_linear_args *a, LA_T *Sx, double beta,
                             LA_T *dS)
 {
-    LA_FN(state_step)(a->f * (a->e + (a->norm == LA_NORM_DIV)), Sx, beta, dS, 1);
+    LA_FN(state_step)(a->f, a->e + (a->norm == LA_NORM_DIV), la_linear_chunk_ld(a, sizeof(LA_T)),
+                      Sx, beta, dS, 1);
 }
 
 /* ------------------------------------------------------------- parallel -- */
@@ -593,7 +645,7 @@ LA_FN(la_linear_parallel)(const la_linear_args *a, void *work)
     la_index r0, r, j;
     double acc = 0;
 
-    LA_FN(load_state)(a, ec, Sx);
+    LA_FN(load_state)(a, ec, ec, Sx);
     for (j = 0; j < T; j++) {
         LA_FN(la_featmap_row)(a->fmap_k, 1.0, k + j * a->k_rs, a->k_cs, f, Ka + j * f);
         LA_FN(load_v)(v + j * a->v_rs, a->v_cs, e, div, Va + j * ec);
@@ -655,7 +707,7 @@ LA_FN(la_linear_parallel)(const la_linear_args *a, void *work)
         }
         LA_GEMM(1, 0, f, ec, T, 1, Ka, f, Va, ec, 1, Sx, ec);
     }
-    LA_FN(store_state)(a, ec, Sx);
+    LA_FN(store_state)(a, ec, ec, Sx);
     return LA_OK;
 }
 

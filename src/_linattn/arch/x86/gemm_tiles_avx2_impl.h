@@ -26,6 +26,14 @@
         LA_A2ROW(0) LA_A2ROW(1) LA_A2ROW(2) LA_A2ROW(3) LA_A2ROW(4) LA_A2ROW(5) \
     }
 
+#define LA_A2LOOP4(LOAD0, LOAD1)                                               \
+    for (p = 0; p < k; p++) {                                                  \
+        const LA_V b0 = LOAD0;                                                 \
+        const LA_V b1 = LOAD1;                                                 \
+        LA_V x;                                                                \
+        LA_A2ROW(0) LA_A2ROW(1) LA_A2ROW(2) LA_A2ROW(3)                        \
+    }
+
 #define LA_A2STORE_FULL(r)                                                     \
     if (beta1) {                                                               \
         c##r##0 = LA_VADD(c##r##0, LA_VLOADU(c + (r) * ldc));                  \
@@ -61,6 +69,27 @@ LA_FN(avx2_tile6x2)(la_index k, const LA_T *a, la_index ar, la_index ac, const L
         LA_A2LOOP(LA_VLOADU(b + p * ldb), LA_VLOADU(b + p * ldb + LA_W))
         LA_A2STORE_FULL(0) LA_A2STORE_FULL(1) LA_A2STORE_FULL(2)
         LA_A2STORE_FULL(3) LA_A2STORE_FULL(4) LA_A2STORE_FULL(5)
+    }
+}
+
+/* Four rows: the leftovers of the six-row tiles (64 = 10 x 6 + 4 rows), at two
+ * loads of B and four broadcasts per eight FMAs instead of the 1-row tile's
+ * three loads per two. */
+LA_TARGET_AVX2 static void
+LA_FN(avx2_tile4x2)(la_index k, const LA_T *a, la_index ar, la_index ac, const LA_T *b,
+                    la_index ldb, LA_T *c, la_index ldc, int beta1, int masked,
+                    __m256i m0, __m256i m1)
+{
+    LA_V c00 = LA_VZERO(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+         c30 = c00, c31 = c00;
+    la_index p;
+    if (masked) {
+        LA_A2LOOP4(LA_VLOADM(b + p * ldb, m0), LA_VLOADM(b + p * ldb + LA_W, m1))
+        LA_A2STORE_MASK(0) LA_A2STORE_MASK(1) LA_A2STORE_MASK(2) LA_A2STORE_MASK(3)
+    }
+    else {
+        LA_A2LOOP4(LA_VLOADU(b + p * ldb), LA_VLOADU(b + p * ldb + LA_W))
+        LA_A2STORE_FULL(0) LA_A2STORE_FULL(1) LA_A2STORE_FULL(2) LA_A2STORE_FULL(3)
     }
 }
 
@@ -135,7 +164,8 @@ LA_FN(tiles_avx2)(la_index m, la_index n, la_index k, const LA_T *A, la_index ar
     for (j = 0; j < n; j += 2 * LA_W) {
         const __m256i m0 = LA_VMASK(n - j), m1 = LA_VMASK(n - j - LA_W);
         const int masked = n - j < 2 * LA_W;
-        for (i = 0; i + 6 <= m; i += 6) {
+        /* six-row tiles, but 8 rows left go as two four-row tiles */
+        for (i = 0; i + 6 <= m && m - i != 8; i += 6) {
             if (n - j <= LA_W) {
                 LA_FN(avx2_tile6x1)(k, A + i * ar, ar, ac, B + j, ldb, C + i * ldc + j, ldc,
                                     beta1, m0);
@@ -144,6 +174,14 @@ LA_FN(tiles_avx2)(la_index m, la_index n, la_index k, const LA_T *A, la_index ar
                 LA_FN(avx2_tile6x2)(k, A + i * ar, ar, ac, B + j, ldb, C + i * ldc + j, ldc,
                                     beta1, masked, m0, m1);
             }
+        }
+        for (; i + 4 <= m && n - j > LA_W; i += 4) {
+            LA_FN(avx2_tile4x2)(k, A + i * ar, ar, ac, B + j, ldb, C + i * ldc + j, ldc, beta1,
+                                masked, m0, m1);
+        }
+        for (; i + 6 <= m; i += 6) { /* the column tail, 8 rows left */
+            LA_FN(avx2_tile6x1)(k, A + i * ar, ar, ac, B + j, ldb, C + i * ldc + j, ldc,
+                                beta1, m0);
         }
         for (; i < m; i++) {
             LA_FN(avx2_tile1x2)(k, A + i * ar, ac, B + j, ldb, C + i * ldc + j, beta1,
@@ -154,5 +192,6 @@ LA_FN(tiles_avx2)(la_index m, la_index n, la_index k, const LA_T *A, la_index ar
 
 #undef LA_A2ROW
 #undef LA_A2LOOP
+#undef LA_A2LOOP4
 #undef LA_A2STORE_FULL
 #undef LA_A2STORE_MASK

@@ -3,7 +3,8 @@
  * gemm_tiles_x86.c (no include guard).  LA_T / LA_FN from
  * dtype/la_f32.h|la_f64.h; the vector macros LA_V (type), LA_M (mask type),
  * LA_W (lanes), LA_VSET1, LA_VFMA, LA_VADD, LA_VZERO, LA_VLOAD (masked,
- * zeroing) and LA_VSTORE (masked) from gemm_tiles_x86.c.
+ * zeroing), LA_VSTORE (masked), LA_VLOADU / LA_VSTOREU (whole vectors) from
+ * gemm_tiles_x86.c.
  *
  * Tile: 8 rows x two vectors of C (32 float32 / 16 float64 columns) in 16
  * named zmm accumulators; per step of the inner dimension two vector loads of
@@ -24,6 +25,14 @@
     }                                                                          \
     LA_VSTORE(c + (r) * ldc, m0, c##r##0);                                     \
     LA_VSTORE(c + (r) * ldc + LA_W, m1, c##r##1);
+
+#define LA_TSTORE2F(r)                                                         \
+    if (beta1) {                                                               \
+        c##r##0 = LA_VADD(c##r##0, LA_VLOADU(c + (r) * ldc));                  \
+        c##r##1 = LA_VADD(c##r##1, LA_VLOADU(c + (r) * ldc + LA_W));           \
+    }                                                                          \
+    LA_VSTOREU(c + (r) * ldc, c##r##0);                                        \
+    LA_VSTOREU(c + (r) * ldc + LA_W, c##r##1);
 
 #define LA_TROW1(r)                                                            \
     x = LA_VSET1(a[(r) * ar + p * ac]);                                        \
@@ -54,6 +63,28 @@ LA_FN(tile8x2)(la_index k, const LA_T *a, la_index ar, la_index ac, const LA_T *
     }
     LA_TSTORE2(0) LA_TSTORE2(1) LA_TSTORE2(2) LA_TSTORE2(3)
     LA_TSTORE2(4) LA_TSTORE2(5) LA_TSTORE2(6) LA_TSTORE2(7)
+}
+
+/* tile8x2 for two whole vectors of columns: plain loads and stores (the
+ * masked ones keep their masks in memory across the loop, an extra load per
+ * vector) */
+LA_TARGET_AVX512 static void
+LA_FN(tile8x2f)(la_index k, const LA_T *a, la_index ar, la_index ac, const LA_T *b,
+                la_index ldb, LA_T *c, la_index ldc, int beta1)
+{
+    LA_V c00 = LA_VZERO(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+         c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00,
+         c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    la_index p;
+    for (p = 0; p < k; p++) {
+        const LA_V b0 = LA_VLOADU(b + p * ldb);
+        const LA_V b1 = LA_VLOADU(b + p * ldb + LA_W);
+        LA_V x;
+        LA_TROW2(0) LA_TROW2(1) LA_TROW2(2) LA_TROW2(3)
+        LA_TROW2(4) LA_TROW2(5) LA_TROW2(6) LA_TROW2(7)
+    }
+    LA_TSTORE2F(0) LA_TSTORE2F(1) LA_TSTORE2F(2) LA_TSTORE2F(3)
+    LA_TSTORE2F(4) LA_TSTORE2F(5) LA_TSTORE2F(6) LA_TSTORE2F(7)
 }
 
 /* The column tail of at most W: C[0:8, 0:W] (masked). */
@@ -112,7 +143,11 @@ LA_FN(tiles_avx512)(la_index m, la_index n, la_index k, const LA_T *A, la_index 
     for (j = 0; j < n; j += 2 * LA_W) {
         const LA_M m0 = LA_FN(tile_mask)(n - j), m1 = LA_FN(tile_mask)(n - j - LA_W);
         for (i = 0; i + 8 <= m; i += 8) {
-            if (n - j <= LA_W) {
+            if (n - j >= 2 * LA_W) {
+                LA_FN(tile8x2f)(k, A + i * ar, ar, ac, B + j, ldb, C + i * ldc + j, ldc,
+                                beta1);
+            }
+            else if (n - j <= LA_W) {
                 LA_FN(tile8x1)(k, A + i * ar, ar, ac, B + j, ldb, C + i * ldc + j, ldc,
                                beta1, m0);
             }
@@ -129,5 +164,6 @@ LA_FN(tiles_avx512)(la_index m, la_index n, la_index k, const LA_T *A, la_index 
 
 #undef LA_TROW2
 #undef LA_TSTORE2
+#undef LA_TSTORE2F
 #undef LA_TROW1
 #undef LA_TSTORE1

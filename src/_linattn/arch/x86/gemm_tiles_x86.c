@@ -17,11 +17,15 @@
 /* x86-64 only (a universal macOS build compiles this file for arm64 too, where
  * arch/generic/ supplies the entry points) */
 #if defined(__x86_64__) || defined(_M_X64)
+#include <math.h>
+
 #include "arch/x86/la_x86.h"
 
 /* Values of a transposed B held on the stack (72 KiB / 36 KiB). */
 #define LA_BT_MAX_F32 (256 * 72)
 #define LA_BT_MAX_F64 (64 * 72)
+/* Inner dimension of the one-column product (tiles_col1): the tiles' limit. */
+#define LA_COL_KMAX 256
 
 /*
  * bt[p n + j] = B[j ldb + p] (j < n, p < k): the copy of a transposed B.  By
@@ -119,6 +123,8 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #define LA_VZERO _mm512_setzero_ps
 #define LA_VLOAD _mm512_maskz_loadu_ps
 #define LA_VSTORE _mm512_mask_storeu_ps
+#define LA_VLOADU _mm512_loadu_ps
+#define LA_VSTOREU _mm512_storeu_ps
 #include "arch/x86/gemm_tiles_avx512_impl.h"
 #undef LA_V
 #undef LA_M
@@ -129,6 +135,8 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #undef LA_VZERO
 #undef LA_VLOAD
 #undef LA_VSTORE
+#undef LA_VLOADU
+#undef LA_VSTOREU
 
 #define LA_V __m256
 #define LA_W 8
@@ -157,7 +165,23 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #undef LA_VMASK
 
 #define LA_BT_MAX LA_BT_MAX_F32
+#define LA_CV __m256
+#define LA_CW 8
+#define LA_CZERO _mm256_setzero_ps
+#define LA_CSET1 _mm256_set1_ps
+#define LA_CLOADU _mm256_loadu_ps
+#define LA_CSTOREU _mm256_storeu_ps
+#define LA_CFMA _mm256_fmadd_ps
+#define LA_SFMA fmaf
 #include "arch/x86/gemm_tiles_dispatch.h"
+#undef LA_CV
+#undef LA_CW
+#undef LA_CZERO
+#undef LA_CSET1
+#undef LA_CLOADU
+#undef LA_CSTOREU
+#undef LA_CFMA
+#undef LA_SFMA
 #undef LA_BT_MAX
 #include "dtype/la_undef.h"
 
@@ -173,6 +197,8 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #define LA_VZERO _mm512_setzero_pd
 #define LA_VLOAD _mm512_maskz_loadu_pd
 #define LA_VSTORE _mm512_mask_storeu_pd
+#define LA_VLOADU _mm512_loadu_pd
+#define LA_VSTOREU _mm512_storeu_pd
 #include "arch/x86/gemm_tiles_avx512_impl.h"
 #undef LA_V
 #undef LA_M
@@ -183,6 +209,8 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #undef LA_VZERO
 #undef LA_VLOAD
 #undef LA_VSTORE
+#undef LA_VLOADU
+#undef LA_VSTOREU
 
 #define LA_V __m256d
 #define LA_W 4
@@ -211,7 +239,23 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #undef LA_VMASK
 
 #define LA_BT_MAX LA_BT_MAX_F64
+#define LA_CV __m256d
+#define LA_CW 4
+#define LA_CZERO _mm256_setzero_pd
+#define LA_CSET1 _mm256_set1_pd
+#define LA_CLOADU _mm256_loadu_pd
+#define LA_CSTOREU _mm256_storeu_pd
+#define LA_CFMA _mm256_fmadd_pd
+#define LA_SFMA fma
 #include "arch/x86/gemm_tiles_dispatch.h"
+#undef LA_CV
+#undef LA_CW
+#undef LA_CZERO
+#undef LA_CSET1
+#undef LA_CLOADU
+#undef LA_CSTOREU
+#undef LA_CFMA
+#undef LA_SFMA
 #undef LA_BT_MAX
 #include "dtype/la_undef.h"
 
