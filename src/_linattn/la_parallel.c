@@ -359,6 +359,30 @@ la_workers_for(la_index n)
 volatile int la_cancel_flag = 0;
 long long la_progress_done = 0;
 long long la_progress_total = 0;
+
+void
+la_progress_reset(long long total)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_store_n(&la_progress_done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&la_progress_total, total, __ATOMIC_RELAXED);
+#else
+    la_progress_done = 0;
+    la_progress_total = total;
+#endif
+}
+
+void
+la_progress_read(long long *done, long long *total)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    *done = __atomic_load_n(&la_progress_done, __ATOMIC_RELAXED);
+    *total = __atomic_load_n(&la_progress_total, __ATOMIC_RELAXED);
+#else
+    *done = la_progress_done;
+    *total = la_progress_total;
+#endif
+}
 static struct sigaction la_old_sigint;
 static int la_sigint_installed = 0;
 static pthread_t la_main_thread;

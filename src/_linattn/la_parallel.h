@@ -68,6 +68,8 @@ extern volatile int la_cancel_flag;
  */
 extern long long la_progress_done;
 extern long long la_progress_total;
+void la_progress_reset(long long total);
+void la_progress_read(long long *done, long long *total);
 void la_interrupt_init(void);
 int la_interrupt_begin(void);
 int la_interrupt_end(int installed);

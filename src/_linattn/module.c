@@ -74,18 +74,18 @@ core_progress_start(PyObject *self, PyObject *arg)
     if (total == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    __atomic_store_n(&la_progress_done, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&la_progress_total, total, __ATOMIC_RELAXED);
+    la_progress_reset(total);
     Py_RETURN_NONE;
 }
 
 static PyObject *
 core_progress(PyObject *self, PyObject *unused)
 {
+    long long done, total;
     (void)self;
     (void)unused;
-    return Py_BuildValue("(LL)", __atomic_load_n(&la_progress_done, __ATOMIC_RELAXED),
-                         __atomic_load_n(&la_progress_total, __ATOMIC_RELAXED));
+    la_progress_read(&done, &total);
+    return Py_BuildValue("(LL)", done, total);
 }
 
 static PyMethodDef core_methods[] = {
