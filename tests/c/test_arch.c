@@ -6,24 +6,12 @@
  * dimensions); the AVX2 and AVX-512 paths against each other bit for bit;
  * the tuning table and the FMA-peak timer.
  */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+
+#include "la_test.h"
 
 #include "arch/la_arch.h"
 #include "arch/la_tuning.h"
 #include "la_cpu.h"
-
-static int failures = 0;
-static int checks = 0;
-
-static double
-urand(unsigned *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return ((*s >> 8) & 0xffffff) / (double)0x1000000 * 2.0 - 1.0;
-}
 
 #define CHECK(cond, ...)                                                       \
     do {                                                                       \

@@ -8,45 +8,12 @@
  * inputs, scratch poisoned with NaN (dk too: the chunked form parks the key
  * features there before it writes the gradient; strided).  Run by ctest.
  */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+
+#include "la_test.h"
 
 #include "kernels/featmap.h"
 #include "kernels/linear.h"
 #include "kernels/linear_bwd.h"
-
-static int failures = 0, checks = 0;
-
-static double
-urand(unsigned *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return ((*s >> 8) & 0xffffff) / (double)0x1000000 * 2.0 - 1.0;
-}
-
-static void
-check(const char *what, double err, double tol)
-{
-    checks++;
-    if (!(err <= tol)) {
-        failures++;
-        fprintf(stderr, "FAIL %s: error %.3e > %.1e\n", what, err, tol);
-    }
-}
-
-static void *
-poisoned(size_t bytes)
-{
-    void *p = malloc(bytes ? bytes : 1);
-    double nan = NAN;
-    size_t i;
-    for (i = 0; i + sizeof(double) <= bytes; i += sizeof(double)) {
-        memcpy((char *)p + i, &nan, sizeof(double));
-    }
-    return p;
-}
 
 enum { T = 13, S = 11, D = 3, E = 4, QCS = 2 };
 

@@ -4,24 +4,12 @@
  * dtypes, lengths, chunk sizes (incl. non-divisors and > T), decay, normalise
  * modes and non-unit strides.  Run by ctest, under ASan/UBSan and valgrind.
  */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+
+#include "la_test.h"
 
 #include "kernels/featmap.h"
 #include "kernels/linear.h"
 #include "kernels/softmax.h"
-
-static int failures = 0;
-static int checks = 0;
-
-static double
-urand(unsigned *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return ((*s >> 8) & 0xffffff) / (double)0x1000000 * 2.0 - 1.0;
-}
 
 static double
 phi(int fmap, double x)
@@ -160,16 +148,6 @@ run_form(int form, int f64, int T, int S, int D, int E, int chunk, int cs,
 #undef PUT
 #undef GET
     return ref > 0 ? sqrt(err / ref) : sqrt(err);
-}
-
-static void
-check(const char *what, double err, double tol)
-{
-    checks++;
-    if (!(err <= tol)) {
-        failures++;
-        fprintf(stderr, "FAIL %s: relative RMS error %.3e > %.1e\n", what, err, tol);
-    }
 }
 
 int

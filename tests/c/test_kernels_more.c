@@ -6,10 +6,8 @@
  * recurrent and chunked, non-causal), RA and LARA.  float32 and float64, row
  * strides wider than the rows, scratch poisoned with NaN.  Run by ctest.
  */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+
+#include "la_test.h"
 
 #include "kernels/featmap.h"
 #include "kernels/lara.h"
@@ -17,15 +15,6 @@
 #include "kernels/linear.h"
 #include "kernels/performer.h"
 #include "kernels/softmax.h"
-
-static int failures = 0, checks = 0;
-
-static double
-urand(unsigned *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return ((*s >> 8) & 0xffffff) / (double)0x1000000 * 2.0 - 1.0;
-}
 
 static double *
 rnd(unsigned *s, size_t n, double amp)
@@ -36,15 +25,6 @@ rnd(unsigned *s, size_t n, double amp)
         x[i] = amp * urand(s);
     }
     return x;
-}
-
-/* Scratch full of NaN (as double and as float). */
-static void *
-poisoned(size_t bytes)
-{
-    unsigned char *p = malloc(bytes ? bytes : 1);
-    memset(p, 0xff, bytes);
-    return p;
 }
 
 /* rows x cols doubles -> a T buffer with row stride rs (>= cols); padding is NaN. */

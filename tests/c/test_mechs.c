@@ -5,51 +5,13 @@
  * with scratch poisoned with NaN, so a read of unwritten scratch shows up as a
  * NaN in the output.  Run by ctest, under ASan/UBSan and valgrind (.ci/run).
  */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+
+#include "la_test.h"
 
 #include "kernels/cosformer.h"
 #include "kernels/diag.h"
 #include "kernels/linear.h"
 #include "kernels/sscan.h"
-
-static int failures = 0, checks = 0;
-
-static double
-urand(unsigned *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return ((*s >> 8) & 0xffffff) / (double)0x1000000 * 2.0 - 1.0;
-}
-
-static void
-check(const char *what, double err, double tol)
-{
-    checks++;
-    if (!(err <= tol)) {
-        failures++;
-        fprintf(stderr, "FAIL %s: error %.3e > %.1e\n", what, err, tol);
-    }
-}
-
-static void *
-poisoned(size_t bytes)
-{
-    void *p = malloc(bytes ? bytes : 1);
-    double nan = NAN;
-    float nanf = NAN;
-    size_t i;
-    /* a pattern that is a NaN read as double and as float */
-    for (i = 0; i + sizeof(double) <= bytes; i += sizeof(double)) {
-        memcpy((char *)p + i, &nan, sizeof(double));
-    }
-    for (; i + sizeof(float) <= bytes; i += sizeof(float)) {
-        memcpy((char *)p + i, &nanf, sizeof(float));
-    }
-    return p;
-}
 
 #define PUT(buf, idx, val)                                                     \
     do {                                                                       \
