@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -48,23 +47,13 @@ import time
 import numpy as np
 
 import linattn as la
+from linattn._tuning import cpu_model
 
 D = 64  # features (D = E)
 
 
 def _say(name: str, value) -> None:
     print(f"{name}: {value}", flush=True)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _peak_rss_mib() -> float:
@@ -414,7 +403,7 @@ def main(argv=None):
     t_start = time.perf_counter()
     res = {"linattn": la.__version__, "python": sys.version.split()[0],
            "dask": dask.__version__, "distributed": distributed.__version__,
-           "cpu": _cpu_model(), "cores": os.cpu_count()}
+           "cpu": cpu_model(), "cores": os.cpu_count()}
     try:
         import psutil
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
 import linattn as la
+from linattn._tuning import cpu_model
 
 KINDS = ["linear", "elu", "relu", "lightning", "retnet", "mamba2", "rfa", "performer",
          "cosformer", "transnormer", "lavo"]
@@ -40,17 +40,6 @@ STEP_TARGET = {"linear": 10, "elu": 10, "relu": 10, "lightning": 10, "retnet": 1
                "transnormer": 20, "lavo": 40}
 CAUSAL_TARGET = {k: (15 if k in ("linear", "elu", "relu", "lightning", "retnet", "mamba2")
                      else 40) for k in KINDS}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def per_call(fn, calls: int, repeat: int) -> tuple[float, float]:

@@ -20,21 +20,9 @@ on a loaded machine, meaningful at 1 thread (with several threads it sums their 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-
-
-def cpu_model() -> str:
-    if platform.system() == "Linux":
-        try:
-            with open("/proc/cpuinfo") as f:
-                for ln in f:
-                    if ln.startswith("model name"):
-                        return ln.split(":", 1)[1].strip()
-        except OSError:
-            pass
-    return platform.processor() or platform.machine()
+from linattn._tuning import cpu_model
 
 
 def main(argv=None):

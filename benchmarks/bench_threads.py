@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,17 +31,7 @@ import time
 import numpy as np
 
 import linattn as la
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from linattn._tuning import cpu_model
 
 
 def median_time(fn, repeat: int) -> tuple[float, float, float, float]:

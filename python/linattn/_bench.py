@@ -237,6 +237,8 @@ def _progress(it: Iterable, total: int, desc: str):
 def environment() -> dict:
     """Versions, CPU, OpenBLAS core types of linattn and NumPy, relevant variables."""
     info = la.info()
+    from ._tuning import cpu_model
+
     env = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -246,7 +248,7 @@ def environment() -> dict:
         "linattn_blas_corename": info["blas_corename"],
         "simd": info["simd"],
         "simd_cpu": info.get("simd_cpu", info["simd"]),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "<unset>"),
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "<unset>"),
@@ -263,17 +265,6 @@ def environment() -> dict:
     if torch is not None:
         env["torch"] = torch.__version__
     return env
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ---------------------------------------------------------------------- run --
