@@ -12,17 +12,9 @@ import numpy as np
 import pytest
 
 import linattn as la
+from _fd import H_FD, fd_directional, fd_elementwise, rel
 
-H_FD = 1e-6
 KINDS = ("linear", "elu", "relu", "lightning", "retnet", "mamba2")
-
-
-def rel(a, b):
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    assert np.isfinite(a).all()
-    nb = np.linalg.norm(b)
-    return np.linalg.norm(a - b) / (nb if nb > 0 else 1.0)
 
 
 def inputs(rng, kind, B=2, H=3, T=9, D=3, E=4, dtype=np.float64, positive=False):
@@ -57,20 +49,6 @@ def loss(kind, q, k, v, do, dS=None, dz=None, **kw):
     if dz is not None and st.z is not None:
         total += float((st.z * dz).sum())
     return total
-
-
-def fd_directional(f, x, direction):
-    return (f(x + H_FD * direction) - f(x - H_FD * direction)) / (2 * H_FD)
-
-
-def fd_elementwise(f, x):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += H_FD
-        xm[i] -= H_FD
-        g[i] = (f(xp) - f(xm)) / (2 * H_FD)
-    return g
 
 
 def make_state(rng, kind, B, H, D, E, div):

@@ -15,26 +15,7 @@ import numpy as np
 import pytest
 
 import linattn as la
-
-H_FD = 1e-6
-
-
-def rel(a, b):
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    assert np.isfinite(a).all()
-    nb = np.linalg.norm(b)
-    return np.linalg.norm(a - b) / (nb if nb > 0 else 1.0)
-
-
-def fd_elementwise(f, x):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += H_FD
-        xm[i] -= H_FD
-        g[i] = (f(xp) - f(xm)) / (2 * H_FD)
-    return g
+from _fd import H_FD, fd_elementwise, rel
 
 
 def qkv(rng, B=1, H=2, T=9, D=3, E=4, S=None):

@@ -13,29 +13,7 @@ import numpy as np
 import pytest
 
 import linattn as la
-
-H_FD = 1e-6
-
-
-def rel(a, b, floor=0.0):
-    """Relative RMS error; ``floor`` bounds the denominator from below (finite
-    differences carry ~1e-10 absolute noise, so a gradient that is ~0 by symmetry, such as
-    the norm's at one-token blocks, is compared absolutely)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    assert np.isfinite(a).all()
-    nb = max(np.linalg.norm(b), floor)
-    return np.linalg.norm(a - b) / (nb if nb > 0 else 1.0)
-
-
-def fd_elementwise(f, x):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += H_FD
-        xm[i] -= H_FD
-        g[i] = (f(xp) - f(xm)) / (2 * H_FD)
-    return g
+from _fd import fd_elementwise, rel
 
 
 def qkv(rng, B=1, H=2, T=9, D=3, E=4, S=None, dtype=np.float64):
