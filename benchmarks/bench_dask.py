@@ -76,7 +76,7 @@ def _cluster(n_workers: int, memory_limit, local_directory: str | None = None):
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, memory_limit=memory_limit,
+                           dashboard_address=":0", memory_limit=memory_limit,
                            local_directory=local_directory, silence_logs=logging.ERROR)
     return cluster, Client(cluster)
 

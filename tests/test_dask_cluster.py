@@ -28,8 +28,10 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.fixture(scope="module")
 def client():
+    # the dashboard on any free port: another cluster on the machine (holding the default
+    # 8787) must not fail these tests
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=logging.CRITICAL,
+                                  dashboard_address=":0", silence_logs=logging.CRITICAL,
                                   worker_dashboard_address=None) as cluster:
         with distributed.Client(cluster) as c:
             yield c
