@@ -208,7 +208,7 @@ def out_of_core(T: int, block: int, kind: str, scan: str, samples: int, seed: in
         picked = set(rng.choice(nb, size=min(samples, nb), replace=False).tolist()) | {nb - 1}
         # the reference carries a float64 state: a float32 one loses the increments of an
         # undecayed stream once its normaliser passes ~2**24 (7e-3 relative at 2**27 tokens
-        # against a float64 stream, where the block scan's sum of block states gives 9e-5)
+        # against a float64 stream, where per-block states summed with la.combine give 9e-5)
         st, got, want, a = la.State.zeros(kind, (1,), D, dtype=np.float64), [], [], 0
         t0 = time.perf_counter()
         c0 = _cpu_s()
