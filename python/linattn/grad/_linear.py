@@ -271,6 +271,38 @@ class LinearVJP:
         return g
 
 
+def decay_and_state(ctx: dict, decay, given, initial_state, F: int, E: int, comp):
+    """The log-decay and the entering state of a causal backward, recorded in ``ctx``:
+    ``(g, g_axes, decayed, S0, z0, comp)``.  ``decay`` is what the kernels use (the
+    caller's or a preset), ``given`` the caller's (None: a constant, no gradient); a
+    float64 initial state makes the computation float64."""
+    dims, div = ctx["dims"], ctx["div"]
+    ctx["decay_shape"] = None
+    ctx["per_token"] = False
+    if decay is None:
+        g, g_axes, decayed = np.zeros((dims.T,), np.float64), (-1,), False
+    else:
+        g, g_axes, per_token = val.decay(decay, dims)
+        decayed = True
+        if given is not None:
+            ctx["decay_shape"] = np.shape(given)
+            dt = getattr(given, "dtype", None)
+            ctx["decay_dtype"] = dt if dt is not None and dt.kind == "f" else np.float64
+            ctx["per_token"] = per_token
+    ctx["state"] = initial_state
+    if initial_state is not None:
+        S0 = initial_state.S
+        if S0.dtype == np.float64:
+            comp = np.dtype(np.float64)
+        z0 = initial_state.z if div else None
+        S0 = S0.astype(comp, copy=False)
+        z0 = np.zeros(S0.shape[:-1], comp) if z0 is None else z0.astype(comp, copy=False)
+    else:
+        S0, z0 = np.zeros((F, E), comp), np.zeros((F,), comp)
+    ctx["comp"] = comp
+    return g, g_axes, decayed, S0, z0, comp
+
+
 def causal_vjp(q, k, v, kind: str = "elu", *, mode: str = "auto",
                chunk_size: int | None = None, scale: float | None = None,
                normalize: str | None = None, eps: float | None = None, decay=None,
@@ -339,35 +371,12 @@ def causal_vjp(q, k, v, kind: str = "elu", *, mode: str = "auto",
                        causal=True)
     dims, comp = ctx["dims"], ctx["comp"]
     F, E, T = dims.D * (2 if cos else 1), dims.E, dims.T
-    div = ctx["div"]
     # decay: the caller's (differentiable) or the kind's preset (a constant)
-    ctx["decay_shape"] = None
-    ctx["per_token"] = False
     given = decay
     if decay is None:
         decay = _preset_decay(spec, ctx["opts"], ctx.get("q", ctx.get("qa")), dims.layout)
-    if decay is None:
-        g, g_axes, decayed = np.zeros((T,), np.float64), (-1,), False
-    else:
-        g, g_axes, per_token = val.decay(decay, dims)
-        decayed = True
-        if given is not None:
-            ctx["decay_shape"] = np.shape(given)
-            dt = getattr(given, "dtype", None)
-            ctx["decay_dtype"] = dt if dt is not None and dt.kind == "f" else np.float64
-            ctx["per_token"] = per_token
-    # the initial state
-    ctx["state"] = initial_state
-    if initial_state is not None:
-        S0 = initial_state.S
-        if S0.dtype == np.float64:
-            comp = np.dtype(np.float64)
-        z0 = initial_state.z if div else None
-        S0 = S0.astype(comp, copy=False)
-        z0 = np.zeros(S0.shape[:-1], comp) if z0 is None else z0.astype(comp, copy=False)
-    else:
-        S0, z0 = np.zeros((F, E), comp), np.zeros((F,), comp)
-    ctx["comp"] = comp
+    g, g_axes, decayed, S0, z0, comp = decay_and_state(ctx, decay, given, initial_state,
+                                                       F, E, comp)
     if cos:
         _cosformer.finish(ctx, comp)
     else:

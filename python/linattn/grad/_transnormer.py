@@ -60,34 +60,14 @@ def _options(kind_options: dict) -> tuple[str, int | None]:
 def _norm_causal(q, k, v, *, variant, scale, normalize, eps, decay, initial_state,
                  chunk_size, layout, backward):
     """A :class:`LinearVJP` for NormAttention (the generic operator's backward)."""
-    from ._linear import LinearVJP, _context
+    from ._linear import LinearVJP, _context, decay_and_state
 
     spec = reg.get("transnormer")
     ctx = _context(q, k, v, spec, {}, layout, scale, normalize, eps, causal=True)
     dims, comp = ctx["dims"], ctx["comp"]
     F, E, T = dims.D, dims.E, dims.T
-    div = ctx["div"]
-    ctx["decay_shape"], ctx["per_token"] = None, False
-    if decay is None:
-        g, g_axes, decayed = np.zeros((T,), np.float64), (-1,), False
-    else:
-        g, g_axes, per_token = val.decay(decay, dims)
-        decayed = True
-        ctx["decay_shape"] = np.shape(decay)
-        dt = getattr(decay, "dtype", None)
-        ctx["decay_dtype"] = dt if dt is not None and dt.kind == "f" else np.float64
-        ctx["per_token"] = per_token
-    ctx["state"] = initial_state
-    if initial_state is not None:
-        S0 = initial_state.S
-        if S0.dtype == np.float64:
-            comp = np.dtype(np.float64)
-        S0 = S0.astype(comp, copy=False)
-        z0 = initial_state.z if div else None
-        z0 = np.zeros(S0.shape[:-1], comp) if z0 is None else z0.astype(comp, copy=False)
-    else:
-        S0, z0 = np.zeros((F, E), comp), np.zeros((F,), comp)
-    ctx["comp"] = comp
+    g, g_axes, decayed, S0, z0, comp = decay_and_state(ctx, decay, decay, initial_state,
+                                                       F, E, comp)
     for name in ("q", "k", "v"):
         ctx[name] = ctx[name].astype(comp, copy=False)
     chunk = _tuning.default_chunk(F) if chunk_size is None else int(chunk_size)
