@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from .. import _validate as val
 
 
 def sum_to(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -30,3 +34,32 @@ def cotangent(name: str, x, shape: tuple[int, ...], what: str, dtype) -> np.ndar
 
 def as_dtype_of(g: np.ndarray, like: np.ndarray) -> np.ndarray:
     return g if g.dtype == like.dtype else g.astype(like.dtype)
+
+
+class Inputs(NamedTuple):
+    """What a kind's gradient context reads from ``q, k, v``: the layout as given
+    (``lay``), the arrays as given (``qa, ka, va``: their shapes and dtypes are the
+    cotangents' contract), views in the default layout (``qt, kt, vt``), their dims in
+    that layout (``dims``), the output dims in the caller's layout (``outer``) and the
+    compute dtype."""
+    lay: str
+    qa: np.ndarray
+    ka: np.ndarray
+    va: np.ndarray
+    qt: np.ndarray
+    kt: np.ndarray
+    vt: np.ndarray
+    dims: val.Dims
+    outer: val.Dims
+    comp: np.dtype
+
+
+def inputs(q, k, v, layout, causal: bool) -> Inputs:
+    """Validate ``q, k, v`` as the forward does and return their :class:`Inputs`."""
+    lay, (qv, kv, vv) = val.td_views(q, k, v, val.check_layout(layout))
+    qa, ka, va = val.array("q", q), val.array("k", k), val.array("v", v)
+    qt, kt, vt = val.array("q", qv), val.array("k", kv), val.array("v", vv)
+    dims = val.qkv_dims(qt, kt, vt, "...td", causal)
+    outer = val.qkv_dims(qa, ka, va, lay, causal)
+    _, comp = val.compute_dtype(qt, kt, vt)
+    return Inputs(lay, qa, ka, va, qt, kt, vt, dims, outer, comp)

@@ -37,9 +37,9 @@ import numpy as np
 from .. import _core
 from .. import _draws
 from .. import _registry as reg
-from .. import _validate as val
 from .. import features as _features
 from ..state import State
+from ._cotangent import inputs
 
 
 def check_supported(options: dict) -> None:
@@ -260,13 +260,7 @@ class PerformerVJP:
 
 def context(q, k, v, spec, *, scale, normalize, eps, num_features, projection, seed,
             options: dict, initial_state, chunk_size, layout, causal: bool):
-    layout = val.check_layout(layout)
-    lay, (qv, kv, vv) = val.td_views(q, k, v, layout)
-    qa, ka, va = val.array("q", q), val.array("k", k), val.array("v", v)
-    qt, kt, vt = val.array("q", qv), val.array("k", kv), val.array("v", vv)
-    dims = val.qkv_dims(qt, kt, vt, "...td", causal)
-    outer = val.qkv_dims(qa, ka, va, layout, causal)
-    _, comp = val.compute_dtype(qt, kt, vt)
+    lay, qa, ka, va, qt, kt, vt, dims, outer, comp = inputs(q, k, v, layout, causal)
     feats = options.get("features", "positive")
     scale = spec.default_scale(dims.D) if scale is None else float(scale)
     normalize = spec.normalize if normalize is None else normalize

@@ -35,7 +35,7 @@ from .. import _registry as reg
 from .. import _tuning
 from .. import _validate as val
 from ..state import State
-from ._cotangent import sum_to
+from ._cotangent import inputs, sum_to
 
 _VARIANTS = {"t2": reg.FMAP_ELU1, "t1": reg.FMAP_ELU}
 _DIAG_DEFAULT = 64
@@ -193,13 +193,7 @@ def _as(x: np.ndarray, shape, dtype) -> np.ndarray:
 def _diag_ctx(q, k, v, *, w, variant, scale, normalize, eps, initial_state, layout,
               causal: bool) -> dict:
     spec = reg.get("transnormer")
-    layout = val.check_layout(layout)
-    lay, (qv, kv, vv) = val.td_views(q, k, v, layout)
-    qa, ka, va = val.array("q", q), val.array("k", k), val.array("v", v)
-    qt, kt, vt = val.array("q", qv), val.array("k", kv), val.array("v", vv)
-    dims = val.qkv_dims(qt, kt, vt, "...td", causal)
-    outer = val.qkv_dims(qa, ka, va, layout, causal)
-    _, comp = val.compute_dtype(qt, kt, vt)
+    lay, qa, ka, va, qt, kt, vt, dims, outer, comp = inputs(q, k, v, layout, causal)
     # as the forward (kinds/transnormer.py): T2 ignores normalize unless given
     norm = normalize if normalize is not None else (spec.normalize if variant == "t1"
                                                     else None)
