@@ -195,3 +195,16 @@ LA_FN(tiles_avx2)(la_index m, la_index n, la_index k, const LA_T *A, la_index ar
 #undef LA_A2LOOP4
 #undef LA_A2STORE_FULL
 #undef LA_A2STORE_MASK
+
+/* this file's parameters, so that the next dtype can define them again */
+#undef LA_V
+#undef LA_W
+#undef LA_VSET1
+#undef LA_VFMA
+#undef LA_VADD
+#undef LA_VZERO
+#undef LA_VLOADU
+#undef LA_VSTOREU
+#undef LA_VLOADM
+#undef LA_VSTOREM
+#undef LA_VMASK

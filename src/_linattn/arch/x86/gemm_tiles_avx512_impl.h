@@ -167,3 +167,16 @@ LA_FN(tiles_avx512)(la_index m, la_index n, la_index k, const LA_T *A, la_index 
 #undef LA_TSTORE2F
 #undef LA_TROW1
 #undef LA_TSTORE1
+
+/* this file's parameters, so that the next dtype can define them again */
+#undef LA_V
+#undef LA_M
+#undef LA_W
+#undef LA_VSET1
+#undef LA_VFMA
+#undef LA_VADD
+#undef LA_VZERO
+#undef LA_VLOAD
+#undef LA_VSTORE
+#undef LA_VLOADU
+#undef LA_VSTOREU

@@ -113,3 +113,14 @@ LA_FN(la_arch_gemm_tiles)(int isa, int ta, int tb, la_index m, la_index n, la_in
     }
     return 1;
 }
+
+/* this file's parameters, so that the next dtype can define them again */
+#undef LA_CV
+#undef LA_CW
+#undef LA_CZERO
+#undef LA_CSET1
+#undef LA_CLOADU
+#undef LA_CSTOREU
+#undef LA_CFMA
+#undef LA_SFMA
+#undef LA_BT_MAX

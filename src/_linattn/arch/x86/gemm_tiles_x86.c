@@ -126,17 +126,6 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #define LA_VLOADU _mm512_loadu_ps
 #define LA_VSTOREU _mm512_storeu_ps
 #include "arch/x86/gemm_tiles_avx512_impl.h"
-#undef LA_V
-#undef LA_M
-#undef LA_W
-#undef LA_VSET1
-#undef LA_VFMA
-#undef LA_VADD
-#undef LA_VZERO
-#undef LA_VLOAD
-#undef LA_VSTORE
-#undef LA_VLOADU
-#undef LA_VSTOREU
 
 #define LA_V __m256
 #define LA_W 8
@@ -152,17 +141,6 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
     _mm256_cmpgt_epi32(_mm256_set1_epi32((int)((cols) < 0 ? 0 : (cols) > 8 ? 8 : (cols))), \
                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #include "arch/x86/gemm_tiles_avx2_impl.h"
-#undef LA_V
-#undef LA_W
-#undef LA_VSET1
-#undef LA_VFMA
-#undef LA_VADD
-#undef LA_VZERO
-#undef LA_VLOADU
-#undef LA_VSTOREU
-#undef LA_VLOADM
-#undef LA_VSTOREM
-#undef LA_VMASK
 
 #define LA_BT_MAX LA_BT_MAX_F32
 #define LA_CV __m256
@@ -174,15 +152,6 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #define LA_CFMA _mm256_fmadd_ps
 #define LA_SFMA fmaf
 #include "arch/x86/gemm_tiles_dispatch.h"
-#undef LA_CV
-#undef LA_CW
-#undef LA_CZERO
-#undef LA_CSET1
-#undef LA_CLOADU
-#undef LA_CSTOREU
-#undef LA_CFMA
-#undef LA_SFMA
-#undef LA_BT_MAX
 #include "dtype/la_undef.h"
 
 /* ------------------------------------------------------------- float64 -- */
@@ -200,17 +169,6 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #define LA_VLOADU _mm512_loadu_pd
 #define LA_VSTOREU _mm512_storeu_pd
 #include "arch/x86/gemm_tiles_avx512_impl.h"
-#undef LA_V
-#undef LA_M
-#undef LA_W
-#undef LA_VSET1
-#undef LA_VFMA
-#undef LA_VADD
-#undef LA_VZERO
-#undef LA_VLOAD
-#undef LA_VSTORE
-#undef LA_VLOADU
-#undef LA_VSTOREU
 
 #define LA_V __m256d
 #define LA_W 4
@@ -226,17 +184,6 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
     _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)((cols) < 0 ? 0 : (cols) > 4 ? 4 : (cols))), \
                        _mm256_setr_epi64x(0, 1, 2, 3))
 #include "arch/x86/gemm_tiles_avx2_impl.h"
-#undef LA_V
-#undef LA_W
-#undef LA_VSET1
-#undef LA_VFMA
-#undef LA_VADD
-#undef LA_VZERO
-#undef LA_VLOADU
-#undef LA_VSTOREU
-#undef LA_VLOADM
-#undef LA_VSTOREM
-#undef LA_VMASK
 
 #define LA_BT_MAX LA_BT_MAX_F64
 #define LA_CV __m256d
@@ -248,15 +195,6 @@ transpose_f64(la_index n, la_index k, const double *B, la_index ldb, double *bt)
 #define LA_CFMA _mm256_fmadd_pd
 #define LA_SFMA fma
 #include "arch/x86/gemm_tiles_dispatch.h"
-#undef LA_CV
-#undef LA_CW
-#undef LA_CZERO
-#undef LA_CSET1
-#undef LA_CLOADU
-#undef LA_CSTOREU
-#undef LA_CFMA
-#undef LA_SFMA
-#undef LA_BT_MAX
 #include "dtype/la_undef.h"
 
 #endif /* x86-64 */
