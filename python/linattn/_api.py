@@ -212,10 +212,10 @@ def _plan_key(q, k, v, kind, mode, chunk_size, scale, normalize, eps, decay, num
 
 def _store_plan(key, call, opts) -> None:
     """Store the kind's plan of ``call`` under ``key`` (after the call ran: every check
-    passed).  A kind without one is remembered too (a None plan), so that it is asked
-    once."""
-    if key in _PLANS:
-        return
+    passed), replacing one that did not serve it (made with other tuning knobs or thread
+    count, or declined the inputs).  A kind without a plan is remembered too, as one that
+    declines every call."""
+    _PLANS.pop(key, None)
     spec = call.spec
     make = spec.plan if spec.plan is not None else \
         (elementwise_plan if spec.forward is None else None)
