@@ -508,6 +508,13 @@ def decay_now(call: Call):
     return per_head
 
 
+def scalar_operands(scale: float, eps: float, chunk: int):
+    """``scale``, ``eps`` (float64) and ``chunk`` (int64) as the 0-d arrays a plan passes
+    to a gufunc: the exact values, without the conversion of Python scalars at every
+    call (about a microsecond of the call's set-up)."""
+    return np.array(float(scale)), np.array(float(eps)), np.array(chunk, dtype=np.int64)
+
+
 def linear_causal_plan(call: Call, F: int, *, fmap_q: int = reg.FMAP_IDENTITY,
                        fmap_k: int = reg.FMAP_IDENTITY, scale: float = 1.0,
                        g: Any = _SAME, eps: float | None = None, eps_mode: str | None = None,
@@ -539,7 +546,8 @@ def linear_causal_plan(call: Call, F: int, *, fmap_q: int = reg.FMAP_IDENTITY,
     fl = np.int64(flags(fmap_q, fmap_k, call.normalize, eps_mode, decayed))
     if g0 is None and now is None:
         g0 = _zero_decay(T)
-    scale, eps, ch = float(scale), float(eps), np.int64(chunk)
+    scale, eps, ch = scalar_operands(scale, eps, chunk)
+    fl = np.array(fl)
     name, want_state = spec.name, call.return_state
 
     def run(q, k, v, decay):

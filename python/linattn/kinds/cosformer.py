@@ -89,12 +89,13 @@ def plan(call: Call, options: dict):
     if not call.causal or call.initial_state is not None:
         return None
     M = _horizon(call.horizon, call.dims.T)
-    t0, Mf, scale = np.int64(0), float(M), float(call.scale)
+    t0 = np.array(0, dtype=np.int64)
+    Mf, scale, one = np.array(float(M)), np.array(float(call.scale)), np.array(1.0)
     cf = _core._cosformer_features
     D = call.dims.D
 
     def feats(q, k):
-        fq, fk = cf(q, t0, Mf, scale), cf(k, t0, Mf, 1.0)
+        fq, fk = cf(q, t0, Mf, scale), cf(k, t0, Mf, one)
         return fq.reshape(fq.shape[:-2] + (2 * D,)), fk.reshape(fk.shape[:-2] + (2 * D,))
 
     return linear_causal_plan(call, 2 * D, feats=feats,

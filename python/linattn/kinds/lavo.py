@@ -30,7 +30,7 @@ from .. import _core
 from .. import _registry as reg
 from .. import _validate as val
 from .._api import pick_mode
-from .._call import Call, same_array
+from .._call import Call, same_array, scalar_operands
 from .._draws import lavo_bases
 from ..state import State
 
@@ -229,7 +229,8 @@ def plan(call: Call, options: dict):
         a.flags.writeable = False
     flags |= (_FLAG_SEP if separate else 0) | (_FLAG_REC if mode == "recurrent" else 0)
     Bc = B.astype(comp, copy=False)
-    t0, scale, fl, ch = np.int64(0), float(call.scale), np.int64(flags), np.int64(chunk)
+    scale, _, ch = scalar_operands(call.scale, 0.0, chunk)
+    t0, fl = np.array(0, dtype=np.int64), np.array(flags, dtype=np.int64)
     want_state, fill = call.return_state, min(T, w)
     lavo = _core._lavo_causal
 

@@ -23,7 +23,7 @@ from .. import _validate as val
 from .. import features as _features
 from .._api import default_chunk, pick_mode
 from .._call import (Call, _zeros, linear_causal, linear_causal_plan, linear_noncausal,
-                     state_arrays)
+                     scalar_operands, state_arrays)
 from ..state import State
 
 _PERF_CAUSAL = {
@@ -171,7 +171,7 @@ def rfa_plan(call: Call, options: dict):
     W, F, extra = _projection(call, "rfa")
     if W.ndim != 2:
         return None
-    rf, scale, comp = _core._rfa_features, call.scale, call.comp
+    rf, scale, comp = _core._rfa_features, np.array(float(call.scale)), call.comp
 
     def feats(q, k):
         fq = _features._rf_finish(rf(q, W, scale), comp, False, None)
@@ -322,9 +322,10 @@ def performer_plan(call: Call, options: dict):
     div = call.normalize == "div"
     chunk = call.chunk(default_chunk(F))
     uf = _PERF_CAUSAL[pick_mode(call.mode, T, chunk, call.spec)]
-    S0, z0, mu0 = _zeros((F, E), comp), _zeros((F,), comp), np.float64(-np.inf)
+    S0, z0, mu0 = _zeros((F, E), comp), _zeros((F,), comp), np.array(-np.inf)
     Wc = W.astype(comp, copy=False)
-    scale, eps, ch = float(call.scale), float(call.eps), np.int64(chunk)
+    scale, eps, ch = scalar_operands(call.scale, call.eps, chunk)
+    fl = np.array(fl)
     want_state, name = call.return_state, call.spec.name
     fp, seed = extra["fingerprint"], extra["seed"]
 
