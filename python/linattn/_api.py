@@ -221,7 +221,7 @@ def _store_plan(key, call, opts) -> None:
         (elementwise_plan if spec.forward is None else None)
     plan = make(call, opts) if make is not None else None
     if len(_PLANS) >= _PLANS_MAX:
-        _PLANS.pop(next(iter(_PLANS)))
+        _PLANS.clear()  # one step, safe while other threads call
     _PLANS[key] = (plan or _no_plan, _tuning.active(), _core.get_num_threads(), spec)
 
 
