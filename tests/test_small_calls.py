@@ -67,12 +67,12 @@ def _fresh_plans():
 def test_repeated_calls_match_reference(kind, dtype):
     q, k, v, kw = _split(reg.get(kind).example(3, dtype))
     ref = _ref(q, k, v, kind, **kw)
-    for i in range(3):
+    for i in range(4):  # noted, planned, then served by the plan
         o = la.causal(q, k, v, kind, **kw)
         assert o.dtype == dtype
         assert_close(o, ref, tolerance(dtype), err_msg=f"{kind} call {i}")
         ent = _plan_of(q, k, v, kind)
-        assert ent is not None and ent[0] is not _api._no_plan, \
+        assert (ent is None) if i == 0 else (ent is not None and ent[0] is not _api._no_plan), \
             f"{kind}: the example call was not planned"
 
 
@@ -88,18 +88,18 @@ def test_plan_states_resume(kind):
     q1, k1 = q[..., :h, :].copy(), k[..., :h, :].copy()
     v1 = k1 if v is k else v[..., :h, :].copy()
     states = []
-    for _ in range(3):  # the full path, then the plan twice
+    for _ in range(4):  # the full path twice, then the plan twice
         o1, st = la.causal(q1, k1, v1, kind, return_state=True, **first)
         assert_close(o1, full[..., :h, :], tolerance(np.float64))
         states.append(st)
     assert _plan_of(q1, k1, v1, kind)[0] is not _api._no_plan
-    assert states[1] is not states[2] and states[1].extra is not states[2].extra
-    assert states[1].S is None or not np.shares_memory(states[1].S, states[2].S)
-    assert states[2].t == h and states[2].kind == kind
-    assert sorted(states[2].extra) == sorted(states[0].extra)
+    assert states[2] is not states[3] and states[2].extra is not states[3].extra
+    assert states[2].S is None or not np.shares_memory(states[2].S, states[3].S)
+    assert states[3].t == h and states[3].kind == kind
+    assert sorted(states[3].extra) == sorted(states[0].extra)
     q2, k2 = q[..., h:, :], k[..., h:, :]
     v2 = k2 if v is k else v[..., h:, :]
-    o2 = la.causal(q2, k2, v2, kind, initial_state=states[2], **second)
+    o2 = la.causal(q2, k2, v2, kind, initial_state=states[3], **second)
     assert_close(o2, full[..., h:, :], tolerance(np.float64), err_msg=kind)
     assert T > h
 
@@ -207,10 +207,10 @@ def test_lavo_keys_equal_values_or_not(rng):
     shape (and the other way round): they are another computation."""
     q, k = (rng.standard_normal((1, 6, 4)) for _ in range(2))
     kv = k.copy()
-    shared = [la.causal(q, k, k[...], "lavo", window=2) for _ in range(2)]  # one memory
-    apart = [la.causal(q, k, kv, "lavo", window=2) for _ in range(2)]
-    assert_close(shared[1], _ref(q, k, k, "lavo", window=2), tolerance(np.float64))
-    assert_close(apart[1], _ref(q, k, kv, "lavo", window=2), tolerance(np.float64))
+    shared = [la.causal(q, k, k[...], "lavo", window=2) for _ in range(3)]  # one memory
+    apart = [la.causal(q, k, kv, "lavo", window=2) for _ in range(3)]
+    assert_close(shared[2], _ref(q, k, k, "lavo", window=2), tolerance(np.float64))
+    assert_close(apart[2], _ref(q, k, kv, "lavo", window=2), tolerance(np.float64))
     again = la.causal(q, k, k[...], "lavo", window=2)
     np.testing.assert_array_equal(again, shared[0])
 
@@ -238,3 +238,22 @@ def test_unplanned_arguments_still_work(rng):
         ob = la.causal(*(np.swapaxes(x, 0, 1) for x in (q, k, v)), "elu", layout="bthd")
         assert_close(np.swapaxes(ob, 0, 1), ref, tolerance(np.float64))
     assert not _api._PLANS
+
+
+def test_wide_per_head_decay_checked_every_call(rng):
+    """A per-head decay too large for the value cache (more than 256 heads) is checked by
+    its values at every call."""
+    q, k, v = (rng.standard_normal((300, 3, 2)) for _ in range(3))
+    g = -np.abs(rng.standard_normal(300))
+    for _ in range(3):
+        o = la.causal(q, k, v, "linear", decay=g)
+    assert _plan_of(q, k, v, "linear")[0] is not _api._no_plan
+    assert_close(o, _ref(q, k, v, "linear", decay=g), tolerance(np.float64))
+    bad = g.copy()
+    bad[299] = 1.0
+    with pytest.raises(ValueError, match=r"must be <= 0, got 1.0 at index \(299,\)"):
+        la.causal(q, k, v, "linear", decay=bad)
+    bad[7] = np.nan
+    with pytest.raises(ValueError, match=r"decay must not contain NaN \(first at index "
+                                         r"\(7,\)\)"):
+        la.causal(q, k, v, "linear", decay=bad)

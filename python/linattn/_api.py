@@ -176,7 +176,8 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
 
 
 # la.causal's plans of repeated small calls (linattn._call.linear_causal_plan): key ->
-# (plan, the tuning knobs and the thread count it resolved its mode with, the kind's spec)
+# (plan, the tuning knobs and the thread count it resolved its mode with, the kind's
+# spec), or None for a key seen once
 _PLANS: dict = {}
 _PLANS_MAX = 256
 _ND = np.ndarray
@@ -213,15 +214,19 @@ def _plan_key(q, k, v, kind, mode, chunk_size, scale, normalize, eps, decay, num
 def _store_plan(key, call, opts) -> None:
     """Store the kind's plan of ``call`` under ``key`` (after the call ran: every check
     passed), replacing one that did not serve it (made with other tuning knobs or thread
-    count, or declined the inputs).  A kind without a plan is remembered too, as one that
-    declines every call."""
-    _PLANS.pop(key, None)
+    count, or declined the inputs).  A key seen for the first time is only noted (None):
+    a plan is made when it comes again, so that calls of ever new shapes do not pay for
+    plans they never use.  A kind without a plan is remembered too, as one that declines
+    every call."""
+    if key not in _PLANS:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()  # one step, safe while other threads call
+        _PLANS[key] = None
+        return
     spec = call.spec
     make = spec.plan if spec.plan is not None else \
         (elementwise_plan if spec.forward is None else None)
     plan = make(call, opts) if make is not None else None
-    if len(_PLANS) >= _PLANS_MAX:
-        _PLANS.clear()  # one step, safe while other threads call
     _PLANS[key] = (plan or _no_plan, _tuning.active(), _core.get_num_threads(), spec)
 
 

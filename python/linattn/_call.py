@@ -489,7 +489,8 @@ def decay_now(call: Call):
     checked ``(..., T)`` float64 log-decay, or None to take the full path), or None when
     the call has no decay.  The shape is part of the plan's key, so only the values are
     checked again: a per-token decay by its maximum (NaN or a positive value: the full
-    path and its error), a per-head one by the value cache of :meth:`Call.decay_td`."""
+    path and its error), a per-head one by the value cache of :meth:`Call.decay_td` or
+    else by its maximum."""
     g = call.decay
     if g is None:
         return None
@@ -502,9 +503,14 @@ def decay_now(call: Call):
             return lambda d: d
         return lambda d: d if _MAX(d, axis=None) <= 0 else None
 
+    T = dims.T
+
     def per_head(d):
         key = _decay_key(d, dims)
-        return None if key is None else _DECAY_CACHE.get(key)
+        got = None if key is None else _DECAY_CACHE.get(key)
+        if got is not None or d.size == 0 or not _MAX(d, axis=None) <= 0:
+            return got  # a value seen before; else None: the full path checks and caches
+        return np.broadcast_to(d[..., None], d.shape + (T,))
     return per_head
 
 
