@@ -257,3 +257,58 @@ def test_wide_per_head_decay_checked_every_call(rng):
     with pytest.raises(ValueError, match=r"decay must not contain NaN \(first at index "
                                          r"\(7,\)\)"):
         la.causal(q, k, v, "linear", decay=bad)
+
+
+STREAM_KINDS = ["linear", "elu", "relu", "lightning", "retnet", "mamba2", "transnormer"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_stream_of_small_calls_matches_reference(kind, dtype, rng):
+    """Chunks of 4 tokens, each resumed from the last state: the plan serves the calls
+    after the first two, and the stream equals the reference of the whole sequence."""
+    B, T, D, c = 2, 24, 5, 4
+    q, k, v = (rng.standard_normal((B, T, D)).astype(dtype) for _ in range(3))
+    kw = {"decay": -np.abs(rng.standard_normal((B, T)))} if kind == "mamba2" else {}
+    ref = _ref(q, k, v, kind, **kw)
+    st, outs = None, []
+    for i in range(T // c):
+        part = {n: x[..., i * c:(i + 1) * c] for n, x in kw.items()}
+        o, st = la.causal(q[:, i * c:(i + 1) * c], k[:, i * c:(i + 1) * c],
+                          v[:, i * c:(i + 1) * c], kind, initial_state=st, return_state=True,
+                          **part)
+        outs.append(o)
+    assert st.t == T
+    assert_close(np.concatenate(outs, axis=1), ref, tolerance(dtype), err_msg=kind)
+    planned = [ent for key, ent in _api._PLANS.items() if key[-1] is not None]
+    assert planned and all(ent[0] is not _api._no_plan for ent in planned), kind
+
+
+def test_stream_state_checks_every_call(rng):
+    q, k, v = (rng.standard_normal((2, 3, 4)) for _ in range(3))
+    st = la.causal(q, k, v, "elu", return_state=True)[1]
+    for _ in range(3):
+        o, st2 = la.causal(q, k, v, "elu", initial_state=st, return_state=True)
+    assert st2.t == 6 and st.t == 3
+    st.t = -1
+    with pytest.raises(ValueError, match=r"initial_state.t must be >= 0, got -1"):
+        la.causal(q, k, v, "elu", initial_state=st)
+    st.t = 3
+    st.kind = "relu"
+    with pytest.raises(ValueError, match="initial_state comes from kind 'relu', not 'elu'"):
+        la.causal(q, k, v, "elu", initial_state=st)
+    st.kind = "elu"
+    st.z = None
+    with pytest.raises(ValueError, match="initial_state has no denominator state z"):
+        la.causal(q, k, v, "elu", initial_state=st)
+
+
+def test_float64_state_with_float32_inputs(rng):
+    """A float64 state keeps the computation in float64 (the full path: not planned)."""
+    q, k, v = (rng.standard_normal((2, 6, 4)) for _ in range(3))
+    st = la.causal(q[:, :3], k[:, :3], v[:, :3], "elu", return_state=True)[1]
+    q32, k32, v32 = (x[:, 3:].astype(np.float32) for x in (q, k, v))
+    for _ in range(3):
+        o, st2 = la.causal(q32, k32, v32, "elu", initial_state=st, return_state=True)
+        assert o.dtype == np.float32 and st2.S.dtype == np.float64
+    assert_close(o, _ref(q, k, v, "elu")[:, 3:], tolerance(np.float32))

@@ -148,7 +148,8 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     if check_finite:
         val.check_finite(q=q, k=k, v=v)
     key = None
-    if type(q) is _ND and type(k) is _ND and type(v) is _ND and initial_state is None \
+    if type(q) is _ND and type(k) is _ND and type(v) is _ND \
+            and (initial_state is None or type(initial_state) is State) \
             and out is None and progress is False and projection is None \
             and type(return_state) is bool and type(kind) is str and type(mode) is str \
             and type(layout) is str and layout == "...td":
@@ -156,11 +157,12 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
         if (dt is _F32 or dt is _F64) and k.dtype is dt and v.dtype is dt \
                 and (decay is None or type(decay) is _ND and decay.dtype is _F64):
             key = _plan_key(q, k, v, kind, mode, chunk_size, scale, normalize, eps, decay,
-                            num_features, seed, horizon, return_state, kind_options)
+                            num_features, seed, horizon, return_state, kind_options,
+                            initial_state)
             ent = _PLANS.get(key) if key is not None else None
             if ent is not None and ent[1] is _tuning.active() \
                     and ent[2] == _core.get_num_threads() and reg.lookup(kind) is ent[3]:
-                got = ent[0](q, k, v, decay)
+                got = ent[0](q, k, v, decay, initial_state)
                 if got is not None:
                     return got
     call, opts = _causal_call("causal", q, k, v, kind, mode=mode, chunk_size=chunk_size,
@@ -186,12 +188,21 @@ _SCALARS = frozenset((type(None), bool, int, float, str))
 
 
 def _plan_key(q, k, v, kind, mode, chunk_size, scale, normalize, eps, decay, num_features,
-              seed, horizon, return_state, kind_options):
+              seed, horizon, return_state, kind_options, state):
     """The key of a plan: everything a plan resolves once (the kind, the options with
     their types, since ``1``, ``1.0`` and ``True`` are equal but not checked alike, the
-    shapes, the dtype, whether k is v, the decay's shape); None when an option is not a
-    plain scalar (an array option is the full path's)."""
+    shapes, the dtype, whether k is v, the decay's shape, an initial state's kind and the
+    types, shapes and dtypes of its arrays); None when an option is not a plain scalar (an
+    array option is the full path's) or a state's ``S`` or ``z`` is not an array."""
     kv = k is v
+    if state is None:
+        skey = None
+    else:
+        S, z = state.S, state.z
+        if type(S) is not _ND or type(state.t) is not int \
+                or not (z is None or type(z) is _ND):
+            return None
+        skey = (state.kind, S.shape, S.dtype, None if z is None else (z.shape, z.dtype))
     dshape = None if decay is None else decay.shape
     if chunk_size is None and scale is None and normalize is None and eps is None \
             and num_features is None and seed is None and horizon is None:
@@ -208,7 +219,8 @@ def _plan_key(q, k, v, kind, mode, chunk_size, scale, normalize, eps, decay, num
         if not _SCALARS.issuperset(types):
             return None
         given = (given, items, types)
-    return (kind, mode, q.shape, k.shape, v.shape, q.dtype, kv, dshape, return_state, given)
+    return (kind, mode, q.shape, k.shape, v.shape, q.dtype, kv, dshape, return_state, given,
+            skey)
 
 
 def _store_plan(key, call, opts) -> None:
@@ -230,7 +242,7 @@ def _store_plan(key, call, opts) -> None:
     _PLANS[key] = (plan or _no_plan, _tuning.active(), _core.get_num_threads(), spec)
 
 
-def _no_plan(q, k, v, decay):
+def _no_plan(q, k, v, decay, state):
     return None
 
 

@@ -525,14 +525,21 @@ def linear_causal_plan(call: Call, F: int, *, fmap_q: int = reg.FMAP_IDENTITY,
                        fmap_k: int = reg.FMAP_IDENTITY, scale: float = 1.0,
                        g: Any = _SAME, eps: float | None = None, eps_mode: str | None = None,
                        feats=None, extra=None):
-    """The plan of :func:`linear_causal` for calls like ``call`` (no state, no ``out=``,
-    one native float dtype): ``run(q, k, v, decay)``, or None where it cannot be planned.
+    """The plan of :func:`linear_causal` for calls like ``call`` (no ``out=``, one native
+    float dtype): ``run(q, k, v, decay, state)``, or None where it cannot be planned.
 
     ``F`` is the feature width; ``feats(q, k) -> (fq, fk)`` computes the features (None:
     the elementwise maps ``fmap_q`` / ``fmap_k`` run in the kernel); ``g`` a fixed checked
     log-decay (``(..., T)`` view, or None) replacing the caller's decay; ``extra()`` the
-    carried state's ``extra`` (a fresh dict per call)."""
-    if call.initial_state is not None or call.out is not None or call.comp is not call.res:
+    carried state's ``extra`` (a fresh dict per call; only without an initial state).
+
+    With an initial state, the plan serves states of the same kind and the same structure
+    (the key holds the shapes and dtypes of ``S`` and ``z``, which :func:`state_arrays`
+    checks) in the dtype of the inputs; their position ``t`` is checked at every call."""
+    st = call.initial_state
+    if call.out is not None or call.comp is not call.res:
+        return None
+    if st is not None and (extra is not None or st.S.dtype is not call.comp):
         return None
     spec, dims, comp = call.spec, call.dims, call.comp
     E, T, batch = dims.E, dims.T, dims.batch
@@ -544,6 +551,8 @@ def linear_causal_plan(call: Call, F: int, *, fmap_q: int = reg.FMAP_IDENTITY,
     uf = _CAUSAL_GUFUNC[pick_mode(call.mode, T, chunk, spec, F=F, E=E,
                                   slices=math.prod(batch))]
     S0, z0 = _zeros((F, E), comp), _zeros((F,), comp)
+    if st is not None and not div:  # a carried z is not read: an empty one of S's batch
+        z0 = _zeros(st.S.shape[:-1], comp)
     if g is _SAME:  # the caller's decay, checked again at every call
         now, g0 = decay_now(call), None
         decayed = now is not None
@@ -556,17 +565,26 @@ def linear_causal_plan(call: Call, F: int, *, fmap_q: int = reg.FMAP_IDENTITY,
     fl = np.array(fl)
     name, want_state = spec.name, call.return_state
 
-    def run(q, k, v, decay):
+    def run(q, k, v, decay, state):
         gg = g0
         if now is not None:
             gg = now(decay)
             if gg is None:
                 return None
         fq, fk = (q, k) if feats is None else feats(q, k)
-        o, S1, z1 = uf(fq, fk, v, gg, S0, z0, scale, eps, fl, ch)
+        if state is None:
+            o, S1, z1 = uf(fq, fk, v, gg, S0, z0, scale, eps, fl, ch)
+            if not want_state:
+                return o
+            return o, State(S1, z1 if div else None, T, name,
+                            None if extra is None else extra())
+        t0 = state.t
+        if t0 < 0:
+            return None  # the full path's error
+        o, S1, z1 = uf(fq, fk, v, gg, state.S, state.z if div else z0, scale, eps, fl, ch)
         if not want_state:
             return o
-        return o, State(S1, z1 if div else None, T, name, None if extra is None else extra())
+        return o, State(S1, z1 if div else None, t0 + T, name, state.extra)
     return run
 
 

@@ -245,7 +245,7 @@ def plan(call: Call, options: dict):
     want_state, fill = call.return_state, min(T, w)
     lavo = _core._lavo_causal
 
-    def run(q, k, v, decay):
+    def run(q, k, v, decay, state):
         if (k is v or same_array(k, v)) is not shared:
             return None
         o, s1, vs1, rk1, rv1 = lavo(q, k, v if separate else k, Bc, pb, mb, sums0, vsums0,

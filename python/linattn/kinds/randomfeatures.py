@@ -329,7 +329,7 @@ def performer_plan(call: Call, options: dict):
     want_state, name = call.return_state, call.spec.name
     fp, seed = extra["fingerprint"], extra["seed"]
 
-    def run(q, k, v, decay):
+    def run(q, k, v, decay, state):
         o, S1, z1, mu1 = uf(q, k, v, Wc, S0, z0, mu0, scale, eps, fl, ch)
         if not want_state:
             return o
