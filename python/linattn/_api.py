@@ -199,7 +199,7 @@ def _plan_key(q, k, v, kind, mode, chunk_size, scale, normalize, eps, decay, num
         skey = None
     else:
         S, z = state.S, state.z
-        if type(S) is not _ND or type(state.t) is not int \
+        if type(S) is not _ND or type(state.t) is not int or type(state.kind) is not str \
                 or not (z is None or type(z) is _ND):
             return None
         skey = (state.kind, S.shape, S.dtype, None if z is None else (z.shape, z.dtype))
