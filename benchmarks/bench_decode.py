@@ -91,6 +91,10 @@ def main(argv=None) -> None:
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"# float32, B x H = {a.bh}, D = E = {a.d} (causal: B x H = 1, T = 16); "
           f"median of {a.repeat} runs of {a.calls} calls, us per call (min)")
+    X = np.ones((1, 16, a.d), np.float32)
+    base, base_lo = per_call(lambda: np.add(X, X), a.calls, a.repeat)
+    print(f"# same-run baseline for the causal T=16 rows: np.add of two (1, 16, {a.d}) float32 "
+          f"arrays {base:.2f} us ({base_lo:.2f}); under load both grow alike")
     head = f"{'kind':12s} {'case':12s}" + "".join(f" {f'threads={n}':>20s}" for n in threads)
     print(head + "  target")
     for kind in a.kinds.split(","):

@@ -17,7 +17,7 @@ from . import _progress
 from . import _registry as reg
 from . import _tuning
 from . import _validate as val
-from ._call import build, check_gated, check_options, elementwise_forward
+from ._call import build, check_gated, check_options, elementwise_forward, elementwise_plan
 from .state import State
 
 
@@ -147,15 +147,108 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     """
     if check_finite:
         val.check_finite(q=q, k=k, v=v)
-    return _causal("causal", q, k, v, kind, mode=mode, chunk_size=chunk_size, scale=scale,
-                   normalize=normalize, eps=eps, decay=decay, num_features=num_features,
-                   projection=projection, seed=seed, horizon=horizon,
-                   initial_state=initial_state, return_state=return_state, layout=layout,
-                   out=out, progress=progress, **kind_options)
+    key = None
+    if type(q) is _ND and type(k) is _ND and type(v) is _ND \
+            and (initial_state is None or type(initial_state) is State) \
+            and out is None and progress is False and projection is None \
+            and type(return_state) is bool and type(kind) is str and type(mode) is str \
+            and type(layout) is str and layout == "...td":
+        dt = q.dtype
+        if (dt is _F32 or dt is _F64) and k.dtype is dt and v.dtype is dt \
+                and (decay is None or type(decay) is _ND and decay.dtype is _F64):
+            key = _plan_key(q, k, v, kind, mode, chunk_size, scale, normalize, eps, decay,
+                            num_features, seed, horizon, return_state, kind_options,
+                            initial_state)
+            ent = _PLANS.get(key) if key is not None else None
+            if ent is not None and ent[1] is _tuning.active() \
+                    and ent[2] == _core.get_num_threads() and reg.lookup(kind) is ent[3]:
+                got = ent[0](q, k, v, decay, initial_state)
+                if got is not None:
+                    return got
+    call, opts = _causal_call("causal", q, k, v, kind, mode=mode, chunk_size=chunk_size,
+                              scale=scale, normalize=normalize, eps=eps, decay=decay,
+                              num_features=num_features, projection=projection, seed=seed,
+                              horizon=horizon, initial_state=initial_state,
+                              return_state=return_state, layout=layout, out=out,
+                              progress=progress, **kind_options)
+    result = _forward(call, opts)
+    if key is not None:
+        _store_plan(key, call, opts)
+    return result
 
 
-def _causal(entry, q, k, v, kind, *, decay=None, num_features=None, projection=None,
-            seed=None, horizon=None, **kw):
+# la.causal's plans of repeated small calls (linattn._call.linear_causal_plan): key ->
+# (plan, the tuning knobs and the thread count it resolved its mode with, the kind's
+# spec), or None for a key seen once
+_PLANS: dict = {}
+_PLANS_MAX = 256
+_ND = np.ndarray
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_SCALARS = frozenset((type(None), bool, int, float, str))
+
+
+def _plan_key(q, k, v, kind, mode, chunk_size, scale, normalize, eps, decay, num_features,
+              seed, horizon, return_state, kind_options, state):
+    """The key of a plan: everything a plan resolves once (the kind, the options with
+    their types, since ``1``, ``1.0`` and ``True`` are equal but not checked alike, the
+    shapes, the dtype, whether k is v, the decay's shape, an initial state's kind and the
+    types, shapes and dtypes of its arrays); None when an option is not a plain scalar (an
+    array option is the full path's) or a state's ``S`` or ``z`` is not an array."""
+    kv = k is v
+    if state is None:
+        skey = None
+    else:
+        S, z = state.S, state.z
+        if type(S) is not _ND or type(state.t) is not int or type(state.kind) is not str \
+                or not (z is None or type(z) is _ND):
+            return None
+        skey = (state.kind, S.shape, S.dtype, None if z is None else (z.shape, z.dtype))
+    dshape = None if decay is None else decay.shape
+    if chunk_size is None and scale is None and normalize is None and eps is None \
+            and num_features is None and seed is None and horizon is None:
+        given = None
+    else:
+        given = (chunk_size, scale, normalize, eps, num_features, seed, horizon)
+        types = tuple(map(type, given))
+        if not _SCALARS.issuperset(types):
+            return None
+        given = given + types
+    if kind_options:
+        items = tuple(sorted(kind_options.items()))
+        types = tuple(type(x) for _, x in items)
+        if not _SCALARS.issuperset(types):
+            return None
+        given = (given, items, types)
+    return (kind, mode, q.shape, k.shape, v.shape, q.dtype, kv, dshape, return_state, given,
+            skey)
+
+
+def _store_plan(key, call, opts) -> None:
+    """Store the kind's plan of ``call`` under ``key`` (after the call ran: every check
+    passed), replacing one that did not serve it (made with other tuning knobs or thread
+    count, or declined the inputs).  A key seen for the first time is only noted (None):
+    a plan is made when it comes again, so that calls of ever new shapes do not pay for
+    plans they never use.  A kind without a plan is remembered too, as one that declines
+    every call."""
+    if key not in _PLANS:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()  # one step, safe while other threads call
+        _PLANS[key] = None
+        return
+    spec = call.spec
+    make = spec.plan if spec.plan is not None else \
+        (elementwise_plan if spec.forward is None else None)
+    plan = make(call, opts) if make is not None else None
+    _PLANS[key] = (plan or _no_plan, _tuning.active(), _core.get_num_threads(), spec)
+
+
+def _no_plan(q, k, v, decay, state):
+    return None
+
+
+def _causal_call(entry, q, k, v, kind, *, decay=None, num_features=None, projection=None,
+                 seed=None, horizon=None, **kw):
+    """The checked :class:`linattn._call.Call` of a causal entry and the kind's options."""
     spec = reg.get(kind)
     if not spec.causal_modes:
         raise ValueError(f"kind {kind!r} has no causal form; use la.noncausal")
@@ -166,7 +259,11 @@ def _causal(entry, q, k, v, kind, *, decay=None, num_features=None, projection=N
     call = build(entry, spec, q, k, v, eps_mode=opts.get("eps_mode"), decay=decay,
                  num_features=num_features, projection=projection, seed=seed,
                  horizon=horizon, **common)
-    return _forward(call, opts)
+    return call, opts
+
+
+def _causal(entry, q, k, v, kind, **kw):
+    return _forward(*_causal_call(entry, q, k, v, kind, **kw))
 
 
 _CAUSAL_COMMON = ("mode", "chunk_size", "scale", "normalize", "eps", "initial_state",

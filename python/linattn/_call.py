@@ -468,3 +468,133 @@ def elementwise_forward(call: Call, options: dict, *, g: Any = _SAME,
         return call.finish(o, st)
     return call.finish(linear_noncausal(call, call.q, call.k, call.v, fmap_q=fq, fmap_k=fk,
                                         scale=call.scale))
+
+
+# ------------------------------------------------------------ small-call plans --
+#
+# A repeated la.causal call with the same kind, options, dtypes and shapes (and no
+# state, out= or progress) resolves the same defaults, mode, chunk, flags and constant
+# arrays every time.  After such a call has run the full path (every check passed), the
+# kind may return a *plan*: a closure ``run(q, k, v, decay) -> result or None`` that
+# makes the same kernel calls with everything resolved, given inputs of the key the
+# entry point stored it under (see ``_api.causal``).  A plan holds no input array; it
+# repeats every check whose outcome depends on the values (a caller's decay), and
+# returns None to send a call down the full path (which then raises the exact error).
+
+_MAX = np.maximum.reduce
+
+
+def decay_now(call: Call):
+    """The call-time half of the caller's ``decay=`` for a plan: ``fn(decay) -> g`` (the
+    checked ``(..., T)`` float64 log-decay, or None to take the full path), or None when
+    the call has no decay.  The shape is part of the plan's key, so only the values are
+    checked again: a per-token decay by its maximum (NaN or a positive value: the full
+    path and its error), a per-head one by the value cache of :meth:`Call.decay_td` or
+    else by its maximum."""
+    g = call.decay
+    if g is None:
+        return None
+    _, axes, per_token = val.decay(g, call.dims)  # passed already: only what it decides
+    dims = call.dims
+    if per_token:
+        if axes != (-1,):
+            return lambda d: None
+        if g.size == 0:
+            return lambda d: d
+        return lambda d: d if _MAX(d, axis=None) <= 0 else None
+
+    T = dims.T
+
+    def per_head(d):
+        key = _decay_key(d, dims)
+        got = None if key is None else _DECAY_CACHE.get(key)
+        if got is not None or d.size == 0 or not _MAX(d, axis=None) <= 0:
+            return got  # a value seen before; else None: the full path checks and caches
+        return np.broadcast_to(d[..., None], d.shape + (T,))
+    return per_head
+
+
+def scalar_operands(scale: float, eps: float, chunk: int):
+    """``scale``, ``eps`` (float64) and ``chunk`` (int64) as the 0-d arrays a plan passes
+    to a gufunc: the exact values, without the conversion of Python scalars at every
+    call (about a microsecond of the call's set-up)."""
+    return np.array(float(scale)), np.array(float(eps)), np.array(chunk, dtype=np.int64)
+
+
+def linear_causal_plan(call: Call, F: int, *, fmap_q: int = reg.FMAP_IDENTITY,
+                       fmap_k: int = reg.FMAP_IDENTITY, scale: float = 1.0,
+                       g: Any = _SAME, eps: float | None = None, eps_mode: str | None = None,
+                       feats=None, extra=None):
+    """The plan of :func:`linear_causal` for calls like ``call`` (no ``out=``, one native
+    float dtype): ``run(q, k, v, decay, state)``, or None where it cannot be planned.
+
+    ``F`` is the feature width; ``feats(q, k) -> (fq, fk)`` computes the features (None:
+    the elementwise maps ``fmap_q`` / ``fmap_k`` run in the kernel); ``g`` a fixed checked
+    log-decay (``(..., T)`` view, or None) replacing the caller's decay; ``extra()`` the
+    carried state's ``extra`` (a fresh dict per call; only without an initial state).
+
+    With an initial state, the plan serves states of the same kind and the same structure
+    (the key holds the shapes and dtypes of ``S`` and ``z``, which :func:`state_arrays`
+    checks) in the dtype of the inputs; their position ``t`` is checked at every call."""
+    st = call.initial_state
+    if call.out is not None or call.comp is not call.res:
+        return None
+    if st is not None and (extra is not None or st.S.dtype is not call.comp):
+        return None
+    spec, dims, comp = call.spec, call.dims, call.comp
+    E, T, batch = dims.E, dims.T, dims.batch
+    eps = call.eps if eps is None else eps
+    eps_mode = call.eps_mode if eps_mode is None else eps_mode
+    default_chunk, pick_mode = _api_helpers()
+    chunk = call.chunk(default_chunk(F))
+    div = call.normalize == "div"
+    uf = _CAUSAL_GUFUNC[pick_mode(call.mode, T, chunk, spec, F=F, E=E,
+                                  slices=math.prod(batch))]
+    S0, z0 = _zeros((F, E), comp), _zeros((F,), comp)
+    if st is not None and not div:  # a carried z is not read: an empty one of S's batch
+        z0 = _zeros(st.S.shape[:-1], comp)
+    if g is _SAME:  # the caller's decay, checked again at every call
+        now, g0 = decay_now(call), None
+        decayed = now is not None
+    else:
+        now, g0, decayed = None, g, g is not None
+    fl = np.int64(flags(fmap_q, fmap_k, call.normalize, eps_mode, decayed))
+    if g0 is None and now is None:
+        g0 = _zero_decay(T)
+    scale, eps, ch = scalar_operands(scale, eps, chunk)
+    fl = np.array(fl)
+    name, want_state = spec.name, call.return_state
+
+    def run(q, k, v, decay, state):
+        gg = g0
+        if now is not None:
+            gg = now(decay)
+            if gg is None:
+                return None
+        fq, fk = (q, k) if feats is None else feats(q, k)
+        if state is None:
+            o, S1, z1 = uf(fq, fk, v, gg, S0, z0, scale, eps, fl, ch)
+            if not want_state:
+                return o
+            return o, State(S1, z1 if div else None, T, name,
+                            None if extra is None else extra())
+        t0 = state.t
+        if t0 < 0:
+            return None  # the full path's error
+        o, S1, z1 = uf(fq, fk, v, gg, state.S, state.z if div else z0, scale, eps, fl, ch)
+        if not want_state:
+            return o
+        return o, State(S1, z1 if div else None, t0 + T, name, state.extra)
+    return run
+
+
+def elementwise_plan(call: Call, options: dict, *, g: Any = _SAME, fmap_q: int | None = None,
+                     fmap_k: int | None = None):
+    """The plan of :func:`elementwise_forward`'s causal path (arguments as there)."""
+    if not call.causal:
+        return None
+    spec = call.spec
+    return linear_causal_plan(call, call.dims.D,
+                              fmap_q=spec.fmap_q if fmap_q is None else fmap_q,
+                              fmap_k=spec.fmap_k if fmap_k is None else fmap_k,
+                              scale=call.scale, g=g)

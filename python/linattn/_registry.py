@@ -33,7 +33,11 @@ class KindSpec:
 
     The kind contract (docs/internals.md): ``forward(call, options)`` computes the
     call described by a :class:`linattn._call.Call` (None: the generic operator with the
-    elementwise maps ``fmap_q`` / ``fmap_k``).  ``backward``, and the state algebra
+    elementwise maps ``fmap_q`` / ``fmap_k``); ``plan(call, options)`` (optional) returns
+    the same computation for repeated small calls with everything that depends only on the
+    kind, options, dtypes and shapes resolved once (``linattn._call.linear_causal_plan``),
+    or None (None for a kind without ``forward``: ``linattn._call.elementwise_plan``).
+    ``backward``, and the state algebra
     ``transition`` (a block's effect on the state), ``combine`` (two consecutive
     transitions into one) and ``read_out`` (a block's outputs from a carried state) are
     slots for the kinds that have them (None until implemented).  ``example_kwargs`` is
@@ -56,6 +60,7 @@ class KindSpec:
     keywords: tuple[str, ...] = ("decay",)
     options: dict[str, Any] = field(default_factory=dict)
     forward: Callable[..., Any] | None = None
+    plan: Callable[..., Any] | None = None
     backward: Callable[..., Any] | None = None
     transition: Callable[..., Any] | None = None
     combine: Callable[..., Any] | None = None
@@ -143,6 +148,11 @@ def get(kind: str) -> KindSpec:
         close = difflib.get_close_matches(kind.lower(), list(_REGISTRY), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"kind must be one of {sorted(_REGISTRY)}, got {kind!r}{hint}")
+
+
+def lookup(kind: str) -> KindSpec | None:
+    """The registered spec of ``kind`` (a str), or None."""
+    return _REGISTRY.get(kind)
 
 
 def kinds() -> dict[str, dict[str, Any]]:

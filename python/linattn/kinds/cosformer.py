@@ -19,7 +19,7 @@ import numpy as np
 from .. import _core
 from .. import _registry as reg
 from .. import _validate as val
-from .._call import Call, linear_causal, linear_noncausal
+from .._call import Call, linear_causal, linear_causal_plan, linear_noncausal
 
 BEYOND = ("error", "allow")
 
@@ -83,6 +83,25 @@ def forward(call: Call, options: dict):
     return call.finish(o, st)
 
 
+def plan(call: Call, options: dict):
+    """The causal plan of repeated calls without a state (linattn._call.linear_causal_plan):
+    positions 1..T, the horizon resolved once."""
+    if not call.causal or call.initial_state is not None:
+        return None
+    M = _horizon(call.horizon, call.dims.T)
+    t0 = np.array(0, dtype=np.int64)
+    Mf, scale, one = np.array(float(M)), np.array(float(call.scale)), np.array(1.0)
+    cf = _core._cosformer_features
+    D = call.dims.D
+
+    def feats(q, k):
+        fq, fk = cf(q, t0, Mf, scale), cf(k, t0, Mf, one)
+        return fq.reshape(fq.shape[:-2] + (2 * D,)), fk.reshape(fk.shape[:-2] + (2 * D,))
+
+    return linear_causal_plan(call, 2 * D, feats=feats,
+                              extra=lambda: {"horizon": np.array(M, dtype=np.int64)})
+
+
 reg.register(reg.KindSpec(
     name="cosformer",
     doc="ReLU features re-weighted by cos((pi/2)(i-j)/M), 1-based absolute positions; causal "
@@ -91,5 +110,5 @@ reg.register(reg.KindSpec(
     paper="Qin et al. 2022, cosFormer: Rethinking Softmax in Attention, arXiv:2202.08791",
     fmap_q=None, fmap_k=None, normalize="div", eps=1e-6, eps_mode="clamp",
     keywords=("horizon",), options={"beyond_horizon": "error"},
-    forward=forward, example_kwargs={"horizon": 64},
+    forward=forward, plan=plan, example_kwargs={"horizon": 64},
 ))

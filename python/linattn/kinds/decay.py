@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _registry as reg
 from .. import _validate as val
-from .._call import Call, elementwise_forward
+from .._call import Call, elementwise_forward, elementwise_plan
 from .._draws import decay_slopes
 
 
@@ -33,6 +33,22 @@ def _lightning(call: Call, options: dict):
         return elementwise_forward(call, options)
     g = preset_decay(call, preset=slopes, layer=layer, num_layers=L)
     return elementwise_forward(call, options, g=call.decay_td(g))
+
+
+def _lightning_plan(call: Call, options: dict):
+    """The plan of repeated calls (linattn._call.linear_causal_plan): the preset decay
+    resolved once."""
+    if call.decay is not None:
+        return elementwise_plan(call, options)
+    g = preset_decay(call, preset=options["slopes"], layer=options["layer"],
+                     num_layers=options["num_layers"])
+    return elementwise_plan(call, options, g=call.decay_td(g))
+
+
+def _retnet_plan(call: Call, options: dict):
+    if call.decay is not None:
+        return elementwise_plan(call, options)
+    return elementwise_plan(call, options, g=call.decay_td(preset_decay(call, preset="retnet")))
 
 
 def _retnet(call: Call, options: dict):
@@ -70,7 +86,7 @@ reg.register(reg.KindSpec(
     normalize="none", eps=1e-8, eps_mode="abs_clamp", noncausal=False,
     scale_doc="1, multiplies q (the original kernels apply none)",
     options={"slopes": "tnl", "layer": 0, "num_layers": 1},
-    forward=_lightning,
+    forward=_lightning, plan=_lightning_plan,
 ))
 reg.register(reg.KindSpec(
     name="retnet",
@@ -79,7 +95,7 @@ reg.register(reg.KindSpec(
     paper="Sun et al. 2023, Retentive Network, arXiv:2307.08621",
     normalize="none", eps=1e-8, eps_mode="abs_clamp", noncausal=False,
     scale=reg.inv_sqrt, scale_doc="d^(-1/2), multiplies q (fla's retention default)",
-    forward=_retnet,
+    forward=_retnet, plan=_retnet_plan,
 ))
 reg.register(reg.KindSpec(
     name="mamba2",
@@ -90,5 +106,5 @@ reg.register(reg.KindSpec(
     paper="Dao & Gu 2024, Transformers are SSMs (Mamba-2), arXiv:2405.21060",
     normalize="none", eps=1e-8, eps_mode="abs_clamp", noncausal=False,
     scale_doc="1, multiplies q (= C)",
-    forward=_mamba2, example_kwargs={"decay": _per_token},
+    forward=_mamba2, plan=elementwise_plan, example_kwargs={"decay": _per_token},
 ))

@@ -22,7 +22,8 @@ from .. import _registry as reg
 from .. import _validate as val
 from .. import features as _features
 from .._api import default_chunk, pick_mode
-from .._call import Call, linear_causal, linear_noncausal, state_arrays
+from .._call import (Call, _zeros, linear_causal, linear_causal_plan, linear_noncausal,
+                     scalar_operands, state_arrays)
 from ..state import State
 
 _PERF_CAUSAL = {
@@ -161,6 +162,26 @@ def rfa_forward(call: Call, options: dict):
     return call.finish(o, st)
 
 
+def rfa_plan(call: Call, options: dict):
+    """The causal plan of repeated calls with a given seed and no gate or state
+    (linattn._call.linear_causal_plan): the projection drawn once."""
+    if not call.causal or options.get("gate") is not None or call.decay is not None \
+            or call.initial_state is not None or call.seed is None:
+        return None
+    W, F, extra = _projection(call, "rfa")
+    if W.ndim != 2:
+        return None
+    rf, scale, comp = _core._rfa_features, np.array(float(call.scale)), call.comp
+
+    def feats(q, k):
+        fq = _features._rf_finish(rf(q, W, scale), comp, False, None)
+        return fq, _features._rf_finish(rf(k, W, scale), comp, False, None)
+
+    fp, seed = extra["fingerprint"], extra["seed"]
+    return linear_causal_plan(call, F, feats=feats, extra=lambda: {
+        "fingerprint": fp, "seed": np.array(seed, dtype=np.int64)})
+
+
 # ---------------------------------------------------------------- Performer --
 
 def _perf_feats(x, W, features, scale, comp, shift=None, eps=0.0, log=False):
@@ -283,6 +304,41 @@ def performer_forward(call: Call, options: dict):
     return call.finish(o, State(S1, z1 if div else None, t0 + T, call.spec.name, ex))
 
 
+def performer_plan(call: Call, options: dict):
+    """The causal plan of repeated calls with a given seed, the prefix stabiliser and no
+    state (the same kernel call as :func:`performer_forward`, with the projection drawn
+    and the mode, chunk and flags resolved once)."""
+    features, stabilizer = options["features"], options["stabilizer"]
+    if not call.causal or call.initial_state is not None or call.out is not None \
+            or call.seed is None or features == "relu" or stabilizer != "prefix" \
+            or call.comp is not call.res:
+        return None
+    W, F, extra = _projection(call, "performer", features)
+    if W.ndim != 2:
+        return None
+    comp, dims = call.comp, call.dims
+    E, T = dims.E, dims.T
+    fl = np.int64(_features.PERFORMER_KINDS[features] | (reg.NORMALIZE[call.normalize] << 2))
+    div = call.normalize == "div"
+    chunk = call.chunk(default_chunk(F))
+    uf = _PERF_CAUSAL[pick_mode(call.mode, T, chunk, call.spec)]
+    S0, z0, mu0 = _zeros((F, E), comp), _zeros((F,), comp), np.array(-np.inf)
+    Wc = W.astype(comp, copy=False)
+    scale, eps, ch = scalar_operands(call.scale, call.eps, chunk)
+    fl = np.array(fl)
+    want_state, name = call.return_state, call.spec.name
+    fp, seed = extra["fingerprint"], extra["seed"]
+
+    def run(q, k, v, decay, state):
+        o, S1, z1, mu1 = uf(q, k, v, Wc, S0, z0, mu0, scale, eps, fl, ch)
+        if not want_state:
+            return o
+        ex = {"fingerprint": fp, "seed": np.array(seed, dtype=np.int64),
+              "stabilizer": np.array(stabilizer), "max": np.asarray(mu1, dtype=np.float64)}
+        return o, State(S1, z1 if div else None, T, name, ex)
+    return run
+
+
 # ----------------------------------------------------------------- registry --
 
 RFA = reg.register(reg.KindSpec(
@@ -296,7 +352,7 @@ RFA = reg.register(reg.KindSpec(
     normalize="div", eps=1e-3, eps_mode="abs_clamp",
     keywords=("decay", "num_features", "projection", "seed"),
     options={"gate": None, "eps_mode": "abs_clamp"},
-    forward=rfa_forward, example_kwargs={"seed": 0, "num_features": 16},
+    forward=rfa_forward, plan=rfa_plan, example_kwargs={"seed": 0, "num_features": 16},
 ))
 
 PERFORMER = reg.register(reg.KindSpec(
@@ -314,5 +370,5 @@ PERFORMER = reg.register(reg.KindSpec(
     normalize="div", eps=1e-6, eps_mode="add",
     keywords=("num_features", "projection", "seed"),
     options={"features": "positive", "stabilizer": "prefix"},
-    forward=performer_forward, example_kwargs={"seed": 0, "num_features": 16},
+    forward=performer_forward, plan=performer_plan, example_kwargs={"seed": 0, "num_features": 16},
 ))

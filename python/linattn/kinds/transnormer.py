@@ -22,7 +22,7 @@ import numpy as np
 from .. import _core
 from .. import _registry as reg
 from .. import _validate as val
-from .._call import Call, elementwise_forward
+from .._call import Call, elementwise_forward, elementwise_plan
 from ..state import State
 
 VARIANTS = {"t2": reg.FMAP_ELU1, "t1": reg.FMAP_ELU}
@@ -113,6 +113,15 @@ def forward(call: Call, options: dict):
     return _diag(call, w, variant)
 
 
+def plan(call: Call, options: dict):
+    """NormAttention's plan of repeated calls (linattn._call.linear_causal_plan); none
+    for DiagAttention."""
+    if _block(options["diag_block"]) is not None:
+        return None
+    fmap = VARIANTS[options["variant"]]
+    return elementwise_plan(call, options, fmap_q=fmap, fmap_k=fmap)
+
+
 reg.register(reg.KindSpec(
     name="transnormer",
     doc="NormAttention: elu+1 (variant='t2') or elu ('t1') features, output RMS-normalised per "
@@ -123,5 +132,5 @@ reg.register(reg.KindSpec(
     fmap_q=reg.FMAP_ELU1, fmap_k=reg.FMAP_ELU1, normalize="norm", eps=1e-8,
     eps_mode="abs_clamp", scale_doc="1 on q (NormAttention); d^(-1/2) on q (DiagAttention)",
     options={"variant": "t2", "diag_block": None},
-    forward=forward,
+    forward=forward, plan=plan,
 ))
