@@ -424,6 +424,7 @@ def _plan_rfa(dec: Decoder, st: State):
     fl = np.int64(flags(reg.FMAP_IDENTITY, reg.FMAP_IDENTITY, call.normalize,
                         call.eps_mode, False))
     step, rf, finish = _core._step_inplace, _core._rfa_features, _features._rf_finish
+    W = _transposed(W)
 
     def plan(q, k, v, gt, st):
         fq = finish(rf(q, W, scale), comp, False, None)
@@ -435,6 +436,65 @@ def _plan_rfa(dec: Decoder, st: State):
     return plan
 
 
+def _transposed(W: np.ndarray) -> np.ndarray:
+    """``W`` (..., r, d) as a view of its transpose's contiguous copy: the one-token
+    kernels then read the projection's columns in place (the same bits as any
+    layout, docs/internals.md "Decoding")."""
+    Wt = np.ascontiguousarray(np.swapaxes(W, -1, -2))
+    Wt.flags.writeable = False
+    return np.swapaxes(Wt, -1, -2)
+
+
+def _plan_performer(dec: Decoder, st: State):
+    """Performer with the prefix-safe stabiliser: its C kernel updating ``S``, ``z``
+    and the running maximum ``extra["max"]`` in place."""
+    from .features import PERFORMER_KINDS
+    from .kinds import randomfeatures as _rf
+
+    if dec._D is None:
+        return None  # a decoder made from a state learns D at its first step
+    spec = reg.get("performer")
+    F, E = st.S.shape[-2:]
+    call, opts = _resolved(dec, st, spec, dec._D, E)
+    features, stab = opts["features"], opts["stabilizer"]
+    if features not in ("positive", "hyperbolic") or stab != "prefix":
+        return None  # the published form: la.step
+    W, Fw, extra = _rf._projection(call, "performer", features)
+    _rf._check_resume(st, extra["fingerprint"], stab)
+    batch = call.dims.batch
+    if Fw != F or _rf._batch_with(call.dims, W) != batch:
+        return None
+    div = call.normalize == "div"
+    if not _updatable(st, batch + (F, E), div):
+        return None
+    mu = st.extra.get("max")
+    if not isinstance(mu, np.ndarray) or mu.dtype != _F64 or mu.shape != batch:
+        return None  # la.step checks (or replaces) it at the first step
+    extra["stabilizer"] = np.array(stab)
+    st.extra.update(extra)  # as every la.step does: the same fingerprint and seed
+    _set_shapes(dec, st, dec._D, E, False)
+    dec._gconst = _ZERO_DECAY
+    S = st.S
+    z = st.z if div else np.zeros(S.shape[:-1], S.dtype)
+    Wt = _transposed(W.astype(S.dtype, copy=False))
+    scale, eps = float(call.scale), float(call.eps)
+    fl = np.int64(PERFORMER_KINDS[features] | (reg.NORMALIZE[call.normalize] << 2))
+    chunk = np.int64(call.chunk(1))
+    step = _core._performer_step_inplace
+
+    def plan(q, k, v, gt, st):
+        mu = st.extra.get("max")
+        if type(mu) is not np.ndarray or mu.dtype is not _F64 or mu.shape != batch \
+                or not mu.flags.writeable:
+            return None  # replaced from outside: la.step checks it
+        o = step(q, k, v, Wt, S, z, mu, scale, eps, fl, chunk)
+        st.t += 1
+        return o
+
+    return plan
+
+
 _PLANS = {name: _plan_elementwise for name in _ELEMENTWISE}
+_PLANS["performer"] = _plan_performer
 _PLANS["cosformer"] = _plan_cosformer
 _PLANS["rfa"] = _plan_rfa
