@@ -3,23 +3,40 @@
  * The maths is in lavo.h.
  */
 
-/* sum_c a[c] * b[c * bs] */
+/* sum_c a[c] * b[c * bs] in 16 lanes (lane u takes c = u mod 16), added
+ * pairwise at the end: an order fixed by n alone, whatever the stride. */
 LA_TARGET_CLONES static double
 LA_FN(lavo_dot)(const LA_T *LA_RESTRICT a, const LA_T *LA_RESTRICT b, la_index bs,
                 la_index n)
 {
-    la_index c;
-    LA_T s = 0;
+    LA_T lane[16];
+    la_index c, u, h;
+    for (u = 0; u < 16; u++) {
+        lane[u] = 0;
+    }
     if (bs == 1) {
-        for (c = 0; c < n; c++) {
-            s += a[c] * b[c];
+        for (c = 0; c + 16 <= n; c += 16) {
+            for (u = 0; u < 16; u++) {
+                lane[u] += a[c + u] * b[c + u];
+            }
         }
-        return (double)s;
     }
-    for (c = 0; c < n; c++) {
-        s += a[c] * b[c * bs];
+    else {
+        for (c = 0; c + 16 <= n; c += 16) {
+            for (u = 0; u < 16; u++) {
+                lane[u] += a[c + u] * b[(c + u) * bs];
+            }
+        }
     }
-    return (double)s;
+    for (u = 0; c + u < n; u++) {
+        lane[u] += a[c + u] * b[(c + u) * bs];
+    }
+    for (h = 8; h > 0; h >>= 1) {
+        for (u = 0; u < h; u++) {
+            lane[u] += lane[u + h];
+        }
+    }
+    return (double)lane[0];
 }
 
 /* acc[c] += alpha * x[c * xs] */
