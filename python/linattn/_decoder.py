@@ -200,8 +200,8 @@ class Decoder:
         self._gshape = None
         self._gconst = None
         S = st.S
-        if not isinstance(S, np.ndarray) or S.ndim < 2 or S.dtype not in (np.float32,
-                                                                           np.float64):
+        if self.kind not in _NO_S and (not isinstance(S, np.ndarray) or S.ndim < 2
+                                       or S.dtype not in (np.float32, np.float64)):
             return
         maker = _PLANS.get(self.kind)
         if maker is None:
@@ -255,14 +255,16 @@ def _state_dims(kind: str, st: State):
     return None
 
 
-def _resolved(dec: Decoder, st: State, spec: reg.KindSpec, D: int, E: int, decay=None):
+def _resolved(dec: Decoder, st: State, spec: reg.KindSpec, D: int, E: int, decay=None,
+              batch=None, dtype=None):
     """The :class:`linattn._call.Call` ``la.step`` builds for one token of this decoder
     (zero inputs of the state's shapes), with its options checked as ``la.step`` checks
     them."""
     from ._api import _CAUSAL_COMMON
     from ._call import check_gated, check_options
 
-    batch = st.S.shape[:-2]
+    batch = st.S.shape[:-2] if batch is None else batch
+    dtype = st.S.dtype if dtype is None else dtype
     opts = dict(dec._opts)
     if decay is not None:
         opts["decay"] = decay
@@ -274,8 +276,8 @@ def _resolved(dec: Decoder, st: State, spec: reg.KindSpec, D: int, E: int, decay
         if set(common) - {"scale", "normalize", "eps", "chunk_size"}:
             raise TypeError("step options")
     kind_opts = check_options(spec, opts, "step_inplace")
-    z = np.zeros(batch + (1, D), st.S.dtype)
-    v = np.zeros(batch + (1, E), st.S.dtype)
+    z = np.zeros(batch + (1, D), dtype)
+    v = np.zeros(batch + (1, E), dtype)
     call = build("step_inplace", spec, z, z.copy(), v, mode="recurrent",
                  eps_mode=kind_opts.get("eps_mode"), initial_state=st, return_state=True,
                  **gated, **common)
@@ -494,7 +496,74 @@ def _plan_performer(dec: Decoder, st: State):
     return plan
 
 
+def _plan_lavo(dec: Decoder, st: State):
+    """LAVO with separate values (the state has ``value_sums``): its C kernel updating
+    the memory sums and the rings of ``extra`` in place."""
+    from .kinds import lavo as _lv
+
+    ex = st.extra
+    rk = ex.get("ring_k")
+    if dec._D is None or "value_sums" not in ex or not isinstance(rk, np.ndarray) \
+            or rk.ndim < 2 or rk.dtype not in (np.float32, np.float64):
+        return None  # a keys-are-values stream, or a state la.step must check
+    spec = reg.get("lavo")
+    D, batch, comp = dec._D, rk.shape[:-2], rk.dtype
+    call, opts = _resolved(dec, st, spec, D, D, batch=batch, dtype=comp)
+    if call.shared_kv:
+        return None
+    w = _lv._window(opts["window"], 64)
+    B, r, mb, fl = _lv._options(opts, D, call.seed, batch, w)
+    pb = _lv._bias("position_bias", opts["position_bias"], w, batch,
+                   "one entry per offset t - j = 0 .. window-1")
+    _lv._state_in(st, batch, r, w, D, comp, True)
+    shapes = {"sums": (batch + (r,), _F64), "value_sums": (batch + (r,), _F64),
+              "ring_k": (batch + (w, D), comp), "ring_v": (batch + (w, D), comp)}
+
+    def arrays(ex):
+        """The four state arrays the kernel updates, or None (la.step: copies them)."""
+        out = []
+        for name, (shape, dt) in shapes.items():
+            a = ex.get(name)
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dt \
+                    or not a.flags.writeable or not a.flags.aligned:
+                return None
+            out.append(a)
+        return out
+
+    cur = arrays(ex)
+    if cur is None:
+        return None
+    dec._dtype = comp
+    dec._qshape = dec._vshape = batch + (D,)
+    dec._gshape = None
+    dec._gconst = _ZERO_DECAY
+    Bc = B.astype(comp, copy=False)
+    scale, flags = float(call.scale), np.int64(fl | _lv._FLAG_SEP | _lv._FLAG_REC)
+    chunk = np.int64(call.chunk(64))
+    step, int64, fill = _core._lavo_step_inplace, np.int64, np.array
+
+    def plan(q, k, v, gt, st):
+        ex = st.extra
+        sums, vsums, ring_k, ring_v = cur
+        if ex.get("sums") is not sums or ex.get("value_sums") is not vsums \
+                or ex.get("ring_k") is not ring_k or ex.get("ring_v") is not ring_v:
+            new = arrays(ex)  # replaced (by a step that took la.step's path)
+            if new is None:
+                return None
+            cur[:] = new
+            sums, vsums, ring_k, ring_v = cur
+        o = step(q, k, v, Bc, pb, mb, sums, vsums, ring_k, ring_v, int64(st.t), scale,
+                 flags, chunk)
+        st.t += 1
+        ex["fill"] = fill(min(st.t, w), np.int64)
+        return o
+
+    return plan
+
+
+_NO_S = ("lavo",)  # kinds whose state keeps no S, z (their plan checks extra)
 _PLANS = {name: _plan_elementwise for name in _ELEMENTWISE}
+_PLANS["lavo"] = _plan_lavo
 _PLANS["performer"] = _plan_performer
 _PLANS["cosformer"] = _plan_cosformer
 _PLANS["rfa"] = _plan_rfa

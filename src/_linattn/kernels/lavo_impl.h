@@ -111,6 +111,86 @@ LA_FN(lavo_softmax)(double *lg, la_index n)
     return z;
 }
 
+/* lavo_softmax for the recurrent form (one row per token): the maximum in 8
+ * lanes (exact), the exponentials vectorised, the sum in 8 lanes added
+ * pairwise (an order fixed by n). */
+LA_TARGET_CLONES static double
+LA_FN(lavo_softmax_row)(double *lg, la_index n)
+{
+    double m = -INFINITY, lane[8];
+    la_index i, u, h;
+    for (u = 0; u < 8; u++) {
+        lane[u] = -INFINITY;
+    }
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (u = 0; u < 8; u++) {
+            lane[u] = lg[i + u] > lane[u] ? lg[i + u] : lane[u];
+        }
+    }
+    for (; i < n; i++) {
+        m = lg[i] > m ? lg[i] : m;
+    }
+    for (u = 0; u < 8; u++) {
+        m = lane[u] > m ? lane[u] : m;
+    }
+    if (m == -INFINITY) {
+        for (i = 0; i < n; i++) {
+            lg[i] = 0;
+        }
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        lg[i] = la_exp_f64(lg[i] - m);
+    }
+    for (u = 0; u < 8; u++) {
+        lane[u] = 0;
+    }
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (u = 0; u < 8; u++) {
+            lane[u] += lg[i + u];
+        }
+    }
+    for (u = 0; i + u < n; u++) {
+        lane[u] += lg[i + u];
+    }
+    for (h = 4; h > 0; h >>= 1) {
+        for (u = 0; u < h; u++) {
+            lane[u] += lane[u + h];
+        }
+    }
+    return lane[0];
+}
+
+/* The rings after one token updated where they are (s1 == s0, rows of ld
+ * elements): rows move up by one, the token's row enters last; rows before
+ * the stream's start (j < 1) are zero, as lavo_state_out writes them. */
+static void
+LA_FN(lavo_ring_shift)(const la_lavo_args *a, LA_T *ring, la_index ld, const LA_T *x,
+                       la_index xcs, la_index width)
+{
+    const la_index w = a->w, P = a->pos + 1;
+    la_index i, c;
+    if (w == 0) {
+        return;
+    }
+    if (ld == width) {
+        memmove(ring, ring + width, (size_t)((w - 1) * width) * sizeof(LA_T));
+    }
+    else {
+        for (i = 0; i + 1 < w; i++) {
+            memmove(ring + i * ld, ring + (i + 1) * ld, (size_t)width * sizeof(LA_T));
+        }
+    }
+    for (c = 0; c < width; c++) {
+        ring[(w - 1) * ld + c] = x[c * xcs];
+    }
+    for (i = 0; i < w && P - (w - 1 - i) < 1; i++) {
+        for (c = 0; c < width; c++) {
+            ring[i * ld + c] = 0;
+        }
+    }
+}
+
 static void
 LA_FN(lavo_state_out)(const la_lavo_args *a, const LA_T *Rk, const LA_T *Rv,
                       const double *S, const double *SV)
@@ -129,7 +209,10 @@ LA_FN(lavo_state_out)(const la_lavo_args *a, const LA_T *Rk, const LA_T *Rv,
         if (j >= 1) {
             const LA_T *src = LA_FN(lavo_rowp)(a, Rk, (const LA_T *)a->k, a->k_rs, a->k_cs,
                                                d, j, &st);
-            for (c = 0; c < d; c++) {
+            if (st == 1 && a->rk1_cs == 1) {
+                memcpy(ok, src, (size_t)d * sizeof(LA_T));
+            }
+            for (c = 0; c < d && !(st == 1 && a->rk1_cs == 1); c++) {
                 ok[c * a->rk1_cs] = src[c * st];
             }
         }
@@ -141,7 +224,10 @@ LA_FN(lavo_state_out)(const la_lavo_args *a, const LA_T *Rk, const LA_T *Rv,
         if (sep && j >= 1) {
             const LA_T *src = LA_FN(lavo_rowp)(a, Rv, (const LA_T *)a->v, a->v_rs, a->v_cs,
                                                e, j, &st);
-            for (c = 0; c < e; c++) {
+            if (st == 1 && a->rv1_cs == 1) {
+                memcpy(ov, src, (size_t)e * sizeof(LA_T));
+            }
+            for (c = 0; c < e && !(st == 1 && a->rv1_cs == 1); c++) {
                 ov[c * a->rv1_cs] = src[c * st];
             }
         }
@@ -155,9 +241,9 @@ LA_FN(lavo_state_out)(const la_lavo_args *a, const LA_T *Rk, const LA_T *Rv,
 
 /* Token by token (docs/design/lavo.md §9.1), reading rows in place. */
 static void
-LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, const LA_T *Rk,
-                      const LA_T *Rv, double *S, double *SV, LA_T *qrow, double *lg,
-                      double *acc)
+LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, la_index bld, const LA_T *Rk,
+                      la_index rkw, const LA_T *Rv, la_index rvw, double *S, double *SV,
+                      LA_T *qrow, double *lg, double *acc)
 {
     const la_index T = a->t, d = a->d, e = a->e, r = a->r, w = a->w, p = a->pos;
     const int sep = (a->flags & LA_LAVO_SEPARATE_V) != 0;
@@ -174,14 +260,14 @@ LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, const LA_T *Rk,
         la_index nl = 0;
         double z, inv;
         for (j = m0 + 1; j <= m1; j++) {
-            const LA_T *xj = LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, d, j, &st);
+            const LA_T *xj = LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, rkw, j, &st);
             for (ii = 0; ii < r; ii++) {
-                S[ii] += LA_FN(lavo_dot)(Bc + ii * d, xj, st, d);
+                S[ii] += LA_FN(lavo_dot)(Bc + ii * bld, xj, st, d);
             }
             if (sep) {
-                const LA_T *vj = LA_FN(lavo_rowp)(a, Rv, v, a->v_rs, a->v_cs, e, j, &sv);
+                const LA_T *vj = LA_FN(lavo_rowp)(a, Rv, v, a->v_rs, a->v_cs, rvw, j, &sv);
                 for (ii = 0; ii < r; ii++) {
-                    SV[ii] += LA_FN(lavo_dot)(Bc + ii * d, vj, sv, d);
+                    SV[ii] += LA_FN(lavo_dot)(Bc + ii * bld, vj, sv, d);
                 }
             }
         }
@@ -191,15 +277,15 @@ LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, const LA_T *Rk,
         if (m1 > 0) {
             const double invm = 1.0 / (double)m1;
             for (ii = 0; ii < r; ii++) {
-                const double g = LA_FN(lavo_dot)(Bc + ii * d, qrow, 1, d);
+                const double g = LA_FN(lavo_dot)(Bc + ii * bld, qrow, 1, d);
                 lg[nl++] = tau * (S[ii] * invm) * g + a->mb[ii * a->mb_s];
             }
         }
         for (j = lo; j <= t; j++) {
-            const LA_T *xj = LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, d, j, &st);
+            const LA_T *xj = LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, rkw, j, &st);
             lg[nl++] = tau * LA_FN(lavo_dot)(qrow, xj, st, d) + a->pb[(t - j) * a->pb_s];
         }
-        z = LA_FN(lavo_softmax)(lg, nl);
+        z = LA_FN(lavo_softmax_row)(lg, nl);
         for (c = 0; c < e; c++) {
             acc[c] = 0;
         }
@@ -209,13 +295,13 @@ LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, const LA_T *Rk,
             const double *hv = sep ? SV : S;
             for (ii = 0; ii < r; ii++, nl++) {
                 if (lg[nl] != 0) {
-                    LA_FN(lavo_axpy)(acc, lg[nl] * hv[ii] * invm, Bc + ii * d, 1, d);
+                    LA_FN(lavo_axpy)(acc, lg[nl] * hv[ii] * invm, Bc + ii * bld, 1, d);
                 }
             }
         }
         for (j = lo; j <= t; j++, nl++) {
-            const LA_T *vj = sep ? LA_FN(lavo_rowp)(a, Rv, v, a->v_rs, a->v_cs, e, j, &sv)
-                                 : LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, d, j, &sv);
+            const LA_T *vj = sep ? LA_FN(lavo_rowp)(a, Rv, v, a->v_rs, a->v_cs, rvw, j, &sv)
+                                 : LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, rkw, j, &sv);
             LA_FN(lavo_axpy)(acc, lg[nl], vj, sv, e);
         }
         inv = z > 0 ? 1.0 / z : 0.0;
@@ -262,23 +348,64 @@ LA_FN(la_lavo_causal)(const la_lavo_args *a, void *work)
     if (sep && e != d) {
         return LA_ERR_SHAPE;
     }
+    /* the recurrent form reads bases with contiguous rows where they are, and a
+     * one-token step updating its state in place reads and shifts its rings
+     * there (no copies in and out) */
+    const int bases_in_place = (a->flags & LA_LAVO_RECURRENT) && a->b_cs == 1;
+    const int rings_in_place =
+        (a->flags & LA_LAVO_RECURRENT) && T == 1 && a->ring_k1 == a->ring_k0 &&
+        a->rk0_cs == 1 && a->rk1_cs == 1 && a->rk1_rs == a->rk0_rs &&
+        (!sep || (a->ring_v1 == a->ring_v0 && a->rv0_cs == 1 && a->rv1_cs == 1 &&
+                  a->rv1_rs == a->rv0_rs));
     for (i = 0; i < r; i++) {
-        for (c = 0; c < d; c++) {
+        for (c = 0; c < d && !bases_in_place; c++) {
             Bc[i * d + c] = ((const LA_T *)a->bases)[i * a->b_rs + c * a->b_cs];
         }
         S[i] = a->sums0[i * a->s0_s];
         SV[i] = sep ? a->vsums0[i * a->vs0_s] : 0.0;
     }
-    for (i = 0; i < w; i++) {
-        for (c = 0; c < d; c++) {
-            Rk[i * d + c] = ((const LA_T *)a->ring_k0)[i * a->rk0_rs + c * a->rk0_cs];
+    for (i = 0; i < w && !rings_in_place; i++) {
+        const LA_T *rk = (const LA_T *)a->ring_k0 + i * a->rk0_rs;
+        const LA_T *rv = (const LA_T *)a->ring_v0 + i * a->rv0_rs;
+        if (a->rk0_cs == 1) {
+            memcpy(Rk + i * d, rk, (size_t)d * sizeof(LA_T));
         }
-        for (c = 0; sep && c < e; c++) {
-            Rv[i * e + c] = ((const LA_T *)a->ring_v0)[i * a->rv0_rs + c * a->rv0_cs];
+        for (c = 0; c < d && a->rk0_cs != 1; c++) {
+            Rk[i * d + c] = rk[c * a->rk0_cs];
+        }
+        if (sep && a->rv0_cs == 1) {
+            memcpy(Rv + i * e, rv, (size_t)e * sizeof(LA_T));
+        }
+        for (c = 0; sep && c < e && a->rv0_cs != 1; c++) {
+            Rv[i * e + c] = rv[c * a->rv0_cs];
         }
     }
+    if (rings_in_place) {
+        LA_FN(lavo_recurrent)(a, bases_in_place ? (const LA_T *)a->bases : Bc,
+                              bases_in_place ? a->b_rs : d, (const LA_T *)a->ring_k0,
+                              a->rk0_rs, (const LA_T *)a->ring_v0, a->rv0_rs, S, SV, Qc, lg,
+                              acc);
+        for (i = 0; i < r; i++) {
+            a->sums1[i * a->s1_s] = S[i];
+            a->vsums1[i * a->vs1_s] = sep ? SV[i] : 0.0;
+        }
+        LA_FN(lavo_ring_shift)(a, (LA_T *)a->ring_k1, a->rk1_rs, k, a->k_cs, d);
+        if (sep) {
+            LA_FN(lavo_ring_shift)(a, (LA_T *)a->ring_v1, a->rv1_rs, v, a->v_cs, e);
+        }
+        else if (a->ring_v1 != a->ring_v0) {
+            for (i = 0; i < w; i++) {
+                for (c = 0; c < e; c++) {
+                    ((LA_T *)a->ring_v1)[i * a->rv1_rs + c * a->rv1_cs] = 0;
+                }
+            }
+        }
+        return LA_OK;
+    }
     if (a->flags & LA_LAVO_RECURRENT) {
-        LA_FN(lavo_recurrent)(a, Bc, Rk, Rv, S, SV, Qc, lg, acc);
+        LA_FN(lavo_recurrent)(a, bases_in_place ? (const LA_T *)a->bases : Bc,
+                              bases_in_place ? a->b_rs : d, Rk, d, Rv, e, S, SV, Qc, lg,
+                              acc);
         LA_FN(lavo_state_out)(a, Rk, Rv, S, SV);
         return LA_OK;
     }
