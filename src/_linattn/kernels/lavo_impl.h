@@ -4,13 +4,18 @@
  */
 
 /* sum_c a[c] * b[c * bs] in 16 lanes (lane u takes c = u mod 16), added
- * pairwise at the end: an order fixed by n alone, whatever the stride. */
-LA_TARGET_CLONES static double
-LA_FN(lavo_dot)(const LA_T *LA_RESTRICT a, const LA_T *LA_RESTRICT b, la_index bs,
-                la_index n)
+ * pairwise at the end: an order fixed by n alone, whatever the stride.  The
+ * body of lavo_dot and lavo_dots (inlined into each ISA clone). */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline double
+LA_FN(lavo_dot_body)(const LA_T *LA_RESTRICT a, const LA_T *LA_RESTRICT b, la_index bs,
+                     la_index n)
 {
-    LA_T lane[16];
-    la_index c, u, h;
+    /* every lane index a constant after unrolling: the lanes stay in a register */
+    LA_T lane[16], tl[16];
+    la_index c, u;
     for (u = 0; u < 16; u++) {
         lane[u] = 0;
     }
@@ -28,15 +33,83 @@ LA_FN(lavo_dot)(const LA_T *LA_RESTRICT a, const LA_T *LA_RESTRICT b, la_index b
             }
         }
     }
-    for (u = 0; c + u < n; u++) {
-        lane[u] += a[c + u] * b[(c + u) * bs];
-    }
-    for (h = 8; h > 0; h >>= 1) {
-        for (u = 0; u < h; u++) {
-            lane[u] += lane[u + h];
+    if (c < n) {
+        for (u = 0; u < 16; u++) {
+            tl[u] = 0;
+        }
+        for (u = 0; c + u < n; u++) {
+            tl[u] = a[c + u] * b[(c + u) * bs];
+        }
+        for (u = 0; u < 16; u++) {
+            lane[u] += tl[u];
         }
     }
-    return (double)lane[0];
+    for (u = 0; u < 8; u++) {
+        lane[u] += lane[u + 8];
+    }
+    for (u = 0; u < 4; u++) {
+        lane[u] += lane[u + 4];
+    }
+    for (u = 0; u < 2; u++) {
+        lane[u] += lane[u + 2];
+    }
+    return (double)(lane[0] + lane[1]);
+}
+
+LA_TARGET_CLONES static double
+LA_FN(lavo_dot)(const LA_T *LA_RESTRICT a, const LA_T *LA_RESTRICT b, la_index bs,
+                la_index n)
+{
+    return LA_FN(lavo_dot_body)(a, b, bs, n);
+}
+
+/* out[i] = lavo_dot(M + i * ld, x, xs, n) for i < m: the same bits, one call. */
+LA_TARGET_CLONES static void
+LA_FN(lavo_dots)(const LA_T *M, la_index ld, const LA_T *x, la_index xs, la_index n,
+                 la_index m, double *out)
+{
+    la_index i;
+    for (i = 0; i < m; i++) {
+        out[i] = LA_FN(lavo_dot_body)(M + i * ld, x, xs, n);
+    }
+}
+
+/* acc[c] += sum_i alpha[i] * M[i * ld + c * xs] for c < n, rows i in order (the
+ * bits of one lavo_axpy per row); rows whose alpha is 0 are skipped when
+ * skip0.  Columns in blocks of 32 whose sums stay in registers. */
+LA_TARGET_CLONES static void
+LA_FN(lavo_axpys)(double *LA_RESTRICT acc, const double *alpha, const LA_T *M, la_index ld,
+                  la_index xs, la_index n, la_index m, int skip0)
+{
+    la_index c0 = 0, c, i;
+    for (; xs == 1 && c0 + 32 <= n; c0 += 32) {
+        double blk[32];
+        for (c = 0; c < 32; c++) {
+            blk[c] = acc[c0 + c];
+        }
+        for (i = 0; i < m; i++) {
+            const double al = alpha[i];
+            const LA_T *LA_RESTRICT row = M + i * ld + c0;
+            if (skip0 && al == 0) {
+                continue;
+            }
+            for (c = 0; c < 32; c++) {
+                blk[c] += al * (double)row[c];
+            }
+        }
+        for (c = 0; c < 32; c++) {
+            acc[c0 + c] = blk[c];
+        }
+    }
+    for (; c0 < n; c0++) {
+        double s = acc[c0];
+        for (i = 0; i < m; i++) {
+            if (!(skip0 && alpha[i] == 0)) {
+                s += alpha[i] * (double)M[i * ld + c0 * xs];
+            }
+        }
+        acc[c0] = s;
+    }
 }
 
 /* acc[c] += alpha * x[c * xs] */
@@ -261,13 +334,15 @@ LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, la_index bld, const
         double z, inv;
         for (j = m0 + 1; j <= m1; j++) {
             const LA_T *xj = LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, rkw, j, &st);
+            LA_FN(lavo_dots)(Bc, bld, xj, st, d, r, lg);
             for (ii = 0; ii < r; ii++) {
-                S[ii] += LA_FN(lavo_dot)(Bc + ii * bld, xj, st, d);
+                S[ii] += lg[ii];
             }
             if (sep) {
                 const LA_T *vj = LA_FN(lavo_rowp)(a, Rv, v, a->v_rs, a->v_cs, rvw, j, &sv);
+                LA_FN(lavo_dots)(Bc, bld, vj, sv, d, r, lg);
                 for (ii = 0; ii < r; ii++) {
-                    SV[ii] += LA_FN(lavo_dot)(Bc + ii * bld, vj, sv, d);
+                    SV[ii] += lg[ii];
                 }
             }
         }
@@ -276,14 +351,27 @@ LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, la_index bld, const
         }
         if (m1 > 0) {
             const double invm = 1.0 / (double)m1;
+            LA_FN(lavo_dots)(Bc, bld, qrow, 1, d, r, lg);
             for (ii = 0; ii < r; ii++) {
-                const double g = LA_FN(lavo_dot)(Bc + ii * bld, qrow, 1, d);
-                lg[nl++] = tau * (S[ii] * invm) * g + a->mb[ii * a->mb_s];
+                lg[nl] = tau * (S[ii] * invm) * lg[nl] + a->mb[ii * a->mb_s];
+                nl++;
             }
         }
-        for (j = lo; j <= t; j++) {
+        for (j = lo; j <= t;) {
             const LA_T *xj = LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, rkw, j, &st);
-            lg[nl++] = tau * LA_FN(lavo_dot)(qrow, xj, st, d) + a->pb[(t - j) * a->pb_s];
+            /* the ring's rows up to p at once (rkw apart), the tokens' one by one */
+            const la_index nr = j <= p ? (t < p ? t : p) - j + 1 : 1;
+            la_index u;
+            if (nr > 1) {
+                LA_FN(lavo_dots)(xj, rkw, qrow, 1, d, nr, lg + nl);
+            }
+            else {
+                lg[nl] = LA_FN(lavo_dot)(qrow, xj, st, d);
+            }
+            for (u = 0; u < nr; u++, j++) {
+                lg[nl] = tau * lg[nl] + a->pb[(t - j) * a->pb_s];
+                nl++;
+            }
         }
         z = LA_FN(lavo_softmax_row)(lg, nl);
         for (c = 0; c < e; c++) {
@@ -293,16 +381,20 @@ LA_FN(lavo_recurrent)(const la_lavo_args *a, const LA_T *Bc, la_index bld, const
         if (m1 > 0) {
             const double invm = 1.0 / (double)m1;
             const double *hv = sep ? SV : S;
-            for (ii = 0; ii < r; ii++, nl++) {
-                if (lg[nl] != 0) {
-                    LA_FN(lavo_axpy)(acc, lg[nl] * hv[ii] * invm, Bc + ii * bld, 1, d);
-                }
+            for (ii = 0; ii < r; ii++) {
+                /* lg[ii] = 0 (an underflowed weight) stays 0: that row is skipped */
+                lg[ii] = lg[ii] * hv[ii] * invm;
             }
+            LA_FN(lavo_axpys)(acc, lg, Bc, bld, 1, d, r, 1);
+            nl = r;
         }
-        for (j = lo; j <= t; j++, nl++) {
+        for (j = lo; j <= t;) {
             const LA_T *vj = sep ? LA_FN(lavo_rowp)(a, Rv, v, a->v_rs, a->v_cs, rvw, j, &sv)
                                  : LA_FN(lavo_rowp)(a, Rk, k, a->k_rs, a->k_cs, rkw, j, &sv);
-            LA_FN(lavo_axpy)(acc, lg[nl], vj, sv, e);
+            const la_index nr = j <= p ? (t < p ? t : p) - j + 1 : 1;
+            LA_FN(lavo_axpys)(acc, lg + nl, vj, sep ? rvw : rkw, sv, e, nr, 0);
+            nl += nr;
+            j += nr;
         }
         inv = z > 0 ? 1.0 / z : 0.0;
         for (c = 0; c < e; c++) {
