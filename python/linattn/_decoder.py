@@ -497,32 +497,39 @@ def _plan_performer(dec: Decoder, st: State):
 
 
 def _plan_lavo(dec: Decoder, st: State):
-    """LAVO with separate values (the state has ``value_sums``): its C kernel updating
-    the memory sums and the rings of ``extra`` in place."""
+    """LAVO: its C kernel updating the memory sums and the rings of ``extra`` in place.
+    A stream with separate values has ``value_sums`` and ``ring_v``; a keys-are-values
+    stream takes the fast path when ``k_t`` is ``v_t``."""
+    from ._call import same_array
     from .kinds import lavo as _lv
 
     ex = st.extra
     rk = ex.get("ring_k")
-    if dec._D is None or "value_sums" not in ex or not isinstance(rk, np.ndarray) \
-            or rk.ndim < 2 or rk.dtype not in (np.float32, np.float64):
-        return None  # a keys-are-values stream, or a state la.step must check
+    if dec._D is None or not isinstance(rk, np.ndarray) or rk.ndim < 2 \
+            or rk.dtype not in (np.float32, np.float64):
+        return None  # a state la.step must check
+    separate = "value_sums" in ex
     spec = reg.get("lavo")
     D, batch, comp = dec._D, rk.shape[:-2], rk.dtype
     call, opts = _resolved(dec, st, spec, D, D, batch=batch, dtype=comp)
-    if call.shared_kv:
-        return None
     w = _lv._window(opts["window"], 64)
     B, r, mb, fl = _lv._options(opts, D, call.seed, batch, w)
     pb = _lv._bias("position_bias", opts["position_bias"], w, batch,
                    "one entry per offset t - j = 0 .. window-1")
-    _lv._state_in(st, batch, r, w, D, comp, True)
+    _lv._state_in(st, batch, r, w, D, comp, separate)
     shapes = {"sums": (batch + (r,), _F64), "value_sums": (batch + (r,), _F64),
               "ring_k": (batch + (w, D), comp), "ring_v": (batch + (w, D), comp)}
+    # a keys-are-values stream: value sums the kernel zeroes, a ring it never reads
+    unused = {"value_sums": np.zeros(batch + (r,)),
+              "ring_v": np.broadcast_to(np.zeros((1, 1), comp), batch + (w, D))}
 
     def arrays(ex):
         """The four state arrays the kernel updates, or None (la.step: copies them)."""
         out = []
         for name, (shape, dt) in shapes.items():
+            if not separate and name in unused:
+                out.append(unused[name])
+                continue
             a = ex.get(name)
             if type(a) is not np.ndarray or a.shape != shape or a.dtype != dt \
                     or not a.flags.writeable or not a.flags.aligned:
@@ -538,15 +545,18 @@ def _plan_lavo(dec: Decoder, st: State):
     dec._gshape = None
     dec._gconst = _ZERO_DECAY
     Bc = B.astype(comp, copy=False)
-    scale, flags = float(call.scale), np.int64(fl | _lv._FLAG_SEP | _lv._FLAG_REC)
+    scale = float(call.scale)
+    flags = np.int64(fl | (_lv._FLAG_SEP if separate else 0) | _lv._FLAG_REC)
     chunk = np.int64(call.chunk(64))
     step, int64, fill = _core._lavo_step_inplace, np.int64, np.array
 
     def plan(q, k, v, gt, st):
         ex = st.extra
         sums, vsums, ring_k, ring_v = cur
-        if ex.get("sums") is not sums or ex.get("value_sums") is not vsums \
-                or ex.get("ring_k") is not ring_k or ex.get("ring_v") is not ring_v:
+        if not separate and not same_array(k, v):
+            return None  # k_t is not v_t: la.step decides (and raises)
+        if ex.get("sums") is not sums or ex.get("ring_k") is not ring_k or separate and (
+                ex.get("value_sums") is not vsums or ex.get("ring_v") is not ring_v):
             new = arrays(ex)  # replaced (by a step that took la.step's path)
             if new is None:
                 return None
