@@ -8,6 +8,8 @@
 
 #include "kernels/lavo.h"
 
+#include <stdlib.h>
+
 enum { VC_Q, VC_K, VC_V, VC_BASES, VC_PB, VC_MB, VC_SUMS0, VC_VSUMS0, VC_RK0, VC_RV0,
        VC_POS, VC_SCALE, VC_FLAGS, VC_CHUNK, VC_O, VC_SUMS1, VC_VSUMS1, VC_RK1, VC_RV1 };
 enum { VN_Q, VN_K, VN_V, VN_BASES, VN_PB, VN_MB, VN_SCALE, VN_FLAGS, VN_O };
@@ -67,6 +69,7 @@ static void
 lavo_causal_loop(const la_call *c)
 {
     la_lavo_args a;
+    void *bt = NULL;
     lavo_init(c, &a);
     a.s = a.t;
     a.w = la_dim(c, "w");
@@ -90,7 +93,30 @@ lavo_causal_loop(const la_call *c)
     a.scale = LA_OPT_F(c, VC_SCALE);
     a.flags = (int)LA_OPT_I(c, VC_FLAGS);
     a.chunk = (la_index)LA_OPT_I(c, VC_CHUNK);
+    /* the recurrent form (a decoding step) takes the bases transposed: once per
+     * call when every item has the same ones */
+    if ((a.flags & LA_LAVO_RECURRENT) && c->steps[VC_BASES] == 0 && a.b_cs == 1 && c->n > 1 &&
+        a.r > 0 && a.d > 0) {
+        const la_index r = a.r, d = a.d;
+        la_index i, j;
+        bt = malloc((size_t)(r * d) * c->is);
+        if (bt != NULL) {
+            const char *b = c->args[VC_BASES];
+            for (i = 0; i < r; i++) {
+                for (j = 0; j < d; j++) {
+                    if (c->f64) {
+                        ((double *)bt)[j * r + i] = ((const double *)b)[i * a.b_rs + j];
+                    }
+                    else {
+                        ((float *)bt)[j * r + i] = ((const float *)b)[i * a.b_rs + j];
+                    }
+                }
+            }
+            a.bases_t = bt;
+        }
+    }
     la_run(c, lavo_item, &a, la_lavo_causal_work_size(&a, c->is), 0.0);
+    free(bt);
 }
 
 static void
