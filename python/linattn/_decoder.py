@@ -440,8 +440,8 @@ def _plan_rfa(dec: Decoder, st: State):
 
 def _transposed(W: np.ndarray) -> np.ndarray:
     """``W`` (..., r, d) as a view of its transpose's contiguous copy: the one-token
-    kernels then read the projection's columns in place (the same bits as any
-    layout, docs/internals.md "Decoding")."""
+    kernels then read the projection's columns in place instead of copying it
+    transposed for every head (the same bits as any layout)."""
     Wt = np.ascontiguousarray(np.swapaxes(W, -1, -2))
     Wt.flags.writeable = False
     return np.swapaxes(Wt, -1, -2)
