@@ -323,36 +323,54 @@ LA_FN(perf_token_direct)(la_index f, la_index e, LA_T rho, LA_T *LA_RESTRICT S, 
     for (j0 = 0; j0 < e; j0 += LA_PERF_STEP_BLOCK) {
         const la_index nb = e - j0 < LA_PERF_STEP_BLOCK ? e - j0 : LA_PERF_STEP_BLOCK;
         const int withz = z != NULL && j0 == 0;
-        LA_T acc[LA_PERF_STEP_BLOCK], vl[LA_PERF_STEP_BLOCK];
-        for (j = 0; j < LA_PERF_STEP_BLOCK; j++) {
-            acc[j] = 0;
-            vl[j] = j < nb ? vv[j0 + j] : (LA_T)0;
-        }
-        for (i = 0; i < f; i++) {
-            LA_T *LA_RESTRICT Si = S + i * ld + j0;
-            const LA_T ki = kf[i], qi = qf[i];
-            if (nb == LA_PERF_STEP_BLOCK) {
+        if (nb == LA_PERF_STEP_BLOCK) {
+            /* a full block: every index a constant, the sums stay in registers */
+            LA_T acc[LA_PERF_STEP_BLOCK], vl[LA_PERF_STEP_BLOCK];
+            for (j = 0; j < LA_PERF_STEP_BLOCK; j++) {
+                acc[j] = 0;
+                vl[j] = vv[j0 + j];
+            }
+            for (i = 0; i < f; i++) {
+                LA_T *LA_RESTRICT Si = S + i * ld + j0;
+                const LA_T ki = kf[i], qi = qf[i];
                 for (j = 0; j < LA_PERF_STEP_BLOCK; j++) {
                     const LA_T s = rho * Si[j] + ki * vl[j];
                     Si[j] = s;
                     acc[j] += qi * s;
                 }
+                if (withz) {
+                    const LA_T zi = rho * z[i * zs] + ki;
+                    z[i * zs] = zi;
+                    den += qi * zi;
+                }
             }
-            else {
+            for (j = 0; j < LA_PERF_STEP_BLOCK; j++) {
+                num[j0 + j] = acc[j];
+            }
+            continue;
+        }
+        {
+            LA_T acc[LA_PERF_STEP_BLOCK];
+            for (j = 0; j < nb; j++) {
+                acc[j] = 0;
+            }
+            for (i = 0; i < f; i++) {
+                LA_T *LA_RESTRICT Si = S + i * ld + j0;
+                const LA_T ki = kf[i], qi = qf[i];
                 for (j = 0; j < nb; j++) {
-                    const LA_T s = rho * Si[j] + ki * vl[j];
+                    const LA_T s = rho * Si[j] + ki * vv[j0 + j];
                     Si[j] = s;
                     acc[j] += qi * s;
                 }
+                if (withz) {
+                    const LA_T zi = rho * z[i * zs] + ki;
+                    z[i * zs] = zi;
+                    den += qi * zi;
+                }
             }
-            if (withz) {
-                const LA_T zi = rho * z[i * zs] + ki;
-                z[i * zs] = zi;
-                den += qi * zi;
+            for (j = 0; j < nb; j++) {
+                num[j0 + j] = acc[j];
             }
-        }
-        for (j = 0; j < nb; j++) {
-            num[j0 + j] = acc[j];
         }
     }
     if (z != NULL && e == 0) {
@@ -377,6 +395,8 @@ LA_FN(perf_step)(const la_performer_args *a, LA_FN(perf_ws) *w)
     const LA_T *s0 = (const LA_T *)a->s0, *z0 = (const LA_T *)a->z0;
     LA_T *S = (LA_T *)a->s1, *z = (LA_T *)a->z1;
     LA_T *lk = w->Lk;
+    /* NULL on the generic path: perf_token_direct */
+    const LA_FN(la_rtoken) simd = LA_FN(la_arch_rtoken)(la_cpu_isa());
     la_index i, j;
     double mk, mu_new;
     LA_T rho;
@@ -399,8 +419,22 @@ LA_FN(perf_step)(const la_performer_args *a, LA_FN(perf_ws) *w)
     mu_new = mk > a->mu0 ? mk : a->mu0;
     rho = (LA_T)LA_FN(perf_rescale)(a->mu0, mu_new);
     LA_FN(perf_expshift)(lk, mu_new, f, lk);
-    LA_FN(perf_token_direct)(f, e, rho, S, a->s1_rs, div ? z : NULL, a->z1_s, w->Lq, lk,
-                             w->Vb, w->Ob);
+    if (simd != NULL) {
+        /* the state pass of the linear operator's active ISA path, then z */
+        const LA_T *qf = w->Lq;
+        LA_T den = 0;
+        simd(f, e, rho, rho != (LA_T)1, S, a->s1_rs, qf, lk, w->Vb, w->Ob);
+        for (i = 0; div && i < f; i++) {
+            const LA_T zi = rho * z[i * a->z1_s] + lk[i];
+            z[i * a->z1_s] = zi;
+            den += qf[i] * zi;
+        }
+        w->Ob[e] = den;
+    }
+    else {
+        LA_FN(perf_token_direct)(f, e, rho, S, a->s1_rs, div ? z : NULL, a->z1_s, w->Lq, lk,
+                                 w->Vb, w->Ob);
+    }
     if (!div) {
         for (i = 0; i < f; i++) {
             z[i * a->z1_s] = 0;
