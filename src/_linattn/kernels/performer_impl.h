@@ -50,6 +50,33 @@ LA_FN(perf_carve)(const la_performer_args *a, void *work, LA_FN(perf_ws) *w,
     }
 }
 
+/* sum_i x[i]^2 in double, 8 lanes added pairwise (the one-token path's order). */
+LA_TARGET_CLONES static double
+LA_FN(perf_sumsq)(const LA_T *x, la_index n)
+{
+    double lane[8], tl[8];
+    la_index i, u;
+    for (u = 0; u < 8; u++) {
+        lane[u] = 0;
+        tl[u] = 0;
+    }
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (u = 0; u < 8; u++) {
+            lane[u] += (double)x[i + u] * (double)x[i + u];
+        }
+    }
+    for (u = 0; i + u < n; u++) {
+        tl[u] = (double)x[i + u] * (double)x[i + u];
+    }
+    for (u = 0; u < 8; u++) {
+        lane[u] += tl[u];
+    }
+    for (u = 0; u < 4; u++) {
+        lane[u] += lane[u + 4];
+    }
+    return (lane[0] + lane[2]) + (lane[1] + lane[3]);
+}
+
 /*
  * L (n rows, leading dimension f) <- log-features of rows x_0..x_{n-1}:
  * one GEMM U = X' W^T, then l = u - h + log c (and -u - h + log c).
@@ -70,7 +97,12 @@ LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
         for (i = 0; i < d; i++) {
             const LA_T xv = sq * xr[i * cs];
             Xr[i] = xv;
-            ss += (double)xv * (double)xv;
+            if (!w->rowproj) {
+                ss += (double)xv * (double)xv;
+            }
+        }
+        if (w->rowproj) {
+            ss = LA_FN(perf_sumsq)(Xr, d);
         }
         w->h[r] = 0.5 * ss - logc; /* l = u - (h - log c) */
     }
