@@ -1,7 +1,7 @@
 """Decoding and small calls: la.step, la.Decoder.step and a T = 16 la.causal, every kind.
 
     python benchmarks/bench_decode.py [--calls 300] [--repeat 7] [--kinds elu,lavo]
-                                      [--threads 1,2] [--bh 32] [--d 64]
+                                      [--threads 1,2] [--bh 32] [--d 64] [--clock cpu]
 
 Rows (float32, B x H = ``--bh`` (32), D = E = ``--d`` (64), per call, Python included):
 
@@ -13,6 +13,9 @@ Each figure is the median over ``--repeat`` runs of the mean time of ``--calls``
 (after a warm-up), in microseconds, with the minimum of the runs; ``--threads`` pins
 ``la.set_num_threads`` for each column.  The machine is often shared: the load average
 and the CPU model head the table, and the minimum shows what an idle core gives.
+``--clock cpu`` times the process's CPU time instead of the wall clock: on a loaded
+machine it leaves out the time other processes hold the core (not their cache damage),
+and with more than one thread it adds the workers' time.
 
 Targets (docs/design/performance.md §3): la.step <= 10 us for linear, elu, relu,
 lightning, retnet, mamba2; <= 20 us for rfa, performer, cosformer, transnormer; <= 40 us
@@ -42,16 +45,16 @@ CAUSAL_TARGET = {k: (15 if k in ("linear", "elu", "relu", "lightning", "retnet",
                      else 40) for k in KINDS}
 
 
-def per_call(fn, calls: int, repeat: int) -> tuple[float, float]:
+def per_call(fn, calls: int, repeat: int, clock=time.perf_counter) -> tuple[float, float]:
     """(median, min) over ``repeat`` runs of the mean time of ``calls`` calls, in us."""
     for _ in range(max(calls // 10, 3)):
         fn()
     runs = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(calls):
             fn()
-        runs.append((time.perf_counter() - t0) / calls * 1e6)
+        runs.append((clock() - t0) / calls * 1e6)
     runs.sort()
     return runs[len(runs) // 2], runs[0]
 
@@ -83,16 +86,19 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--bh", type=int, default=32)
     ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     a = ap.parse_args(argv)
+    clock = time.perf_counter if a.clock == "wall" else time.process_time
     threads = [int(x) for x in a.threads.split(",")]
     info = la.info()
     print(f"# linattn {la.__version__}, numpy {np.__version__}, CPU {cpu_model()}, "
           f"{os.cpu_count()} CPUs, simd {info.get('simd', '?')}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"# float32, B x H = {a.bh}, D = E = {a.d} (causal: B x H = 1, T = 16); "
-          f"median of {a.repeat} runs of {a.calls} calls, us per call (min)")
+          f"median of {a.repeat} runs of {a.calls} calls, us per call (min), "
+          f"{a.clock} clock")
     X = np.ones((1, 16, a.d), np.float32)
-    base, base_lo = per_call(lambda: np.add(X, X), a.calls, a.repeat)
+    base, base_lo = per_call(lambda: np.add(X, X), a.calls, a.repeat, clock)
     print(f"# same-run baseline for the causal T=16 rows: np.add of two (1, 16, {a.d}) float32 "
           f"arrays {base:.2f} us ({base_lo:.2f}); under load both grow alike")
     head = f"{'kind':12s} {'case':12s}" + "".join(f" {f'threads={n}':>20s}" for n in threads)
@@ -103,7 +109,7 @@ def main(argv=None) -> None:
             cells = []
             for n in threads:
                 la.set_num_threads(n)
-                med, lo = per_call(fn, a.calls, a.repeat)
+                med, lo = per_call(fn, a.calls, a.repeat, clock)
                 cells.append(f"{med:9.1f} ({lo:7.1f})")
             target = (CAUSAL_TARGET if case.startswith("causal") else STEP_TARGET)[kind]
             print(f"{kind:12s} {case:12s}" + "".join(f" {c:>20s}" for c in cells)

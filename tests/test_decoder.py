@@ -62,7 +62,8 @@ def test_decoder_is_bit_identical_to_the_full_step_path(kind, dtype):
         assert id(dec.state.S) == S_id  # updated where it is
 
 
-@pytest.mark.parametrize("kind", ["elu", "retnet", "mamba2", "cosformer", "rfa", "lavo"])
+@pytest.mark.parametrize("kind", ["elu", "retnet", "mamba2", "cosformer", "rfa", "performer",
+                                  "lavo"])
 def test_decoder_matches_causal(kind):
     q, k, v, g = _inputs(np.float64, 1)
     kw = KW.get(kind, {})
@@ -76,10 +77,119 @@ def test_decoder_matches_causal(kind):
 
 def test_decoder_fast_path_is_taken():
     for kind in ("linear", "elu", "relu", "lightning", "retnet", "mamba2", "transnormer",
-                 "cosformer", "rfa"):
+                 "cosformer", "rfa", "performer", "lavo"):
         dec = la.Decoder(kind, (4,), 8, dtype=np.float32, **KW.get(kind, {}))
         assert dec._plan is not None, kind
     assert la.Decoder("transnormer", (4,), 8, diag_block=4)._plan is None  # la.step path
+
+
+def _three_paths(kind, dtype, steps, **kw):
+    """Outputs and final states of Decoder.step, la.step(inplace=True) and la.step (the
+    full path), which must agree bit for bit."""
+    q, k, v, _ = _inputs(dtype, 11)
+    dec = la.Decoder(kind, B, D, D, dtype=dtype, **kw)
+    st_ip = la.State.zeros(kind, B, D, D, dtype=dtype, **kw)
+    st_new = st_ip.copy()
+    for t in range(steps):
+        o_dec = dec.step(q[..., t, :], k[..., t, :], v[..., t, :])
+        o_ip, _ = la.step(q[..., t, :], k[..., t, :], v[..., t, :], st_ip, inplace=True, **kw)
+        o_new, st_new = la.step(q[..., t, :], k[..., t, :], v[..., t, :], st_new, **kw)
+        np.testing.assert_array_equal(o_dec, o_new)
+        np.testing.assert_array_equal(o_ip, o_new)
+    for st in (dec.state, st_ip):
+        for name in ("S", "z"):
+            a, b = getattr(st, name), getattr(st_new, name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+        for key, val in st_new.extra.items():
+            np.testing.assert_array_equal(np.asarray(st.extra[key]), np.asarray(val))
+    return dec, st_new
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opts", [{"features": "hyperbolic"}, {"normalize": "none"},
+                                  {"normalize": "norm"}, {"num_features": 12},
+                                  {"projection": "fortran"}])
+def test_performer_step_paths_agree_for_every_option(opts, dtype):
+    """The in-place Performer step (its kernel's one-token path on the state where it is)
+    against la.step's full path, for the feature maps, normalisers, a width that is not
+    a multiple of 16 and a projection in either memory order; and la.causal within
+    tolerance."""
+    kw = dict(opts)
+    if kw.pop("projection", None):
+        kw["projection"] = np.asfortranarray(la.random_features(D, 20, seed=3))
+    else:
+        kw.setdefault("num_features", 16)
+        kw["seed"] = 0
+    dec, st = _three_paths("performer", dtype, T, **kw)
+    assert dec._plan is not None
+    q, k, v, _ = _inputs(dtype, 11)
+    assert_close(la.causal(q, k, v, "performer", **kw)[..., -1, :],
+                 la.step(q[..., T - 1, :], k[..., T - 1, :], v[..., T - 1, :],
+                         la.causal(q[..., :T - 1, :], k[..., :T - 1, :], v[..., :T - 1, :],
+                                   "performer", return_state=True, **kw)[1], **kw)[0],
+                 1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opts", [{"window": 3}, {"window": 4, "window_mode": "block"},
+                                  {"window": 2, "memory_scope": "before_local"},
+                                  {"window": 0}, {"window": 9}])
+def test_lavo_step_paths_agree_for_every_option(opts, dtype):
+    """The in-place LAVO step (rings read and shifted where they are) against la.step's
+    full path, with windows shorter and longer than the stream."""
+    dec, _ = _three_paths("lavo", dtype, T, **opts)
+    assert dec._plan is not None
+    # a keys-are-values stream (k_t is v_t), and its rejection of other values
+    q, k, _, _ = _inputs(dtype, 14)
+    dec = la.Decoder("lavo", B, D, dtype=dtype, **opts)
+    st = la.State.zeros("lavo", B, D, dtype=dtype, **opts)
+    assert dec._plan is not None and "ring_v" not in st.extra
+    for t in range(T):
+        o = dec.step(q[..., t, :], k[..., t, :], k[..., t, :])
+        o_ref, st = la.step(q[..., t, :], k[..., t, :], k[..., t, :], st, **opts)
+        np.testing.assert_array_equal(o, o_ref)
+    for key, val in st.extra.items():
+        np.testing.assert_array_equal(np.asarray(dec.state.extra[key]), np.asarray(val))
+    with pytest.raises(ValueError, match="lacks"):
+        dec.step(q[..., 0, :], k[..., 0, :], k[..., 0, :].copy())
+
+
+def test_random_feature_rows_do_not_depend_on_the_projection_layout():
+    """One token's features (the step's path) have the same bits for a projection in
+    either memory order; a block of tokens agrees with them within rounding."""
+    r = np.random.default_rng(12)
+    for dtype in (np.float32, np.float64):
+        x = r.standard_normal((5, 1, 24)).astype(dtype)
+        W = la.random_features(24, 40, seed=1).astype(dtype)
+        a = la.features.rfa(x, W)
+        np.testing.assert_array_equal(a, la.features.rfa(x, np.asfortranarray(W)))
+        xs = np.concatenate([x, x], axis=1)
+        assert_close(la.features.rfa(xs, W)[:, :1], a, 1e-6 if dtype == np.float32 else 1e-14)
+
+
+def test_plans_follow_replaced_extra_arrays():
+    """Performer's running maximum and LAVO's rings replaced from outside (or by a step
+    that took la.step's path): the plans check and use the new arrays."""
+    q, k, v, _ = _inputs(np.float64, 13)
+    for kind, kw in (("performer", {"seed": 0, "num_features": 16}), ("lavo", {"window": 3})):
+        dec = la.Decoder(kind, B, D, D, **kw)
+        ref = la.State.zeros(kind, B, D, D, **kw)
+        for t in range(T):
+            if t == 2:
+                for key in list(dec.state.extra):
+                    dec.state.extra[key] = np.array(dec.state.extra[key])  # fresh copies
+            if t == 4:
+                key = "max" if kind == "performer" else "ring_k"
+                dec.state.extra[key] = dec.state.extra[key].copy()
+                dec.state.extra[key].flags.writeable = False  # la.step replaces it
+            o = dec.step(q[..., t, :], k[..., t, :], v[..., t, :])
+            o_ref, ref = la.step(q[..., t, :], k[..., t, :], v[..., t, :], ref, **kw)
+            np.testing.assert_array_equal(o, o_ref)
+        assert dec._plan is not None and dec.state.t == T
+        for key, val in ref.extra.items():
+            np.testing.assert_array_equal(np.asarray(dec.state.extra[key]), np.asarray(val))
 
 
 def test_decoder_continues_a_state_and_takes_its_kind():

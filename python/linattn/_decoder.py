@@ -200,8 +200,8 @@ class Decoder:
         self._gshape = None
         self._gconst = None
         S = st.S
-        if not isinstance(S, np.ndarray) or S.ndim < 2 or S.dtype not in (np.float32,
-                                                                           np.float64):
+        if self.kind not in _NO_S and (not isinstance(S, np.ndarray) or S.ndim < 2
+                                       or S.dtype not in (np.float32, np.float64)):
             return
         maker = _PLANS.get(self.kind)
         if maker is None:
@@ -255,14 +255,16 @@ def _state_dims(kind: str, st: State):
     return None
 
 
-def _resolved(dec: Decoder, st: State, spec: reg.KindSpec, D: int, E: int, decay=None):
+def _resolved(dec: Decoder, st: State, spec: reg.KindSpec, D: int, E: int, decay=None,
+              batch=None, dtype=None):
     """The :class:`linattn._call.Call` ``la.step`` builds for one token of this decoder
     (zero inputs of the state's shapes), with its options checked as ``la.step`` checks
     them."""
     from ._api import _CAUSAL_COMMON
     from ._call import check_gated, check_options
 
-    batch = st.S.shape[:-2]
+    batch = st.S.shape[:-2] if batch is None else batch
+    dtype = st.S.dtype if dtype is None else dtype
     opts = dict(dec._opts)
     if decay is not None:
         opts["decay"] = decay
@@ -274,8 +276,8 @@ def _resolved(dec: Decoder, st: State, spec: reg.KindSpec, D: int, E: int, decay
         if set(common) - {"scale", "normalize", "eps", "chunk_size"}:
             raise TypeError("step options")
     kind_opts = check_options(spec, opts, "step_inplace")
-    z = np.zeros(batch + (1, D), st.S.dtype)
-    v = np.zeros(batch + (1, E), st.S.dtype)
+    z = np.zeros(batch + (1, D), dtype)
+    v = np.zeros(batch + (1, E), dtype)
     call = build("step_inplace", spec, z, z.copy(), v, mode="recurrent",
                  eps_mode=kind_opts.get("eps_mode"), initial_state=st, return_state=True,
                  **gated, **common)
@@ -424,6 +426,7 @@ def _plan_rfa(dec: Decoder, st: State):
     fl = np.int64(flags(reg.FMAP_IDENTITY, reg.FMAP_IDENTITY, call.normalize,
                         call.eps_mode, False))
     step, rf, finish = _core._step_inplace, _core._rfa_features, _features._rf_finish
+    W = _transposed(W)
 
     def plan(q, k, v, gt, st):
         fq = finish(rf(q, W, scale), comp, False, None)
@@ -435,6 +438,142 @@ def _plan_rfa(dec: Decoder, st: State):
     return plan
 
 
+def _transposed(W: np.ndarray) -> np.ndarray:
+    """``W`` (..., r, d) as a view of its transpose's contiguous copy: the one-token
+    kernels then read the projection's columns in place instead of copying it
+    transposed for every head (the same bits as any layout)."""
+    Wt = np.ascontiguousarray(np.swapaxes(W, -1, -2))
+    Wt.flags.writeable = False
+    return np.swapaxes(Wt, -1, -2)
+
+
+def _plan_performer(dec: Decoder, st: State):
+    """Performer with the prefix-safe stabiliser: its C kernel updating ``S``, ``z``
+    and the running maximum ``extra["max"]`` in place."""
+    from .features import PERFORMER_KINDS
+    from .kinds import randomfeatures as _rf
+
+    if dec._D is None:
+        return None  # a decoder made from a state learns D at its first step
+    spec = reg.get("performer")
+    F, E = st.S.shape[-2:]
+    call, opts = _resolved(dec, st, spec, dec._D, E)
+    features, stab = opts["features"], opts["stabilizer"]
+    if features not in ("positive", "hyperbolic") or stab != "prefix":
+        return None  # the published form: la.step
+    W, Fw, extra = _rf._projection(call, "performer", features)
+    _rf._check_resume(st, extra["fingerprint"], stab)
+    batch = call.dims.batch
+    if Fw != F or _rf._batch_with(call.dims, W) != batch:
+        return None
+    div = call.normalize == "div"
+    if not _updatable(st, batch + (F, E), div):
+        return None
+    mu = st.extra.get("max")
+    if not isinstance(mu, np.ndarray) or mu.dtype != _F64 or mu.shape != batch:
+        return None  # la.step checks (or replaces) it at the first step
+    extra["stabilizer"] = np.array(stab)
+    st.extra.update(extra)  # as every la.step does: the same fingerprint and seed
+    _set_shapes(dec, st, dec._D, E, False)
+    dec._gconst = _ZERO_DECAY
+    S = st.S
+    z = st.z if div else np.zeros(S.shape[:-1], S.dtype)
+    Wt = _transposed(W.astype(S.dtype, copy=False))
+    scale, eps = float(call.scale), float(call.eps)
+    fl = np.int64(PERFORMER_KINDS[features] | (reg.NORMALIZE[call.normalize] << 2))
+    chunk = np.int64(call.chunk(1))
+    step = _core._performer_step_inplace
+
+    def plan(q, k, v, gt, st):
+        mu = st.extra.get("max")
+        if type(mu) is not np.ndarray or mu.dtype is not _F64 or mu.shape != batch \
+                or not mu.flags.writeable:
+            return None  # replaced from outside: la.step checks it
+        o = step(q, k, v, Wt, S, z, mu, scale, eps, fl, chunk)
+        st.t += 1
+        return o
+
+    return plan
+
+
+def _plan_lavo(dec: Decoder, st: State):
+    """LAVO: its C kernel updating the memory sums and the rings of ``extra`` in place.
+    A stream with separate values has ``value_sums`` and ``ring_v``; a keys-are-values
+    stream takes the fast path when ``k_t`` is ``v_t``."""
+    from ._call import same_array
+    from .kinds import lavo as _lv
+
+    ex = st.extra
+    rk = ex.get("ring_k")
+    if dec._D is None or not isinstance(rk, np.ndarray) or rk.ndim < 2 \
+            or rk.dtype not in (np.float32, np.float64):
+        return None  # a state la.step must check
+    separate = "value_sums" in ex
+    spec = reg.get("lavo")
+    D, batch, comp = dec._D, rk.shape[:-2], rk.dtype
+    call, opts = _resolved(dec, st, spec, D, D, batch=batch, dtype=comp)
+    w = _lv._window(opts["window"], 64)
+    B, r, mb, fl = _lv._options(opts, D, call.seed, batch, w)
+    pb = _lv._bias("position_bias", opts["position_bias"], w, batch,
+                   "one entry per offset t - j = 0 .. window-1")
+    _lv._state_in(st, batch, r, w, D, comp, separate)
+    shapes = {"sums": (batch + (r,), _F64), "value_sums": (batch + (r,), _F64),
+              "ring_k": (batch + (w, D), comp), "ring_v": (batch + (w, D), comp)}
+    # a keys-are-values stream: value sums the kernel zeroes, a ring it never reads
+    unused = {"value_sums": np.zeros(batch + (r,)),
+              "ring_v": np.broadcast_to(np.zeros((1, 1), comp), batch + (w, D))}
+
+    def arrays(ex):
+        """The four state arrays the kernel updates, or None (la.step: copies them)."""
+        out = []
+        for name, (shape, dt) in shapes.items():
+            if not separate and name in unused:
+                out.append(unused[name])
+                continue
+            a = ex.get(name)
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dt \
+                    or not a.flags.writeable or not a.flags.aligned:
+                return None
+            out.append(a)
+        return out
+
+    cur = arrays(ex)
+    if cur is None:
+        return None
+    dec._dtype = comp
+    dec._qshape = dec._vshape = batch + (D,)
+    dec._gshape = None
+    dec._gconst = _ZERO_DECAY
+    Bc = B.astype(comp, copy=False)
+    scale = float(call.scale)
+    flags = np.int64(fl | (_lv._FLAG_SEP if separate else 0) | _lv._FLAG_REC)
+    chunk = np.int64(call.chunk(64))
+    step, int64, fill = _core._lavo_step_inplace, np.int64, np.array
+
+    def plan(q, k, v, gt, st):
+        ex = st.extra
+        sums, vsums, ring_k, ring_v = cur
+        if not separate and not same_array(k, v):
+            return None  # k_t is not v_t: la.step decides (and raises)
+        if ex.get("sums") is not sums or ex.get("ring_k") is not ring_k or separate and (
+                ex.get("value_sums") is not vsums or ex.get("ring_v") is not ring_v):
+            new = arrays(ex)  # replaced (by a step that took la.step's path)
+            if new is None:
+                return None
+            cur[:] = new
+            sums, vsums, ring_k, ring_v = cur
+        o = step(q, k, v, Bc, pb, mb, sums, vsums, ring_k, ring_v, int64(st.t), scale,
+                 flags, chunk)
+        st.t += 1
+        ex["fill"] = fill(min(st.t, w), np.int64)
+        return o
+
+    return plan
+
+
+_NO_S = ("lavo",)  # kinds whose state keeps no S, z (their plan checks extra)
 _PLANS = {name: _plan_elementwise for name in _ELEMENTWISE}
+_PLANS["lavo"] = _plan_lavo
+_PLANS["performer"] = _plan_performer
 _PLANS["cosformer"] = _plan_cosformer
 _PLANS["rfa"] = _plan_rfa

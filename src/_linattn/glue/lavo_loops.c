@@ -8,11 +8,16 @@
 
 #include "kernels/lavo.h"
 
+#include <stdlib.h>
+
 enum { VC_Q, VC_K, VC_V, VC_BASES, VC_PB, VC_MB, VC_SUMS0, VC_VSUMS0, VC_RK0, VC_RV0,
        VC_POS, VC_SCALE, VC_FLAGS, VC_CHUNK, VC_O, VC_SUMS1, VC_VSUMS1, VC_RK1, VC_RV1 };
 enum { VN_Q, VN_K, VN_V, VN_BASES, VN_PB, VN_MB, VN_SCALE, VN_FLAGS, VN_O };
 
 typedef la_status (*la_lavo_fn)(const la_lavo_args *, void *);
+
+/* _lavo_step_inplace's data: the state inputs are its outputs (o the only one) */
+static const int lavo_inplace = 1;
 
 static la_status
 lavo_item(const la_call *c, const void *proto, npy_intp i, void *work)
@@ -25,17 +30,18 @@ lavo_item(const la_call *c, const void *proto, npy_intp i, void *work)
     a.bases = LA_AT(c, VC_BASES, i);
     a.pb = (const double *)LA_AT(c, VC_PB, i);
     a.mb = (const double *)LA_AT(c, VC_MB, i);
-    if (c->info->nop == VC_RV1 + 1) {
+    if (c->info->nop == VC_RV1 + 1 || c->data == &lavo_inplace) {
+        const int ip = c->data == &lavo_inplace;
         a.sums0 = (const double *)LA_AT(c, VC_SUMS0, i);
         a.vsums0 = (const double *)LA_AT(c, VC_VSUMS0, i);
         a.ring_k0 = LA_AT(c, VC_RK0, i);
         a.ring_v0 = LA_AT(c, VC_RV0, i);
         a.pos = (la_index) * (const npy_int64 *)LA_AT(c, VC_POS, i);
         a.o = LA_AT(c, VC_O, i);
-        a.sums1 = (double *)LA_AT(c, VC_SUMS1, i);
-        a.vsums1 = (double *)LA_AT(c, VC_VSUMS1, i);
-        a.ring_k1 = LA_AT(c, VC_RK1, i);
-        a.ring_v1 = LA_AT(c, VC_RV1, i);
+        a.sums1 = ip ? (double *)a.sums0 : (double *)LA_AT(c, VC_SUMS1, i);
+        a.vsums1 = ip ? (double *)a.vsums0 : (double *)LA_AT(c, VC_VSUMS1, i);
+        a.ring_k1 = ip ? (void *)a.ring_k0 : LA_AT(c, VC_RK1, i);
+        a.ring_v1 = ip ? (void *)a.ring_v0 : LA_AT(c, VC_RV1, i);
         return (c->f64 ? la_lavo_causal_f64 : la_lavo_causal_f32)(&a, work);
     }
     a.o = LA_AT(c, VN_O, i);
@@ -63,6 +69,7 @@ static void
 lavo_causal_loop(const la_call *c)
 {
     la_lavo_args a;
+    void *bt = NULL;
     lavo_init(c, &a);
     a.s = a.t;
     a.w = la_dim(c, "w");
@@ -71,14 +78,45 @@ lavo_causal_loop(const la_call *c)
     a.rk0_rs = la_stride(c, VC_RK0, 0); a.rk0_cs = la_stride(c, VC_RK0, 1);
     a.rv0_rs = la_stride(c, VC_RV0, 0); a.rv0_cs = la_stride(c, VC_RV0, 1);
     a.o_rs = la_stride(c, VC_O, 0); a.o_cs = la_stride(c, VC_O, 1);
-    a.s1_s = la_stride(c, VC_SUMS1, 0);
-    a.vs1_s = la_stride(c, VC_VSUMS1, 0);
-    a.rk1_rs = la_stride(c, VC_RK1, 0); a.rk1_cs = la_stride(c, VC_RK1, 1);
-    a.rv1_rs = la_stride(c, VC_RV1, 0); a.rv1_cs = la_stride(c, VC_RV1, 1);
+    if (c->data == &lavo_inplace) {
+        a.s1_s = a.s0_s;
+        a.vs1_s = a.vs0_s;
+        a.rk1_rs = a.rk0_rs; a.rk1_cs = a.rk0_cs;
+        a.rv1_rs = a.rv0_rs; a.rv1_cs = a.rv0_cs;
+    }
+    else {
+        a.s1_s = la_stride(c, VC_SUMS1, 0);
+        a.vs1_s = la_stride(c, VC_VSUMS1, 0);
+        a.rk1_rs = la_stride(c, VC_RK1, 0); a.rk1_cs = la_stride(c, VC_RK1, 1);
+        a.rv1_rs = la_stride(c, VC_RV1, 0); a.rv1_cs = la_stride(c, VC_RV1, 1);
+    }
     a.scale = LA_OPT_F(c, VC_SCALE);
     a.flags = (int)LA_OPT_I(c, VC_FLAGS);
     a.chunk = (la_index)LA_OPT_I(c, VC_CHUNK);
+    /* the recurrent form (a decoding step) takes the bases transposed: once per
+     * call when every item has the same ones */
+    if ((a.flags & LA_LAVO_RECURRENT) && c->steps[VC_BASES] == 0 && a.b_cs == 1 && c->n > 1 &&
+        a.r > 0 && a.d > 0) {
+        const la_index r = a.r, d = a.d;
+        la_index i, j;
+        bt = malloc((size_t)(r * d) * c->is);
+        if (bt != NULL) {
+            const char *b = c->args[VC_BASES];
+            for (i = 0; i < r; i++) {
+                for (j = 0; j < d; j++) {
+                    if (c->f64) {
+                        ((double *)bt)[j * r + i] = ((const double *)b)[i * a.b_rs + j];
+                    }
+                    else {
+                        ((float *)bt)[j * r + i] = ((const float *)b)[i * a.b_rs + j];
+                    }
+                }
+            }
+            a.bases_t = bt;
+        }
+    }
     la_run(c, lavo_item, &a, la_lavo_causal_work_size(&a, c->is), 0.0);
+    free(bt);
 }
 
 static void
@@ -103,6 +141,13 @@ static const la_gufunc lavo_table[] = {
      "flags:Q chunk:Q -> o:T sums1:d vsums1:d ring_k1:T ring_v1:T",
      "LAVO causal (flags: 1 block, 2 before_local, 4 separate v, 8 recurrent).",
      lavo_causal_loop, NULL},
+    {"_lavo_step_inplace",
+     "(t,d),(t,d),(t,e),(r,d),(w),(r),(r),(r),(w,d),(w,e),(),(),(),()->(t,e)",
+     "q:T k:T v:T bases:T pb:d mb:d sums0:d vsums0:d ring_k0:T ring_v0:T pos:q scale:D "
+     "flags:Q chunk:Q -> o:T",
+     "LAVO causal updating sums0, vsums0, ring_k0 and ring_v0 in place (la.step "
+     "inplace=True).",
+     lavo_causal_loop, &lavo_inplace},
     {"_lavo_noncausal", "(t,d),(s,d),(s,e),(r,d),(p),(r),(),()->(t,e)",
      "q:T k:T v:T bases:T pb:d mb:d scale:D flags:Q -> o:T",
      "LAVO non-causal / cross-attention (p = 2w+1 position-bias entries).",

@@ -24,6 +24,7 @@ typedef la_status (*la_performer_fn)(const la_performer_args *, void *);
 typedef struct {
     la_performer_fn fn[2]; /* float32, float64 */
     int form;
+    int inplace; /* S0, z0 and mu0 are updated in place (o the only output) */
 } la_performer_data;
 
 static la_status
@@ -40,9 +41,9 @@ performer_item(const la_call *c, const void *proto, npy_intp i, void *work)
         a.z0 = LA_AT(c, PC_Z0, i);
         a.mu0 = *(const double *)LA_AT(c, PC_MU0, i);
         a.o = LA_AT(c, PC_O, i);
-        a.s1 = LA_AT(c, PC_S1, i);
-        a.z1 = LA_AT(c, PC_Z1, i);
-        a.mu1 = (double *)LA_AT(c, PC_MU1, i);
+        a.s1 = d->inplace ? (void *)a.s0 : LA_AT(c, PC_S1, i);
+        a.z1 = d->inplace ? (void *)a.z0 : LA_AT(c, PC_Z1, i);
+        a.mu1 = (double *)LA_AT(c, d->inplace ? PC_MU0 : PC_MU1, i);
     }
     else {
         a.o = LA_AT(c, PN_O, i);
@@ -76,8 +77,9 @@ performer_loop(const la_call *c)
         a.s0_rs = la_stride(c, PC_S0, 0); a.s0_cs = la_stride(c, PC_S0, 1);
         a.z0_s = la_stride(c, PC_Z0, 0);
         a.o_rs = la_stride(c, PC_O, 0);   a.o_cs = la_stride(c, PC_O, 1);
-        a.s1_rs = la_stride(c, PC_S1, 0); a.s1_cs = la_stride(c, PC_S1, 1);
-        a.z1_s = la_stride(c, PC_Z1, 0);
+        a.s1_rs = d->inplace ? a.s0_rs : la_stride(c, PC_S1, 0);
+        a.s1_cs = d->inplace ? a.s0_cs : la_stride(c, PC_S1, 1);
+        a.z1_s = d->inplace ? a.z0_s : la_stride(c, PC_Z1, 0);
     }
     else {
         a.o_rs = la_stride(c, PN_O, 0);   a.o_cs = la_stride(c, PN_O, 1);
@@ -101,13 +103,15 @@ performer_loop(const la_call *c)
 }
 
 static const la_performer_data pd_rec = {
-    {la_performer_recurrent_f32, la_performer_recurrent_f64}, LA_FORM_RECURRENT};
+    {la_performer_recurrent_f32, la_performer_recurrent_f64}, LA_FORM_RECURRENT, 0};
+static const la_performer_data pd_step = {
+    {la_performer_recurrent_f32, la_performer_recurrent_f64}, LA_FORM_RECURRENT, 1};
 static const la_performer_data pd_chk = {
-    {la_performer_chunked_f32, la_performer_chunked_f64}, LA_FORM_CHUNKED};
+    {la_performer_chunked_f32, la_performer_chunked_f64}, LA_FORM_CHUNKED, 0};
 static const la_performer_data pd_par = {
-    {la_performer_parallel_f32, la_performer_parallel_f64}, LA_FORM_PARALLEL};
+    {la_performer_parallel_f32, la_performer_parallel_f64}, LA_FORM_PARALLEL, 0};
 static const la_performer_data pd_nc = {
-    {la_performer_noncausal_f32, la_performer_noncausal_f64}, LA_FORM_NONCAUSAL};
+    {la_performer_noncausal_f32, la_performer_noncausal_f64}, LA_FORM_NONCAUSAL, 0};
 
 #define LA_PC_SIG "(t,d),(t,d),(t,e),(m,d),(f,e),(f),(),(),(),(),()->(t,e),(f,e),(f),()"
 #define LA_PC_OPS \
@@ -121,6 +125,10 @@ static const la_gufunc performer_table[] = {
      &pd_chk},
     {"_performer_parallel", LA_PC_SIG, LA_PC_OPS,
      "Causal Performer, parallel (masked quadratic) form.", performer_loop, &pd_par},
+    {"_performer_step_inplace", "(t,d),(t,d),(t,e),(m,d),(f,e),(f),(),(),(),(),()->(t,e)",
+     "q:T k:T v:T W:T S0:T z0:T mu0:d scale:D eps:D flags:Q chunk:Q -> o:T",
+     "Performer recurrent form updating S0, z0 and mu0 in place (la.step inplace=True).",
+     performer_loop, &pd_step},
     {"_performer_noncausal", "(t,d),(s,d),(s,e),(m,d),(),(),(),()->(t,e)",
      "q:T k:T v:T W:T scale:D eps:D flags:Q chunk:Q -> o:T",
      "Non-causal Performer, online key maximum, true-scale guard.", performer_loop, &pd_nc},

@@ -68,6 +68,20 @@ void la_performer_logrow_f64(int kind, double scale, const double *x,
                              la_index w_rs, la_index w_cs, la_index r,
                              double *y);
 
+/*
+ * One token's projection (the decoding step's path: docs/design/kinds.md §4.1
+ * and §5, its targets docs/design/performance.md §3):
+ * u[i] = sum_k x[k] W[i, k] for i < r, in an order fixed by d alone (even
+ * and odd k summed apart), so the bits do not depend on W's layout.  W (r x d)
+ * has element strides w_rs, w_cs; with w_rs == 1 (a transposed projection, as
+ * la.Decoder keeps it) its columns are read in place and the loop runs over i
+ * in vectors, else W is first copied transposed into wt (r * d scratch).
+ */
+void la_rf_project_row_f32(const float *x, la_index d, const float *W, la_index w_rs,
+                           la_index w_cs, la_index r, float *wt, float *u);
+void la_rf_project_row_f64(const double *x, la_index d, const double *W, la_index w_rs,
+                           la_index w_cs, la_index r, double *wt, double *u);
+
 /* Rows per block of the slice functions; their scratch in bytes. */
 #define LA_RF_BLOCK 64
 size_t la_rf_work_size(la_index t, la_index d, la_index r, size_t itemsize);

@@ -117,6 +117,68 @@ LA_FN(la_performer_logrow)(int kind, double scale, const LA_T *x, la_index xs,
     }
 }
 
+/* Outputs [i0, i0 + NB) of la_rf_project_row (NB <= 64; a constant keeps
+ * the accumulators in registers): even and odd k in two chains, added at the
+ * end. */
+#define LA_RF_PROJECT_BLOCK(NB)                                                   \
+    do {                                                                          \
+        const la_index nb_ = (NB);                                                \
+        LA_T acc[64], acc2[64];                                                   \
+        for (i = 0; i < nb_; i++) {                                               \
+            acc[i] = 0;                                                           \
+            acc2[i] = 0;                                                          \
+        }                                                                         \
+        for (k = 0; k + 1 < d; k += 2) {                                          \
+            const LA_T xk = x[k], xk2 = x[k + 1];                                 \
+            const LA_T *LA_RESTRICT Wk = W + k * w_cs + i0;                       \
+            const LA_T *LA_RESTRICT Wk2 = Wk + w_cs;                              \
+            for (i = 0; i < nb_; i++) {                                           \
+                acc[i] += xk * Wk[i];                                             \
+                acc2[i] += xk2 * Wk2[i];                                          \
+            }                                                                     \
+        }                                                                         \
+        if (k < d) {                                                              \
+            const LA_T xk = x[k];                                                 \
+            const LA_T *LA_RESTRICT Wk = W + k * w_cs + i0;                       \
+            for (i = 0; i < nb_; i++) {                                           \
+                acc[i] += xk * Wk[i];                                             \
+            }                                                                     \
+        }                                                                         \
+        for (i = 0; i < nb_; i++) {                                               \
+            u[i0 + i] = acc[i] + acc2[i];                                         \
+        }                                                                         \
+        i0 += nb_;                                                                \
+    } while (0)
+
+LA_TARGET_CLONES void
+LA_FN(la_rf_project_row)(const LA_T *x, la_index d, const LA_T *W, la_index w_rs,
+                         la_index w_cs, la_index r, LA_T *wt, LA_T *u)
+{
+    la_index i, k, i0 = 0;
+    if (w_rs != 1) {
+        for (i = 0; i < r; i++) {
+            for (k = 0; k < d; k++) {
+                wt[k * r + i] = W[i * w_rs + k * w_cs];
+            }
+        }
+        W = wt;
+        w_cs = r;
+    }
+    while (r - i0 >= 64) {
+        LA_RF_PROJECT_BLOCK(64);
+    }
+    if (r - i0 >= 32) {
+        LA_RF_PROJECT_BLOCK(32);
+    }
+    if (r - i0 >= 16) {
+        LA_RF_PROJECT_BLOCK(16);
+    }
+    if (r > i0) {
+        LA_RF_PROJECT_BLOCK(r - i0);
+    }
+}
+#undef LA_RF_PROJECT_BLOCK
+
 /* Scratch of the slice functions, carved in la_rf_work_size's order. */
 static la_index
 LA_FN(rf_carve)(la_index t, la_index d, la_index r, const LA_T *W, la_index w_rs,
@@ -149,8 +211,27 @@ LA_FN(la_rfa_features)(la_index t, double scale, const LA_T *x, la_index x_rs,
     const double amp = r > 0 ? sqrt(1.0 / (double)r) : 0.0; /* sqrt(2/F) */
     LA_T *Wc, *Xs, *U, *L;
     double *h;
-    const la_index B = LA_FN(rf_carve)(t, d, r, W, w_rs, w_cs, work, &Wc, &Xs, &U, &L, &h);
-    la_index t0, rr, i;
+    la_index B, t0, rr, i;
+    if (t == 1) {
+        /* one token (a decoding step): no copy of W, no GEMM */
+        char *p = (char *)work;
+        LA_T *wt = (LA_T *)la_carve(&p, (size_t)(r * d) * sizeof(LA_T));
+        const double ss = LA_FN(rf_dot)(x, x_cs, x, x_cs, d);
+        const LA_T c = (LA_T)(sqrt(scale) / (sqrt(ss) + LA_RFA_NORM_EPS));
+        Xs = (LA_T *)la_carve(&p, (size_t)d * sizeof(LA_T));
+        U = (LA_T *)la_carve(&p, (size_t)r * sizeof(LA_T));
+        for (i = 0; i < d; i++) {
+            Xs[i] = c * x[i * x_cs];
+        }
+        LA_FN(la_rf_project_row)(Xs, d, W, w_rs, w_cs, r, wt, U);
+        for (i = 0; i < r; i++) {
+            const double u = (double)U[i];
+            y[i * y_cs] = (LA_T)(amp * sin(u));
+            y[(r + i) * y_cs] = (LA_T)(amp * cos(u));
+        }
+        return;
+    }
+    B = LA_FN(rf_carve)(t, d, r, W, w_rs, w_cs, work, &Wc, &Xs, &U, &L, &h);
     for (t0 = 0; t0 < t; t0 += B) {
         const la_index n = t - t0 < B ? t - t0 : B;
         for (rr = 0; rr < n; rr++) {

@@ -51,6 +51,9 @@ typedef struct {
     la_index rk1_rs, rk1_cs, rv1_rs, rv1_cs;
     double scale;
     int flags;
+    /* optional, recurrent form: the bases transposed (d x r, dense), when one
+     * set of bases serves every item of a call (NULL: each item transposes) */
+    const void *bases_t;
 } la_lavo_args;
 
 size_t la_lavo_causal_work_size(const la_lavo_args *a, size_t itemsize);

@@ -6,6 +6,8 @@
 #include "la_util.h"
 #include "la_vmath.h"
 #include "linear.h"
+#include "arch/la_arch.h"
+#include "la_cpu.h"
 #include "performer.h"
 
 size_t

@@ -13,6 +13,7 @@ typedef struct {
     LA_T *Ob, *Sx, *Lk, *Vb;
     double *M;
     la_index C, ec;
+    int rowproj; /* one token (a decoding step): its row projected in place */
 } LA_FN(perf_ws);
 
 static void
@@ -38,12 +39,42 @@ LA_FN(perf_carve)(const la_performer_args *a, void *work, LA_FN(perf_ws) *w,
     w->Vb = (LA_T *)la_carve(&p, (size_t)(C * ec) * sizeof(LA_T));
     w->M = (double *)la_carve(&p, (size_t)C * sizeof(double));
     *rest = p;
-    for (i = 0; i < a->m; i++) {
+    /* a one-token recurrent call projects by la_rf_project_row, which reads W
+     * where it is (Wc is then its scratch) */
+    w->rowproj = a->t == 1 && a->s == 1;
+    for (i = 0; i < a->m && !w->rowproj; i++) {
         const LA_T *Wi = (const LA_T *)a->w + i * a->w_rs;
         for (j = 0; j < a->d; j++) {
             w->Wc[i * a->d + j] = Wi[j * a->w_cs];
         }
     }
+}
+
+/* sum_i x[i]^2 in double, 8 lanes added pairwise (the one-token path's order). */
+LA_TARGET_CLONES static double
+LA_FN(perf_sumsq)(const LA_T *x, la_index n)
+{
+    double lane[8], tl[8];
+    la_index i, u;
+    for (u = 0; u < 8; u++) {
+        lane[u] = 0;
+        tl[u] = 0;
+    }
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (u = 0; u < 8; u++) {
+            lane[u] += (double)x[i + u] * (double)x[i + u];
+        }
+    }
+    for (u = 0; i + u < n; u++) {
+        tl[u] = (double)x[i + u] * (double)x[i + u];
+    }
+    for (u = 0; u < 8; u++) {
+        lane[u] += tl[u];
+    }
+    for (u = 0; u < 4; u++) {
+        lane[u] += lane[u + 4];
+    }
+    return (lane[0] + lane[2]) + (lane[1] + lane[3]);
 }
 
 /*
@@ -66,11 +97,22 @@ LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
         for (i = 0; i < d; i++) {
             const LA_T xv = sq * xr[i * cs];
             Xr[i] = xv;
-            ss += (double)xv * (double)xv;
+            if (!w->rowproj) {
+                ss += (double)xv * (double)xv;
+            }
+        }
+        if (w->rowproj) {
+            ss = LA_FN(perf_sumsq)(Xr, d);
         }
         w->h[r] = 0.5 * ss - logc; /* l = u - (h - log c) */
     }
-    LA_GEMM(0, 1, n, m, d, 1, w->Xs, d, w->Wc, d, 0, w->U, m);
+    if (w->rowproj && n == 1) {
+        LA_FN(la_rf_project_row)(w->Xs, d, (const LA_T *)a->w, a->w_rs, a->w_cs, m, w->Wc,
+                                 w->U);
+    }
+    else {
+        LA_GEMM(0, 1, n, m, d, 1, w->Xs, d, w->Wc, d, 0, w->U, m);
+    }
     for (r = 0; r < n; r++) {
         const LA_T hh = (LA_T)w->h[r];
         const LA_T *Ur = w->U + r * m;
@@ -89,13 +131,27 @@ LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
     }
 }
 
-static double
+/* max_i l[i] (exact in any order: 16 lanes, then the lanes; a NaN is kept
+ * only from l[0], as the serial loop keeps it). */
+LA_TARGET_CLONES static double
 LA_FN(perf_rowmax)(const LA_T *l, la_index n)
 {
     LA_T mx = n > 0 ? l[0] : (LA_T)(-HUGE_VAL);
-    la_index i;
-    for (i = 1; i < n; i++) {
+    LA_T lane[16];
+    la_index i, u;
+    for (u = 0; u < 16; u++) {
+        lane[u] = (LA_T)(-HUGE_VAL);
+    }
+    for (i = 1; i + 16 <= n; i += 16) {
+        for (u = 0; u < 16; u++) {
+            lane[u] = l[i + u] > lane[u] ? l[i + u] : lane[u];
+        }
+    }
+    for (; i < n; i++) {
         mx = l[i] > mx ? l[i] : mx;
+    }
+    for (u = 0; u < 16; u++) {
+        mx = lane[u] > mx ? lane[u] : mx;
     }
     return (double)mx;
 }
@@ -188,7 +244,10 @@ LA_FN(perf_load_state)(const la_performer_args *a, la_index ec, LA_T *Sx)
     const LA_T *s0 = (const LA_T *)a->s0, *z0 = (const LA_T *)a->z0;
     la_index i, j;
     for (i = 0; i < a->f; i++) {
-        for (j = 0; j < a->e; j++) {
+        if (a->s0_cs == 1) {
+            memcpy(Sx + i * ec, s0 + i * a->s0_rs, (size_t)a->e * sizeof(LA_T));
+        }
+        for (j = 0; j < a->e && a->s0_cs != 1; j++) {
             Sx[i * ec + j] = s0[i * a->s0_rs + j * a->s0_cs];
         }
         if (ec > a->e) {
@@ -204,7 +263,10 @@ LA_FN(perf_store_state)(const la_performer_args *a, la_index ec, const LA_T *Sx,
     LA_T *s1 = (LA_T *)a->s1, *z1 = (LA_T *)a->z1;
     la_index i, j;
     for (i = 0; i < a->f; i++) {
-        for (j = 0; j < a->e; j++) {
+        if (a->s1_cs == 1) {
+            memcpy(s1 + i * a->s1_rs, Sx + i * ec, (size_t)a->e * sizeof(LA_T));
+        }
+        for (j = 0; j < a->e && a->s1_cs != 1; j++) {
             s1[i * a->s1_rs + j * a->s1_cs] = Sx[i * ec + j];
         }
         z1[i * a->z1_s] = ec > a->e ? Sx[i * ec + a->e] : (LA_T)0;
@@ -275,6 +337,145 @@ LA_FN(perf_token)(la_index f, la_index ec, LA_T rho, LA_T *LA_RESTRICT S,
     }
 }
 
+/*
+ * One token on a state stored with contiguous rows (the decoding step): S =
+ * rho S + kf vv^T and num = S^T qf in one pass with the column block's
+ * accumulators in registers; with z (div mode) also z = rho z + kf and
+ * num[e] = z . qf, on the side of the first block's rows.
+ */
+#define LA_PERF_STEP_BLOCK 64
+LA_TARGET_CLONES static void
+LA_FN(perf_token_direct)(la_index f, la_index e, LA_T rho, LA_T *LA_RESTRICT S, la_index ld,
+                         LA_T *LA_RESTRICT z, la_index zs, const LA_T *LA_RESTRICT qf,
+                         const LA_T *LA_RESTRICT kf, const LA_T *LA_RESTRICT vv,
+                         LA_T *LA_RESTRICT num)
+{
+    LA_T den = 0;
+    la_index i, j, j0;
+    for (j0 = 0; j0 < e; j0 += LA_PERF_STEP_BLOCK) {
+        const la_index nb = e - j0 < LA_PERF_STEP_BLOCK ? e - j0 : LA_PERF_STEP_BLOCK;
+        const int withz = z != NULL && j0 == 0;
+        if (nb == LA_PERF_STEP_BLOCK) {
+            /* a full block: every index a constant, the sums stay in registers */
+            LA_T acc[LA_PERF_STEP_BLOCK], vl[LA_PERF_STEP_BLOCK];
+            for (j = 0; j < LA_PERF_STEP_BLOCK; j++) {
+                acc[j] = 0;
+                vl[j] = vv[j0 + j];
+            }
+            for (i = 0; i < f; i++) {
+                LA_T *LA_RESTRICT Si = S + i * ld + j0;
+                const LA_T ki = kf[i], qi = qf[i];
+                for (j = 0; j < LA_PERF_STEP_BLOCK; j++) {
+                    const LA_T s = rho * Si[j] + ki * vl[j];
+                    Si[j] = s;
+                    acc[j] += qi * s;
+                }
+                if (withz) {
+                    const LA_T zi = rho * z[i * zs] + ki;
+                    z[i * zs] = zi;
+                    den += qi * zi;
+                }
+            }
+            for (j = 0; j < LA_PERF_STEP_BLOCK; j++) {
+                num[j0 + j] = acc[j];
+            }
+            continue;
+        }
+        {
+            LA_T acc[LA_PERF_STEP_BLOCK];
+            for (j = 0; j < nb; j++) {
+                acc[j] = 0;
+            }
+            for (i = 0; i < f; i++) {
+                LA_T *LA_RESTRICT Si = S + i * ld + j0;
+                const LA_T ki = kf[i], qi = qf[i];
+                for (j = 0; j < nb; j++) {
+                    const LA_T s = rho * Si[j] + ki * vv[j0 + j];
+                    Si[j] = s;
+                    acc[j] += qi * s;
+                }
+                if (withz) {
+                    const LA_T zi = rho * z[i * zs] + ki;
+                    z[i * zs] = zi;
+                    den += qi * zi;
+                }
+            }
+            for (j = 0; j < nb; j++) {
+                num[j0 + j] = acc[j];
+            }
+        }
+    }
+    if (z != NULL && e == 0) {
+        for (i = 0; i < f; i++) {
+            const LA_T zi = rho * z[i * zs] + kf[i];
+            z[i * zs] = zi;
+            den += qf[i] * zi;
+        }
+    }
+    if (z != NULL) {
+        num[e] = den;
+    }
+}
+
+/* The one-token recurrent call (la.step): the state updated in s1, z1 (s0, z0
+ * copied there first unless they are the same arrays), no [S | z] buffer. */
+static void
+LA_FN(perf_step)(const la_performer_args *a, LA_FN(perf_ws) *w)
+{
+    const la_index f = a->f, e = a->e;
+    const int div = a->norm == LA_NORM_DIV;
+    const LA_T *s0 = (const LA_T *)a->s0, *z0 = (const LA_T *)a->z0;
+    LA_T *S = (LA_T *)a->s1, *z = (LA_T *)a->z1;
+    LA_T *lk = w->Lk;
+    /* NULL on the generic path: perf_token_direct */
+    const LA_FN(la_rtoken) simd = LA_FN(la_arch_rtoken)(la_cpu_isa());
+    la_index i, j;
+    double mk, mu_new;
+    LA_T rho;
+    if (s0 != S || a->s0_rs != a->s1_rs || a->s0_cs != 1) {
+        for (i = 0; i < f; i++) {
+            for (j = 0; j < e; j++) {
+                S[i * a->s1_rs + j] = s0[i * a->s0_rs + j * a->s0_cs];
+            }
+        }
+    }
+    if (z0 != z || a->z0_s != a->z1_s) {
+        for (i = 0; i < f; i++) {
+            z[i * a->z1_s] = z0[i * a->z0_s];
+        }
+    }
+    LA_FN(perf_logblock)(a, w, (const LA_T *)a->k, a->k_rs, a->k_cs, 1, lk);
+    LA_FN(perf_queries)(a, w, 0, 1);
+    LA_FN(perf_load_v)(a, 0, 1, w->ec, w->Vb);
+    mk = LA_FN(perf_rowmax)(lk, f);
+    mu_new = mk > a->mu0 ? mk : a->mu0;
+    rho = (LA_T)LA_FN(perf_rescale)(a->mu0, mu_new);
+    LA_FN(perf_expshift)(lk, mu_new, f, lk);
+    if (simd != NULL) {
+        /* the state pass of the linear operator's active ISA path, then z */
+        const LA_T *qf = w->Lq;
+        LA_T den = 0;
+        simd(f, e, rho, rho != (LA_T)1, S, a->s1_rs, qf, lk, w->Vb, w->Ob);
+        for (i = 0; div && i < f; i++) {
+            const LA_T zi = rho * z[i * a->z1_s] + lk[i];
+            z[i * a->z1_s] = zi;
+            den += qf[i] * zi;
+        }
+        w->Ob[e] = den;
+    }
+    else {
+        LA_FN(perf_token_direct)(f, e, rho, S, a->s1_rs, div ? z : NULL, a->z1_s, w->Lq, lk,
+                                 w->Vb, w->Ob);
+    }
+    if (!div) {
+        for (i = 0; i < f; i++) {
+            z[i * a->z1_s] = 0;
+        }
+    }
+    LA_FN(perf_finish)(a, w->Ob, w->nu[0] + mu_new, (LA_T *)a->o, a->o_cs);
+    *a->mu1 = mu_new;
+}
+
 la_status
 LA_FN(la_performer_recurrent)(const la_performer_args *a, void *work)
 {
@@ -288,6 +489,11 @@ LA_FN(la_performer_recurrent)(const la_performer_args *a, void *work)
 
     LA_FN(perf_carve)(a, work, &w, &rest);
     ec = w.ec;
+    if (T == 1 && a->s1_cs == 1) {
+        LA_TICK(a->progress, 1);
+        LA_FN(perf_step)(a, &w);
+        return LA_OK;
+    }
     LA_FN(perf_load_state)(a, ec, w.Sx);
     for (t0 = 0; t0 < T; t0 += w.C) {
         const la_index n = T - t0 < w.C ? T - t0 : w.C;
