@@ -217,42 +217,63 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
     }
 }
 
+/*
+ * The denominator of one token: z <- a z + kf (elementwise), returns z . qf.
+ * The dot product runs in LA_DEN_LANES partial sums (lane l takes the
+ * entries i = l mod LA_DEN_LANES), added by a fixed pairwise tree at the end:
+ * no serial chain of f dependent FMAs (f times the FMA latency, longer than
+ * the whole state pass on AVX-512), and the same bits at every vector width.
+ */
+#define LA_DEN_LANES 16
+LA_TARGET_CLONES static LA_T
+LA_FN(recurrent_den)(la_index f, LA_T a, LA_T *LA_RESTRICT z, const LA_T *LA_RESTRICT qf,
+                     const LA_T *LA_RESTRICT kf)
+{
+    LA_T acc[LA_DEN_LANES];
+    la_index i, i0, l, w;
+    for (i = 0; i < f; i++) {
+        z[i] = a * z[i] + kf[i];
+    }
+    for (l = 0; l < LA_DEN_LANES; l++) {
+        acc[l] = 0;
+    }
+    for (i0 = 0; i0 + LA_DEN_LANES <= f; i0 += LA_DEN_LANES) {
+        for (l = 0; l < LA_DEN_LANES; l++) {
+            acc[l] += z[i0 + l] * qf[i0 + l];
+        }
+    }
+    for (l = 0; i0 + l < f; l++) {
+        acc[l] += z[i0 + l] * qf[i0 + l];
+    }
+    for (w = LA_DEN_LANES / 2; w >= 1; w /= 2) {
+        for (l = 0; l < w; l++) {
+            acc[l] += acc[l + w];
+        }
+    }
+    return acc[0];
+}
+
 /* After token t's update: the denominator (div mode, z <- a z + kf) and the
  * finished output row. */
 static void
 LA_FN(recurrent_finish)(const la_linear_args *a, la_index t, int div, LA_T decay,
                         LA_T *LA_RESTRICT z, const LA_T *qf, const LA_T *kf, LA_T *num)
 {
-    la_index i;
     if (div) {
-        LA_T den = 0;
-        for (i = 0; i < a->f; i++) {
-            z[i] = decay * z[i] + kf[i];
-            den += z[i] * qf[i];
-        }
-        num[a->e] = den;
+        num[a->e] = LA_FN(recurrent_den)(a->f, decay, z, qf, kf);
     }
     LA_FN(finish_row)(a, num, (LA_T *)a->o + t * a->o_rs, a->o_cs);
 }
 
-/* recurrent_finish for tokens t and t + 1: the two denominators' sums are
- * serial chains (their order fixes the bits), so they run side by side. */
+/* recurrent_finish for tokens t and t + 1 (the same bits as two calls). */
 static void
 LA_FN(recurrent_finish2)(const la_linear_args *a, la_index t, int div, LA_T d1, LA_T d2,
                          LA_T *LA_RESTRICT z, const LA_T *q1, const LA_T *k1, const LA_T *q2,
                          const LA_T *k2, LA_T *num1, LA_T *num2)
 {
-    la_index i;
     if (div) {
-        LA_T den1 = 0, den2 = 0;
-        for (i = 0; i < a->f; i++) {
-            const LA_T z1 = d1 * z[i] + k1[i];
-            den1 += z1 * q1[i];
-            z[i] = d2 * z1 + k2[i];
-            den2 += z[i] * q2[i];
-        }
-        num1[a->e] = den1;
-        num2[a->e] = den2;
+        num1[a->e] = LA_FN(recurrent_den)(a->f, d1, z, q1, k1);
+        num2[a->e] = LA_FN(recurrent_den)(a->f, d2, z, q2, k2);
     }
     LA_FN(finish_row)(a, num1, (LA_T *)a->o + t * a->o_rs, a->o_cs);
     LA_FN(finish_row)(a, num2, (LA_T *)a->o + (t + 1) * a->o_rs, a->o_cs);
