@@ -3,7 +3,7 @@
  * masks, softmax rows, shifted log-features, scans).
  *
  * la_exp_f32 / la_exp_f64 (and the reduced-range la_exp_sm_f32 and
- * la_exp_neg_f32 below) are inline scalar functions written so that GCC
+ * la_exp_nonpos_f32 below) are inline scalar functions written so that GCC
  * auto-vectorises any loop that calls them (inside a LA_TARGET_CLONES clone
  * they become AVX-512 / AVX2 code); la_vexp_* apply them to an array.
  * exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 (Cody-Waite two-part
@@ -115,33 +115,34 @@ la_exp_sm_f32(float xi)
 }
 
 /*
- * la_exp_neg_f32: exp(min(x, 0)), for the elu feature maps (their exp's
- * argument is never positive).  The reduction and polynomial of
- * la_exp_sm_f32 (the same bits on [-87.33654, 0]), but only the lower clamp
- * and no overflow step: x >= 0 gives 1, x < -87.33654 (below the smallest
- * normal result) gives 0, -inf gives 0, NaN propagates.
+ * la_exp_nonpos_f32: exp(x) for x in [LA_EXP_NONPOS_MIN_F32, 0] only, the
+ * cheapest exp here, for loops that select the other inputs away themselves
+ * (the elu feature maps: x > 0, x below the bound, NaN).  The reduction and
+ * polynomial of la_exp_sm_f32 (the same bits on that range, <= ~1 ulp), with
+ * no clamps and no checks: 2^n comes from the low bits of the shifted
+ * product (shifter 1.5 * 2^23 + 127), so any input, NaN and inf included, is
+ * defined behaviour, but outside the range the value is meaningless.
  */
+#define LA_EXP_NONPOS_MIN_F32 -87.33654f /* below: exp(x) < the smallest normal */
 static inline float
-la_exp_neg_f32(float xi)
+la_exp_nonpos_f32(float x)
 {
-    /* NaN selects 0 and then the lower bound's other side: defined int conversion */
-    const float xn = xi < 0.0f ? xi : 0.0f;
-    const float xc = xn > -87.33654f ? xn : -87.33654f;
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: round to nearest */
-    const float kf = (xc * 1.44269504088896341f + shifter) - shifter;
-    const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
-    float p = 1.9875691500e-4f, s, out;
-    int32_t bits;
+    const float shifter = 12582912.0f + 127.0f;
+    const float j = x * 1.44269504088896341f + shifter; /* low bits: n + 127 */
+    const float kf = j - shifter;
+    const float r = (x - kf * 0.693359375f) - kf * -2.12194440e-4f;
+    float p = 1.9875691500e-4f, s;
+    uint32_t bits;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    bits = ((int32_t)kf + 127) << 23;
+    memcpy(&bits, &j, sizeof(bits));
+    bits <<= 23;
     memcpy(&s, &bits, sizeof(s));
-    out = xi < -87.33654f ? 0.0f : p * s;
-    return xi != xi ? xi : out;
+    return p * s;
 }
 
 /* y[i] = exp(x[i]); y may alias x. */

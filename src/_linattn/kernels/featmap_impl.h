@@ -1,14 +1,9 @@
 /* featmap_impl.h: included once per dtype by featmap.c -- no include guard. */
 
-/* phi(u) of elu1 / elu at one point, ex = exp(min(u, 0)) */
-#define LA_FMAP_ELU_OUT(fm, uu, ex) \
-    ((fm) == LA_FMAP_ELU1 ? ((uu) > 0 ? (uu) + (LA_T)1 : (ex)) \
-                          : ((uu) > 0 ? (uu) : (ex) - (LA_T)1))
-
-/* elu1 / elu over a contiguous row: one fused loop (scale, exp(min(u, 0)) by
- * LA_FMAP_EXPNEG, the select), auto-vectorised in each clone.  The exp's
- * argument is never positive, so float32 takes the reduced-range exp.
- * Inlined into each clone of la_featmap_row (y may alias x). */
+/* elu1 / elu over a contiguous row: one fused loop (scale, exp, select) per
+ * map, auto-vectorised in each clone; LA_FMAP_ELU1_AT / LA_FMAP_ELU_AT (from
+ * featmap.c, per dtype) give phi at one point u = scale * x.  Inlined into
+ * each clone of la_featmap_row (y may alias x). */
 #if defined(__GNUC__)
 __attribute__((always_inline))
 #endif
@@ -19,15 +14,13 @@ LA_FN(fmap_elu_dense)(int fmap, LA_T scale, const LA_T *x, la_index n, LA_T *y)
     if (fmap == LA_FMAP_ELU1) {
         for (j = 0; j < n; j++) {
             const LA_T uu = scale * x[j];
-            const LA_T ex = LA_FMAP_EXPNEG(uu);
-            y[j] = LA_FMAP_ELU_OUT(LA_FMAP_ELU1, uu, ex);
+            y[j] = LA_FMAP_ELU1_AT(uu);
         }
     }
     else {
         for (j = 0; j < n; j++) {
             const LA_T uu = scale * x[j];
-            const LA_T ex = LA_FMAP_EXPNEG(uu);
-            y[j] = LA_FMAP_ELU_OUT(LA_FMAP_ELU, uu, ex);
+            y[j] = LA_FMAP_ELU_AT(uu);
         }
     }
 }
