@@ -328,6 +328,32 @@ LA_FN(recurrent_finish2)(const la_linear_args *a, la_index t, int div, LA_T d1, 
     LA_FN(recurrent_out_row)(a, t + 1, num2);
 }
 
+/*
+ * Software prefetch (into L2) of one input row of n elements, element stride
+ * cs: the recurrent loop asks for the rows LA_RFEAT_ROWS tokens ahead, so the
+ * next block's features and value rows come from L2, not memory (each block
+ * of a dense (T, 64) float32 input is one 4 KiB page, where the hardware
+ * prefetchers stop).  Rows with strided columns are left to the hardware.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define LA_RPREFETCH(p) __builtin_prefetch((p), 0, 2)
+#else
+#define LA_RPREFETCH(p) ((void)(p))
+#endif
+static inline void
+LA_FN(prefetch_row)(const LA_T *row, la_index cs, la_index n)
+{
+    const char *p = (const char *)row;
+    const size_t bytes = (size_t)n * sizeof(LA_T);
+    size_t off;
+    if (cs != 1) {
+        return;
+    }
+    for (off = 0; off < bytes; off += 64) {
+        LA_RPREFETCH(p + off);
+    }
+}
+
 la_status
 LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
 {
@@ -377,6 +403,12 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
             const LA_T *vr = v + t * a->v_rs; /* the nt tokens' value rows */
             la_index vs = a->v_rs;
             for (u = 0; u < nt; u++) {
+                const la_index ta = t + u + RB; /* a token of the next block */
+                if (ta < a->t) {
+                    LA_FN(prefetch_row)(q + ta * a->q_rs, a->q_cs, f);
+                    LA_FN(prefetch_row)(k + ta * a->k_rs, a->k_cs, f);
+                    LA_FN(prefetch_row)(v + ta * a->v_rs, a->v_cs, e);
+                }
                 if (decayed) {
                     decay[u] = (LA_T)exp(la_clamp_decay(a->g[(t + u) * a->g_s]));
                 }
