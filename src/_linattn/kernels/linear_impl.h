@@ -225,12 +225,26 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
  * the whole state pass on AVX-512), and the same bits at every vector width.
  */
 #define LA_DEN_LANES 16
+
+/* acc[0] + ... + acc[LA_DEN_LANES - 1] by the fixed pairwise tree. */
+static inline LA_T
+LA_FN(den_tree)(LA_T *acc)
+{
+    la_index l, w;
+    for (w = LA_DEN_LANES / 2; w >= 1; w /= 2) {
+        for (l = 0; l < w; l++) {
+            acc[l] += acc[l + w];
+        }
+    }
+    return acc[0];
+}
+
 LA_TARGET_CLONES static LA_T
 LA_FN(recurrent_den)(la_index f, LA_T a, LA_T *LA_RESTRICT z, const LA_T *LA_RESTRICT qf,
                      const LA_T *LA_RESTRICT kf)
 {
     LA_T acc[LA_DEN_LANES];
-    la_index i, i0, l, w;
+    la_index i, i0, l;
     for (i = 0; i < f; i++) {
         z[i] = a * z[i] + kf[i];
     }
@@ -245,12 +259,45 @@ LA_FN(recurrent_den)(la_index f, LA_T a, LA_T *LA_RESTRICT z, const LA_T *LA_RES
     for (l = 0; i0 + l < f; l++) {
         acc[l] += z[i0 + l] * qf[i0 + l];
     }
-    for (w = LA_DEN_LANES / 2; w >= 1; w /= 2) {
-        for (l = 0; l < w; l++) {
-            acc[l] += acc[l + w];
+    return LA_FN(den_tree)(acc);
+}
+
+/* recurrent_den for tokens t and t + 1 in one pass over z (the same bits). */
+LA_TARGET_CLONES static void
+LA_FN(recurrent_den2)(la_index f, LA_T a1, LA_T a2, LA_T *LA_RESTRICT z,
+                      const LA_T *LA_RESTRICT q1, const LA_T *LA_RESTRICT k1,
+                      const LA_T *LA_RESTRICT q2, const LA_T *LA_RESTRICT k2, LA_T *den1,
+                      LA_T *den2)
+{
+    LA_T acc1[LA_DEN_LANES], acc2[LA_DEN_LANES];
+    la_index i0, l;
+    for (l = 0; l < LA_DEN_LANES; l++) {
+        acc1[l] = 0;
+        acc2[l] = 0;
+    }
+    for (i0 = 0; i0 < f; i0 += LA_DEN_LANES) {
+        const la_index nl = f - i0 < LA_DEN_LANES ? f - i0 : LA_DEN_LANES;
+        if (nl == LA_DEN_LANES) {
+            for (l = 0; l < LA_DEN_LANES; l++) {
+                const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
+                const LA_T z2 = a2 * z1 + k2[i0 + l];
+                acc1[l] += z1 * q1[i0 + l];
+                acc2[l] += z2 * q2[i0 + l];
+                z[i0 + l] = z2;
+            }
+        }
+        else {
+            for (l = 0; l < nl; l++) {
+                const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
+                const LA_T z2 = a2 * z1 + k2[i0 + l];
+                acc1[l] += z1 * q1[i0 + l];
+                acc2[l] += z2 * q2[i0 + l];
+                z[i0 + l] = z2;
+            }
         }
     }
-    return acc[0];
+    *den1 = LA_FN(den_tree)(acc1);
+    *den2 = LA_FN(den_tree)(acc2);
 }
 
 /* out[j] = num[j] * r (e contiguous entries). */
@@ -321,8 +368,7 @@ LA_FN(recurrent_finish2)(const la_linear_args *a, la_index t, int div, LA_T d1, 
                          const LA_T *k2, LA_T *num1, LA_T *num2)
 {
     if (div) {
-        num1[a->e] = LA_FN(recurrent_den)(a->f, d1, z, q1, k1);
-        num2[a->e] = LA_FN(recurrent_den)(a->f, d2, z, q2, k2);
+        LA_FN(recurrent_den2)(a->f, d1, d2, z, q1, k1, q2, k2, num1 + a->e, num2 + a->e);
     }
     LA_FN(recurrent_out_row)(a, t, num1);
     LA_FN(recurrent_out_row)(a, t + 1, num2);
