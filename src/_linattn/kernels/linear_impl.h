@@ -162,41 +162,48 @@ LA_FN(scale_rows)(LA_T *M, la_index n, la_index w, la_index ld,
  * columns go in blocks of LA_RBLOCK whose num accumulators stay in registers
  * while the rows stream past: the FMA chain per accumulator is then one row
  * long instead of a store-to-load round trip (1.5x over rows-outer here).
+ * A block is four arrays of LA_RLANES (v and num each), not one of 64: GCC
+ * keeps arrays that small in vector registers (four zmm accumulators on
+ * AVX-512, four chains to hide the FMA latency) and spilled the one of 64
+ * to the stack, a store and a load per row and vector.  The entries' operations
+ * (and bits) are those of the one-array loop.
  */
 #define LA_RBLOCK 64
+#define LA_RLANES 16
 LA_TARGET_CLONES static void
 LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
                        LA_T *LA_RESTRICT S, la_index ld, const LA_T *LA_RESTRICT qf,
                        const LA_T *LA_RESTRICT kf, const LA_T *LA_RESTRICT vv,
                        LA_T *LA_RESTRICT num)
 {
+    enum { W = LA_RLANES };
     la_index i, j, j0;
-    for (j0 = 0; j0 < e; j0 += LA_RBLOCK) {
-        const la_index nb = e - j0 < LA_RBLOCK ? e - j0 : LA_RBLOCK;
-        LA_T acc[LA_RBLOCK], vl[LA_RBLOCK];
-        for (j = 0; j < LA_RBLOCK; j++) {
-            acc[j] = 0;
-            vl[j] = j < nb ? vv[j0 + j] : (LA_T)0;
+    for (j0 = 0; j0 + LA_RBLOCK <= e; j0 += LA_RBLOCK) {
+        LA_T a0[W], a1[W], a2[W], a3[W], v0[W], v1[W], v2[W], v3[W];
+        for (j = 0; j < W; j++) {
+            a0[j] = a1[j] = a2[j] = a3[j] = 0;
+            v0[j] = vv[j0 + j];
+            v1[j] = vv[j0 + W + j];
+            v2[j] = vv[j0 + 2 * W + j];
+            v3[j] = vv[j0 + 3 * W + j];
         }
-        if (nb == LA_RBLOCK && decayed) {
+        if (decayed) {
             for (i = 0; i < f; i++) {
                 LA_T *LA_RESTRICT Si = S + i * ld + j0;
                 const LA_T ki = kf[i], qi = qf[i];
-                for (j = 0; j < LA_RBLOCK; j++) {
-                    const LA_T s = a * Si[j] + ki * vl[j];
-                    Si[j] = s;
-                    acc[j] += qi * s;
-                }
-            }
-        }
-        else if (nb == LA_RBLOCK) {
-            for (i = 0; i < f; i++) {
-                LA_T *LA_RESTRICT Si = S + i * ld + j0;
-                const LA_T ki = kf[i], qi = qf[i];
-                for (j = 0; j < LA_RBLOCK; j++) {
-                    const LA_T s = Si[j] + ki * vl[j];
-                    Si[j] = s;
-                    acc[j] += qi * s;
+                for (j = 0; j < W; j++) {
+                    const LA_T s0 = a * Si[j] + ki * v0[j];
+                    const LA_T s1 = a * Si[W + j] + ki * v1[j];
+                    const LA_T s2 = a * Si[2 * W + j] + ki * v2[j];
+                    const LA_T s3 = a * Si[3 * W + j] + ki * v3[j];
+                    Si[j] = s0;
+                    Si[W + j] = s1;
+                    Si[2 * W + j] = s2;
+                    Si[3 * W + j] = s3;
+                    a0[j] += qi * s0;
+                    a1[j] += qi * s1;
+                    a2[j] += qi * s2;
+                    a3[j] += qi * s3;
                 }
             }
         }
@@ -204,11 +211,43 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
             for (i = 0; i < f; i++) {
                 LA_T *LA_RESTRICT Si = S + i * ld + j0;
                 const LA_T ki = kf[i], qi = qf[i];
-                for (j = 0; j < nb; j++) {
-                    const LA_T s = (decayed ? a * Si[j] : Si[j]) + ki * vl[j];
-                    Si[j] = s;
-                    acc[j] += qi * s;
+                for (j = 0; j < W; j++) {
+                    const LA_T s0 = Si[j] + ki * v0[j];
+                    const LA_T s1 = Si[W + j] + ki * v1[j];
+                    const LA_T s2 = Si[2 * W + j] + ki * v2[j];
+                    const LA_T s3 = Si[3 * W + j] + ki * v3[j];
+                    Si[j] = s0;
+                    Si[W + j] = s1;
+                    Si[2 * W + j] = s2;
+                    Si[3 * W + j] = s3;
+                    a0[j] += qi * s0;
+                    a1[j] += qi * s1;
+                    a2[j] += qi * s2;
+                    a3[j] += qi * s3;
                 }
+            }
+        }
+        for (j = 0; j < W; j++) {
+            num[j0 + j] = a0[j];
+            num[j0 + W + j] = a1[j];
+            num[j0 + 2 * W + j] = a2[j];
+            num[j0 + 3 * W + j] = a3[j];
+        }
+    }
+    if (j0 < e) { /* the last e mod 64 columns */
+        const la_index nb = e - j0;
+        LA_T acc[LA_RBLOCK], vl[LA_RBLOCK];
+        for (j = 0; j < nb; j++) {
+            acc[j] = 0;
+            vl[j] = vv[j0 + j];
+        }
+        for (i = 0; i < f; i++) {
+            LA_T *LA_RESTRICT Si = S + i * ld + j0;
+            const LA_T ki = kf[i], qi = qf[i];
+            for (j = 0; j < nb; j++) {
+                const LA_T s = (decayed ? a * Si[j] : Si[j]) + ki * vl[j];
+                Si[j] = s;
+                acc[j] += qi * s;
             }
         }
         for (j = 0; j < nb; j++) {
