@@ -413,6 +413,8 @@ LA_FN(recurrent_finish2)(const la_linear_args *a, la_index t, int div, LA_T d1, 
     LA_FN(recurrent_out_row)(a, t + 1, num2);
 }
 
+#define LA_RALIGN_T 64
+
 /*
  * Software prefetch (into L2) of one input row of n elements, element stride
  * cs: the recurrent loop asks for the rows LA_RFEAT_ROWS tokens ahead, so the
@@ -454,8 +456,16 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
      * and two num rows of e + 1 (the denominator) */
     LA_T *vbuf = (LA_T *)la_carve(&p, (size_t)(2 * e) * sizeof(LA_T));
     LA_T *num = (LA_T *)la_carve(&p, (size_t)(2 * (e + 1)) * sizeof(LA_T));
-    /* update the output state in place when its rows are contiguous */
-    const int direct = a->s1_cs == 1;
+    /* update the output state in place when its rows are contiguous, and for
+     * sequences of LA_RALIGN_T tokens or more only when they also start on
+     * cache lines (64 bytes); else in aligned scratch, copied out at the end: a
+     * misaligned row splits every vector load and store of the token loop
+     * across two lines (NumPy's arrays are 16-byte aligned), while a short call
+     * (a decoding step) would pay more for the two copies */
+    const int direct = a->s1_cs == 1 &&
+                       (a->t < LA_RALIGN_T ||
+                        ((uintptr_t)a->s1 % 64 == 0 &&
+                         ((size_t)a->s1_rs * sizeof(LA_T)) % 64 == 0));
     LA_T *S = direct ? (LA_T *)a->s1
                      : (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
     const la_index ld = direct ? a->s1_rs : e;
