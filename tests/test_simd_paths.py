@@ -152,3 +152,70 @@ def test_switching_paths_in_process(rng):
     finally:
         _tuning.set_simd(before)
     assert np.isfinite(outs["generic"]).all()
+
+
+def _each_path():
+    from linattn import _tuning
+
+    before = la.info()["simd"]
+    try:
+        for isa in ORDER:
+            if ORDER.index(isa) <= ORDER.index(CPU):
+                _tuning.set_simd(isa)
+                yield isa
+    finally:
+        _tuning.set_simd(before)
+
+
+@pytest.mark.parametrize("D", [1, 5, 15, 16, 17, 33, 64])
+@pytest.mark.parametrize("E", [3, 64, 70])
+@pytest.mark.parametrize("T", [7, 70])
+def test_recurrent_token_pairs_match_single_steps_bitwise(rng, D, E, T):
+    """The recurrent form takes two tokens per pass where it can; la.step takes one: the
+    outputs, states and denominators (sums in 16 lanes, any D) agree bit for bit, on
+    every path, with and without decay.  From 64 tokens on, a state whose rows are not
+    on cache lines is updated in aligned scratch (steps update it in place)."""
+    q = (0.5 * rng.standard_normal((2, T, D))).astype(np.float32)
+    k = (0.5 * rng.standard_normal((2, T, D))).astype(np.float32)
+    v = rng.standard_normal((2, T, E)).astype(np.float32)
+    g = -rng.uniform(0, 0.3, (2, T))
+    for isa in _each_path():
+        for kind, kw in (("elu", {}), ("mamba2", {"decay": g})):
+            o, st = la.causal(q, k, v, kind, mode="recurrent", return_state=True, **kw)
+            s = la.State.zeros(kind, (2,), D, E, dtype=np.float32)
+            for t in range(T):
+                skw = {"decay": g[:, t:t + 1]} if kw else {}
+                ot, s = la.step(q[:, t], k[:, t], v[:, t], s, kind=kind, **skw)
+                np.testing.assert_array_equal(ot, o[:, t], err_msg=f"{isa} {kind} t={t}")
+            np.testing.assert_array_equal(s.S, st.S)
+            np.testing.assert_array_equal(s.z, st.z)
+            la.testing.assert_close(o, la.reference.causal(q, k, v, kind, **kw), rtol=1e-5,
+                                    err_msg=f"{isa} {kind}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_recurrent_tiny_and_huge_denominators(dtype):
+    """Output rows divide by the guarded denominator (a reciprocal times the row where
+    that is safe, the quotient where 1/den could leave the normal range): denominators
+    near 1e-36, subnormal ones (whose reciprocal is inf) and ones near 1e37 still match
+    the reference and the other forms."""
+    rng = np.random.default_rng(5)
+    T, D, E = 9, 8, 19
+    v = rng.standard_normal((2, T, E)).astype(dtype)
+    # elu1 features exp(-43) ~ 2e-19: the denominator grows from ~3e-37 (under 2^-120)
+    # past 2^-120 within the sequence; eps = 0 leaves it unguarded
+    qk = (-43 + 0.1 * rng.standard_normal((2, 2, T, D))).astype(dtype)
+    # exp(-45.5) ~ 1.7e-20: the first denominators ~2e-39 (float32 subnormal: 1/den = inf)
+    sub = (-45.5 + 0.01 * rng.standard_normal((2, 2, T, D))).astype(dtype)
+    # identity features ~3e17: the denominator from ~7e35 past 2^120 ~ 1.3e36
+    big = (3e17 * (1 + 0.1 * rng.random((2, 2, T, D)))).astype(dtype)
+    for isa in _each_path():
+        for kind, (q, k), kw in (("elu", qk, {"eps": 0.0}), ("elu", sub, {"eps": 0.0}),
+                                 ("linear", big, {})):
+            ref = la.reference.causal(q.astype(np.float64), k.astype(np.float64),
+                                      v.astype(np.float64), kind, scale=1.0, **kw)
+            for mode in ("recurrent", "parallel"):
+                o = la.causal(q, k, v, kind, mode=mode, scale=1.0, **kw)
+                assert np.isfinite(o).all(), (isa, kind, mode)
+                la.testing.assert_close(o, ref, rtol=la.testing.tolerance(dtype),
+                                        err_msg=f"{isa} {kind} {mode}")

@@ -2,7 +2,8 @@
  * la_vmath.h -- a vectorisable exp for the hot loops (feature maps, decay
  * masks, softmax rows, shifted log-features, scans).
  *
- * la_exp_f32 / la_exp_f64 are inline scalar functions written so that GCC
+ * la_exp_f32 / la_exp_f64 (and the reduced-range la_exp_sm_f32 and
+ * la_exp_nonpos_f32 below) are inline scalar functions written so that GCC
  * auto-vectorises any loop that calls them (inside a LA_TARGET_CLONES clone
  * they become AVX-512 / AVX2 code); la_vexp_* apply them to an array.
  * exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 (Cody-Waite two-part
@@ -111,6 +112,38 @@ la_exp_sm_f32(float xi)
     out = p * s;
     out = xi < -87.33654f ? 0.0f : out;
     return xi != xi ? xi : out;
+}
+
+/*
+ * la_exp_nonpos_f32: exp(x) for x in [LA_EXP_NONPOS_MIN_F32, 0] only, the
+ * cheapest exp here, for loops that select the other inputs away themselves
+ * (the elu feature maps: x > 0, x below the bound, NaN).  The reduction and
+ * polynomial of la_exp_sm_f32 (the same bits on that range; <= 1.01 ulp over
+ * every float32 there with FMA contraction), with
+ * no clamps and no checks: 2^n comes from the low bits of the shifted
+ * product (shifter 1.5 * 2^23 + 127), so any input, NaN and inf included, is
+ * defined behaviour, but outside the range the value is meaningless.
+ */
+#define LA_EXP_NONPOS_MIN_F32 -87.33654f /* below: exp(x) < the smallest normal */
+static inline float
+la_exp_nonpos_f32(float x)
+{
+    const float shifter = 12582912.0f + 127.0f;
+    const float j = x * 1.44269504088896341f + shifter; /* low bits: n + 127 */
+    const float kf = j - shifter;
+    const float r = (x - kf * 0.693359375f) - kf * -2.12194440e-4f;
+    float p = 1.9875691500e-4f, s;
+    uint32_t bits;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    memcpy(&bits, &j, sizeof(bits));
+    bits <<= 23;
+    memcpy(&s, &bits, sizeof(s));
+    return p * s;
 }
 
 /* y[i] = exp(x[i]); y may alias x. */

@@ -15,6 +15,7 @@
 #include "kernels/linear.h"
 #include "kernels/performer.h"
 #include "kernels/softmax.h"
+#include "la_vmath.h"
 
 static double *
 rnd(unsigned *s, size_t n, double amp)
@@ -238,6 +239,35 @@ perf_log_ref(int kind, double scale, const double *x, la_index d, const double *
         }
     }
     return umax;
+}
+
+/* la_exp_nonpos_f32 on [LA_EXP_NONPOS_MIN_F32, 0] (every 997th float32 there and
+ * the ends): within 2 ulp of exp in double, and la_exp_sm_f32's bits. */
+static void
+test_exp_nonpos(void)
+{
+    const float lo = LA_EXP_NONPOS_MIN_F32;
+    double worst = 0;
+    long same = 1, n = 0;
+    uint32_t b, blo;
+    memcpy(&blo, &lo, sizeof(blo));
+    for (b = 0x80000000u;; b = b + 997u > blo ? blo : b + 997u) {
+        float x, y;
+        double want, ulp;
+        memcpy(&x, &b, sizeof(x));
+        y = la_exp_nonpos_f32(x);
+        want = exp((double)x);
+        ulp = (double)nextafterf((float)want, INFINITY) - (double)(float)want;
+        worst = fmax(worst, fabs((double)y - want) / ulp);
+        same = same && y == la_exp_sm_f32(x);
+        n++;
+        if (b == blo) {
+            break;
+        }
+    }
+    check("exp_nonpos ulps", worst, 2.0);
+    check("exp_nonpos == exp_sm", same ? 0.0 : 1.0, 0.0);
+    check("exp_nonpos points", n > 1000000 ? 0.0 : 1.0, 0.0);
 }
 
 static void
@@ -823,6 +853,7 @@ main(void)
 {
     unsigned seed = 12345u;
     test_softmax(&seed);
+    test_exp_nonpos();
     test_featmaps(&seed);
     test_performer(&seed);
     test_lavo(&seed);

@@ -19,9 +19,29 @@ la_rf_work_size(la_index t, la_index d, la_index r, size_t itemsize)
     return n + 64;
 }
 
+/*
+ * phi(u) of elu1 / elu at one point.  float32: the exp only on
+ * [LA_EXP_NONPOS_MIN_F32, 0], where la_exp_nonpos_f32 holds (<= ~1 ulp,
+ * cheaper than la_exp_f32: no clamps, the loop's selects do their work);
+ * below it exp(u) is under the smallest normal and flushes to 0, as
+ * la_exp_f32 does; NaN fails `u <= 0` and comes out of the linear branch.
+ * float64: la_exp_f64 of min(u, 0), as before.
+ */
 #include "dtype/la_f32.h"
+#define LA_FMAP_ELU1_AT(u)                                                         \
+    ((u) <= 0 ? ((u) >= LA_EXP_NONPOS_MIN_F32 ? la_exp_nonpos_f32(u) : 0.0f)      \
+              : (u) + 1.0f)
+#define LA_FMAP_ELU_AT(u)                                                          \
+    ((u) <= 0 ? ((u) >= LA_EXP_NONPOS_MIN_F32 ? la_exp_nonpos_f32(u) - 1.0f : -1.0f) \
+              : (u))
 #include "featmap_impl.h"
+#undef LA_FMAP_ELU1_AT
+#undef LA_FMAP_ELU_AT
 #include "dtype/la_undef.h"
 #include "dtype/la_f64.h"
+#define LA_FMAP_ELU1_AT(u) ((u) > 0 ? (u) + 1.0 : la_exp_f64((u) > 0 ? 0.0 : (u)))
+#define LA_FMAP_ELU_AT(u) ((u) > 0 ? (u) : la_exp_f64((u) > 0 ? 0.0 : (u)) - 1.0)
 #include "featmap_impl.h"
+#undef LA_FMAP_ELU1_AT
+#undef LA_FMAP_ELU_AT
 #include "dtype/la_undef.h"

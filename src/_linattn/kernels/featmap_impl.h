@@ -1,33 +1,51 @@
 /* featmap_impl.h: included once per dtype by featmap.c -- no include guard. */
 
+/* elu1 / elu over a contiguous row: one fused loop (scale, exp, select) per
+ * map, auto-vectorised in each clone; LA_FMAP_ELU1_AT / LA_FMAP_ELU_AT (from
+ * featmap.c, per dtype) give phi at one point u = scale * x.  Inlined into
+ * each clone of la_featmap_row (y may alias x). */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void
+LA_FN(fmap_elu_dense)(int fmap, LA_T scale, const LA_T *x, la_index n, LA_T *y)
+{
+    la_index j;
+    if (fmap == LA_FMAP_ELU1) {
+        for (j = 0; j < n; j++) {
+            const LA_T uu = scale * x[j];
+            y[j] = LA_FMAP_ELU1_AT(uu);
+        }
+    }
+    else {
+        for (j = 0; j < n; j++) {
+            const LA_T uu = scale * x[j];
+            y[j] = LA_FMAP_ELU_AT(uu);
+        }
+    }
+}
+
 LA_TARGET_CLONES void
 LA_FN(la_featmap_row)(int fmap, double scale_d, const LA_T *x, la_index xs,
                       la_index n, LA_T *y)
 {
     const LA_T scale = (LA_T)scale_d;
-    LA_T u[LA_FMAP_BLOCK], ex[LA_FMAP_BLOCK];
+    LA_T u[LA_FMAP_BLOCK];
     la_index j0, j, nb;
     switch (fmap) {
     case LA_FMAP_ELU1:
     case LA_FMAP_ELU:
-        /* blocks of u = scale * x, then one vectorised exp of min(u, 0) */
+        if (xs == 1) {
+            LA_FN(fmap_elu_dense)(fmap, scale, x, n, y);
+            break;
+        }
+        /* strided rows: gather blocks, then the same loop (same bits) */
         for (j0 = 0; j0 < n; j0 += LA_FMAP_BLOCK) {
             nb = n - j0 < LA_FMAP_BLOCK ? n - j0 : LA_FMAP_BLOCK;
             for (j = 0; j < nb; j++) {
-                u[j] = scale * x[(j0 + j) * xs];
-                ex[j] = u[j] > 0 ? (LA_T)0 : u[j];
+                u[j] = x[(j0 + j) * xs];
             }
-            LA_VEXP(nb, ex, ex);
-            if (fmap == LA_FMAP_ELU1) {
-                for (j = 0; j < nb; j++) {
-                    y[j0 + j] = u[j] > 0 ? u[j] + (LA_T)1 : ex[j];
-                }
-            }
-            else {
-                for (j = 0; j < nb; j++) {
-                    y[j0 + j] = u[j] > 0 ? u[j] : ex[j] - (LA_T)1;
-                }
-            }
+            LA_FN(fmap_elu_dense)(fmap, scale, u, nb, y + j0);
         }
         break;
     case LA_FMAP_RELU:

@@ -162,41 +162,48 @@ LA_FN(scale_rows)(LA_T *M, la_index n, la_index w, la_index ld,
  * columns go in blocks of LA_RBLOCK whose num accumulators stay in registers
  * while the rows stream past: the FMA chain per accumulator is then one row
  * long instead of a store-to-load round trip (1.5x over rows-outer here).
+ * A block is four arrays of LA_RLANES (v and num each), not one of 64: GCC
+ * keeps arrays that small in vector registers (four zmm accumulators on
+ * AVX-512, four chains to hide the FMA latency) and spilled the one of 64
+ * to the stack, a store and a load per row and vector.  The entries' operations
+ * (and bits) are those of the one-array loop.
  */
 #define LA_RBLOCK 64
+#define LA_RLANES 16
 LA_TARGET_CLONES static void
 LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
                        LA_T *LA_RESTRICT S, la_index ld, const LA_T *LA_RESTRICT qf,
                        const LA_T *LA_RESTRICT kf, const LA_T *LA_RESTRICT vv,
                        LA_T *LA_RESTRICT num)
 {
+    enum { W = LA_RLANES };
     la_index i, j, j0;
-    for (j0 = 0; j0 < e; j0 += LA_RBLOCK) {
-        const la_index nb = e - j0 < LA_RBLOCK ? e - j0 : LA_RBLOCK;
-        LA_T acc[LA_RBLOCK], vl[LA_RBLOCK];
-        for (j = 0; j < LA_RBLOCK; j++) {
-            acc[j] = 0;
-            vl[j] = j < nb ? vv[j0 + j] : (LA_T)0;
+    for (j0 = 0; j0 + LA_RBLOCK <= e; j0 += LA_RBLOCK) {
+        LA_T a0[W], a1[W], a2[W], a3[W], v0[W], v1[W], v2[W], v3[W];
+        for (j = 0; j < W; j++) {
+            a0[j] = a1[j] = a2[j] = a3[j] = 0;
+            v0[j] = vv[j0 + j];
+            v1[j] = vv[j0 + W + j];
+            v2[j] = vv[j0 + 2 * W + j];
+            v3[j] = vv[j0 + 3 * W + j];
         }
-        if (nb == LA_RBLOCK && decayed) {
+        if (decayed) {
             for (i = 0; i < f; i++) {
                 LA_T *LA_RESTRICT Si = S + i * ld + j0;
                 const LA_T ki = kf[i], qi = qf[i];
-                for (j = 0; j < LA_RBLOCK; j++) {
-                    const LA_T s = a * Si[j] + ki * vl[j];
-                    Si[j] = s;
-                    acc[j] += qi * s;
-                }
-            }
-        }
-        else if (nb == LA_RBLOCK) {
-            for (i = 0; i < f; i++) {
-                LA_T *LA_RESTRICT Si = S + i * ld + j0;
-                const LA_T ki = kf[i], qi = qf[i];
-                for (j = 0; j < LA_RBLOCK; j++) {
-                    const LA_T s = Si[j] + ki * vl[j];
-                    Si[j] = s;
-                    acc[j] += qi * s;
+                for (j = 0; j < W; j++) {
+                    const LA_T s0 = a * Si[j] + ki * v0[j];
+                    const LA_T s1 = a * Si[W + j] + ki * v1[j];
+                    const LA_T s2 = a * Si[2 * W + j] + ki * v2[j];
+                    const LA_T s3 = a * Si[3 * W + j] + ki * v3[j];
+                    Si[j] = s0;
+                    Si[W + j] = s1;
+                    Si[2 * W + j] = s2;
+                    Si[3 * W + j] = s3;
+                    a0[j] += qi * s0;
+                    a1[j] += qi * s1;
+                    a2[j] += qi * s2;
+                    a3[j] += qi * s3;
                 }
             }
         }
@@ -204,11 +211,43 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
             for (i = 0; i < f; i++) {
                 LA_T *LA_RESTRICT Si = S + i * ld + j0;
                 const LA_T ki = kf[i], qi = qf[i];
-                for (j = 0; j < nb; j++) {
-                    const LA_T s = (decayed ? a * Si[j] : Si[j]) + ki * vl[j];
-                    Si[j] = s;
-                    acc[j] += qi * s;
+                for (j = 0; j < W; j++) {
+                    const LA_T s0 = Si[j] + ki * v0[j];
+                    const LA_T s1 = Si[W + j] + ki * v1[j];
+                    const LA_T s2 = Si[2 * W + j] + ki * v2[j];
+                    const LA_T s3 = Si[3 * W + j] + ki * v3[j];
+                    Si[j] = s0;
+                    Si[W + j] = s1;
+                    Si[2 * W + j] = s2;
+                    Si[3 * W + j] = s3;
+                    a0[j] += qi * s0;
+                    a1[j] += qi * s1;
+                    a2[j] += qi * s2;
+                    a3[j] += qi * s3;
                 }
+            }
+        }
+        for (j = 0; j < W; j++) {
+            num[j0 + j] = a0[j];
+            num[j0 + W + j] = a1[j];
+            num[j0 + 2 * W + j] = a2[j];
+            num[j0 + 3 * W + j] = a3[j];
+        }
+    }
+    if (j0 < e) { /* the last e mod 64 columns */
+        const la_index nb = e - j0;
+        LA_T acc[LA_RBLOCK], vl[LA_RBLOCK];
+        for (j = 0; j < nb; j++) {
+            acc[j] = 0;
+            vl[j] = vv[j0 + j];
+        }
+        for (i = 0; i < f; i++) {
+            LA_T *LA_RESTRICT Si = S + i * ld + j0;
+            const LA_T ki = kf[i], qi = qf[i];
+            for (j = 0; j < nb; j++) {
+                const LA_T s = (decayed ? a * Si[j] : Si[j]) + ki * vl[j];
+                Si[j] = s;
+                acc[j] += qi * s;
             }
         }
         for (j = 0; j < nb; j++) {
@@ -217,45 +256,189 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
     }
 }
 
+/*
+ * The denominator of one token: z <- a z + kf (elementwise), returns z . qf.
+ * The dot product runs in LA_DEN_LANES partial sums (lane l takes the
+ * entries i = l mod LA_DEN_LANES), added by a fixed pairwise tree at the end:
+ * no serial chain of f dependent FMAs (f times the FMA latency, longer than
+ * the whole state pass on AVX-512), and the same bits at every vector width.
+ */
+#define LA_DEN_LANES 16
+
+/* acc[0] + ... + acc[LA_DEN_LANES - 1] by the fixed pairwise tree. */
+static inline LA_T
+LA_FN(den_tree)(LA_T *acc)
+{
+    la_index l, w;
+    for (w = LA_DEN_LANES / 2; w >= 1; w /= 2) {
+        for (l = 0; l < w; l++) {
+            acc[l] += acc[l + w];
+        }
+    }
+    return acc[0];
+}
+
+LA_TARGET_CLONES static LA_T
+LA_FN(recurrent_den)(la_index f, LA_T a, LA_T *LA_RESTRICT z, const LA_T *LA_RESTRICT qf,
+                     const LA_T *LA_RESTRICT kf)
+{
+    LA_T acc[LA_DEN_LANES];
+    la_index i, i0, l;
+    for (i = 0; i < f; i++) {
+        z[i] = a * z[i] + kf[i];
+    }
+    for (l = 0; l < LA_DEN_LANES; l++) {
+        acc[l] = 0;
+    }
+    for (i0 = 0; i0 + LA_DEN_LANES <= f; i0 += LA_DEN_LANES) {
+        for (l = 0; l < LA_DEN_LANES; l++) {
+            acc[l] += z[i0 + l] * qf[i0 + l];
+        }
+    }
+    for (l = 0; i0 + l < f; l++) {
+        acc[l] += z[i0 + l] * qf[i0 + l];
+    }
+    return LA_FN(den_tree)(acc);
+}
+
+/* recurrent_den for tokens t and t + 1 in one pass over z (the same bits). */
+LA_TARGET_CLONES static void
+LA_FN(recurrent_den2)(la_index f, LA_T a1, LA_T a2, LA_T *LA_RESTRICT z,
+                      const LA_T *LA_RESTRICT q1, const LA_T *LA_RESTRICT k1,
+                      const LA_T *LA_RESTRICT q2, const LA_T *LA_RESTRICT k2, LA_T *den1,
+                      LA_T *den2)
+{
+    LA_T acc1[LA_DEN_LANES], acc2[LA_DEN_LANES];
+    la_index i0, l;
+    for (l = 0; l < LA_DEN_LANES; l++) {
+        acc1[l] = 0;
+        acc2[l] = 0;
+    }
+    for (i0 = 0; i0 < f; i0 += LA_DEN_LANES) {
+        const la_index nl = f - i0 < LA_DEN_LANES ? f - i0 : LA_DEN_LANES;
+        if (nl == LA_DEN_LANES) {
+            for (l = 0; l < LA_DEN_LANES; l++) {
+                const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
+                const LA_T z2 = a2 * z1 + k2[i0 + l];
+                acc1[l] += z1 * q1[i0 + l];
+                acc2[l] += z2 * q2[i0 + l];
+                z[i0 + l] = z2;
+            }
+        }
+        else {
+            for (l = 0; l < nl; l++) {
+                const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
+                const LA_T z2 = a2 * z1 + k2[i0 + l];
+                acc1[l] += z1 * q1[i0 + l];
+                acc2[l] += z2 * q2[i0 + l];
+                z[i0 + l] = z2;
+            }
+        }
+    }
+    *den1 = LA_FN(den_tree)(acc1);
+    *den2 = LA_FN(den_tree)(acc2);
+}
+
+/* out[j] = num[j] * r (e contiguous entries). */
+LA_TARGET_CLONES static void
+LA_FN(recurrent_mul_row)(la_index e, const LA_T *LA_RESTRICT num, LA_T r,
+                         LA_T *LA_RESTRICT out)
+{
+    la_index j;
+    for (j = 0; j < e; j++) {
+        out[j] = num[j] * r;
+    }
+}
+
+/*
+ * Token t's output row from num[0..e] (div mode: num[e] is the denominator).
+ * Div mode with a contiguous row multiplies by the guarded denominator's
+ * reciprocal: one divide per row instead of e (a vector divide costs about
+ * ten FMAs on AVX-512), within 1.5 ulp of the quotient.  Where the
+ * reciprocal could over- or underflow (|gd| outside [2^-120, 2^120], or not
+ * finite) and in every other case, finish_row as the other forms.  The
+ * guard (eps modes) is finish_row's.
+ */
+static void
+LA_FN(recurrent_out_row)(const la_linear_args *a, la_index t, LA_T *num)
+{
+    LA_T *out = (LA_T *)a->o + t * a->o_rs;
+    if (a->norm == LA_NORM_DIV && a->o_cs == 1) {
+        const LA_T den = num[a->e];
+        const LA_T eps = (LA_T)a->eps;
+        LA_T gd, ad;
+        switch (a->eps_mode) {
+        case LA_EPS_CLAMP:
+            gd = den < eps ? eps : den;
+            break;
+        case LA_EPS_ABS_CLAMP:
+            gd = LA_FABS(den);
+            gd = gd < eps ? eps : gd;
+            break;
+        default:
+            gd = den + eps;
+            break;
+        }
+        ad = LA_FABS(gd);
+        if (ad >= (LA_T)7.52316384526264005e-37 && ad <= (LA_T)1.32922799578491587e36) {
+            LA_FN(recurrent_mul_row)(a->e, num, (LA_T)1 / gd, out);
+            return;
+        }
+    }
+    LA_FN(finish_row)(a, num, out, a->o_cs);
+}
+
 /* After token t's update: the denominator (div mode, z <- a z + kf) and the
  * finished output row. */
 static void
 LA_FN(recurrent_finish)(const la_linear_args *a, la_index t, int div, LA_T decay,
                         LA_T *LA_RESTRICT z, const LA_T *qf, const LA_T *kf, LA_T *num)
 {
-    la_index i;
     if (div) {
-        LA_T den = 0;
-        for (i = 0; i < a->f; i++) {
-            z[i] = decay * z[i] + kf[i];
-            den += z[i] * qf[i];
-        }
-        num[a->e] = den;
+        num[a->e] = LA_FN(recurrent_den)(a->f, decay, z, qf, kf);
     }
-    LA_FN(finish_row)(a, num, (LA_T *)a->o + t * a->o_rs, a->o_cs);
+    LA_FN(recurrent_out_row)(a, t, num);
 }
 
-/* recurrent_finish for tokens t and t + 1: the two denominators' sums are
- * serial chains (their order fixes the bits), so they run side by side. */
+/* recurrent_finish for tokens t and t + 1 (the same bits as two calls). */
 static void
 LA_FN(recurrent_finish2)(const la_linear_args *a, la_index t, int div, LA_T d1, LA_T d2,
                          LA_T *LA_RESTRICT z, const LA_T *q1, const LA_T *k1, const LA_T *q2,
                          const LA_T *k2, LA_T *num1, LA_T *num2)
 {
-    la_index i;
     if (div) {
-        LA_T den1 = 0, den2 = 0;
-        for (i = 0; i < a->f; i++) {
-            const LA_T z1 = d1 * z[i] + k1[i];
-            den1 += z1 * q1[i];
-            z[i] = d2 * z1 + k2[i];
-            den2 += z[i] * q2[i];
-        }
-        num1[a->e] = den1;
-        num2[a->e] = den2;
+        LA_FN(recurrent_den2)(a->f, d1, d2, z, q1, k1, q2, k2, num1 + a->e, num2 + a->e);
     }
-    LA_FN(finish_row)(a, num1, (LA_T *)a->o + t * a->o_rs, a->o_cs);
-    LA_FN(finish_row)(a, num2, (LA_T *)a->o + (t + 1) * a->o_rs, a->o_cs);
+    LA_FN(recurrent_out_row)(a, t, num1);
+    LA_FN(recurrent_out_row)(a, t + 1, num2);
+}
+
+#define LA_RALIGN_T 64
+
+/*
+ * Software prefetch (into L2) of one input row of n elements, element stride
+ * cs: the recurrent loop asks for the rows LA_RFEAT_ROWS tokens ahead, so the
+ * next block's features and value rows come from L2, not memory (each block
+ * of a dense (T, 64) float32 input is one 4 KiB page, where the hardware
+ * prefetchers stop).  Rows with strided columns are left to the hardware.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define LA_RPREFETCH(p) __builtin_prefetch((p), 0, 2)
+#else
+#define LA_RPREFETCH(p) ((void)(p))
+#endif
+static inline void
+LA_FN(prefetch_row)(const LA_T *row, la_index cs, la_index n)
+{
+    const char *p = (const char *)row;
+    const size_t bytes = (size_t)n * sizeof(LA_T);
+    size_t off;
+    if (cs != 1) {
+        return;
+    }
+    for (off = 0; off < bytes; off += 64) {
+        LA_RPREFETCH(p + off);
+    }
 }
 
 la_status
@@ -273,8 +456,16 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
      * and two num rows of e + 1 (the denominator) */
     LA_T *vbuf = (LA_T *)la_carve(&p, (size_t)(2 * e) * sizeof(LA_T));
     LA_T *num = (LA_T *)la_carve(&p, (size_t)(2 * (e + 1)) * sizeof(LA_T));
-    /* update the output state in place when its rows are contiguous */
-    const int direct = a->s1_cs == 1;
+    /* update the output state in place when its rows are contiguous, and for
+     * sequences of LA_RALIGN_T tokens or more only when they also start on
+     * cache lines (64 bytes); else in aligned scratch, copied out at the end: a
+     * misaligned row splits every vector load and store of the token loop
+     * across two lines (NumPy's arrays are 16-byte aligned), while a short call
+     * (a decoding step) would pay more for the two copies */
+    const int direct = a->s1_cs == 1 &&
+                       (a->t < LA_RALIGN_T ||
+                        ((uintptr_t)a->s1 % 64 == 0 &&
+                         ((size_t)a->s1_rs * sizeof(LA_T)) % 64 == 0));
     LA_T *S = direct ? (LA_T *)a->s1
                      : (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
     const la_index ld = direct ? a->s1_rs : e;
@@ -307,6 +498,12 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
             const LA_T *vr = v + t * a->v_rs; /* the nt tokens' value rows */
             la_index vs = a->v_rs;
             for (u = 0; u < nt; u++) {
+                const la_index ta = t + u + RB; /* a token of the next block */
+                if (ta < a->t) {
+                    LA_FN(prefetch_row)(q + ta * a->q_rs, a->q_cs, f);
+                    LA_FN(prefetch_row)(k + ta * a->k_rs, a->k_cs, f);
+                    LA_FN(prefetch_row)(v + ta * a->v_rs, a->v_cs, e);
+                }
                 if (decayed) {
                     decay[u] = (LA_T)exp(la_clamp_decay(a->g[(t + u) * a->g_s]));
                 }

@@ -5,8 +5,10 @@
  *   S_i <- a S_i + kf_i v   (a = 1 without decay),   num = sum_i qf_i S_i
  *
  * Column blocks keep v and their num accumulators in registers while the
- * rows of S stream past: one load, two FMAs and one store per vector of S,
- * 2.5x the auto-vectorised loop (GCC spills the accumulators).  Columns below
+ * rows of S stream past: one load, two FMAs and one store per vector of S
+ * (2.5x the auto-vectorised loop when that spilled its accumulators; the
+ * portable loop now holds them in registers too, and these keep the token
+ * pairs).  Columns below
  * the last multiple of 64 take the FMA form s = fma(k, v, s) (decayed:
  * s = fma(a, s, k v)); the remaining columns the tail form s = s + k v, in
  * every path, so AVX2 and AVX-512 give bit-identical states and outputs.
