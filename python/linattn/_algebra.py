@@ -648,8 +648,34 @@ def read_out(q, k, v, state: State | None, kind: str = "elu", *, causal: bool = 
     if not causal:
         return _nc_read_out(q, state, kind, **options)
     from ._api import causal as _causal
+    if _chunked_read_out(q, k, v, state, kind, options):
+        options = {**options, "mode": "chunked"}
     return _causal(q, k, v, kind, initial_state=strip(state), return_state=return_state,
                    **options)
+
+
+def _chunked_read_out(q, k, v, state, kind, options) -> bool:
+    """Whether ``mode="auto"`` becomes ``"chunked"`` for a read-out from an entering state.
+
+    The entering state of a late block of a long stream is large (an undecayed kind's
+    normaliser grows like the token count: ~1.4e8 per feature after 2**27 elu tokens,
+    float32 spacing 16), and the recurrent form adds each token's increment (~1) to a
+    float32 state: once the increments fall below half the state's spacing they are lost,
+    a bias that grows with the block (1.2e-3 relative RMS over a 2**18-token block
+    entered at 2**27).  The chunked kernel carries its state in float64 across chunks
+    (2e-7 on the same block).  Float32 compute only (a float64 state computes in float64);
+    the linear kernel's kinds (elementwise feature maps and TransNormer)."""
+    if state is None or state.S is None or options.get("mode", "auto") != "auto":
+        return False
+    if kind not in _ELEMENTWISE and kind != "transnormer":
+        return False
+    if kind == "transnormer" and _diag_block(_opts(kind, options)) is not None:
+        return False
+    try:
+        comp = np.result_type(*(np.asarray(x).dtype for x in (q, k, v, state.S)))
+    except TypeError:
+        return False  # the entry point raises its own message
+    return comp != np.float64
 
 
 def parallel(kind: str, **options) -> bool:

@@ -107,7 +107,8 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     const la_index ld = la_linear_chunk_ld(a, is); /* row stride of states and outputs */
     la_seq_ctx c;
     la_status st = LA_OK;
-    char *Sx, *work, *states_mem = NULL;
+    char *work, *states_mem = NULL;
+    double *Sx; /* the running state, float64 in both dtypes (kernels/linear.h) */
     size_t wsize;
     la_index c0, j, cw;
     const la_index window = la_tuning_active().seq_window;
@@ -118,7 +119,8 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ld) * is);
     wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
     /* blocks on 64-byte boundaries, as the kernels' own scratch */
-    states_mem = malloc(c.sbytes * (window + 1) + 64);
+    states_mem = malloc(c.sbytes * window + LA_ALIGN_BYTES((size_t)(a->f * ld) * sizeof(double)) +
+                        64);
     c.betas = malloc(sizeof(double) * window);
     work = malloc(wsize * (size_t)nth + 64);
     if (states_mem == NULL || c.betas == NULL || work == NULL) {
@@ -126,8 +128,8 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
         goto done;
     }
     c.states = states_mem + (64 - (size_t)((uintptr_t)states_mem & 63u)) % 64;
-    Sx = c.states + c.sbytes * window;
-    f64 ? la_linear_state_load_f64(a, (double *)Sx) : la_linear_state_load_f32(a, (float *)Sx);
+    Sx = (double *)(void *)(c.states + c.sbytes * window);
+    f64 ? la_linear_state_load_f64(a, Sx) : la_linear_state_load_f32(a, Sx);
     for (c0 = 0; c0 < nchunks && st == LA_OK; c0 += window) {
         c.c0 = c0;
         cw = nchunks - c0 < window ? nchunks - c0 : window;
@@ -137,15 +139,14 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
         }
         for (j = 0; j < cw; j++) {
             char *sj = c.states + (size_t)j * c.sbytes;
-            f64 ? la_linear_state_scan_f64(a, (double *)Sx, c.betas[j], (double *)sj)
-                : la_linear_state_scan_f32(a, (float *)Sx, c.betas[j], (float *)sj);
+            f64 ? la_linear_state_scan_f64(a, Sx, c.betas[j], (double *)sj)
+                : la_linear_state_scan_f32(a, Sx, c.betas[j], (float *)sj);
         }
         c.pass = 2;
         st = la_parallel_items(cw, nth, seq_item, &c, work, wsize);
     }
     if (st == LA_OK) {
-        f64 ? la_linear_state_store_f64(a, (const double *)Sx)
-            : la_linear_state_store_f32(a, (const float *)Sx);
+        f64 ? la_linear_state_store_f64(a, Sx) : la_linear_state_store_f32(a, Sx);
     }
 done:
     free(states_mem);
