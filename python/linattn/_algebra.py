@@ -323,6 +323,9 @@ def _fast_transition(kind, q, k, v, *, start, layout, options):
                                      opts.get("eps_mode"))
     kt = _td(k, layout).astype(comp, copy=False)
     vt = _td(v, layout).astype(comp, copy=False)
+    if kind in _ELEMENTWISE or kind == "transnormer":
+        return _kernel_transition(kind, q, k, v, kt, vt, dims, normalize, start, layout,
+                                  options)
     phi, extra, logf, g = _key_features(kind, q, k, v, kt, comp, dims, start, layout,
                                         options.get("decay"), options)
     batch = tuple(np.broadcast_shapes(phi.shape[:-2], vt.shape[:-2], dims.batch))
@@ -345,6 +348,38 @@ def _fast_transition(kind, q, k, v, *, start, layout, options):
     if gamma is not None:
         extra[LOG_DECAY] = np.asarray(gamma, np.float64)
     return State(S, z, start + dims.T, kind, extra)
+
+
+def _kernel_transition(kind, q, k, v, kt, vt, dims, normalize, start, layout, options):
+    """The elementwise feature maps' block state in one C call (``_core._linear_transition``:
+    the chunked kernel's key features, increments and state steps without outputs, the
+    state carried in float64 across chunks): ``S = sum_s exp(G_{T-1} - G_s) phi(k_s)
+    v_s^T`` and ``z`` (div normalisation), in chunks of ``chunk_size`` tokens (the kernel's
+    default), so the state is the one ``la.causal(..., mode="chunked")`` ends with."""
+    from ._api import default_chunk
+
+    opts = _opts(kind, options)
+    fmap = _TN_VARIANTS[val.choice("variant", opts["variant"], _TN_VARIANTS)] \
+        if kind == "transnormer" else _ELEMENTWISE[kind]
+    g = _decay_weights(kind, q, k, v, options.get("decay"), layout, options)
+    chunk = options.get("chunk_size")
+    chunk = default_chunk(dims.D) if chunk is None else int(chunk)
+    flags = (fmap << 4) | (reg.NORMALIZE[normalize] << 8) | (int(g is not None) << 12)
+    if g is None:
+        g0 = np.broadcast_to(_NO_DECAY, (dims.T,))  # stride 0 along time
+    S, z = _core._linear_transition(kt, vt, g0 if g is None else g, np.int64(flags),
+                                    np.int64(chunk))
+    batch = tuple(np.broadcast_shapes(S.shape[:-2], dims.batch))
+    extra = {}
+    if g is not None:
+        extra[LOG_DECAY] = np.ascontiguousarray(np.broadcast_to(g.sum(axis=-1), batch))
+    S = np.ascontiguousarray(np.broadcast_to(S, batch + S.shape[-2:]))
+    z = np.ascontiguousarray(np.broadcast_to(z, batch + z.shape[-1:])) \
+        if normalize == "div" else None
+    return State(S, z, start + dims.T, kind, extra)
+
+
+_NO_DECAY = np.zeros((), np.float64)  # broadcast along time; the flags say "no decay"
 
 
 def _zero_state(kind: str, q, k, v, start: int, options: dict, layout: str):

@@ -91,6 +91,16 @@ la_status la_linear_noncausal_f32(const la_linear_args *a, void *work);
 la_status la_linear_noncausal_f64(const la_linear_args *a, void *work);
 
 /*
+ * Pass 1 of the block-state scan (docs/design/family.md §7): the state after the
+ * block entered with a zero state, S1 = sum_s exp(G_last - G_s) kf_s v_s^T and
+ * z1 = sum_s exp(G_last - G_s) kf_s (div mode; zeros otherwise), computed as the
+ * chunked form's state (chunks of a->chunk tokens, float64 across chunks) without
+ * outputs.  Reads k, v, g and the key map; work is LA_FORM_CHUNKED bytes.
+ */
+la_status la_linear_transition_f32(const la_linear_args *a, void *work);
+la_status la_linear_transition_f64(const la_linear_args *a, void *work);
+
+/*
  * The chunked form in pieces, for the sequence-parallel two-pass scan
  * (docs/design/family.md §7) run by the glue when there are fewer slices than threads.
  * States are f x (e + div) blocks [S | z], rows la_linear_chunk_ld() values

@@ -621,6 +621,40 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
     return LA_OK;
 }
 
+/* The state after the block from a zero state, without outputs (pass 1 of the
+ * block-state scan, docs/design/family.md §7): per chunk the key features, the
+ * increment dS and the state step of the chunked form, the state carried in
+ * float64; a->q, a->o, a->s0 and a->z0 are not read.  S1 = the block's S,
+ * z1 = its z (div mode; zeros otherwise). */
+la_status
+LA_FN(la_linear_transition)(const la_linear_args *a, void *work)
+{
+    LA_FN(chunk_ws) w;
+    LA_T *Sx;
+    double *Sm;
+    char *p;
+    la_index t0, i;
+    p = LA_FN(chunk_ws_init)(a, work, &w);
+    Sx = (LA_T *)la_carve(&p, (size_t)(a->f * w.ld) * sizeof(LA_T));
+    Sm = LA_FN(master_state)(&p, a->f, w.ld, Sx);
+    for (i = 0; i < a->f * w.ld; i++) {
+        Sm[i] = 0;
+    }
+    for (t0 = 0; t0 < a->t; t0 += w.C) {
+        const la_index n = a->t - t0 < w.C ? a->t - t0 : w.C;
+        double beta;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
+        LA_TICK(a->progress, n);
+        LA_FN(chunk_load_kv)(a, &w, t0, n);
+        beta = LA_FN(chunk_delta)(a, &w, n, w.dS);
+        LA_FN(state_step)(a->f, w.ec, w.ld, Sm, NULL, beta, w.dS, 0);
+    }
+    LA_FN(la_linear_state_store)(a, Sm);
+    return LA_OK;
+}
+
 /* Pieces of the chunked form for the sequence-parallel scan (docs/design/family.md §7). */
 la_status
 LA_FN(la_linear_chunk_pass1)(const la_linear_args *a, void *work, la_index t0,
