@@ -95,7 +95,7 @@ def _pool(which: int, seed: int) -> np.ndarray:
     return x
 
 
-def _block(which: int, j: int, rows: int, seed: int) -> np.ndarray:
+def _block(which: int, j: int, rows: int, seed: int, out: np.ndarray | None = None) -> np.ndarray:
     """Block ``j`` (``rows`` tokens) of input ``which``, shape (1, rows, D) float32: a
     generator per block seeded by (seed, which, j) picks a start and a stride through a
     pool of normal rows and a random sign and scale (0.5 to 1.5) per row, so any block is
@@ -109,14 +109,22 @@ def _block(which: int, j: int, rows: int, seed: int) -> np.ndarray:
     idx %= POOL_ROWS
     scale = rng.uniform(0.5, 1.5, rows).astype(np.float32)
     scale *= np.where(rng.random(rows) < 0.5, np.float32(-1), np.float32(1))
-    x = np.take(_pool(which, seed), idx, axis=0)
+    x = np.take(_pool(which, seed), idx, axis=0, out=None if out is None else out[0])
     x *= scale[:, None]
     return x[None]
 
 
-def _gen(block_info=None, which: int = 0, seed: int = 0):
+def _gen(block_info=None, seed: int = 0):
+    """Block j of q, k and v at once, shape (3, 1, rows, D): the three inputs of a block
+    are produced by one task, so they live on one worker (a block's pass-3 task reads
+    all three; produced apart they land on different workers and a task moves up to
+    128 MiB between them)."""
     info = block_info[None]
-    return _block(which, info["chunk-location"][1], info["chunk-shape"][1], seed)
+    j, rows = info["chunk-location"][2], info["chunk-shape"][2]
+    out = np.empty((3, 1, rows, D), np.float32)
+    for i in range(3):
+        _block(i, j, rows, seed, out=out[i])
+    return out
 
 
 def _tchunks(T: int, block: int) -> tuple[int, ...]:
@@ -128,11 +136,11 @@ def lazy_inputs(T: int, block: int, seed: int):
     """q, k, v of shape (1, T, D), float32, produced lazily block by block."""
     import dask.array as da
 
-    chunks = ((1,), _tchunks(T, block), (D,))
-    return [da.map_blocks(_gen, which=i, seed=seed, chunks=chunks, dtype=np.float32,
-                          meta=np.empty((0, 0, 0), np.float32),
-                          name=f"bench-input-{i}-{seed}-{T}-{block}")
-            for i in range(3)]
+    chunks = ((3,), (1,), _tchunks(T, block), (D,))
+    x = da.map_blocks(_gen, seed=seed, chunks=chunks, dtype=np.float32,
+                      meta=np.empty((0, 0, 0, 0), np.float32),
+                      name=f"bench-inputs-{seed}-{T}-{block}")
+    return [x[i] for i in range(3)]
 
 
 def numpy_inputs(T: int, block: int, seed: int):
@@ -300,8 +308,45 @@ def la_causal_time(T: int, block: int, kind: str, threads: int, repeat: int,
         gc.collect()
 
 
+def pass_costs(block: int, kind: str, seed: int, repeat: int = 5) -> dict:
+    """One thread, one block: pass 1 (``la.transition``) and pass 3 (``la.read_out`` from
+    a non-empty entering state) against a forward (``la.causal``), CPU time (less
+    sensitive to other processes than wall time), best of ``repeat`` interleaved runs;
+    the scan does ``p1 + p3`` forwards of work in all."""
+    from threadpoolctl import threadpool_limits
+
+    q, k, v = (_block(i, 1, block, seed) for i in range(3))
+    _, entering = la.causal(q, k, v, kind, return_state=True)
+    prev = la.get_num_threads()
+    la.set_num_threads(1)
+    blas = threadpool_limits(limits=1)
+    best = {"forward": math.inf, "pass1": math.inf, "pass3": math.inf}
+    runs = {"forward": lambda: la.causal(q, k, v, kind),
+            "pass1": lambda: la.transition(q, k, v, kind, start=block),
+            "pass3": lambda: la.read_out(q, k, v, entering, kind)}
+    try:
+        for fn in runs.values():
+            fn()
+        for _ in range(repeat):
+            for name, fn in runs.items():
+                t0 = time.process_time()
+                fn()
+                best[name] = min(best[name], time.process_time() - t0)
+    finally:
+        la.set_num_threads(prev)
+        blas.restore_original_limits()
+    res = {"block": block, "forward_s": best["forward"],
+           "pass1_over_forward": best["pass1"] / best["forward"],
+           "pass3_over_forward": best["pass3"] / best["forward"]}
+    _say("one thread, one block: forward (CPU s); pass 1 / forward; pass 3 / forward",
+         f"{best['forward']:.4f}; {res['pass1_over_forward']:.3f}; "
+         f"{res['pass3_over_forward']:.3f}")
+    return res
+
+
 def scale(T, block, kind, scan, repeat, seed, price: bool, speedup: bool):
     res = {"tokens": T, "block": block, "kind": kind, "scan": scan}
+    res["passes"] = pass_costs(block, kind, seed)
     if price:  # first, so that the client's copy is freed before the clusters start
         res["la_causal_2_threads_s"] = la_causal_time(T, block, kind, 2, repeat, seed)
         _say("la.causal, one process, 2 threads (s)", round(res["la_causal_2_threads_s"], 3))

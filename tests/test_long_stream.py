@@ -69,3 +69,11 @@ def test_read_out_takes_the_chunked_form_for_an_entering_state(block):
     np.testing.assert_array_equal(o, la.causal(q, k, v, "elu", mode="chunked",
                                                initial_state=st32))
     assert la.testing.relative_rms(o, want) <= _tol(T)
+
+
+def test_read_out_keeps_the_auto_rule_early_in_a_stream(block):
+    """Before 2**21 tokens the increments still round without bias: mode="auto" as is."""
+    q, k, v, st32, _ = block
+    early = la.State(st32.S / np.float32(1e3), st32.z / np.float32(1e3), 2**21 - 1, "elu")
+    np.testing.assert_array_equal(la.read_out(q, k, v, early, "elu"),
+                                  la.causal(q, k, v, "elu", initial_state=early))
