@@ -10,7 +10,8 @@
          tolerance of docs/design/family.md §10 (1e-5, times sqrt(T / 65536) beyond 65536
          tokens without decay); the time projected to 2**27 tokens from this run;
 --scale  one sequence (B*H = 1, T = 2**24 by default) on 2 single-thread workers vs 1
-         (target >= 1.6x);
+         (target >= 1.6x; dask's work stealing off unless --stealing: it moves a block's
+         tasks away from their inputs);
 --price  the 2-worker graph vs single-process ``la.causal`` with 2 threads on the same
          in-memory input (target: within 1.3x);
 --sweep  a fidelity sweep (kind x num_features x seed, 100 configurations) with
@@ -273,14 +274,19 @@ def _time(fn, repeat: int) -> float:
 
 
 def graph_time(n_workers: int, T: int, block: int, kind: str, scan: str, repeat: int,
-               seed: int) -> float:
+               seed: int, stealing: bool = False) -> float:
     """The lad.causal graph on ``n_workers`` single-thread workers; inputs produced and
-    kept on the workers first (not timed); outputs kept until the run ends."""
+    kept on the workers first (not timed); outputs kept until the run ends.  Work
+    stealing is off unless ``stealing``: it moves a block's task with its 128-192 MiB of
+    inputs to the other worker when their progress differs (measured at 2**22 tokens, 16
+    blocks: 832 MiB moved between the 2 workers per run with stealing, 384 MiB without)."""
+    import dask
     from distributed import wait
 
     import linattn.dask as lad
 
-    cluster, client = _cluster(n_workers, 0)
+    with dask.config.set({"distributed.scheduler.work-stealing": stealing}):
+        cluster, client = _cluster(n_workers, 0)
     try:
         qd, kd, vd = client.persist(lazy_inputs(T, block, seed))
         wait([qd, kd, vd])
@@ -350,16 +356,17 @@ def pass_costs(block: int, kind: str, seed: int, repeat: int = 5) -> dict:
     return res
 
 
-def scale(T, block, kind, scan, repeat, seed, price: bool, speedup: bool):
-    res = {"tokens": T, "block": block, "kind": kind, "scan": scan}
+def scale(T, block, kind, scan, repeat, seed, price: bool, speedup: bool,
+          stealing: bool = False):
+    res = {"tokens": T, "block": block, "kind": kind, "scan": scan, "work_stealing": stealing}
     res["passes"] = pass_costs(block, kind, seed)
     if price:  # first, so that the client's copy is freed before the clusters start
         res["la_causal_2_threads_s"] = la_causal_time(T, block, kind, 2, repeat, seed)
         _say("la.causal, one process, 2 threads (s)", round(res["la_causal_2_threads_s"], 3))
-    res["graph_2_workers_s"] = graph_time(2, T, block, kind, scan, repeat, seed)
+    res["graph_2_workers_s"] = graph_time(2, T, block, kind, scan, repeat, seed, stealing)
     _say("lad.causal graph, 2 single-thread workers (s)", round(res["graph_2_workers_s"], 3))
     if speedup:
-        res["graph_1_worker_s"] = graph_time(1, T, block, kind, scan, repeat, seed)
+        res["graph_1_worker_s"] = graph_time(1, T, block, kind, scan, repeat, seed, stealing)
         _say("lad.causal graph, 1 single-thread worker (s)", round(res["graph_1_worker_s"], 3))
         res["speedup_2_vs_1_worker"] = res["graph_1_worker_s"] / res["graph_2_workers_s"]
         _say("speedup 2 workers vs 1 (target >= 1.6)", round(res["speedup_2_vs_1_worker"], 3))
@@ -437,6 +444,8 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=2**18, help="out-of-core tokens per block")
     p.add_argument("--scale-tokens", type=int, default=2**24)
     p.add_argument("--scale-block", type=int, default=2**18)
+    p.add_argument("--stealing", action="store_true",
+                   help="--scale/--price: keep dask's work stealing on (off by default)")
     p.add_argument("--kind", default="elu")
     p.add_argument("--scan", default="auto", choices=("auto", "parallel", "sequential"))
     p.add_argument("--samples", type=int, default=16, help="blocks sampled for the check")
@@ -473,7 +482,7 @@ def main(argv=None):
                                          a.seed, a.tmpdir, a.memory_limit)
     if parts & {"scale", "price"}:
         res["scale"] = scale(a.scale_tokens, a.scale_block, a.kind, a.scan, a.repeat, a.seed,
-                             "price" in parts, "scale" in parts)
+                             "price" in parts, "scale" in parts, a.stealing)
     if "sweep" in parts:
         res["sweep"] = sweep(a.plot)
     res["total_s"] = round(time.perf_counter() - t_start, 1)
