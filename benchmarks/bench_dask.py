@@ -10,7 +10,8 @@
          tolerance of docs/design/family.md §10 (1e-5, times sqrt(T / 65536) beyond 65536
          tokens without decay); the time projected to 2**27 tokens from this run;
 --scale  one sequence (B*H = 1, T = 2**24 by default) on 2 single-thread workers vs 1
-         (target >= 1.6x);
+         (target >= 1.6x; dask's work stealing off unless --stealing: it moves a block's
+         tasks away from their inputs);
 --price  the 2-worker graph vs single-process ``la.causal`` with 2 threads on the same
          in-memory input (target: within 1.3x);
 --sweep  a fidelity sweep (kind x num_features x seed, 100 configurations) with
@@ -95,7 +96,7 @@ def _pool(which: int, seed: int) -> np.ndarray:
     return x
 
 
-def _block(which: int, j: int, rows: int, seed: int) -> np.ndarray:
+def _block(which: int, j: int, rows: int, seed: int, out: np.ndarray | None = None) -> np.ndarray:
     """Block ``j`` (``rows`` tokens) of input ``which``, shape (1, rows, D) float32: a
     generator per block seeded by (seed, which, j) picks a start and a stride through a
     pool of normal rows and a random sign and scale (0.5 to 1.5) per row, so any block is
@@ -109,14 +110,22 @@ def _block(which: int, j: int, rows: int, seed: int) -> np.ndarray:
     idx %= POOL_ROWS
     scale = rng.uniform(0.5, 1.5, rows).astype(np.float32)
     scale *= np.where(rng.random(rows) < 0.5, np.float32(-1), np.float32(1))
-    x = np.take(_pool(which, seed), idx, axis=0)
+    x = np.take(_pool(which, seed), idx, axis=0, out=None if out is None else out[0])
     x *= scale[:, None]
     return x[None]
 
 
-def _gen(block_info=None, which: int = 0, seed: int = 0):
+def _gen(block_info=None, seed: int = 0):
+    """Block j of q, k and v at once, shape (3, 1, rows, D): the three inputs of a block
+    are produced by one task, so they live on one worker (a block's pass-3 task reads
+    all three; produced apart they land on different workers and a task moves up to
+    128 MiB between them)."""
     info = block_info[None]
-    return _block(which, info["chunk-location"][1], info["chunk-shape"][1], seed)
+    j, rows = info["chunk-location"][2], info["chunk-shape"][2]
+    out = np.empty((3, 1, rows, D), np.float32)
+    for i in range(3):
+        _block(i, j, rows, seed, out=out[i])
+    return out
 
 
 def _tchunks(T: int, block: int) -> tuple[int, ...]:
@@ -128,11 +137,11 @@ def lazy_inputs(T: int, block: int, seed: int):
     """q, k, v of shape (1, T, D), float32, produced lazily block by block."""
     import dask.array as da
 
-    chunks = ((1,), _tchunks(T, block), (D,))
-    return [da.map_blocks(_gen, which=i, seed=seed, chunks=chunks, dtype=np.float32,
-                          meta=np.empty((0, 0, 0), np.float32),
-                          name=f"bench-input-{i}-{seed}-{T}-{block}")
-            for i in range(3)]
+    chunks = ((3,), (1,), _tchunks(T, block), (D,))
+    x = da.map_blocks(_gen, seed=seed, chunks=chunks, dtype=np.float32,
+                      meta=np.empty((0, 0, 0, 0), np.float32),
+                      name=f"bench-inputs-{seed}-{T}-{block}")
+    return [x[i] for i in range(3)]
 
 
 def numpy_inputs(T: int, block: int, seed: int):
@@ -265,14 +274,19 @@ def _time(fn, repeat: int) -> float:
 
 
 def graph_time(n_workers: int, T: int, block: int, kind: str, scan: str, repeat: int,
-               seed: int) -> float:
+               seed: int, stealing: bool = False) -> float:
     """The lad.causal graph on ``n_workers`` single-thread workers; inputs produced and
-    kept on the workers first (not timed); outputs kept until the run ends."""
+    kept on the workers first (not timed); outputs kept until the run ends.  Work
+    stealing is off unless ``stealing``: it moves a block's task with its 128-192 MiB of
+    inputs to the other worker when their progress differs (measured at 2**22 tokens, 16
+    blocks: 832 MiB moved between the 2 workers per run with stealing, 384 MiB without)."""
+    import dask
     from distributed import wait
 
     import linattn.dask as lad
 
-    cluster, client = _cluster(n_workers, 0)
+    with dask.config.set({"distributed.scheduler.work-stealing": stealing}):
+        cluster, client = _cluster(n_workers, 0)
     try:
         qd, kd, vd = client.persist(lazy_inputs(T, block, seed))
         wait([qd, kd, vd])
@@ -300,15 +314,59 @@ def la_causal_time(T: int, block: int, kind: str, threads: int, repeat: int,
         gc.collect()
 
 
-def scale(T, block, kind, scan, repeat, seed, price: bool, speedup: bool):
-    res = {"tokens": T, "block": block, "kind": kind, "scan": scan}
+def pass_costs(block: int, kind: str, seed: int, repeat: int = 5) -> dict:
+    """One thread, one block: pass 1 (``la.transition``) and pass 3 (``la.read_out`` from
+    a non-empty entering state, before and after ``2**21`` tokens, where a float32
+    read-out takes the chunked form) against a forward (``la.causal``), CPU time (less
+    sensitive to other processes than wall time), best of ``repeat`` interleaved runs;
+    the scan does ``p1 + p3`` forwards of work in all."""
+    from threadpoolctl import threadpool_limits
+
+    q, k, v = (_block(i, 1, block, seed) for i in range(3))
+    _, entering = la.causal(q, k, v, kind, return_state=True)
+    prev = la.get_num_threads()
+    la.set_num_threads(1)
+    blas = threadpool_limits(limits=1)
+    late = la.State(entering.S, entering.z, max(entering.t, 2**21), entering.kind,
+                    entering.extra)  # past 2**21 tokens: a float32 read-out is chunked
+    best = {"forward": math.inf, "pass1": math.inf, "pass3": math.inf, "pass3_late": math.inf}
+    runs = {"forward": lambda: la.causal(q, k, v, kind),
+            "pass1": lambda: la.transition(q, k, v, kind, start=block),
+            "pass3": lambda: la.read_out(q, k, v, entering, kind),
+            "pass3_late": lambda: la.read_out(q, k, v, late, kind)}
+    try:
+        for fn in runs.values():
+            fn()
+        for _ in range(repeat):
+            for name, fn in runs.items():
+                t0 = time.process_time()
+                fn()
+                best[name] = min(best[name], time.process_time() - t0)
+    finally:
+        la.set_num_threads(prev)
+        blas.restore_original_limits()
+    res = {"block": block, "forward_s": best["forward"],
+           "pass1_over_forward": best["pass1"] / best["forward"],
+           "pass3_over_forward": best["pass3"] / best["forward"],
+           "pass3_late_over_forward": best["pass3_late"] / best["forward"]}
+    _say("one thread, one block: forward (CPU s); pass 1 / forward; pass 3 / forward "
+         "(entering before 2**21 tokens; from 2**21 on)",
+         f"{best['forward']:.4f}; {res['pass1_over_forward']:.3f}; "
+         f"{res['pass3_over_forward']:.3f}; {res['pass3_late_over_forward']:.3f}")
+    return res
+
+
+def scale(T, block, kind, scan, repeat, seed, price: bool, speedup: bool,
+          stealing: bool = False):
+    res = {"tokens": T, "block": block, "kind": kind, "scan": scan, "work_stealing": stealing}
+    res["passes"] = pass_costs(block, kind, seed)
     if price:  # first, so that the client's copy is freed before the clusters start
         res["la_causal_2_threads_s"] = la_causal_time(T, block, kind, 2, repeat, seed)
         _say("la.causal, one process, 2 threads (s)", round(res["la_causal_2_threads_s"], 3))
-    res["graph_2_workers_s"] = graph_time(2, T, block, kind, scan, repeat, seed)
+    res["graph_2_workers_s"] = graph_time(2, T, block, kind, scan, repeat, seed, stealing)
     _say("lad.causal graph, 2 single-thread workers (s)", round(res["graph_2_workers_s"], 3))
     if speedup:
-        res["graph_1_worker_s"] = graph_time(1, T, block, kind, scan, repeat, seed)
+        res["graph_1_worker_s"] = graph_time(1, T, block, kind, scan, repeat, seed, stealing)
         _say("lad.causal graph, 1 single-thread worker (s)", round(res["graph_1_worker_s"], 3))
         res["speedup_2_vs_1_worker"] = res["graph_1_worker_s"] / res["graph_2_workers_s"]
         _say("speedup 2 workers vs 1 (target >= 1.6)", round(res["speedup_2_vs_1_worker"], 3))
@@ -386,6 +444,8 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=2**18, help="out-of-core tokens per block")
     p.add_argument("--scale-tokens", type=int, default=2**24)
     p.add_argument("--scale-block", type=int, default=2**18)
+    p.add_argument("--stealing", action="store_true",
+                   help="--scale/--price: keep dask's work stealing on (off by default)")
     p.add_argument("--kind", default="elu")
     p.add_argument("--scan", default="auto", choices=("auto", "parallel", "sequential"))
     p.add_argument("--samples", type=int, default=16, help="blocks sampled for the check")
@@ -422,7 +482,7 @@ def main(argv=None):
                                          a.seed, a.tmpdir, a.memory_limit)
     if parts & {"scale", "price"}:
         res["scale"] = scale(a.scale_tokens, a.scale_block, a.kind, a.scan, a.repeat, a.seed,
-                             "price" in parts, "scale" in parts)
+                             "price" in parts, "scale" in parts, a.stealing)
     if "sweep" in parts:
         res["sweep"] = sweep(a.plot)
     res["total_s"] = round(time.perf_counter() - t_start, 1)

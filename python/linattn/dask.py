@@ -170,7 +170,24 @@ def _kw(kw: dict, g, gate) -> dict:
     return kw
 
 
+class _QueryBlock:
+    """The shape and dtype of a query block, standing for it in pass 1: a block's state
+    does not depend on its queries, so the transition task does not wait for (or move
+    between workers) the query block; zeros of that shape (stride 0) take its place."""
+
+    def __init__(self, shape: tuple, dtype):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    def __dask_tokenize__(self):
+        return ("linattn.dask._QueryBlock", self.shape, self.dtype.str)
+
+    def array(self) -> np.ndarray:
+        return np.broadcast_to(np.zeros((), self.dtype), self.shape)
+
+
 def _task_transition(q, k, v, g, gate, start, kind, kw):
+    if isinstance(q, _QueryBlock):
+        q = q.array()
     with _one_thread():
         return alg.transition(q, k, v, kind, start=start, **_kw(kw, g, gate))
 
@@ -676,7 +693,10 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
                 else:
                     start = int(offsets[j]) + (0 if initial_state is None
                                                else int(initial_state.t))
-                deltas.append(delayed(_task_transition, pure=True)(*blk(j), start, kind,
+                qb, *rest = blk(j)
+                iq = grid.index_of(q, bi, j, 1)
+                qb = _QueryBlock([q.chunks[a][i] for a, i in enumerate(iq)], q.dtype)
+                deltas.append(delayed(_task_transition, pure=True)(qb, *rest, start, kind,
                                                                     bkw))
             entering = [state]
             for j in range(nt):

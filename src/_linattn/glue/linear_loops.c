@@ -107,7 +107,8 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     const la_index ld = la_linear_chunk_ld(a, is); /* row stride of states and outputs */
     la_seq_ctx c;
     la_status st = LA_OK;
-    char *Sx, *work, *states_mem = NULL;
+    char *work, *states_mem = NULL;
+    double *Sx; /* the running state, float64 in both dtypes (kernels/linear.h) */
     size_t wsize;
     la_index c0, j, cw;
     const la_index window = la_tuning_active().seq_window;
@@ -118,7 +119,8 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ld) * is);
     wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
     /* blocks on 64-byte boundaries, as the kernels' own scratch */
-    states_mem = malloc(c.sbytes * (window + 1) + 64);
+    states_mem = malloc(c.sbytes * window + LA_ALIGN_BYTES((size_t)(a->f * ld) * sizeof(double)) +
+                        64);
     c.betas = malloc(sizeof(double) * window);
     work = malloc(wsize * (size_t)nth + 64);
     if (states_mem == NULL || c.betas == NULL || work == NULL) {
@@ -126,8 +128,8 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
         goto done;
     }
     c.states = states_mem + (64 - (size_t)((uintptr_t)states_mem & 63u)) % 64;
-    Sx = c.states + c.sbytes * window;
-    f64 ? la_linear_state_load_f64(a, (double *)Sx) : la_linear_state_load_f32(a, (float *)Sx);
+    Sx = (double *)(void *)(c.states + c.sbytes * window);
+    f64 ? la_linear_state_load_f64(a, Sx) : la_linear_state_load_f32(a, Sx);
     for (c0 = 0; c0 < nchunks && st == LA_OK; c0 += window) {
         c.c0 = c0;
         cw = nchunks - c0 < window ? nchunks - c0 : window;
@@ -137,15 +139,14 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
         }
         for (j = 0; j < cw; j++) {
             char *sj = c.states + (size_t)j * c.sbytes;
-            f64 ? la_linear_state_scan_f64(a, (double *)Sx, c.betas[j], (double *)sj)
-                : la_linear_state_scan_f32(a, (float *)Sx, c.betas[j], (float *)sj);
+            f64 ? la_linear_state_scan_f64(a, Sx, c.betas[j], (double *)sj)
+                : la_linear_state_scan_f32(a, Sx, c.betas[j], (float *)sj);
         }
         c.pass = 2;
         st = la_parallel_items(cw, nth, seq_item, &c, work, wsize);
     }
     if (st == LA_OK) {
-        f64 ? la_linear_state_store_f64(a, (const double *)Sx)
-            : la_linear_state_store_f32(a, (const float *)Sx);
+        f64 ? la_linear_state_store_f64(a, Sx) : la_linear_state_store_f32(a, Sx);
     }
 done:
     free(states_mem);
@@ -222,6 +223,52 @@ linear_loop(const la_call *c)
                (double)(a.e + 1));
 }
 
+/* The block's state from a zero state (kernels/linear.h la_linear_transition):
+ * k, v, g, flags, chunk -> S1, z1. */
+enum { LT_K, LT_V, LT_G, LT_FLAGS, LT_CHUNK, LT_S1, LT_Z1 };
+
+static la_status
+transition_item(const la_call *c, const void *proto, npy_intp i, void *work)
+{
+    la_linear_args a = *(const la_linear_args *)proto;
+    a.k = LA_AT(c, LT_K, i);
+    a.v = LA_AT(c, LT_V, i);
+    if (a.g != NULL) {
+        a.g = (const double *)LA_AT(c, LT_G, i);
+    }
+    a.s1 = LA_AT(c, LT_S1, i);
+    a.z1 = LA_AT(c, LT_Z1, i);
+    return c->f64 ? la_linear_transition_f64(&a, work) : la_linear_transition_f32(&a, work);
+}
+
+static void
+transition_loop(const la_call *c)
+{
+    la_linear_args a;
+    npy_int64 flags;
+    memset(&a, 0, sizeof(a));
+    a.t = a.s = la_dim(c, "t");
+    a.f = la_dim(c, "f");
+    a.e = la_dim(c, "e");
+    a.k_rs = la_stride(c, LT_K, 0);  a.k_cs = la_stride(c, LT_K, 1);
+    a.v_rs = la_stride(c, LT_V, 0);  a.v_cs = la_stride(c, LT_V, 1);
+    a.g_s = la_stride(c, LT_G, 0);
+    a.s1_rs = la_stride(c, LT_S1, 0); a.s1_cs = la_stride(c, LT_S1, 1);
+    a.z1_s = la_stride(c, LT_Z1, 0);
+    flags = LA_OPT_I(c, LT_FLAGS);
+    a.chunk = (la_index)LA_OPT_I(c, LT_CHUNK);
+    a.fmap_q = (int)(flags & 15);
+    a.fmap_k = (int)((flags >> 4) & 15);
+    a.norm = (int)((flags >> 8) & 3);
+    a.g = ((flags >> 12) & 1) ? (const double *)c->args[LT_G] : NULL;
+    a.scale = 1.0;
+    a.cancel = &la_cancel_flag;
+    a.progress = &la_progress_done;
+    /* about 2 f e flops per token and slice */
+    la_run(c, transition_item, &a, la_linear_work_size(LA_FORM_CHUNKED, &a, c->is),
+           2.0 * (double)a.t * (double)(a.f > 0 ? a.f : 1) * (double)(a.e + 1));
+}
+
 static const la_linear_data ld_rec = {
     {la_linear_recurrent_f32, la_linear_recurrent_f64}, LA_FORM_RECURRENT, 0};
 static const la_linear_data ld_step = {
@@ -247,6 +294,10 @@ static const la_gufunc linear_table[] = {
      LA_CAUSAL_IN " -> o:T",
      "Recurrent form updating the state inputs S, z in place (la.step inplace=True).",
      linear_loop, &ld_step},
+    {"_linear_transition", "(t,f),(t,e),(t),(),()->(f,e),(f)",
+     "k:T v:T g:d flags:Q chunk:Q -> S1:T z1:T",
+     "The state after a block from a zero state, without outputs (block-state scan, "
+     "pass 1).", transition_loop, NULL},
     {"_noncausal", "(t,f),(s,f),(s,e),(),(),(),()->(t,e)",
      "q:T k:T v:T scale:D eps:D flags:Q chunk:Q -> o:T",
      "Non-causal linear attention (and cross-attention).", linear_loop, &ld_nc},

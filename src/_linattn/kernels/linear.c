@@ -50,6 +50,7 @@ la_linear_work_size(int form, const la_linear_args *a, size_t itemsize)
         LA_ADD(c, sizeof(double));
         if (form == LA_FORM_CHUNKED) {
             LA_ADD(f * ld, itemsize); /* the running state */
+            LA_ADD(f * ld, sizeof(double)); /* its float64 master (float32) */
         }
         break;
     case LA_FORM_PARALLEL:

@@ -14,7 +14,9 @@
  *            after the update (the sum is inclusive).
  * chunked:   intra-chunk (Q K^T o L) V plus inter-chunk exp(b) Q S, state
  *            S <- exp(beta) S + (exp(beta - b) K)^T V; three GEMMs per chunk,
- *            the decay mask built from differences of float64 cumulative sums.
+ *            the decay mask built from differences of float64 cumulative sums;
+ *            the state is carried in float64 across chunks (float32: the
+ *            chunk products read a float32 copy).
  * parallel:  masked quadratic over row blocks (no state hand-off).
  * noncausal: S = Kf^T V, z = Kf^T 1, o_t = S^T qf_t / guard(z . qf_t); S != T
  *            allowed (cross-attention).
@@ -89,14 +91,26 @@ la_status la_linear_noncausal_f32(const la_linear_args *a, void *work);
 la_status la_linear_noncausal_f64(const la_linear_args *a, void *work);
 
 /*
+ * Pass 1 of the block-state scan (docs/design/family.md §7): the state after the
+ * block entered with a zero state, S1 = sum_s exp(G_last - G_s) kf_s v_s^T and
+ * z1 = sum_s exp(G_last - G_s) kf_s (div mode; zeros otherwise), computed as the
+ * chunked form's state (chunks of a->chunk tokens, float64 across chunks) without
+ * outputs.  Reads k, v, g and the key map; work is LA_FORM_CHUNKED bytes.
+ */
+la_status la_linear_transition_f32(const la_linear_args *a, void *work);
+la_status la_linear_transition_f64(const la_linear_args *a, void *work);
+
+/*
  * The chunked form in pieces, for the sequence-parallel two-pass scan
  * (docs/design/family.md §7) run by the glue when there are fewer slices than threads.
  * States are f x (e + div) blocks [S | z], rows la_linear_chunk_ld() values
- * apart; work is LA_FORM_CHUNK_ONE bytes.
+ * apart; work is LA_FORM_CHUNK_ONE bytes.  The running state Sm of the scan
+ * is float64 in both instantiations (the serial form's master state: a float32
+ * stream adds its chunk increments in float64, docs/design/family.md §10).
  *   chunk_pass1: dS = the chunk's state increment on a zero state (from its
  *                keys and values only), beta = its total log-decay;
- *   state_scan:  Sx <- exp(beta) Sx + dS, and dS <- the old Sx (the state
- *                entering that chunk);
+ *   state_scan:  Sm <- exp(beta) Sm + dS, and dS <- the old Sm rounded to the
+ *                dtype (the state entering that chunk);
  *   chunk_pass2: the chunk's outputs, intra-chunk and inter-chunk from the
  *                entering state, finished into the output (it computes the key
  *                features again rather than storing a chunk x (e + div) block
@@ -113,11 +127,11 @@ la_status la_linear_chunk_pass2_f32(const la_linear_args *a, void *work, la_inde
                                     const float *S_enter);
 la_status la_linear_chunk_pass2_f64(const la_linear_args *a, void *work, la_index t0,
                                     const double *S_enter);
-void la_linear_state_load_f32(const la_linear_args *a, float *Sx);
-void la_linear_state_load_f64(const la_linear_args *a, double *Sx);
-void la_linear_state_store_f32(const la_linear_args *a, const float *Sx);
-void la_linear_state_store_f64(const la_linear_args *a, const double *Sx);
-void la_linear_state_scan_f32(const la_linear_args *a, float *Sx, double beta, float *dS);
-void la_linear_state_scan_f64(const la_linear_args *a, double *Sx, double beta, double *dS);
+void la_linear_state_load_f32(const la_linear_args *a, double *Sm);
+void la_linear_state_load_f64(const la_linear_args *a, double *Sm);
+void la_linear_state_store_f32(const la_linear_args *a, const double *Sm);
+void la_linear_state_store_f64(const la_linear_args *a, const double *Sm);
+void la_linear_state_scan_f32(const la_linear_args *a, double *Sm, double beta, float *dS);
+void la_linear_state_scan_f64(const la_linear_args *a, double *Sm, double beta, double *dS);
 
 #endif

@@ -713,24 +713,74 @@ LA_FN(chunk_delta)(const la_linear_args *a, LA_FN(chunk_ws) *w, la_index n,
     return beta;
 }
 
-/* Sx <- exp(beta) Sx + dS over f rows of ec (ld apart); with swap, dS
- * receives the old Sx (the state entering that chunk, kept for pass 2 of the
+/* Sm <- exp(beta) Sm + dS over f rows of ec (ld apart), in float64: the
+ * master state.  Sx, the working copy that chunk_inter reads, receives Sm
+ * rounded to LA_T (float32); in float64 Sx is Sm itself; NULL: none (the
+ * sequence-parallel scan, whose pass 2 reads the states swapped into dS).  A float32 state
+ * would lose the increments of a long undecayed stream: its normaliser z grows
+ * like the token count, and once z's spacing passes a chunk's increment
+ * (about 2^24 tokens) every addition rounds with the same bias
+ * (docs/design/family.md §10).  With swap, dS receives the old state in LA_T
+ * (the working copy entering that chunk, kept for pass 2 of the
  * sequence-parallel scan). */
 LA_TARGET_CLONES static void
-LA_FN(state_step)(la_index f, la_index ec, la_index ld, LA_T *LA_RESTRICT Sx, double beta,
+LA_FN(state_step)(la_index f, la_index ec, la_index ld, double *Sm, LA_T *Sx, double beta,
                   LA_T *LA_RESTRICT dS, int swap)
 {
-    const LA_T eb = (LA_T)exp(beta);
+    const double eb = exp(beta);
     la_index i, j;
+    if (Sx == NULL || (void *)Sx == (void *)Sm) {
+        for (i = 0; i < f; i++) {
+            double *LA_RESTRICT s = Sm + i * ld;
+            LA_T *LA_RESTRICT d = dS + i * ld;
+            for (j = 0; j < ec; j++) {
+                const double old = s[j];
+                s[j] = eb * old + (double)d[j];
+                if (swap) {
+                    d[j] = (LA_T)old;
+                }
+            }
+        }
+        return;
+    }
     for (i = 0; i < f; i++) {
-        LA_T *LA_RESTRICT s = Sx + i * ld;
+        double *LA_RESTRICT s = Sm + i * ld;
+        LA_T *LA_RESTRICT x = Sx + i * ld;
         LA_T *LA_RESTRICT d = dS + i * ld;
         for (j = 0; j < ec; j++) {
-            const LA_T old = s[j];
-            s[j] = eb * old + d[j];
+            const double old = s[j];
+            const double nw = eb * old + (double)d[j];
+            s[j] = nw;
+            x[j] = (LA_T)nw;
             if (swap) {
-                d[j] = old;
+                d[j] = (LA_T)old;
             }
+        }
+    }
+}
+
+/* The float64 master state's scratch: Sx itself in float64, else its own
+ * f x ld block (la_linear_work_size counts it). */
+static double *
+LA_FN(master_state)(char **p, la_index f, la_index ld, LA_T *Sx)
+{
+    if (sizeof(LA_T) == sizeof(double)) {
+        return (double *)(void *)Sx;
+    }
+    return (double *)la_carve(p, (size_t)(f * ld) * sizeof(double));
+}
+
+/* Sm (f x ec, rows ld apart) <- the working copy Sx, widened. */
+static void
+LA_FN(master_load)(la_index f, la_index ec, la_index ld, const LA_T *Sx, double *Sm)
+{
+    la_index i, j;
+    if ((const void *)Sx == (const void *)Sm) {
+        return;
+    }
+    for (i = 0; i < f; i++) {
+        for (j = 0; j < ec; j++) {
+            Sm[i * ld + j] = (double)Sx[i * ld + j];
         }
     }
 }
@@ -743,11 +793,14 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
 {
     LA_FN(chunk_ws) w;
     LA_T *Sx;
+    double *Sm;
     char *p;
     la_index t0;
     p = LA_FN(chunk_ws_init)(a, work, &w);
     Sx = (LA_T *)la_carve(&p, (size_t)(a->f * w.ld) * sizeof(LA_T));
+    Sm = LA_FN(master_state)(&p, a->f, w.ld, Sx);
     LA_FN(load_state)(a, w.ec, w.ld, Sx);
+    LA_FN(master_load)(a->f, w.ec, w.ld, Sx, Sm);
     for (t0 = 0; t0 < a->t; t0 += w.C) {
         const la_index n = a->t - t0 < w.C ? a->t - t0 : w.C;
         double beta;
@@ -759,9 +812,43 @@ LA_FN(la_linear_chunked)(const la_linear_args *a, void *work)
         LA_FN(chunk_intra)(a, &w, n, w.Oc);
         LA_FN(chunk_inter)(a, &w, t0, n, Sx, w.Oc);
         beta = LA_FN(chunk_delta)(a, &w, n, w.dS);
-        LA_FN(state_step)(a->f, w.ec, w.ld, Sx, beta, w.dS, 0);
+        LA_FN(state_step)(a->f, w.ec, w.ld, Sm, Sx, beta, w.dS, 0);
     }
     LA_FN(store_state)(a, w.ec, w.ld, Sx);
+    return LA_OK;
+}
+
+/* The state after the block from a zero state, without outputs (pass 1 of the
+ * block-state scan, docs/design/family.md §7): per chunk the key features, the
+ * increment dS and the state step of the chunked form, the state carried in
+ * float64; a->q, a->o, a->s0 and a->z0 are not read.  S1 = the block's S,
+ * z1 = its z (div mode; zeros otherwise). */
+la_status
+LA_FN(la_linear_transition)(const la_linear_args *a, void *work)
+{
+    LA_FN(chunk_ws) w;
+    LA_T *Sx;
+    double *Sm;
+    char *p;
+    la_index t0, i;
+    p = LA_FN(chunk_ws_init)(a, work, &w);
+    Sx = (LA_T *)la_carve(&p, (size_t)(a->f * w.ld) * sizeof(LA_T));
+    Sm = LA_FN(master_state)(&p, a->f, w.ld, Sx);
+    for (i = 0; i < a->f * w.ld; i++) {
+        Sm[i] = 0;
+    }
+    for (t0 = 0; t0 < a->t; t0 += w.C) {
+        const la_index n = a->t - t0 < w.C ? a->t - t0 : w.C;
+        double beta;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
+        LA_TICK(a->progress, n);
+        LA_FN(chunk_load_kv)(a, &w, t0, n);
+        beta = LA_FN(chunk_delta)(a, &w, n, w.dS);
+        LA_FN(state_step)(a->f, w.ec, w.ld, Sm, NULL, beta, w.dS, 0);
+    }
+    LA_FN(la_linear_state_store)(a, Sm);
     return LA_OK;
 }
 
@@ -794,26 +881,44 @@ LA_FN(la_linear_chunk_pass2)(const la_linear_args *a, void *work, la_index t0,
     return LA_OK;
 }
 
+/* The sequence-parallel scan carries the float64 master state Sm (f x ld
+ * doubles, ld = la_linear_chunk_ld(a, sizeof(LA_T))), as the serial form does. */
 void
-LA_FN(la_linear_state_load)(const la_linear_args *a, LA_T *Sx)
+LA_FN(la_linear_state_load)(const la_linear_args *a, double *Sm)
 {
-    LA_FN(load_state)(a, a->e + (a->norm == LA_NORM_DIV), la_linear_chunk_ld(a, sizeof(LA_T)),
-                      Sx);
+    const la_index ec = a->e + (a->norm == LA_NORM_DIV), ld = la_linear_chunk_ld(a, sizeof(LA_T));
+    la_index i, j;
+    const LA_T *s0 = (const LA_T *)a->s0, *z0 = (const LA_T *)a->z0;
+    for (i = 0; i < a->f; i++) {
+        for (j = 0; j < a->e; j++) {
+            Sm[i * ld + j] = (double)s0[i * a->s0_rs + j * a->s0_cs];
+        }
+        if (ec > a->e) {
+            Sm[i * ld + a->e] = (double)z0[i * a->z0_s];
+        }
+    }
 }
 
 void
-LA_FN(la_linear_state_store)(const la_linear_args *a, const LA_T *Sx)
+LA_FN(la_linear_state_store)(const la_linear_args *a, const double *Sm)
 {
-    LA_FN(store_state)(a, a->e + (a->norm == LA_NORM_DIV), la_linear_chunk_ld(a, sizeof(LA_T)),
-                       Sx);
+    const la_index ld = la_linear_chunk_ld(a, sizeof(LA_T));
+    const int div = a->norm == LA_NORM_DIV;
+    LA_T *s1 = (LA_T *)a->s1, *z1 = (LA_T *)a->z1;
+    la_index i, j;
+    for (i = 0; i < a->f; i++) {
+        for (j = 0; j < a->e; j++) {
+            s1[i * a->s1_rs + j * a->s1_cs] = (LA_T)Sm[i * ld + j];
+        }
+        z1[i * a->z1_s] = div ? (LA_T)Sm[i * ld + a->e] : (LA_T)0;
+    }
 }
 
 void
-LA_FN(la_linear_state_scan)(const la_linear_args *a, LA_T *Sx, double beta,
-                            LA_T *dS)
+LA_FN(la_linear_state_scan)(const la_linear_args *a, double *Sm, double beta, LA_T *dS)
 {
-    LA_FN(state_step)(a->f, a->e + (a->norm == LA_NORM_DIV), la_linear_chunk_ld(a, sizeof(LA_T)),
-                      Sx, beta, dS, 1);
+    const la_index ld = la_linear_chunk_ld(a, sizeof(LA_T));
+    LA_FN(state_step)(a->f, a->e + (a->norm == LA_NORM_DIV), ld, Sm, NULL, beta, dS, 1);
 }
 
 /* ------------------------------------------------------------- parallel -- */
