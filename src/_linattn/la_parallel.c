@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define LA_POOL_MAX 256
 /* idle spin in pause instructions: ~17 us on Skylake-SP (~65 ns each), less elsewhere */
@@ -227,6 +228,21 @@ la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, char *work,
         la_parallel_run(la_items_run, &r, nth);
     }
     return (la_status)r.status;
+}
+
+int
+la_wait_progress(const unsigned *progress, unsigned seen)
+{
+    struct timespec ts = {0, 20000};
+    int i;
+    for (i = 0; i < la_spin; i++) {
+        if (__atomic_load_n(progress, __ATOMIC_ACQUIRE) != seen) {
+            return 1;
+        }
+        LA_RELAX();
+    }
+    nanosleep(&ts, NULL);
+    return __atomic_load_n(progress, __ATOMIC_ACQUIRE) != seen;
 }
 
 /* ------------------------------------------------------ thread settings -- */

@@ -32,6 +32,16 @@ typedef la_status (*la_item_task)(void *ctx, la_index i, char *work);
 la_status la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, char *work,
                             size_t wsize);
 
+/*
+ * A worker of a job whose items depend on each other (the sequence split)
+ * that finds nothing to do until another worker finishes one: wait until
+ * *progress differs from seen, at most a short spin (la_spin pauses, as the
+ * idle pool) and then one sleep of tens of microseconds, so a worker never
+ * holds a core for long while the one it waits for is descheduled.  Returns
+ * whether the counter moved; the caller re-checks its work either way.
+ */
+int la_wait_progress(const unsigned *progress, unsigned seen);
+
 /* Threads a call may use (see above). */
 int la_get_num_threads(void);
 /* n >= 1: use n threads (capped); 0: back to the environment's default. */
