@@ -44,9 +44,10 @@ static struct {
     int open;             /* workers may still join */
     int inside;           /* workers that joined and have not left */
     int busy;             /* a caller owns the pool */
+    int caller_cpu;       /* where the caller published the job (-1: unknown) */
     char joined[LA_POOL_MAX];
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-       0, 0, NULL, NULL, 0, 0, 0, 0, {0}};
+       0, 0, NULL, NULL, 0, 0, 0, 0, -1, {0}};
 
 static int la_spin = LA_SPIN_DEFAULT;
 static unsigned la_start_gen[LA_POOL_MAX];
@@ -55,24 +56,40 @@ static unsigned la_start_gen[LA_POOL_MAX];
 static volatile int la_user_threads = 0, la_env_threads = 0, la_limit = 0, la_cpus = 1;
 static const char *la_env_source = "cpu_affinity";
 
+int
+la_current_cpu(void)
+{
+    return sched_getcpu();
+}
+
 static void *
 la_worker(void *arg)
 {
     const int k = (int)(intptr_t)arg;
     unsigned seen = la_start_gen[k]; /* the job before the first one it may join */
+    int spin = la_spin;
     for (;;) {
         la_task_fn fn = NULL;
         void *ctx = NULL;
         int i, nth = 0;
-        for (i = 0; i < la_spin && __atomic_load_n(&P.gen, __ATOMIC_ACQUIRE) == seen; i++) {
+        for (i = 0; i < spin && __atomic_load_n(&P.gen, __ATOMIC_ACQUIRE) == seen; i++) {
             LA_RELAX();
         }
+        spin = la_spin;
         pthread_mutex_lock(&P.mu);
         while (P.gen == seen) {
             pthread_cond_wait(&P.wake, &P.mu);
         }
         seen = P.gen;
-        if (P.open && k < P.nth) { /* join: the caller now waits for this worker */
+        if (P.open && k < P.nth && P.caller_cpu >= 0 && la_current_cpu() == P.caller_cpu) {
+            /* Woken on the caller's CPU (the other CPUs are busy: the scheduler
+             * places a wakee next to its waker): joining would only take turns
+             * with the caller on one core and make it wait for this worker's
+             * share at the end.  Leave the share to the caller, and sleep
+             * without spinning on its core. */
+            spin = 0;
+        }
+        else if (P.open && k < P.nth) { /* join: the caller now waits for this worker */
             fn = P.fn;
             ctx = P.ctx;
             nth = P.nth;
@@ -153,6 +170,7 @@ la_parallel_run(la_task_fn fn, void *ctx, int nth)
     P.ctx = ctx;
     P.nth = nth;
     memset(P.joined, 0, (size_t)nth);
+    P.caller_cpu = la_current_cpu();
     P.open = have > 1;
     __atomic_store_n(&P.gen, P.gen + 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&P.wake);
@@ -178,6 +196,17 @@ la_parallel_run(la_task_fn fn, void *ctx, int nth)
     __atomic_store_n(&P.busy, 0, __ATOMIC_RELEASE);
 }
 
+int
+la_leave_caller_cpu(int *caller_cpu, int ith)
+{
+    const int cpu = la_current_cpu();
+    if (ith == 0) {
+        __atomic_store_n(caller_cpu, cpu, __ATOMIC_RELAXED);
+        return 0;
+    }
+    return cpu >= 0 && cpu == __atomic_load_n(caller_cpu, __ATOMIC_RELAXED);
+}
+
 typedef struct {
     la_index n, next, grain;
     la_item_task task;
@@ -185,6 +214,7 @@ typedef struct {
     char *work;
     size_t wsize;
     int status;
+    int caller_cpu;
 } la_items_ctx;
 
 static void
@@ -194,7 +224,11 @@ la_items_run(void *vctx, int ith, int nth)
     char *work = r->work + (size_t)ith * r->wsize;
     (void)nth;
     while (__atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK) {
-        la_index i = __atomic_fetch_add(&r->next, r->grain, __ATOMIC_RELAXED);
+        la_index i;
+        if (la_leave_caller_cpu(&r->caller_cpu, ith)) {
+            break; /* a worker sharing the caller's core leaves it the items */
+        }
+        i = __atomic_fetch_add(&r->next, r->grain, __ATOMIC_RELAXED);
         const la_index hi = i + r->grain < r->n ? i + r->grain : r->n;
         if (i >= r->n) {
             break;
@@ -224,6 +258,7 @@ la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, char *work,
     r.ctx = ctx;
     r.work = work;
     r.wsize = wsize;
+    r.caller_cpu = -1;
     if (n > 0) {
         la_parallel_run(la_items_run, &r, nth);
     }

@@ -42,6 +42,19 @@ la_status la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, c
  */
 int la_wait_progress(const unsigned *progress, unsigned seen);
 
+/* The CPU the calling thread runs on (-1: unknown). */
+int la_current_cpu(void);
+
+/*
+ * For a job's share loop, before each claim of work: worker 0 (the caller)
+ * records its CPU in *caller_cpu and gets 0; another worker gets 1 when it
+ * runs on that CPU, and should then stop claiming: two threads of one call
+ * taking turns on one core (the scheduler placed the worker there because
+ * the other cores are busy) only make the caller wait for the worker's last
+ * claim.  Start *caller_cpu at -1.
+ */
+int la_leave_caller_cpu(int *caller_cpu, int ith);
+
 /* Threads a call may use (see above). */
 int la_get_num_threads(void);
 /* n >= 1: use n threads (capped); 0: back to the environment's default. */

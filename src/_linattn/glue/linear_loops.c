@@ -96,7 +96,7 @@ typedef struct {
     char *work;
     size_t wsize;
     la_index p1_next, p2_next, scanned;
-    int scan_lock, status;
+    int scan_lock, status, caller_cpu;
     unsigned progress; /* bumped after every step, for waiting workers */
 } la_seq_ctx;
 
@@ -189,6 +189,9 @@ seq_worker(void *vctx, int ith, int nth)
         if (j >= c->nchunks) {
             break; /* every output pass is taken: the scan is complete */
         }
+        if (la_leave_caller_cpu(&c->caller_cpu, ith)) {
+            break; /* on the caller's core: it does the rest (this worker holds no step) */
+        }
         if (la_cancel_flag) {
             seq_fail(c, LA_ERR_INTERRUPTED);
             break;
@@ -240,6 +243,7 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
     memset(&c, 0, sizeof(c));
     c.a = a;
     c.f64 = f64;
+    c.caller_cpu = -1;
     c.C = C;
     c.nchunks = (a->t + C - 1) / C;
     c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ld) * is);
