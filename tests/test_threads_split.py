@@ -24,7 +24,11 @@ needs_two = pytest.mark.skipif(CPUS < 2, reason="the split needs 2 CPUs")
 
 
 @pytest.fixture
-def restore_threads():
+def restore_threads(monkeypatch):
+    """Both threads take part whatever the machine's load (LINATTN_LOAD_AWARE=0: on a
+    machine without a free core calls would otherwise not split, and workers woken on
+    the caller's core would leave it every step)."""
+    monkeypatch.setenv("LINATTN_LOAD_AWARE", "0")
     yield
     la.set_num_threads(0)
 
@@ -145,9 +149,12 @@ def test_concurrent_python_threads(rng, restore_threads):
 
 
 @needs_two
-def test_busy_core_still_bit_identical(rng, restore_threads):
-    """A busy process on one core: the split's workers wait for each other at most a
-    short spin and then sleep; results stay bit-identical."""
+@pytest.mark.parametrize("load_aware", ["1", "0"])
+def test_busy_core_still_bit_identical(rng, restore_threads, monkeypatch, load_aware):
+    """A busy process on one core: load-aware, the call runs on the caller (no free
+    core); forced to split, its workers wait for each other at most a short spin and
+    then sleep.  Either way the results are bit-identical."""
+    monkeypatch.setenv("LINATTN_LOAD_AWARE", load_aware)
     cpu = sorted(os.sched_getaffinity(0))[0]
     busy = subprocess.Popen([sys.executable, "-c",
                              f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])

@@ -55,6 +55,24 @@ int la_current_cpu(void);
  */
 int la_leave_caller_cpu(int *caller_cpu, int ith);
 
+/*
+ * Whether the last worker the pool woke, within the last 2 ms, found itself
+ * on the caller's CPU and left its share (the machine's other cores are
+ * busy): the runner then keeps calls too small to repay a wake-up on the
+ * calling thread instead of waking a worker that would decline again.
+ */
+int la_pool_contended(void);
+
+/*
+ * Whether `extra` more runnable threads would oversubscribe the machine: the
+ * threads runnable right now (/proc/loadavg, the caller counted, this pool's
+ * idle-spinning workers not) plus extra exceed the online CPUs.  0 when it
+ * cannot tell.  A call then gains little from waking workers (each would
+ * share a core with other work) and risks waiting at its end for one that is
+ * preempted while it holds the last item.
+ */
+int la_oversubscribed(int extra);
+
 /* Threads a call may use (see above). */
 int la_get_num_threads(void);
 /* n >= 1: use n threads (capped); 0: back to the environment's default. */

@@ -332,8 +332,11 @@ linear_loop(const la_call *c)
     a.progress = &la_progress_done;
 
     if (d->form == LA_FORM_CHUNKED && c->n < nth && a.chunk >= 1 &&
-        a.t >= la_tuning_active().seq_min_chunks * a.chunk * nth) {
-        /* fewer slices than threads and a long sequence: split the sequence */
+        a.t >= la_tuning_active().seq_min_chunks * a.chunk * nth &&
+        !la_oversubscribed(nth - 1)) {
+        /* fewer slices than threads and a long sequence: split the sequence
+         * (not on a machine without free cores: each step of the scan's chain
+         * would wait for a preempted worker) */
         const int sig = la_interrupt_begin();
         la_status st = LA_OK;
         for (i = 0; i < c->n && st == LA_OK; i++) {
