@@ -11,6 +11,9 @@
  * whoever runs first does the work.  Idle workers spin for at most la_spin
  * pause instructions, then sleep on `wake`: the spin catches back-to-back
  * calls, and a sleeping worker costs nothing to a process that needs the core.
+ * A worker woken on the caller's CPU, or long after the job was published,
+ * does not join (docs/internals.md, "Threads on a busy machine"): its share
+ * runs on the caller like any share nobody joined.
  */
 #define _GNU_SOURCE
 #include "la_parallel.h"

@@ -3,7 +3,9 @@
  *
  * A small persistent pthread pool: workers sleep on a condition variable
  * between calls (after a short bounded spin), so they never hold a core that
- * another process needs.  The calling thread is worker 0.  BLAS runs
+ * another process needs, and a worker that would only share the caller's
+ * core, or a busy one, leaves its share to the caller (load-aware, see
+ * la_oversubscribed and docs/internals.md).  The calling thread is worker 0.  BLAS runs
  * single-threaded inside.  The thread count is linattn's own: the explicit
  * la_set_num_threads value, else LINATTN_NUM_THREADS, else OMP_NUM_THREADS,
  * else the CPUs this process may run on (sched_getaffinity), always capped by
