@@ -59,11 +59,12 @@ static struct {
        0, 0, NULL, NULL, 0, 0, 0, 0, -1, 0, 0, 0, 1, {0}};
 
 /* A worker that gets a CPU this long after the job was published joins no
- * more: its core is shared with other runnable work (an idle core wakes it
- * within tens of microseconds, a busy one after a time slice of the other
- * work), and the caller would wait at the end for whatever it claimed if it
+ * more: its core is shared with other runnable work (an idle core, even an
+ * idle virtual CPU, wakes it within tens to a few hundred microseconds, a
+ * busy one after a time slice of the other work, about a millisecond or
+ * more), and the caller would wait at the end for whatever it claimed if it
  * is preempted again. */
-#define LA_LATE_JOIN_NS 200000LL
+#define LA_LATE_JOIN_NS 1000000LL
 
 /* How long a worker's "woken on the caller's CPU" keeps small calls on the
  * caller (la_pool_contended). */

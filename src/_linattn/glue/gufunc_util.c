@@ -126,8 +126,8 @@ la_stride(const la_call *c, int op, int ax)
  * items per thread runs on the calling thread: a worker preempted while it
  * holds one of a few long items makes the caller wait a time slice of the
  * other work (measured with a busy loop on one core of the 2-core reference
- * VM, others' load on both: (4, 512, 64) recurrent took a median 0.6 ms on 1
- * thread, 0.9-3.2 ms on 2; on the caller alone 2 threads cost 1.03x).  With
+ * VM, others' load on both: (4, 512, 64) recurrent took a median 0.6-0.9 ms
+ * on 1 thread, 2.1-3.2 ms on 2; on the caller alone 2 threads cost 1.01-1.03x).  With
  * 4 or more items per thread a straggler holds at most a quarter of a
  * worker's share while the caller works through the rest, and a second core,
  * even a shared one, still pays.
