@@ -11,6 +11,9 @@
  * whoever runs first does the work.  Idle workers spin for at most la_spin
  * pause instructions, then sleep on `wake`: the spin catches back-to-back
  * calls, and a sleeping worker costs nothing to a process that needs the core.
+ * A worker woken on the caller's CPU, or long after the job was published,
+ * does not join (docs/internals.md, "Threads on a busy machine"): its share
+ * runs on the caller like any share nobody joined.
  */
 #define _GNU_SOURCE
 #include "la_parallel.h"
@@ -20,6 +23,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #define LA_POOL_MAX 256
 /* idle spin in pause instructions: ~17 us on Skylake-SP (~65 ns each), less elsewhere */
@@ -43,35 +49,135 @@ static struct {
     int open;             /* workers may still join */
     int inside;           /* workers that joined and have not left */
     int busy;             /* a caller owns the pool */
+    int caller_cpu;       /* where the caller published the job (-1: unknown) */
+    int declined;         /* the last worker woken left its share to the caller */
+    long long declined_ns; /* when (CLOCK_MONOTONIC) */
+    long long publish_ns; /* when the caller published the job */
+    int load_aware;       /* workers may leave their shares (la_load_aware) */
     char joined[LA_POOL_MAX];
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-       0, 0, NULL, NULL, 0, 0, 0, 0, {0}};
+       0, 0, NULL, NULL, 0, 0, 0, 0, -1, 0, 0, 0, 1, {0}};
+
+/* A worker that gets a CPU this long after the job was published joins no
+ * more: its core is shared with other runnable work (an idle core, even an
+ * idle virtual CPU, wakes it within tens to a few hundred microseconds, a
+ * busy one after a time slice of the other work, about a millisecond or
+ * more), and the caller would wait at the end for whatever it claimed if it
+ * is preempted again. */
+#define LA_LATE_JOIN_NS 1000000LL
+
+/* How long a worker's "woken on the caller's CPU" keeps small calls on the
+ * caller (la_pool_contended). */
+#define LA_CONTENDED_NS 2000000LL
+
+static long long
+la_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 static int la_spin = LA_SPIN_DEFAULT;
+static int la_spinning = 0; /* pool workers in their idle spin (runnable, no work) */
 static unsigned la_start_gen[LA_POOL_MAX];
 
 /* thread-count settings (0: not set) */
 static volatile int la_user_threads = 0, la_env_threads = 0, la_limit = 0, la_cpus = 1;
 static const char *la_env_source = "cpu_affinity";
 
+/* LINATTN_LOAD_AWARE=0 (read at each use, so tests can set it): workers join
+ * every job and calls ignore the machine's load, as on an idle machine. */
+static int
+la_load_aware(void)
+{
+    const char *e = getenv("LINATTN_LOAD_AWARE");
+    return e == NULL || e[0] != '0';
+}
+
+int
+la_current_cpu(void)
+{
+    return sched_getcpu();
+}
+
+int
+la_oversubscribed(int extra)
+{
+    static int fd = -2;
+    static int online = 0;
+    char buf[128];
+    const char *p;
+    ssize_t got;
+    long running;
+    int f = __atomic_load_n(&fd, __ATOMIC_ACQUIRE);
+    if (!la_load_aware()) {
+        return 0;
+    }
+    if (f == -2) { /* first call (a race opens it twice: harmless, one stays open) */
+        int nf = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+        online = (int)sysconf(_SC_NPROCESSORS_ONLN);
+        __atomic_store_n(&fd, nf, __ATOMIC_RELEASE);
+        f = nf;
+    }
+    if (f < 0 || online < 1 || (got = pread(f, buf, sizeof(buf) - 1, 0)) <= 0) {
+        return 0; /* unknown: as on an idle machine */
+    }
+    buf[got] = '\0';
+    /* "0.20 0.18 0.12 R/T last-pid": R runnable now, the caller among them */
+    if ((p = strchr(buf, '/')) == NULL) {
+        return 0;
+    }
+    while (p > buf && p[-1] >= '0' && p[-1] <= '9') {
+        p--;
+    }
+    running = strtol(p, NULL, 10) - __atomic_load_n(&la_spinning, __ATOMIC_RELAXED);
+    return running + extra > online;
+}
+
+int
+la_pool_contended(void)
+{
+    return __atomic_load_n(&P.declined, __ATOMIC_RELAXED) &&
+           la_now_ns() - __atomic_load_n(&P.declined_ns, __ATOMIC_RELAXED) < LA_CONTENDED_NS;
+}
+
 static void *
 la_worker(void *arg)
 {
     const int k = (int)(intptr_t)arg;
     unsigned seen = la_start_gen[k]; /* the job before the first one it may join */
+    int spin = la_spin;
     for (;;) {
         la_task_fn fn = NULL;
         void *ctx = NULL;
         int i, nth = 0;
-        for (i = 0; i < la_spin && __atomic_load_n(&P.gen, __ATOMIC_ACQUIRE) == seen; i++) {
+        __atomic_add_fetch(&la_spinning, 1, __ATOMIC_RELAXED);
+        for (i = 0; i < spin && __atomic_load_n(&P.gen, __ATOMIC_ACQUIRE) == seen; i++) {
             LA_RELAX();
         }
+        __atomic_sub_fetch(&la_spinning, 1, __ATOMIC_RELAXED);
+        spin = la_spin;
         pthread_mutex_lock(&P.mu);
         while (P.gen == seen) {
             pthread_cond_wait(&P.wake, &P.mu);
         }
         seen = P.gen;
-        if (P.open && k < P.nth) { /* join: the caller now waits for this worker */
+        if (P.open && k < P.nth && P.load_aware &&
+            ((P.caller_cpu >= 0 && la_current_cpu() == P.caller_cpu) ||
+             la_now_ns() - P.publish_ns > LA_LATE_JOIN_NS)) {
+            /* Woken on the caller's CPU (the other CPUs are busy: the scheduler
+             * places a wakee next to its waker), or woken late (its core is
+             * shared): joining would only take turns with the caller on one
+             * core, or risk a preemption while the caller waits for this
+             * worker's share at the end.  Leave the share to the caller, and
+             * sleep without spinning on its core. */
+            spin = 0;
+            __atomic_store_n(&P.declined_ns, la_now_ns(), __ATOMIC_RELAXED);
+            __atomic_store_n(&P.declined, 1, __ATOMIC_RELAXED);
+        }
+        else if (P.open && k < P.nth) { /* join: the caller now waits for this worker */
+            __atomic_store_n(&P.declined, 0, __ATOMIC_RELAXED);
             fn = P.fn;
             ctx = P.ctx;
             nth = P.nth;
@@ -101,6 +207,7 @@ la_atfork_child(void)
     pthread_cond_init(&P.done, NULL);
     P.started = 0;
     P.busy = 0;
+    P.declined = 0;
     P.open = 0;
     P.inside = 0;
 }
@@ -110,6 +217,9 @@ static int
 la_pool_grow(int want)
 {
     sigset_t all, old;
+    if (P.started + 1 >= want || P.started + 1 >= LA_POOL_MAX) {
+        return P.started + 1; /* the usual case: no signal-mask system calls */
+    }
     /* workers block every signal: SIGINT reaches the thread that handles it */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -152,6 +262,9 @@ la_parallel_run(la_task_fn fn, void *ctx, int nth)
     P.ctx = ctx;
     P.nth = nth;
     memset(P.joined, 0, (size_t)nth);
+    P.caller_cpu = la_current_cpu();
+    P.publish_ns = la_now_ns();
+    P.load_aware = la_load_aware();
     P.open = have > 1;
     __atomic_store_n(&P.gen, P.gen + 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&P.wake);
@@ -177,6 +290,18 @@ la_parallel_run(la_task_fn fn, void *ctx, int nth)
     __atomic_store_n(&P.busy, 0, __ATOMIC_RELEASE);
 }
 
+int
+la_leave_caller_cpu(int *caller_cpu, int ith)
+{
+    const int cpu = la_current_cpu();
+    if (ith == 0) {
+        __atomic_store_n(caller_cpu, cpu, __ATOMIC_RELAXED);
+        return 0;
+    }
+    return cpu >= 0 && cpu == __atomic_load_n(caller_cpu, __ATOMIC_RELAXED) &&
+           __atomic_load_n(&P.load_aware, __ATOMIC_RELAXED);
+}
+
 typedef struct {
     la_index n, next, grain;
     la_item_task task;
@@ -184,6 +309,7 @@ typedef struct {
     char *work;
     size_t wsize;
     int status;
+    int caller_cpu;
 } la_items_ctx;
 
 static void
@@ -193,7 +319,11 @@ la_items_run(void *vctx, int ith, int nth)
     char *work = r->work + (size_t)ith * r->wsize;
     (void)nth;
     while (__atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK) {
-        la_index i = __atomic_fetch_add(&r->next, r->grain, __ATOMIC_RELAXED);
+        la_index i;
+        if (la_leave_caller_cpu(&r->caller_cpu, ith)) {
+            break; /* a worker sharing the caller's core leaves it the items */
+        }
+        i = __atomic_fetch_add(&r->next, r->grain, __ATOMIC_RELAXED);
         const la_index hi = i + r->grain < r->n ? i + r->grain : r->n;
         if (i >= r->n) {
             break;
@@ -223,10 +353,26 @@ la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, char *work,
     r.ctx = ctx;
     r.work = work;
     r.wsize = wsize;
+    r.caller_cpu = -1;
     if (n > 0) {
         la_parallel_run(la_items_run, &r, nth);
     }
     return (la_status)r.status;
+}
+
+int
+la_wait_progress(const unsigned *progress, unsigned seen)
+{
+    struct timespec ts = {0, 20000};
+    int i;
+    for (i = 0; i < la_spin; i++) {
+        if (__atomic_load_n(progress, __ATOMIC_ACQUIRE) != seen) {
+            return 1;
+        }
+        LA_RELAX();
+    }
+    nanosleep(&ts, NULL);
+    return __atomic_load_n(progress, __ATOMIC_ACQUIRE) != seen;
 }
 
 /* ------------------------------------------------------ thread settings -- */

@@ -3,7 +3,9 @@
  *
  * A small persistent pthread pool: workers sleep on a condition variable
  * between calls (after a short bounded spin), so they never hold a core that
- * another process needs.  The calling thread is worker 0.  BLAS runs
+ * another process needs, and a worker that would only share the caller's
+ * core, or a busy one, leaves its share to the caller (load-aware, see
+ * la_oversubscribed and docs/internals.md).  The calling thread is worker 0.  BLAS runs
  * single-threaded inside.  The thread count is linattn's own: the explicit
  * la_set_num_threads value, else LINATTN_NUM_THREADS, else OMP_NUM_THREADS,
  * else the CPUs this process may run on (sched_getaffinity), always capped by
@@ -31,6 +33,47 @@ void la_parallel_run(la_task_fn fn, void *ctx, int nth);
 typedef la_status (*la_item_task)(void *ctx, la_index i, char *work);
 la_status la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, char *work,
                             size_t wsize);
+
+/*
+ * A worker of a job whose items depend on each other (the sequence split)
+ * that finds nothing to do until another worker finishes one: wait until
+ * *progress differs from seen, at most a short spin (la_spin pauses, as the
+ * idle pool) and then one sleep of tens of microseconds, so a worker never
+ * holds a core for long while the one it waits for is descheduled.  Returns
+ * whether the counter moved; the caller re-checks its work either way.
+ */
+int la_wait_progress(const unsigned *progress, unsigned seen);
+
+/* The CPU the calling thread runs on (-1: unknown). */
+int la_current_cpu(void);
+
+/*
+ * For a job's share loop, before each claim of work: worker 0 (the caller)
+ * records its CPU in *caller_cpu and gets 0; another worker gets 1 when it
+ * runs on that CPU, and should then stop claiming: two threads of one call
+ * taking turns on one core (the scheduler placed the worker there because
+ * the other cores are busy) only make the caller wait for the worker's last
+ * claim.  Start *caller_cpu at -1.
+ */
+int la_leave_caller_cpu(int *caller_cpu, int ith);
+
+/*
+ * Whether the last worker the pool woke, within the last 2 ms, found itself
+ * on the caller's CPU and left its share (the machine's other cores are
+ * busy): the runner then keeps calls too small to repay a wake-up on the
+ * calling thread instead of waking a worker that would decline again.
+ */
+int la_pool_contended(void);
+
+/*
+ * Whether `extra` more runnable threads would oversubscribe the machine: the
+ * threads runnable right now (/proc/loadavg, the caller counted, this pool's
+ * idle-spinning workers not) plus extra exceed the online CPUs.  0 when it
+ * cannot tell.  A call then gains little from waking workers (each would
+ * share a core with other work) and risks waiting at its end for one that is
+ * preempted while it holds the last item.
+ */
+int la_oversubscribed(int extra);
 
 /* Threads a call may use (see above). */
 int la_get_num_threads(void);

@@ -109,6 +109,31 @@ la_stride(const la_call *c, int op, int ax)
  */
 #define LA_FLOPS_PER_BYTE 1.0
 
+/*
+ * While the pool is contended (la_pool_contended: a worker woken in the last
+ * 2 ms found itself on the caller's CPU, the other cores being busy), calls
+ * below this many times min_work_per_thread run on the calling thread: a
+ * wake-up that would be declined costs the caller tens of microseconds
+ * (measured under load on the 2-core reference VM: 2 threads 10-19% slower
+ * than 1 on recurrent calls of 90-870 us), and larger calls still wake a
+ * worker, so the pool notices when a core frees up.
+ */
+#define LA_CONTENDED_CALLER_WORK 16.0
+
+/*
+ * On a machine with more runnable threads than CPUs (la_oversubscribed: the
+ * workers would share cores with other work) a call with fewer than this many
+ * items per thread runs on the calling thread: a worker preempted while it
+ * holds one of a few long items makes the caller wait a time slice of the
+ * other work (measured with a busy loop on one core of the 2-core reference
+ * VM, others' load on both: (4, 512, 64) recurrent took a median 0.6-0.9 ms
+ * on 1 thread, 2.1-3.2 ms on 2; on the caller alone 2 threads cost 1.01-1.03x).  With
+ * 4 or more items per thread a straggler holds at most a quarter of a
+ * worker's share while the caller works through the rest, and a second core,
+ * even a shared one, still pays.
+ */
+#define LA_FINE_ITEMS 4
+
 /* Bytes of every operand of one outer item (the in-place state counted once). */
 static double
 la_item_bytes(const la_call *c)
@@ -146,6 +171,12 @@ la_call_workers(const la_call *c, double flops, double *work)
     if (*work < (double)nth * min_work) {
         const double cap = *work / min_work;
         nth = cap < 2.0 ? 1 : (int)cap;
+    }
+    if (nth > 1 && *work < LA_CONTENDED_CALLER_WORK * min_work && la_pool_contended()) {
+        nth = 1; /* the last woken worker found only the caller's core free */
+    }
+    if (nth > 1 && c->n < LA_FINE_ITEMS * (npy_intp)nth && la_oversubscribed(nth - 1)) {
+        nth = 1; /* coarse items on a machine without free cores: see above */
     }
     return nth;
 }

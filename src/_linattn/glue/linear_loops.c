@@ -65,37 +65,169 @@ linear_item(const la_call *c, const void *proto, npy_intp i, void *work)
 }
 
 /*
- * Sequence parallelism (docs/design/family.md §7) for fewer (batch, head) slices than
- * threads: per window of chunks, pass 1 computes every chunk's state
- * increment in parallel, a serial scan turns increments into entering
- * states, pass 2 computes every chunk's outputs in parallel.  The operations
- * are those of the serial chunked kernel, so the results are bit-identical.
- * A window holds the tuning table's seq_window chunks (bounds the stored
- * states).
+ * Sequence parallelism (docs/design/family.md §7) for fewer (batch, head)
+ * slices than threads, as one job of the pool per slice.  Each chunk j has
+ * three steps: pass 1 (its state increment dS_j from its keys and values,
+ * any order), the scan (S <- exp(beta_j) S + dS_j, strictly in chunk order,
+ * leaving the state entering chunk j in dS_j's place) and pass 2 (its
+ * outputs from that entering state).  Every worker loops: pass 2 of the
+ * oldest scanned chunk if there is one, else the scan as far as pass 1 has
+ * gone, else pass 1 of the next chunk while a ring slot is free; only when
+ * the step it needs is running on another worker does it wait
+ * (la_wait_progress: a short spin, then a sleep).  No barrier per window, the
+ * scan overlaps the passes, and pass 1 keeps the chunk's key features and
+ * [V | 1] rows in the slot, so pass 2 computes only the query features.  The
+ * operations are those of the serial chunked kernel: bit-identical results.
+ * The ring holds at most the tuning table's seq_window chunks (state,
+ * kept keys and values), and at most LA_SEQ_RING_BYTES of them.
  */
+#define LA_SEQ_RING_BYTES ((size_t)1 << 20)
 
 typedef struct {
     const la_linear_args *a;
-    int f64, pass;
-    la_index c0, C;
-    char *states;  /* window blocks of f x ec, rows ld apart */
-    double *betas;
-    size_t sbytes; /* bytes per state block */
+    int f64;
+    la_index C, nchunks, R;
+    char *ring;       /* R slots of slot bytes: state block | keys | [V | 1] */
+    size_t slot, sbytes, kbytes;
+    double *betas;    /* per slot */
+    la_index *p1_done;  /* per slot: j + 1 once pass 1 of chunk j is done */
+    la_index *free_for; /* per slot: the chunk whose pass 1 may use it next */
+    double *Sx;       /* the running state (the scan's), float64 in both dtypes */
+    char *work;
+    size_t wsize;
+    la_index p1_next, p2_next, scanned;
+    int scan_lock, status, caller_cpu;
+    unsigned progress; /* bumped after every step, for waiting workers */
 } la_seq_ctx;
 
-/* Chunk j of the window: pass 1 its state increment, pass 2 its outputs. */
-static la_status
-seq_item(void *vctx, la_index j, char *work)
+static char *
+seq_slot(const la_seq_ctx *c, la_index j)
 {
-    const la_seq_ctx *c = (const la_seq_ctx *)vctx;
-    const la_index t0 = (c->c0 + j) * c->C;
-    void *st = c->states + (size_t)j * c->sbytes;
-    if (c->pass == 1) {
-        return c->f64 ? la_linear_chunk_pass1_f64(c->a, work, t0, (double *)st, &c->betas[j])
-                      : la_linear_chunk_pass1_f32(c->a, work, t0, (float *)st, &c->betas[j]);
+    return c->ring + (size_t)(j % c->R) * c->slot;
+}
+
+/* The scan of chunk j: the running state absorbs dS_j, which receives the
+ * state entering chunk j. */
+static void
+seq_scan_one(la_seq_ctx *c, la_index j)
+{
+    char *sj = seq_slot(c, j);
+    const double beta = c->betas[j % c->R];
+    c->f64 ? la_linear_state_scan_f64(c->a, c->Sx, beta, (double *)sj)
+           : la_linear_state_scan_f32(c->a, c->Sx, beta, (float *)sj);
+}
+
+static la_status
+seq_pass1(la_seq_ctx *c, la_index j, char *work)
+{
+    char *sj = seq_slot(c, j);
+    const la_index t0 = j * c->C;
+    double *beta = &c->betas[j % c->R];
+    return c->f64 ? la_linear_chunk_pass1_keep_f64(c->a, work, t0, (double *)sj, beta,
+                                                   (double *)(sj + c->sbytes),
+                                                   (double *)(sj + c->sbytes + c->kbytes))
+                  : la_linear_chunk_pass1_keep_f32(c->a, work, t0, (float *)sj, beta,
+                                                   (float *)(sj + c->sbytes),
+                                                   (float *)(sj + c->sbytes + c->kbytes));
+}
+
+static la_status
+seq_pass2(la_seq_ctx *c, la_index j, char *work)
+{
+    const char *sj = seq_slot(c, j);
+    const la_index t0 = j * c->C;
+    return c->f64
+               ? la_linear_chunk_pass2_kept_f64(c->a, work, t0, (const double *)sj,
+                                                (const double *)(sj + c->sbytes),
+                                                (const double *)(sj + c->sbytes + c->kbytes))
+               : la_linear_chunk_pass2_kept_f32(c->a, work, t0, (const float *)sj,
+                                                (const float *)(sj + c->sbytes),
+                                                (const float *)(sj + c->sbytes + c->kbytes));
+}
+
+/* Scan as far as pass 1 has gone, if no other worker is scanning; returns
+ * whether it scanned any chunk. */
+static int
+seq_try_scan(la_seq_ctx *c)
+{
+    la_index s;
+    int moved = 0;
+    if (__atomic_exchange_n(&c->scan_lock, 1, __ATOMIC_ACQUIRE)) {
+        return 0;
     }
-    return c->f64 ? la_linear_chunk_pass2_f64(c->a, work, t0, (const double *)st)
-                  : la_linear_chunk_pass2_f32(c->a, work, t0, (const float *)st);
+    s = __atomic_load_n(&c->scanned, __ATOMIC_RELAXED);
+    while (s < c->nchunks &&
+           __atomic_load_n(&c->p1_done[s % c->R], __ATOMIC_ACQUIRE) == s + 1) {
+        seq_scan_one(c, s);
+        __atomic_store_n(&c->scanned, ++s, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&c->progress, 1, __ATOMIC_RELEASE);
+        moved = 1;
+    }
+    __atomic_store_n(&c->scan_lock, 0, __ATOMIC_RELEASE);
+    return moved;
+}
+
+static void
+seq_fail(la_seq_ctx *c, la_status st)
+{
+    int ok = LA_OK;
+    __atomic_compare_exchange_n(&c->status, &ok, (int)st, 0, __ATOMIC_RELAXED,
+                                __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c->progress, 1, __ATOMIC_RELEASE);
+}
+
+static void
+seq_worker(void *vctx, int ith, int nth)
+{
+    la_seq_ctx *c = (la_seq_ctx *)vctx;
+    char *work = c->work + (size_t)ith * c->wsize;
+    (void)nth;
+    while (__atomic_load_n(&c->status, __ATOMIC_RELAXED) == LA_OK) {
+        const unsigned seen = __atomic_load_n(&c->progress, __ATOMIC_ACQUIRE);
+        la_index j = __atomic_load_n(&c->p2_next, __ATOMIC_RELAXED);
+        la_status st;
+        if (j >= c->nchunks) {
+            break; /* every output pass is taken: the scan is complete */
+        }
+        if (la_leave_caller_cpu(&c->caller_cpu, ith)) {
+            break; /* on the caller's core: it does the rest (this worker holds no step) */
+        }
+        if (la_cancel_flag) {
+            seq_fail(c, LA_ERR_INTERRUPTED);
+            break;
+        }
+        if (j < __atomic_load_n(&c->scanned, __ATOMIC_ACQUIRE)) {
+            if (__atomic_compare_exchange_n(&c->p2_next, &j, j + 1, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED)) {
+                if ((st = seq_pass2(c, j, work)) != LA_OK) {
+                    seq_fail(c, st);
+                    break;
+                }
+                /* the slot is free for the chunk R later */
+                __atomic_store_n(&c->free_for[j % c->R], j + c->R, __ATOMIC_RELEASE);
+                __atomic_add_fetch(&c->progress, 1, __ATOMIC_RELEASE);
+            }
+            continue;
+        }
+        if (seq_try_scan(c)) {
+            continue;
+        }
+        j = __atomic_load_n(&c->p1_next, __ATOMIC_RELAXED);
+        if (j < c->nchunks && __atomic_load_n(&c->free_for[j % c->R], __ATOMIC_ACQUIRE) == j) {
+            if (__atomic_compare_exchange_n(&c->p1_next, &j, j + 1, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED)) {
+                if ((st = seq_pass1(c, j, work)) != LA_OK) {
+                    seq_fail(c, st);
+                    break;
+                }
+                __atomic_store_n(&c->p1_done[j % c->R], j + 1, __ATOMIC_RELEASE);
+                __atomic_add_fetch(&c->progress, 1, __ATOMIC_RELEASE);
+            }
+            continue;
+        }
+        /* what this worker could do next runs on another one */
+        (void)la_wait_progress(&c->progress, seen);
+    }
 }
 
 static la_status
@@ -103,53 +235,52 @@ linear_seqpar_slice(const la_linear_args *a, int f64, int nth)
 {
     const size_t is = f64 ? sizeof(double) : sizeof(float);
     const la_index C = a->chunk < a->t ? a->chunk : a->t;
-    const la_index nchunks = (a->t + C - 1) / C;
-    const la_index ld = la_linear_chunk_ld(a, is); /* row stride of states and outputs */
+    const la_index ld = la_linear_chunk_ld(a, is); /* row stride of states and values */
     la_seq_ctx c;
     la_status st = LA_OK;
-    char *work, *states_mem = NULL;
-    double *Sx; /* the running state, float64 in both dtypes (kernels/linear.h) */
-    size_t wsize;
-    la_index c0, j, cw;
-    const la_index window = la_tuning_active().seq_window;
+    char *mem = NULL, *work = NULL;
+    la_index j, R = la_tuning_active().seq_window;
     memset(&c, 0, sizeof(c));
     c.a = a;
     c.f64 = f64;
+    c.caller_cpu = -1;
     c.C = C;
+    c.nchunks = (a->t + C - 1) / C;
     c.sbytes = LA_ALIGN_BYTES((size_t)(a->f * ld) * is);
-    wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
+    c.kbytes = LA_ALIGN_BYTES((size_t)(C * a->f) * is);
+    c.slot = c.sbytes + c.kbytes + LA_ALIGN_BYTES((size_t)(C * ld) * is);
+    /* a few chunks ahead per worker is all the lookahead the loop needs */
+    if ((la_index)(LA_SEQ_RING_BYTES / c.slot) < R) {
+        R = (la_index)(LA_SEQ_RING_BYTES / c.slot);
+    }
+    R = R < 4 * (la_index)nth ? 4 * (la_index)nth : R;
+    c.R = R < c.nchunks ? R : c.nchunks;
+    c.wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_CHUNK_ONE, a, is));
     /* blocks on 64-byte boundaries, as the kernels' own scratch */
-    states_mem = malloc(c.sbytes * window + LA_ALIGN_BYTES((size_t)(a->f * ld) * sizeof(double)) +
-                        64);
-    c.betas = malloc(sizeof(double) * window);
-    work = malloc(wsize * (size_t)nth + 64);
-    if (states_mem == NULL || c.betas == NULL || work == NULL) {
+    mem = malloc(c.slot * (size_t)c.R + LA_ALIGN_BYTES((size_t)(a->f * ld) * sizeof(double)) + 64);
+    c.betas = malloc((sizeof(double) + 2 * sizeof(la_index)) * (size_t)c.R);
+    work = malloc(c.wsize * (size_t)nth + 64);
+    if (mem == NULL || c.betas == NULL || work == NULL) {
         st = LA_ERR_NOMEM;
         goto done;
     }
-    c.states = states_mem + (64 - (size_t)((uintptr_t)states_mem & 63u)) % 64;
-    Sx = (double *)(void *)(c.states + c.sbytes * window);
-    f64 ? la_linear_state_load_f64(a, Sx) : la_linear_state_load_f32(a, Sx);
-    for (c0 = 0; c0 < nchunks && st == LA_OK; c0 += window) {
-        c.c0 = c0;
-        cw = nchunks - c0 < window ? nchunks - c0 : window;
-        c.pass = 1;
-        if ((st = la_parallel_items(cw, nth, seq_item, &c, work, wsize)) != LA_OK) {
-            break;
-        }
-        for (j = 0; j < cw; j++) {
-            char *sj = c.states + (size_t)j * c.sbytes;
-            f64 ? la_linear_state_scan_f64(a, Sx, c.betas[j], (double *)sj)
-                : la_linear_state_scan_f32(a, Sx, c.betas[j], (float *)sj);
-        }
-        c.pass = 2;
-        st = la_parallel_items(cw, nth, seq_item, &c, work, wsize);
+    c.p1_done = (la_index *)(c.betas + c.R);
+    c.free_for = c.p1_done + c.R;
+    for (j = 0; j < c.R; j++) {
+        c.p1_done[j] = 0;
+        c.free_for[j] = j;
     }
+    c.ring = mem + (64 - (size_t)((uintptr_t)mem & 63u)) % 64;
+    c.Sx = (double *)(void *)(c.ring + c.slot * (size_t)c.R);
+    c.work = work;
+    f64 ? la_linear_state_load_f64(a, c.Sx) : la_linear_state_load_f32(a, c.Sx);
+    la_parallel_run(seq_worker, &c, nth);
+    st = (la_status)c.status;
     if (st == LA_OK) {
-        f64 ? la_linear_state_store_f64(a, Sx) : la_linear_state_store_f32(a, Sx);
+        f64 ? la_linear_state_store_f64(a, c.Sx) : la_linear_state_store_f32(a, c.Sx);
     }
 done:
-    free(states_mem);
+    free(mem);
     free(c.betas);
     free(work);
     return st;
@@ -200,8 +331,11 @@ linear_loop(const la_call *c)
     a.progress = &la_progress_done;
 
     if (d->form == LA_FORM_CHUNKED && c->n < nth && a.chunk >= 1 &&
-        a.t >= la_tuning_active().seq_min_chunks * a.chunk * nth) {
-        /* fewer slices than threads and a long sequence: split the sequence */
+        a.t >= la_tuning_active().seq_min_chunks * a.chunk * nth &&
+        !la_oversubscribed(nth - 1)) {
+        /* fewer slices than threads and a long sequence: split the sequence
+         * (not on a machine without free cores: each step of the scan's chain
+         * would wait for a preempted worker) */
         const int sig = la_interrupt_begin();
         la_status st = LA_OK;
         for (i = 0; i < c->n && st == LA_OK; i++) {

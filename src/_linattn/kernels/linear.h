@@ -127,6 +127,19 @@ la_status la_linear_chunk_pass2_f32(const la_linear_args *a, void *work, la_inde
                                     const float *S_enter);
 la_status la_linear_chunk_pass2_f64(const la_linear_args *a, void *work, la_index t0,
                                     const double *S_enter);
+/* The same passes keeping the chunk's key features Kk (C x f) and [V | 1]
+ * rows Vk (C x ld, ld = la_linear_chunk_ld) from pass 1 for pass 2, which
+ * then computes only the query features; bit-identical to the above. */
+la_status la_linear_chunk_pass1_keep_f32(const la_linear_args *a, void *work, la_index t0,
+                                         float *dS, double *beta, float *Kk, float *Vk);
+la_status la_linear_chunk_pass1_keep_f64(const la_linear_args *a, void *work, la_index t0,
+                                         double *dS, double *beta, double *Kk, double *Vk);
+la_status la_linear_chunk_pass2_kept_f32(const la_linear_args *a, void *work, la_index t0,
+                                         const float *S_enter, const float *Kk,
+                                         const float *Vk);
+la_status la_linear_chunk_pass2_kept_f64(const la_linear_args *a, void *work, la_index t0,
+                                         const double *S_enter, const double *Kk,
+                                         const double *Vk);
 void la_linear_state_load_f32(const la_linear_args *a, double *Sm);
 void la_linear_state_load_f64(const la_linear_args *a, double *Sm);
 void la_linear_state_store_f32(const la_linear_args *a, const double *Sm);

@@ -881,6 +881,52 @@ LA_FN(la_linear_chunk_pass2)(const la_linear_args *a, void *work, la_index t0,
     return LA_OK;
 }
 
+/* Pass 1 that keeps what pass 2 needs again: the chunk's key features (Kk,
+ * C x f, unscaled) and [V | 1] rows (Vk, C x ld), so pass 2 computes only
+ * the query features.  Same operations on the same values as the serial
+ * kernel (the decay scaling of chunk_delta runs on a copy of the keys). */
+la_status
+LA_FN(la_linear_chunk_pass1_keep)(const la_linear_args *a, void *work, la_index t0,
+                                  LA_T *dS, double *beta, LA_T *Kk, LA_T *Vk)
+{
+    LA_FN(chunk_ws) w;
+    const la_index C = la_block_rows(a->chunk, a->t);
+    const la_index n = a->t - t0 < C ? a->t - t0 : C;
+    LA_T *Ks;
+    LA_FN(chunk_ws_init)(a, work, &w);
+    Ks = w.Kc;
+    w.Kc = Kk;
+    w.Vc = Vk;
+    LA_FN(chunk_load_kv)(a, &w, t0, n);
+    if (w.decayed) {
+        memcpy(Ks, Kk, (size_t)(n * a->f) * sizeof(LA_T));
+        w.Kc = Ks;
+    }
+    *beta = LA_FN(chunk_delta)(a, &w, n, dS);
+    return LA_OK;
+}
+
+/* Pass 2 from the entering state and pass 1's kept keys and values. */
+la_status
+LA_FN(la_linear_chunk_pass2_kept)(const la_linear_args *a, void *work, la_index t0,
+                                  const LA_T *S_enter, const LA_T *Kk, const LA_T *Vk)
+{
+    LA_FN(chunk_ws) w;
+    const la_index C = la_block_rows(a->chunk, a->t);
+    const la_index n = a->t - t0 < C ? a->t - t0 : C;
+    const LA_T *q = (const LA_T *)a->q;
+    LA_FN(chunk_ws_init)(a, work, &w);
+    w.Kc = (LA_T *)Kk; /* read only: chunk_intra and chunk_inter scale Qc alone */
+    w.Vc = (LA_T *)Vk;
+    LA_FN(chunk_load_b)(a, &w, t0, n);
+    LA_FN(feature_rows)(a->fmap_q, a->scale, q + t0 * a->q_rs, a->q_rs, a->q_cs, n, a->f,
+                        w.Qc);
+    LA_FN(chunk_intra)(a, &w, n, w.Oc);
+    LA_FN(chunk_inter)(a, &w, t0, n, S_enter, w.Oc);
+    LA_TICK(a->progress, n);
+    return LA_OK;
+}
+
 /* The sequence-parallel scan carries the float64 master state Sm (f x ld
  * doubles, ld = la_linear_chunk_ld(a, sizeof(LA_T))), as the serial form does. */
 void
