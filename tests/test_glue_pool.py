@@ -37,6 +37,7 @@ PROBE = textwrap.dedent("""
 def _probe(env=None, pre="", post=""):
     e = {k: v for k, v in os.environ.items()
          if k not in ("OMP_NUM_THREADS", "LINATTN_NUM_THREADS")}
+    e["LINATTN_LOAD_AWARE"] = "0"  # workers join even on a loaded machine
     e.update(env or {})
     r = subprocess.run([sys.executable, "-c", PROBE.format(pre=pre, post=post)], env=e,
                        capture_output=True, text=True, timeout=120)

@@ -23,10 +23,9 @@
     /* widest values (E) for which the recurrent form beats the chunked one */ \
     X(recurrent_max_e)                                                         \
     /* sequence split when slices < threads and T >= seq_min_chunks * chunk  \
-     * * threads; seq_window chunks per pass (bounds the stored states:     \
-     * 64 x 20 KiB at E = F = 64, float32, within L2; each pass is one join   \
-     * of the pool, whose woken workers lose a wake-up, so fewer, longer      \
-     * passes scale better while the states stay in cache) */                 \
+     * * threads; seq_window: the most chunks in flight between pass 1 and   \
+     * pass 2 (ring slots of entering state, kept keys and [V | 1] rows,      \
+     * 56 KiB each at E = F = 64, float32; the glue caps the ring at 1 MiB) */\
     X(seq_min_chunks)                                                          \
     X(seq_window)                                                              \
     /* flops per worker below which a call uses fewer threads */               \
