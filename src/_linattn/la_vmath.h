@@ -84,6 +84,21 @@ la_exp_f64(double xi)
     return xi != xi ? xi : out;
 }
 
+/* exp(r) for the reduced argument |r| <= ln(2)/2 of the float32 exps below:
+ * their degree-5 polynomial, one evaluation order, so they share its bits. */
+static inline float
+la_exp_poly_f32(float r)
+{
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    return p;
+}
+
 /*
  * la_exp_sm_f32: exp for softmax's shifted scores (x - row max, x - lse: at
  * most a rounding error above 0), cheaper than la_exp_f32: Cephes' degree-5
@@ -99,14 +114,9 @@ la_exp_sm_f32(float xi)
     const float shifter = 12582912.0f; /* 1.5 * 2^23: round to nearest */
     const float kf = (xc * 1.44269504088896341f + shifter) - shifter;
     const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
-    float p = 1.9875691500e-4f, s, out;
+    const float p = la_exp_poly_f32(r);
+    float s, out;
     int32_t bits;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
     bits = ((int32_t)kf + 127) << 23;
     memcpy(&s, &bits, sizeof(s));
     out = p * s;
@@ -132,14 +142,9 @@ la_exp_nonpos_f32(float x)
     const float j = x * 1.44269504088896341f + shifter; /* low bits: n + 127 */
     const float kf = j - shifter;
     const float r = (x - kf * 0.693359375f) - kf * -2.12194440e-4f;
-    float p = 1.9875691500e-4f, s;
+    const float p = la_exp_poly_f32(r);
+    float s;
     uint32_t bits;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
     memcpy(&bits, &j, sizeof(bits));
     bits <<= 23;
     memcpy(&s, &bits, sizeof(s));

@@ -69,6 +69,22 @@ LA_FN(div_row)(la_index e, const LA_T *LA_RESTRICT num, LA_T d, LA_T *LA_RESTRIC
     }
 }
 
+/* The div-mode denominator after its eps guard (the eps modes of the registry). */
+static LA_T
+LA_FN(guard_den)(const la_linear_args *a, LA_T den)
+{
+    const LA_T eps = (LA_T)a->eps;
+    switch (a->eps_mode) {
+    case LA_EPS_CLAMP:
+        return den < eps ? eps : den;
+    case LA_EPS_ABS_CLAMP:
+        den = LA_FABS(den);
+        return den < eps ? eps : den;
+    default:
+        return den + eps;
+    }
+}
+
 /* Finish one row: num[0..e) (and den = num[e] in div mode) -> out. */
 static void
 LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
@@ -77,21 +93,7 @@ LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
     const la_index e = a->e;
     la_index j;
     if (a->norm == LA_NORM_DIV) {
-        const LA_T den = num[e];
-        const LA_T eps = (LA_T)a->eps;
-        LA_T gd;
-        switch (a->eps_mode) {
-        case LA_EPS_CLAMP:
-            gd = den < eps ? eps : den;
-            break;
-        case LA_EPS_ABS_CLAMP:
-            gd = LA_FABS(den);
-            gd = gd < eps ? eps : gd;
-            break;
-        default:
-            gd = den + eps;
-            break;
-        }
+        const LA_T gd = LA_FN(guard_den)(a, num[e]);
         if (ocs == 1) {
             LA_FN(div_row)(e, num, gd, out);
         }
@@ -356,30 +358,16 @@ LA_FN(recurrent_mul_row)(la_index e, const LA_T *LA_RESTRICT num, LA_T r,
  * reciprocal: one divide per row instead of e (a vector divide costs about
  * ten FMAs on AVX-512), within 1.5 ulp of the quotient.  Where the
  * reciprocal could over- or underflow (|gd| outside [2^-120, 2^120], or not
- * finite) and in every other case, finish_row as the other forms.  The
- * guard (eps modes) is finish_row's.
+ * finite) and in every other case, finish_row as the other forms.  Both
+ * guard the denominator with guard_den.
  */
 static void
 LA_FN(recurrent_out_row)(const la_linear_args *a, la_index t, LA_T *num)
 {
     LA_T *out = (LA_T *)a->o + t * a->o_rs;
     if (a->norm == LA_NORM_DIV && a->o_cs == 1) {
-        const LA_T den = num[a->e];
-        const LA_T eps = (LA_T)a->eps;
-        LA_T gd, ad;
-        switch (a->eps_mode) {
-        case LA_EPS_CLAMP:
-            gd = den < eps ? eps : den;
-            break;
-        case LA_EPS_ABS_CLAMP:
-            gd = LA_FABS(den);
-            gd = gd < eps ? eps : gd;
-            break;
-        default:
-            gd = den + eps;
-            break;
-        }
-        ad = LA_FABS(gd);
+        const LA_T gd = LA_FN(guard_den)(a, num[a->e]);
+        const LA_T ad = LA_FABS(gd);
         if (ad >= (LA_T)7.52316384526264005e-37 && ad <= (LA_T)1.32922799578491587e36) {
             LA_FN(recurrent_mul_row)(a->e, num, (LA_T)1 / gd, out);
             return;
