@@ -158,6 +158,30 @@ def _state_in(st, batch, r, w, d, comp, separate):
     return ex, st.t
 
 
+def _causal_setup(call: Call, options: dict):
+    """What a causal call resolves from its options: window, bases (B, r, mb, flags),
+    position bias, chunk and mode."""
+    dims = call.dims
+    w = _window(options["window"], 64)
+    B, r, mb, flags = _options(options, dims.D, call.seed, dims.batch, w)
+    pb = _bias("position_bias", options["position_bias"], w, dims.batch,
+               "one entry per offset t - j = 0 .. window-1")
+    chunk = call.chunk(64)
+    mode = _pick_mode(call, dims.T, chunk)
+    if mode == "parallel":
+        chunk = max(dims.T, 1)
+    return w, B, r, mb, flags, pb, chunk, mode
+
+
+def _state_out(t1: int, w: int, s1, rk1, vs1, rv1, separate: bool) -> State:
+    """The state after a causal call ending at position ``t1``."""
+    extra = {"sums": s1, "ring_k": rk1, "fill": np.array(min(t1, w), np.int64)}
+    if separate:
+        extra["value_sums"] = vs1
+        extra["ring_v"] = rv1
+    return State(None, None, t1, "lavo", extra)
+
+
 def _causal(call: Call, options: dict, separate: bool):
     """la.causal(q, x, x, kind="lavo", ...): see the module docstring and
     docs/design/lavo.md."""
@@ -169,14 +193,7 @@ def _causal(call: Call, options: dict, separate: bool):
             raise ValueError(f"v has E = {dims.E} features but LAVO with separate values "
                              f"needs E == d = {dims.D}")
     d, T, batch = dims.D, dims.T, dims.batch
-    w = _window(options["window"], 64)
-    B, r, mb, flags = _options(options, d, call.seed, batch, w)
-    pb = _bias("position_bias", options["position_bias"], w, batch,
-               "one entry per offset t - j = 0 .. window-1")
-    chunk = call.chunk(64)
-    mode = _pick_mode(call, T, chunk)
-    if mode == "parallel":
-        chunk = max(T, 1)
+    w, B, r, mb, flags, pb, chunk, mode = _causal_setup(call, options)
     ex, t0 = _state_in(st, batch, r, w, d, comp, separate)
     if ex is None:
         sums0 = np.zeros((r,))
@@ -201,12 +218,7 @@ def _causal(call: Call, options: dict, separate: bool):
         out=(call.kernel_out(), None, None, None, None))
     if not call.return_state:
         return call.finish(o)
-    t1 = t0 + T
-    extra = {"sums": s1, "ring_k": rk1, "fill": np.array(min(t1, w), np.int64)}
-    if separate:
-        extra["value_sums"] = vs1
-        extra["ring_v"] = rv1
-    return call.finish(o, State(None, None, t1, "lavo", extra))
+    return call.finish(o, _state_out(t0 + T, w, s1, rk1, vs1, rv1, separate))
 
 
 def plan(call: Call, options: dict):
@@ -220,15 +232,8 @@ def plan(call: Call, options: dict):
     dims, comp = call.dims, call.comp
     shared = call.shared_kv
     separate = not shared
-    d, T, batch = dims.D, dims.T, dims.batch
-    w = _window(options["window"], 64)
-    B, r, mb, flags = _options(options, d, call.seed, batch, w)
-    pb = _bias("position_bias", options["position_bias"], w, batch,
-               "one entry per offset t - j = 0 .. window-1")
-    chunk = call.chunk(64)
-    mode = _pick_mode(call, T, chunk)
-    if mode == "parallel":
-        chunk = max(T, 1)
+    d, T = dims.D, dims.T
+    w, B, r, mb, flags, pb, chunk, mode = _causal_setup(call, options)
     sums0 = np.zeros((r,))
     if separate:
         vsums0, ring_v0 = np.zeros((r,)), np.zeros((w, d), comp)
@@ -242,7 +247,7 @@ def plan(call: Call, options: dict):
     Bc = B.astype(comp, copy=False)
     scale, _, ch = scalar_operands(call.scale, 0.0, chunk)
     t0, fl = np.array(0, dtype=np.int64), np.array(flags, dtype=np.int64)
-    want_state, fill = call.return_state, min(T, w)
+    want_state = call.return_state
     lavo = _core._lavo_causal
 
     def run(q, k, v, decay, state):
@@ -252,11 +257,7 @@ def plan(call: Call, options: dict):
                                     ring_k0, ring_v0, t0, scale, fl, ch)
         if not want_state:
             return o
-        extra = {"sums": s1, "ring_k": rk1, "fill": np.array(fill, np.int64)}
-        if separate:
-            extra["value_sums"] = vs1
-            extra["ring_v"] = rv1
-        return o, State(None, None, T, "lavo", extra)
+        return o, _state_out(T, w, s1, rk1, vs1, rv1, separate)
     return run
 
 
