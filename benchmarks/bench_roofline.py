@@ -46,7 +46,8 @@ def recurrent_rows(argv=None) -> int:
     """``--recurrent``: the recurrent form's ns per token and head against the FMA floor."""
     import linattn as la
     from linattn import _core, _tuning
-    from linattn._bench import BH, D, E, _kind_kwargs, _med, environment, qkv, threads
+    from linattn._bench import (BH, D, E, _kind_kwargs, _med, environment, isa_paths, qkv,
+                                threads)
 
     p = argparse.ArgumentParser(prog="bench_roofline.py --recurrent")
     p.add_argument("--recurrent", action="store_true")
@@ -58,14 +59,9 @@ def recurrent_rows(argv=None) -> int:
     a = p.parse_args(argv)
     T = 2048 if a.quick else 8192
     repeat = 3 if a.quick else max(3, a.repeat)
-    order = ("avx512", "avx2", "generic")
     simd = _core.simd()
-    runnable = [x for x in order if order.index(x) >= order.index(simd["cpu"])
-                and x in simd["compiled"]]
-    paths = [x for x in (a.paths.split(",") if a.paths else runnable) if x]
-    bad = [x for x in paths if x not in runnable]
-    if bad:
-        print(f"paths {bad} cannot run here (runnable: {runnable})", file=sys.stderr)
+    runnable, paths = isa_paths(a.paths)
+    if paths is None:
         return 2
     env = environment()
     cpu = _tuning.cpu_model()

@@ -750,6 +750,22 @@ def _small_us(kind: str, calls: int, repeat: int) -> float:
     return _med(loop, repeat)[0] / calls * 1e6
 
 
+def isa_paths(requested: str) -> tuple[list[str], list[str] | None]:
+    """(the ISA paths this CPU runs, the requested ones: comma-separated, empty for all);
+    the second is None, with a message on stderr, when one cannot run here."""
+    from . import _core
+    order = ("avx512", "avx2", "generic")
+    simd = _core.simd()
+    runnable = [x for x in order if order.index(x) >= order.index(simd["cpu"])
+                and x in simd["compiled"]]
+    paths = [x for x in (requested.split(",") if requested else runnable) if x]
+    bad = [x for x in paths if x not in runnable]
+    if bad:
+        print(f"paths {bad} cannot run here (runnable: {runnable})", file=sys.stderr)
+        return runnable, None
+    return runnable, paths
+
+
 def roofline(argv=None) -> int:
     """`python -m linattn bench --roofline [--quick] [--out DIR] [--paths ...]`."""
     from . import _core, _tuning
@@ -775,15 +791,9 @@ def roofline(argv=None) -> int:
     T_seq = 8192 if a.quick else 65536
     os.makedirs(a.out, exist_ok=True)
     t_start = time.perf_counter()
-    order = ("avx512", "avx2", "generic")
     simd = _core.simd()
-    cpu_isa = simd["cpu"]
-    runnable = [x for x in order if order.index(x) >= order.index(cpu_isa)
-                and x in simd["compiled"]]
-    paths = [x for x in (a.paths.split(",") if a.paths else runnable) if x]
-    bad = [x for x in paths if x not in runnable]
-    if bad:
-        print(f"paths {bad} cannot run here (runnable: {runnable})", file=sys.stderr)
+    runnable, paths = isa_paths(a.paths)
+    if paths is None:
         return 2
     before = simd["active"]
     env = environment()
