@@ -161,10 +161,38 @@ def test_roofline_cli_writes_every_figure(tmp_path):
     rows = list(csv.DictReader(lines[1:]))
     figures = {row["figure"] for row in rows}
     want = {"chunked_vs_matmul", "recurrent_vs_fma_floor", "vs_numpy_reference",
-            "step_per_call", "small_call_overhead"}
+            "step_per_call", "decoder_step_per_call", "step_copy_per_call",
+            "small_call_overhead"}
     if _core.build_info()["max_threads"] >= 2:
         want |= {"threads_2v1", "threads_2v1_seq_split"}
     assert want <= figures
     for row in rows:
         assert row["isa_path"] == "generic" and row["cpu"] and row["numpy_blas_corename"]
         assert float(row["value"]) > 0 and float(row["fraction"]) > 0
+    copy = [row for row in rows if row["figure"] == "step_copy_per_call"]
+    assert copy and all(row["target"] == "" and row["meets"] == "" for row in copy)
+
+
+@pytest.mark.skipif(_core.simd()["cpu"] != "avx512" or "avx2" not in _core.simd()["compiled"],
+                    reason="judging a forced AVX2 path needs an AVX-512 CPU")
+def test_roofline_judges_forced_avx2_as_an_avx2_cpu(tmp_path):
+    """On an AVX-512 CPU the forced AVX2 path stands for an AVX2-only CPU: its tiles and its
+    recurrent loop are judged against the AVX2 FMA peak and NumPy's OpenBLAS on its Haswell
+    kernels; the BLAS row against np.matmul on the core type linattn's BLAS runs."""
+    import csv
+
+    r = subprocess.run([sys.executable, "-m", "linattn", "bench", "--roofline", "--quick",
+                        "--paths", "avx2", "--repeat", "1", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = (tmp_path / "roofline.csv").read_text().splitlines()
+    assert "avx2_limits=(fma_peak" in lines[0]
+    rows = list(csv.DictReader(lines[1:]))
+    chunked = {row["note"].split(";")[0]: row for row in rows
+               if row["figure"] == "chunked_vs_matmul"}
+    tiles = chunked["chunk products on tiles"]
+    assert tiles["numpy_blas_corename"] == "Haswell" and "(Haswell)" in tiles["limit"]
+    blas = next(row for note, row in chunked.items() if note.startswith("chunk products on blas"))
+    assert blas["numpy_blas_corename"] != "Haswell" or blas["linattn_blas_corename"] == "Haswell"
+    rec = next(row for row in rows if row["figure"] == "recurrent_vs_fma_floor")
+    assert "(avx2 peak)" in rec["limit"]

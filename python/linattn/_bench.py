@@ -649,13 +649,16 @@ print(json.dumps(out))
 """
 
 
-def matmul_limit(repeat: int = 7, clock: str = "wall") -> dict:
+def matmul_limit(repeat: int = 7, clock: str = "wall", coretype: str | None = None) -> dict:
     """np.matmul float32 1024^3 GFLOP/s on one BLAS thread, in a subprocess where NumPy's
-    OpenBLAS picks its own core type (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset);
+    OpenBLAS picks its own core type (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset), or the
+    one named by ``coretype`` (``"Haswell"``: the AVX2 kernels an AVX2-only CPU runs);
     threadpoolctl reports which kernels ran.  ``clock="cpu"`` times it by the thread's CPU
     time, as the one-thread kernel figures it is compared with."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
     env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", LA_ROOFLINE_REPEAT=str(repeat),
                LA_ROOFLINE_CLOCK=clock)
     p = subprocess.run([sys.executable, "-c", _MATMUL_CHILD], env=env, capture_output=True,
@@ -724,30 +727,42 @@ def _kind_kwargs(kind: str, shape_bt: tuple, step: bool = False) -> dict:
     return {}
 
 
-def _step_us(kind: str, bh: int, calls: int, repeat: int) -> float:
+STEP_FEATURES = 64  # the random-feature kinds' F in the step rows: F = D
+
+
+def _step_cases(kind: str, bh: int, features: int | None = STEP_FEATURES) -> dict:
+    """The decode callables of one kind on a state after 8 tokens: ``la.step(...,
+    inplace=True)`` (the decoding form), ``la.Decoder.step`` and the copying ``la.step``
+    that returns a new state.  ``features`` sets ``num_features`` of performer and rfa
+    (None: their defaults)."""
     q, k, v = qkv(9, bh)
     kw = _kind_kwargs(kind, (bh, 8))
+    if kind in ("performer", "rfa") and features is not None:
+        kw["num_features"] = features
     _, st = la.causal(q[:, :8], k[:, :8], v[:, :8], kind=kind, return_state=True, **kw)
     qt, kt, vt = q[:, 8], k[:, 8], v[:, 8]
-    skw = {n: (x[:, :1] if n == "decay" else x) for n, x in kw.items()}  # (..., T=1)
+    opts = {n: x for n, x in kw.items() if n != "decay"}
+    g = {"decay": kw["decay"][:, :1]} if "decay" in kw else {}  # (..., T=1)
+    s_in = st.copy()
+    dec = la.Decoder(kind, state=st.copy(), **opts)
+    dargs = (qt, kt, vt, kw["decay"][:, 0]) if "decay" in kw else (qt, kt, vt)
+    return {"inplace": lambda: la.step(qt, kt, vt, s_in, kind=kind, inplace=True, **opts, **g),
+            "decoder": lambda: dec.step(*dargs),
+            "copy": lambda: la.step(qt, kt, vt, st, kind=kind, **opts, **g)}
 
+
+def _per_call_us(fn, calls: int, repeat: int, clock: str = "wall") -> float:
     def loop():
-        s = st
         for _ in range(calls):
-            _, s = la.step(qt, kt, vt, s, kind=kind, **skw)
+            fn()
 
-    return _med(loop, repeat)[0] / calls * 1e6
+    return _med(loop, repeat, clock)[0] / calls * 1e6
 
 
-def _small_us(kind: str, calls: int, repeat: int) -> float:
+def _small_us(kind: str, calls: int, repeat: int, clock: str = "wall") -> float:
     q, k, v = qkv(16, 1)
     kw = _kind_kwargs(kind, (1, 16))
-
-    def loop():
-        for _ in range(calls):
-            la.causal(q, k, v, kind=kind, **kw)
-
-    return _med(loop, repeat)[0] / calls * 1e6
+    return _per_call_us(lambda: la.causal(q, k, v, kind=kind, **kw), calls, repeat, clock)
 
 
 def isa_paths(requested: str) -> tuple[list[str], list[str] | None]:
@@ -811,17 +826,27 @@ def roofline(argv=None) -> int:
           ", ".join(f"{x} {v:.1f}" for x, v in peaks.items()) + " GFLOP/s;  np.matmul f32 "
           f"1024^3 1 thread: {mm_rate:.1f} GFLOP/s (best {mm['best']:.1f}; numpy BLAS "
           f"{mm['blas']}, core type {mm['corename']})", flush=True)
+    # A forced AVX2 path stands for an AVX2-only CPU (docs/design/performance.md §0): its
+    # kernels are judged against that CPU's limits, the AVX2 FMA peak and NumPy's OpenBLAS
+    # on its Haswell (AVX2) kernels; the notes give the fractions of this CPU's best too.
+    limits = {x: (peak, mm) for x in paths}
+    if "avx2" in paths and peak > peaks["avx2"]:
+        mm2 = matmul_limit(repeat, a.clock, coretype="Haswell")
+        limits["avx2"] = (peaks["avx2"], mm2)
+        print(f"path avx2 judged as an AVX2-only CPU: FMA peak {peaks['avx2']:.1f} GFLOP/s, "
+              f"np.matmul {mm2['rate']:.1f} GFLOP/s (core type {mm2['corename']})", flush=True)
 
     rows: list[dict] = []
 
     def add(path, figure, kind, value, unit, limit_name, limit, fraction, threads_, T_, bh,
-            t=(float("nan"),) * 3, target=None, note=""):
+            t=(float("nan"),) * 3, target=None, note="", blas_core=None):
         op, thr = target if target is not None else ("", float("nan"))
         meets = "" if not op else ("yes" if (fraction >= thr if op == ">=" else fraction <= thr)
                                    else "no")
         rows.append({
             "cpu": cpu, "isa_path": path, "linattn_blas_corename": env["linattn_blas_corename"],
-            "numpy_blas_corename": mm["corename"], "figure": figure, "kind": kind,
+            "numpy_blas_corename": blas_core or limits[path][1]["corename"],
+            "figure": figure, "kind": kind,
             "value": value, "unit": unit, "limit": limit_name, "limit_value": limit,
             "fraction": fraction, "target": f"{op} {thr}" if op else "", "meets": meets,
             "threads": threads_, "T": T_, "BH": bh, "D": D, "E": E, "dtype": "float32",
@@ -846,6 +871,10 @@ def roofline(argv=None) -> int:
             got = _tuning.set_simd(path)
             assert got == path, (got, path)
             print(f"path {path}:", flush=True)
+            p_peak, p_mm = limits[path]
+            p_rate = p_mm["rate"]
+            own = p_peak < peak
+            mm_name = "np.matmul 1 thread" + (f" ({p_mm['corename']})" if own else "")
             with threads(1):
                 for label, lim in (("tiles", -1), ("blas", 0)):
                     if path == "generic" and label == "tiles":
@@ -855,19 +884,32 @@ def roofline(argv=None) -> int:
                              a.clock)
                     _core.set_tuning("tiles_max_dim", -1)
                     rate = fl_chunk / t[0] / 1e9
-                    add(path, "chunked_vs_matmul", "elu", rate, "GFLOP/s", "np.matmul 1 thread",
-                        mm_rate, rate / mm_rate, 1, T, BH, t, ROOFLINE_TARGETS["chunked_vs_matmul"],
-                        f"chunk products on {label}; executed flops 4FE + 2C(F+E) per token; "
-                        f"{rate / peak:.3f} of the FMA peak")
+                    # the BLAS products run on linattn's OpenBLAS at its own core type
+                    # whatever the path: judged against np.matmul on the same kernels
+                    own_l = own and label == "tiles"
+                    l_rate = p_rate if own_l else mm_rate
+                    add(path, "chunked_vs_matmul", "elu", rate, "GFLOP/s",
+                        mm_name if own_l else "np.matmul 1 thread", l_rate, rate / l_rate, 1,
+                        T, BH, t, ROOFLINE_TARGETS["chunked_vs_matmul"],
+                        f"chunk products on {label}"
+                        + (f" (linattn's OpenBLAS on {env['linattn_blas_corename']})"
+                           if label == "blas" else "")
+                        + f"; executed flops 4FE + 2C(F+E) per token; "
+                        f"{rate / (p_peak if own_l else peak):.3f} of the FMA peak"
+                        + (f"; this CPU's best: {rate / mm_rate:.3f} of np.matmul "
+                           f"({mm['corename']}), {rate / peak:.3f} of its FMA peak"
+                           if own_l else ""),
+                        blas_core=None if own_l else mm["corename"])
                 t = _med(lambda: la.causal(q, k, v, kind="elu", mode="recurrent"), repeat,
                          a.clock)
                 ns = t[0] / (T * BH) * 1e9
-                floor = 4 * D * E / peak  # ns per token and head at the FMA peak (GFLOP/s)
+                floor = 4 * D * E / p_peak  # ns per token and head at the FMA peak (GFLOP/s)
                 add(path, "recurrent_vs_fma_floor", "elu", ns, "ns/token/head",
-                    "FMA floor 4FE/peak", floor, ns / floor, 1, T, BH, t,
-                    ROOFLINE_TARGETS["recurrent_vs_fma_floor"],
-                    f"{fl_rec / t[0] / 1e9 / peak:.3f} of the FMA peak; vs this path's own "
-                    f"peak {ns / (4 * D * E / peaks[path]):.2f}x")
+                    "FMA floor 4FE/peak" + (f" ({path} peak)" if own else ""), floor,
+                    ns / floor, 1, T, BH, t, ROOFLINE_TARGETS["recurrent_vs_fma_floor"],
+                    f"{fl_rec / t[0] / 1e9 / p_peak:.3f} of the FMA peak"
+                    + (f"; vs this CPU's best peak {ns / (4 * D * E / peak):.2f}x" if own
+                       else f"; vs this path's own peak {ns / (4 * D * E / peaks[path]):.2f}x"))
                 t_auto = _med(lambda: la.causal(q, k, v, kind="elu"), repeat, a.clock)
                 add(path, "vs_numpy_reference", "elu", t_np / t_auto[0], "x", "NumPy tril(QK^T)V",
                     t_np, t_np / t_auto[0], 1, T, BH, t_auto,
@@ -889,14 +931,32 @@ def roofline(argv=None) -> int:
                 del qs, ks, vs
             with threads(1):
                 kinds = ("elu", "retnet") if a.quick else tuple(STEP_KINDS)
+                calls = 100 if a.quick else 500
                 for kind in kinds:
-                    us = _step_us(kind, 32, 100 if a.quick else 500, repeat)
-                    add(path, "step_per_call", kind, us, "us", "target", STEP_KINDS[kind],
-                        us / STEP_KINDS[kind], 1, 1, 32, target=("<=", 1.0),
-                        note="la.step, Python included; fraction = us / target")
+                    fns = _step_cases(kind, 32)
+                    feat = (f"; num_features={STEP_FEATURES}" if kind in ("performer", "rfa")
+                            else "")
+                    for figure, case, what in (
+                            ("step_per_call", "inplace", "la.step(..., inplace=True)"),
+                            ("decoder_step_per_call", "decoder", "la.Decoder.step"),
+                            ("step_copy_per_call", "copy", "la.step returning a new state")):
+                        us = _per_call_us(fns[case], calls, repeat, a.clock)
+                        tgt = STEP_KINDS[kind]
+                        add(path, figure, kind, us, "us", "target", tgt, us / tgt, 1, 1, 32,
+                            target=None if case == "copy" else ("<=", 1.0),
+                            note=f"{what}, Python included; fraction = us / target{feat}"
+                                 + ("; no target (the decoding forms are the in-place ones)"
+                                    if case == "copy" else ""))
+                    if kind in ("performer", "rfa") and not a.quick:
+                        us = _per_call_us(_step_cases(kind, 32, None)["inplace"], calls // 5,
+                                          repeat, a.clock)
+                        add(path, "step_per_call_default_features", kind, us, "us", "target",
+                            STEP_KINDS[kind], us / STEP_KINDS[kind], 1, 1, 32,
+                            note="la.step(..., inplace=True) with the kind's default "
+                                 "num_features (4x/2x the state of F = 64); no target")
                 kinds = ("elu", "linear", "mamba2") if a.quick else tuple(SMALL_KINDS)
                 for kind in kinds:
-                    us = _small_us(kind, 50 if a.quick else 300, repeat)
+                    us = _small_us(kind, 50 if a.quick else 300, repeat, a.clock)
                     add(path, "small_call_overhead", kind, us, "us", "target", SMALL_KINDS[kind],
                         us / SMALL_KINDS[kind], 1, 16, 1, target=("<=", 1.0),
                         note="la.causal T=16, B*H=1; fraction = us / target")
@@ -912,7 +972,9 @@ def roofline(argv=None) -> int:
                 f"fma_peak_f32_1core={ {x: round(v, 2) for x, v in peaks.items()} } "
                 f"matmul_f32_1024_1thread={mm_rate:.2f} (best {mm['best']:.2f}) "
                 f"numpy_blas={mm['blas']} numpy_blas_corename={mm['corename']} "
-                f"linattn_blas={env['linattn_blas']} clock={a.clock}\n")
+                f"linattn_blas={env['linattn_blas']} clock={a.clock}"
+                + "".join(f" {x}_limits=(fma_peak {pk:.2f}, matmul {m['rate']:.2f} {m['corename']})"
+                          for x, (pk, m) in limits.items() if pk < peak) + "\n")
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for r in rows:
