@@ -196,3 +196,5 @@ def test_roofline_judges_forced_avx2_as_an_avx2_cpu(tmp_path):
     assert blas["numpy_blas_corename"] != "Haswell" or blas["linattn_blas_corename"] == "Haswell"
     rec = next(row for row in rows if row["figure"] == "recurrent_vs_fma_floor")
     assert "(avx2 peak)" in rec["limit"]
+    ref = next(row for row in rows if row["figure"] == "vs_numpy_reference")
+    assert ref["numpy_blas_corename"] == "Haswell"

@@ -668,6 +668,25 @@ def matmul_limit(repeat: int = 7, clock: str = "wall", coretype: str | None = No
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def _numpy_ref_seconds(T: int, repeat: int, coretype: str | None = None) -> float:
+    """The NumPy quadratic reference's time for B*H heads (one head timed, scaled), in
+    this process or, with ``coretype``, in a subprocess whose OpenBLAS runs that core
+    type's kernels."""
+    if coretype:
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_L2_SIZE"}
+        env.update(OPENBLAS_CORETYPE=coretype, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        code = f"from linattn import _bench; print(_bench._numpy_ref_seconds({T}, {repeat}))"
+        p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError(f"NumPy reference subprocess failed: {p.stderr[-500:]}")
+        return float(p.stdout.strip().splitlines()[-1])
+    q1, k1, v1 = qkv(T, 1)
+    fq, fk = elu1(q1 * D ** -0.5), elu1(k1)
+    with threads(1):
+        return _med(lambda: numpy_quadratic(fq, fk, v1), max(3, repeat // 2))[0] * BH
+
+
 def _timer(clock: str):
     return time.thread_time if clock == "cpu" else time.perf_counter
 
@@ -855,13 +874,12 @@ def roofline(argv=None) -> int:
         print(f"  {path:8s} {figure:26s} {kind:11s} {value:10.4g} {unit:10s} "
               f"{fraction:8.3f} of {limit_name} {verdict}", flush=True)
 
-    # ---- NumPy quadratic reference (path-independent): one head, scaled to B*H
-    def numpy_ref_seconds():
-        q1, k1, v1 = qkv(T, 1)
-        fq, fk = elu1(q1 * D ** -0.5), elu1(k1)
-        return _med(lambda: numpy_quadratic(fq, fk, v1), max(3, repeat // 2))[0] * BH
-
-    t_np = numpy_ref_seconds()
+    # ---- NumPy quadratic reference: one head, scaled to B*H (on the avx2 path: NumPy's
+    # OpenBLAS on its Haswell kernels, as on an AVX2-only CPU)
+    t_np = _numpy_ref_seconds(T, repeat)
+    t_np_path = {x: t_np for x in paths}
+    if limits.get("avx2", (peak,))[0] < peak:
+        t_np_path["avx2"] = _numpy_ref_seconds(T, repeat, coretype="Haswell")
 
     q, k, v = qkv(T, BH)
     fl_chunk = flops_chunked()(T, BH)
@@ -911,10 +929,14 @@ def roofline(argv=None) -> int:
                     + (f"; vs this CPU's best peak {ns / (4 * D * E / peak):.2f}x" if own
                        else f"; vs this path's own peak {ns / (4 * D * E / peaks[path]):.2f}x"))
                 t_auto = _med(lambda: la.causal(q, k, v, kind="elu"), repeat, a.clock)
-                add(path, "vs_numpy_reference", "elu", t_np / t_auto[0], "x", "NumPy tril(QK^T)V",
-                    t_np, t_np / t_auto[0], 1, T, BH, t_auto,
+                tn = t_np_path[path]
+                add(path, "vs_numpy_reference", "elu", tn / t_auto[0], "x",
+                    "NumPy tril(QK^T)V" + (f" ({p_mm['corename']})" if own else ""),
+                    tn, tn / t_auto[0], 1, T, BH, t_auto,
                     ROOFLINE_TARGETS["vs_numpy_reference"], "mode=auto vs the quadratic "
-                    "masked reference (one head timed, scaled to B*H)")
+                    "masked reference (one head timed, scaled to B*H; both on 1 thread)"
+                    + (f"; {t_np / t_auto[0]:.1f}x NumPy on {mm['corename']}" if own else ""),
+                    blas_core=None if own else mm["corename"])
             if max_threads >= 2:
                 for mode in ("chunked", "recurrent"):
                     r = _threads_2v1(lambda: la.causal(q, k, v, kind="elu", mode=mode),
