@@ -975,7 +975,8 @@ def roofline(argv=None) -> int:
                         add(path, "step_per_call_default_features", kind, us, "us", "target",
                             STEP_KINDS[kind], us / STEP_KINDS[kind], 1, 1, 32,
                             note="la.step(..., inplace=True) with the kind's default "
-                                 "num_features (F = 256 / 128: 4x / 2x the state of F = 64); no target")
+                                 "num_features (performer 256, rfa 128: 4x / 2x the state "
+                                 "of F = 64); no target")
                 kinds = ("elu", "linear", "mamba2") if a.quick else tuple(SMALL_KINDS)
                 for kind in kinds:
                     us = _small_us(kind, 50 if a.quick else 300, repeat, a.clock)
