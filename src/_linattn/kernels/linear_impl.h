@@ -405,11 +405,20 @@ LA_FN(recurrent_finish2)(const la_linear_args *a, la_index t, int div, LA_T d1, 
 
 /*
  * Software prefetch (into L2) of one input row of n elements, element stride
- * cs: the recurrent loop asks for the rows LA_RFEAT_ROWS tokens ahead, so the
- * next block's features and value rows come from L2, not memory (each block
- * of a dense (T, 64) float32 input is one 4 KiB page, where the hardware
- * prefetchers stop).  Rows with strided columns are left to the hardware.
+ * cs: the recurrent loop asks for the rows LA_RPREFETCH_BLOCKS blocks of
+ * LA_RFEAT_ROWS tokens ahead, so the features and value rows come from L2,
+ * not memory (each block of a dense (T, 64) float32 input is one 4 KiB page,
+ * where the hardware prefetchers stop).  One block ahead was too short: the
+ * feature map reads a whole block at its start, and the requests for the
+ * block's last rows went out only a token or two before (the map's loads of
+ * q and k were its hottest instructions in a profile at T = 8192, B*H = 8);
+ * with the rows four blocks (64 tokens, 48 KiB of q, k and v for D = E = 64)
+ * ahead, the misses have the time of several blocks to return (elu, float32,
+ * one thread: median 236 -> 218 ns a token over 16 alternating pairs of runs
+ * on a loaded machine, 13 of them faster).  Rows with strided columns are left
+ * to the hardware.
  */
+#define LA_RPREFETCH_BLOCKS 4
 #if defined(__GNUC__) || defined(__clang__)
 #define LA_RPREFETCH(p) __builtin_prefetch((p), 0, 2)
 #else
@@ -486,7 +495,8 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
             const LA_T *vr = v + t * a->v_rs; /* the nt tokens' value rows */
             la_index vs = a->v_rs;
             for (u = 0; u < nt; u++) {
-                const la_index ta = t + u + RB; /* a token of the next block */
+                /* a token LA_RPREFETCH_BLOCKS blocks ahead */
+                const la_index ta = t + u + LA_RPREFETCH_BLOCKS * RB;
                 if (ta < a->t) {
                     LA_FN(prefetch_row)(q + ta * a->q_rs, a->q_cs, f);
                     LA_FN(prefetch_row)(k + ta * a->k_rs, a->k_cs, f);
