@@ -268,16 +268,24 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
 #define LA_DEN_LANES 16
 
 /* acc[0] + ... + acc[LA_DEN_LANES - 1] by the fixed pairwise tree. */
+#if LA_DEN_LANES != 16
+#error "den_tree is written out for 16 lanes"
+#endif
 static inline LA_T
 LA_FN(den_tree)(LA_T *acc)
 {
-    la_index l, w;
-    for (w = LA_DEN_LANES / 2; w >= 1; w /= 2) {
-        for (l = 0; l < w; l++) {
-            acc[l] += acc[l + w];
-        }
+    /* the four levels written out (as a loop over the widths, GCC kept the
+     * partial sums on the stack and added them one by one) */
+    la_index l;
+    for (l = 0; l < 8; l++) {
+        acc[l] += acc[l + 8];
     }
-    return acc[0];
+    for (l = 0; l < 4; l++) {
+        acc[l] += acc[l + 4];
+    }
+    acc[0] += acc[2];
+    acc[1] += acc[3];
+    return acc[0] + acc[1];
 }
 
 LA_TARGET_CLONES static LA_T
@@ -316,26 +324,25 @@ LA_FN(recurrent_den2)(la_index f, LA_T a1, LA_T a2, LA_T *LA_RESTRICT z,
         acc1[l] = 0;
         acc2[l] = 0;
     }
-    for (i0 = 0; i0 < f; i0 += LA_DEN_LANES) {
-        const la_index nl = f - i0 < LA_DEN_LANES ? f - i0 : LA_DEN_LANES;
-        if (nl == LA_DEN_LANES) {
-            for (l = 0; l < LA_DEN_LANES; l++) {
-                const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
-                const LA_T z2 = a2 * z1 + k2[i0 + l];
-                acc1[l] += z1 * q1[i0 + l];
-                acc2[l] += z2 * q2[i0 + l];
-                z[i0 + l] = z2;
-            }
+    /* the full blocks of lanes, then the last f mod LA_DEN_LANES entries: no
+     * branch in the block loop, whose accumulators then stay in registers
+     * (with the branch, GCC kept them on the stack: a store and a reload per
+     * block and token) */
+    for (i0 = 0; i0 + LA_DEN_LANES <= f; i0 += LA_DEN_LANES) {
+        for (l = 0; l < LA_DEN_LANES; l++) {
+            const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
+            const LA_T z2 = a2 * z1 + k2[i0 + l];
+            acc1[l] += z1 * q1[i0 + l];
+            acc2[l] += z2 * q2[i0 + l];
+            z[i0 + l] = z2;
         }
-        else {
-            for (l = 0; l < nl; l++) {
-                const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
-                const LA_T z2 = a2 * z1 + k2[i0 + l];
-                acc1[l] += z1 * q1[i0 + l];
-                acc2[l] += z2 * q2[i0 + l];
-                z[i0 + l] = z2;
-            }
-        }
+    }
+    for (l = 0; i0 + l < f; l++) {
+        const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
+        const LA_T z2 = a2 * z1 + k2[i0 + l];
+        acc1[l] += z1 * q1[i0 + l];
+        acc2[l] += z2 * q2[i0 + l];
+        z[i0 + l] = z2;
     }
     *den1 = LA_FN(den_tree)(acc1);
     *den2 = LA_FN(den_tree)(acc2);
