@@ -30,8 +30,16 @@ la_rf_work_size(la_index t, la_index d, la_index r, size_t itemsize)
  * float64: la_exp_f64 of min(u, 0), as before.
  */
 #include "dtype/la_f32.h"
-/* The active path's hand-written map of a dense elu1 / elu row (the same
- * bits as the loop below): 1 when it ran, 0 when the path has none. */
+/*
+ * The active path's hand-written map of a dense elu1 / elu row (the same bits
+ * as the loop below): 1 when it ran, 0 when the path has none.  Only where
+ * that loop is itself compiled per x86-64 level with FMA (the target clones
+ * of arch/x86/la_clones.h, the same condition): elsewhere (clang, MSVC,
+ * macOS, AddressSanitizer) the loop is baseline code without FMA, and the
+ * hand map would give the AVX-512 path bits of its own.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
 static int
 la_fmap_elu_hand_f32(int fmap, float scale, const float *x, la_index n, float *y)
 {
@@ -43,6 +51,9 @@ la_fmap_elu_hand_f32(int fmap, float scale, const float *x, la_index n, float *y
     return 1;
 }
 #define LA_FMAP_ELU_HAND la_fmap_elu_hand_f32
+#else
+#define LA_FMAP_ELU_HAND(fmap, scale, x, n, y) 0
+#endif
 #define LA_FMAP_ELU1_AT(u)                                                         \
     ((u) <= 0 ? ((u) >= LA_EXP_NONPOS_MIN_F32 ? la_exp_nonpos_f32(u) : 0.0f)      \
               : (u) + 1.0f)

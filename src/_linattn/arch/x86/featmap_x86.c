@@ -1,7 +1,8 @@
 /*
  * featmap_x86.c -- the float32 elu1 / elu feature maps by hand on AVX-512
  * (behind la_arch_elu_f32), for the recurrent form's per-block map and every
- * other dense row of la_featmap_row.
+ * other dense row of la_featmap_row, in the builds where that loop has its
+ * per-level target clones (kernels/featmap.c says why).
  *
  * The same operations, in the same order, as the compiler's AVX-512 clone of
  * the portable loop (featmap_impl.h with la_exp_nonpos_f32 of la_vmath.h:
