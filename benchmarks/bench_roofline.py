@@ -24,7 +24,13 @@ ns per token and head of the recurrent form for the elementwise kinds with a den
 (lightning, retnet, mamba2); each as a fraction of the FMA floor 4 F E / peak, with the
 best path's peak (the figure the roofline target reads) and with the path's own; and the
 part of an elu token spent in its feature map (``la.features.elu1`` on 2 x 64 features a
-token, rows resident in L2 as inside the kernel) for the same floor.
+token, rows resident in L2 as inside the kernel) for the same floor.  Three more elu
+figures split its time: ``elu, out= given`` (the output preallocated: the difference to
+``elu`` is the first touch of a fresh output, the kernel zeroing its pages), and ``elu`` and
+``linear/no-norm`` with ``inputs in L2`` (one head of 1024 tokens called T * B*H / 1024
+times, less as many 16-token calls for the per-call overhead: the arithmetic and the
+per-token overheads without streaming q, k, v and the output through memory, about 1 KiB
+a token).
 """
 
 from __future__ import annotations
@@ -87,6 +93,31 @@ def recurrent_rows(argv=None) -> int:
                              repeat, a.clock)
                     label = kind + ("/no-norm" if "normalize" in extra else "")
                     figs.append((label, t))
+                # where an elu token's time goes besides the arithmetic: the same call
+                # into a preallocated output (no page faults on a fresh one), and on
+                # inputs resident in L2 (one head of RT tokens, 3 x 256 KiB, called
+                # T * BH / RT times: no streaming from memory either)
+                ob = np.empty_like(v)
+                t = _med(lambda: la.causal(q, k, v, kind="elu", mode="recurrent", out=ob),
+                         repeat, a.clock)
+                figs.append(("elu, out= given", t))
+                RT = 1024
+                qr, kr, vr = q[:1, :RT].copy(), k[:1, :RT].copy(), v[:1, :RT].copy()
+                obr = np.empty_like(vr)
+                for label, kw in (("elu, inputs in L2", {}),
+                                  ("linear/no-norm, inputs in L2", {"normalize": None})):
+                    kind = label.split(",")[0].split("/")[0]
+
+                    def resident(n, kind=kind, kw=kw):
+                        for _ in range(T * BH // RT):
+                            la.causal(qr[:, :n], kr[:, :n], vr[:, :n], kind=kind,
+                                      mode="recurrent", out=obr[:, :n], **kw)
+
+                    # less the same number of 16-token calls (the per-call overhead of
+                    # la.causal, tens of microseconds, 16 tokens' arithmetic aside)
+                    t = _med(lambda: resident(RT), repeat, a.clock)
+                    t0 = _med(lambda: resident(16), repeat, a.clock)[0]
+                    figs.append((label, tuple(x - t0 for x in t)))
                 # 1024 rows (256 KiB, in L2 as inside the kernel) 64 times: 2 rows a token
                 xr, yr = q[0, :1024].reshape(-1), fq[0, :1024].reshape(-1)  # one row of 64K
 
@@ -105,7 +136,7 @@ def recurrent_rows(argv=None) -> int:
                                  "T": T, "BH": BH, "D": D, "E": E, "dtype": "float32",
                                  "threads": 1, "median_s": t[0], "min_s": t[1],
                                  "max_s": t[2], "clock": a.clock})
-                    print(f"  {path:8s} {label:26s} {ns:8.1f} ns/token/head  "
+                    print(f"  {path:8s} {label:30s} {ns:8.1f} ns/token/head  "
                           f"{ns / floor_best:5.2f}x floor  ({ns / floor_own:5.2f}x this "
                           f"path's)", flush=True)
     finally:

@@ -101,3 +101,35 @@ def test_elu1_float64_exp_accuracy(rng):
     u = -rng.uniform(0, 700, 20_000)
     y = la.features.elu1(u, scale=1.0)
     assert np.max(np.abs(y / np.exp(u) - 1)) <= 1e-15
+
+
+@pytest.mark.skipif(la.info()["simd_cpu"] != "avx512", reason="no AVX-512 here")
+@pytest.mark.parametrize("name", ["elu1", "elu"])
+def test_elu_float32_hand_map_same_bits_as_the_loop(name):
+    """The AVX-512 path maps dense float32 elu1 / elu rows with a hand-written loop; the
+    other paths run the compiled loop: the same bits on a spread of every float32 bit
+    pattern (every 1021st: all exponents, both signs), the underflow edge -88..-104,
+    subnormals, signed zeros, infinities, quiet and signaling NaNs, at lengths covering
+    the 16-lane body and each remainder, with scale 1 and another scale."""
+    from linattn import _tuning
+
+    spread = np.arange(0, 1 << 32, 1021, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edge = np.linspace(-104.0, -86.0, 4001, dtype=np.float32)
+    special = np.array([0x7FC00000, 0xFFC00001, 0x7F800001, 0xFFA00000, 0x7F800000, 0xFF800000,
+                        0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x3F800000,
+                        0xC2AEAC50, 0xC2AEAC4F, 0xC2AEAC51], dtype=np.uint32).view(np.float32)
+    x = np.concatenate([special, edge, spread])
+    f = getattr(la.features, name)
+    before = la.info()["simd"]
+    got = {}
+    try:
+        for isa in ("avx512", "avx2", "generic"):
+            _tuning.set_simd(isa)
+            ys = [f(x, scale=s).view(np.uint32) for s in (1.0, 0.37)]
+            ys += [f(x[:n], scale=1.0).view(np.uint32) for n in range(1, 35)]
+            got[isa] = ys
+    finally:
+        _tuning.set_simd(before)
+    for isa in ("avx2", "generic"):
+        for a, b in zip(got["avx512"], got[isa]):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}: avx512 vs {isa}")

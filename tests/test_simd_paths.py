@@ -219,3 +219,27 @@ def test_recurrent_tiny_and_huge_denominators(dtype):
                 assert np.isfinite(o).all(), (isa, kind, mode)
                 la.testing.assert_close(o, ref, rtol=la.testing.tolerance(dtype),
                                         err_msg=f"{isa} {kind} {mode}")
+
+
+@pytest.mark.parametrize("T", [15, 16, 17, 63, 64, 65, 81, 130])
+def test_recurrent_parity_across_the_feature_blocks_and_prefetch_horizon(rng, T):
+    """The recurrent loop maps features 16 tokens at a time and prefetches the rows four
+    blocks ahead (none past the last token): lengths on both sides of those multiples,
+    with q the last rows of a larger array, k column-strided (no prefetch, copied rows)
+    and v a reversed view, match the reference and the contiguous call bit for bit."""
+    D, E = 33, 70
+    big = (0.5 * rng.standard_normal((2, T + 5, D))).astype(np.float32)
+    q = big[:, 5:]
+    k = np.ascontiguousarray((0.5 * rng.standard_normal((2, D, T))).astype(np.float32)
+                             ).transpose(0, 2, 1)
+    v = rng.standard_normal((2, T, E)).astype(np.float32)[:, ::-1]
+    g = -rng.uniform(0, 0.3, (2, T))
+    for isa in _each_path():
+        for kind, kw in (("elu", {}), ("mamba2", {"decay": g})):
+            o = la.causal(q, k, v, kind, mode="recurrent", **kw)
+            oc = la.causal(np.ascontiguousarray(q), np.ascontiguousarray(k),
+                           np.ascontiguousarray(v), kind, mode="recurrent", **kw)
+            np.testing.assert_array_equal(o, oc, err_msg=f"{isa} {kind} T={T}")
+            la.testing.assert_close(o, la.reference.causal(q, k, v, kind, **kw),
+                                    rtol=la.testing.tolerance(np.float32),
+                                    err_msg=f"{isa} {kind} T={T}")

@@ -60,6 +60,15 @@ la_rtoken2_f32 la_arch_rtoken2_f32(int isa);
 la_rtoken2_f64 la_arch_rtoken2_f64(int isa);
 
 /*
+ * The float32 elu1 (elu1 = 1) or elu feature map of n contiguous entries,
+ * y = phi(scale x) (y may alias x), with the bits of la_featmap_row's
+ * portable loop on every input.  NULL where the path has no hand-written map
+ * (la_featmap_row runs its loop).
+ */
+typedef void (*la_elu_f32)(int elu1, float scale, const float *x, la_index n, float *y);
+la_elu_f32 la_arch_elu_f32(int isa);
+
+/*
  * Register-tile GEMM for chunk-sized products, row-major
  * C = op(A) op(B) + beta C with beta in {0, 1}, every dimension <= max_dim.
  * Returns 1 when it computed C, 0 when the path, the shape or beta are

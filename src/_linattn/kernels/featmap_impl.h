@@ -3,7 +3,9 @@
 /* elu1 / elu over a contiguous row: one fused loop (scale, exp, select) per
  * map, auto-vectorised in each clone; LA_FMAP_ELU1_AT / LA_FMAP_ELU_AT (from
  * featmap.c, per dtype) give phi at one point u = scale * x.  Inlined into
- * each clone of la_featmap_row (y may alias x). */
+ * each clone of la_featmap_row (y may alias x).  LA_FMAP_ELU_HAND (from
+ * featmap.c) runs the active ISA path's hand-written map instead where it has
+ * one (float32 on AVX-512, the same bits) and says whether it did. */
 #if defined(__GNUC__)
 __attribute__((always_inline))
 #endif
@@ -11,6 +13,9 @@ static inline void
 LA_FN(fmap_elu_dense)(int fmap, LA_T scale, const LA_T *x, la_index n, LA_T *y)
 {
     la_index j;
+    if (LA_FMAP_ELU_HAND(fmap, scale, x, n, y)) {
+        return;
+    }
     if (fmap == LA_FMAP_ELU1) {
         for (j = 0; j < n; j++) {
             const LA_T uu = scale * x[j];

@@ -268,16 +268,24 @@ LA_FN(recurrent_token)(la_index f, la_index e, LA_T a, int decayed,
 #define LA_DEN_LANES 16
 
 /* acc[0] + ... + acc[LA_DEN_LANES - 1] by the fixed pairwise tree. */
+#if LA_DEN_LANES != 16
+#error "den_tree is written out for 16 lanes"
+#endif
 static inline LA_T
 LA_FN(den_tree)(LA_T *acc)
 {
-    la_index l, w;
-    for (w = LA_DEN_LANES / 2; w >= 1; w /= 2) {
-        for (l = 0; l < w; l++) {
-            acc[l] += acc[l + w];
-        }
+    /* the four levels written out (as a loop over the widths, GCC kept the
+     * partial sums on the stack and added them one by one) */
+    la_index l;
+    for (l = 0; l < 8; l++) {
+        acc[l] += acc[l + 8];
     }
-    return acc[0];
+    for (l = 0; l < 4; l++) {
+        acc[l] += acc[l + 4];
+    }
+    acc[0] += acc[2];
+    acc[1] += acc[3];
+    return acc[0] + acc[1];
 }
 
 LA_TARGET_CLONES static LA_T
@@ -316,26 +324,25 @@ LA_FN(recurrent_den2)(la_index f, LA_T a1, LA_T a2, LA_T *LA_RESTRICT z,
         acc1[l] = 0;
         acc2[l] = 0;
     }
-    for (i0 = 0; i0 < f; i0 += LA_DEN_LANES) {
-        const la_index nl = f - i0 < LA_DEN_LANES ? f - i0 : LA_DEN_LANES;
-        if (nl == LA_DEN_LANES) {
-            for (l = 0; l < LA_DEN_LANES; l++) {
-                const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
-                const LA_T z2 = a2 * z1 + k2[i0 + l];
-                acc1[l] += z1 * q1[i0 + l];
-                acc2[l] += z2 * q2[i0 + l];
-                z[i0 + l] = z2;
-            }
+    /* the full blocks of lanes, then the last f mod LA_DEN_LANES entries: no
+     * branch in the block loop, whose accumulators then stay in registers
+     * (with the branch, GCC kept them on the stack: a store and a reload per
+     * block and token) */
+    for (i0 = 0; i0 + LA_DEN_LANES <= f; i0 += LA_DEN_LANES) {
+        for (l = 0; l < LA_DEN_LANES; l++) {
+            const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
+            const LA_T z2 = a2 * z1 + k2[i0 + l];
+            acc1[l] += z1 * q1[i0 + l];
+            acc2[l] += z2 * q2[i0 + l];
+            z[i0 + l] = z2;
         }
-        else {
-            for (l = 0; l < nl; l++) {
-                const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
-                const LA_T z2 = a2 * z1 + k2[i0 + l];
-                acc1[l] += z1 * q1[i0 + l];
-                acc2[l] += z2 * q2[i0 + l];
-                z[i0 + l] = z2;
-            }
-        }
+    }
+    for (l = 0; i0 + l < f; l++) {
+        const LA_T z1 = a1 * z[i0 + l] + k1[i0 + l];
+        const LA_T z2 = a2 * z1 + k2[i0 + l];
+        acc1[l] += z1 * q1[i0 + l];
+        acc2[l] += z2 * q2[i0 + l];
+        z[i0 + l] = z2;
     }
     *den1 = LA_FN(den_tree)(acc1);
     *den2 = LA_FN(den_tree)(acc2);
@@ -405,11 +412,20 @@ LA_FN(recurrent_finish2)(const la_linear_args *a, la_index t, int div, LA_T d1, 
 
 /*
  * Software prefetch (into L2) of one input row of n elements, element stride
- * cs: the recurrent loop asks for the rows LA_RFEAT_ROWS tokens ahead, so the
- * next block's features and value rows come from L2, not memory (each block
- * of a dense (T, 64) float32 input is one 4 KiB page, where the hardware
- * prefetchers stop).  Rows with strided columns are left to the hardware.
+ * cs: the recurrent loop asks for the rows LA_RPREFETCH_BLOCKS blocks of
+ * LA_RFEAT_ROWS tokens ahead, so the features and value rows come from L2,
+ * not memory (each block of a dense (T, 64) float32 input is one 4 KiB page,
+ * where the hardware prefetchers stop).  One block ahead was too short: the
+ * feature map reads a whole block at its start, and the requests for the
+ * block's last rows went out only a token or two before (the map's loads of
+ * q and k were its hottest instructions in a profile at T = 8192, B*H = 8);
+ * with the rows four blocks (64 tokens, 48 KiB of q, k and v for D = E = 64)
+ * ahead, the misses have the time of several blocks to return (elu, float32,
+ * one thread: median 236 -> 218 ns a token over 16 alternating pairs of runs
+ * on a loaded machine, 13 of them faster).  Rows with strided columns are left
+ * to the hardware.
  */
+#define LA_RPREFETCH_BLOCKS 4
 #if defined(__GNUC__) || defined(__clang__)
 #define LA_RPREFETCH(p) __builtin_prefetch((p), 0, 2)
 #else
@@ -486,7 +502,8 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
             const LA_T *vr = v + t * a->v_rs; /* the nt tokens' value rows */
             la_index vs = a->v_rs;
             for (u = 0; u < nt; u++) {
-                const la_index ta = t + u + RB; /* a token of the next block */
+                /* a token LA_RPREFETCH_BLOCKS blocks ahead */
+                const la_index ta = t + u + LA_RPREFETCH_BLOCKS * RB;
                 if (ta < a->t) {
                     LA_FN(prefetch_row)(q + ta * a->q_rs, a->q_cs, f);
                     LA_FN(prefetch_row)(k + ta * a->k_rs, a->k_cs, f);

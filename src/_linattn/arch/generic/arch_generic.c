@@ -21,6 +21,13 @@ la_arch_compiled_isas(void)
     return 1u << LA_ISA_GENERIC;
 }
 
+la_elu_f32
+la_arch_elu_f32(int isa)
+{
+    (void)isa;
+    return NULL;
+}
+
 la_rtoken_f32
 la_arch_rtoken_f32(int isa)
 {

@@ -81,4 +81,10 @@ la_arch_rtoken2_f64(int isa)
                                 : (isa == LA_ISA_AVX2 ? la_rtoken2_avx2_f64 : NULL);
 }
 
+la_elu_f32
+la_arch_elu_f32(int isa)
+{
+    return isa == LA_ISA_AVX512 ? la_elu_avx512_f32 : NULL;
+}
+
 #endif /* x86-64 */

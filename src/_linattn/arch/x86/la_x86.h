@@ -50,4 +50,6 @@ void la_rtoken_avx2_f64(la_index f, la_index e, double a, int decayed, double *S
                         la_index ld, const double *qf, const double *kf,
                         const double *vv, double *num);
 
+void la_elu_avx512_f32(int elu1, float scale, const float *x, la_index n, float *y);
+
 #endif
