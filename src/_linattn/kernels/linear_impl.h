@@ -31,6 +31,12 @@ LA_FN(copy_block)(LA_T *dst, la_index drs, la_index dcs, const LA_T *src,
     if (dst == src && drs == srs && dcs == scs) {
         return; /* updated in place */
     }
+    if (dcs == 1 && scs == 1 && drs == cols && srs == cols) {
+        /* both dense: one copy of the block (a new decoding state's 16 KiB
+         * per head in one fast-string move instead of 64 row copies) */
+        memcpy(dst, src, (size_t)(rows * cols) * sizeof(LA_T));
+        return;
+    }
     for (i = 0; i < rows; i++) {
         if (dcs == 1 && scs == 1) {
             memcpy(dst + i * drs, src + i * srs, (size_t)cols * sizeof(LA_T));
