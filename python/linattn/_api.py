@@ -475,7 +475,7 @@ def _step_copy_fast(q_t, k_t, v_t, state: State, options: dict):
     if got is None:
         return None
     o, S1, z1 = got
-    return o, State(S1, None if z is None else z1, state.t + 1, state.kind)
+    return o, State(S1, z1, state.t + 1, state.kind)
 
 
 # the kinds whose step the one-token C entry runs (la.Decoder's elementwise plan)

@@ -361,8 +361,8 @@ def _plan_elementwise(dec: Decoder, st: State):
     step = _core._step_token
 
     def token(q, k, v, decay, S, z, copy):
-        """o (..., E) (copy: (o, S1, z1)) of one token from the exact tokens, or None
-        when ``la.step`` must check ``decay``."""
+        """o (..., E) (copy: (o, S1, z1), z1 None without the div normaliser) of one
+        token from the exact tokens, or None when ``la.step`` must check ``decay``."""
         if decay is None:
             if needs_decay:
                 return None  # la.step raises its error
@@ -374,8 +374,11 @@ def _plan_elementwise(dec: Decoder, st: State):
             if gt.dtype is not _F64 or gt.shape != batch or not gt.size \
                     or not gt.max() <= 0.0:
                 return None  # NaN, > 0, other shapes and dtypes: la.step's checks
-        return step(q, k, v, gt, S, z if div else zs, scale, eps,
-                    fl_plain if gt is None else fl_decay, copy)
+        got = step(q, k, v, gt, S, z if div else zs, scale, eps,
+                   fl_plain if gt is None else fl_decay, copy)
+        if copy and not div:
+            return got[0], got[1], None  # no denominator carried: the new state has no z
+        return got
 
     dec._token = token
     return _token_plan
