@@ -447,8 +447,9 @@ static const la_gufunc linear_table[] = {
  * the entry of la.Decoder's plan and la.step's (docs/internals.md, "One call,
  * described once"), which has checked the kind and its options once.  It
  * runs exactly what the _step_inplace gufunc (copy = 0) and _causal_recurrent
- * with T = 1 (copy = 1) run per (batch, head) item, la_linear_recurrent on
- * one token, so the results are the same bit for bit; only the dispatch
+ * with T = 1 (copy = 1) run per (batch, head) item (la_linear_step_token:
+ * la_linear_recurrent's operations on one token), so the results are the same
+ * bit for bit; only the dispatch
  * (operand iterator, broadcasting, the length-1 time axis, the output's
  * allocation) is left out.  Every operand is checked here all the same, so a
  * wrong call raises (TypeError / ValueError) and writes nothing:
@@ -687,7 +688,7 @@ la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         a->s1_cs = a->s0_cs;
         a->z1_s = a->z0_s;
     }
-    c.fn = f64 ? la_linear_recurrent_f64 : la_linear_recurrent_f32;
+    c.fn = f64 ? la_linear_step_token_f64 : la_linear_step_token_f32;
     if (n > 0) {
         /* the operands of one item as the _step_inplace gufunc counts them
          * (the copy's new state once more), and about 4 f e flops */
