@@ -207,3 +207,48 @@ def test_entry_broadcasts_a_per_head_decay(rng):
                                 np.int64(0x1111), np.int64(1))[..., 0, :]
     assert np.array_equal(o, o_ref)
     assert np.array_equal(args[4], S) and np.array_equal(args[5], z)
+
+
+PATHS_SCRIPT = r"""
+import json, sys
+import numpy as np
+import linattn as la
+
+rng = np.random.default_rng(3)
+checked = 0
+for dt in (np.float32, np.float64):
+    for (D, E) in ((5, 64), (3, 71), (9, 130)):  # the 64-column blocks and their tails
+        for kind in ("elu", "retnet", "mamba2"):
+            g = -rng.uniform(0, 0.3, (2, 3, 3))
+            dk = (lambda t: {"decay": g[..., t]}) if kind == "mamba2" else (lambda t: {})
+            a = la.State.zeros(kind, (2, 3), D, E, dtype=dt)
+            b = la.State.zeros(kind, (2, 3), D, E, dtype=dt)
+            c = la.State.zeros(kind, (2, 3), D, E, dtype=dt)
+            for t in range(3):
+                q, k = (rng.standard_normal((2, 3, D)).astype(dt) for _ in range(2))
+                v = rng.standard_normal((2, 3, E)).astype(dt)
+                o1, a = la.step(q, k, v, a, **dk(t))
+                o2, _ = la.step(q, k, v, b, inplace=True, **dk(t))
+                o3, c = la.step(q, k, v, c, check_finite=True, **dk(t))
+                assert np.array_equal(o1, o3) and np.array_equal(o2, o3), (kind, D, E, t)
+                assert np.array_equal(a.S, c.S) and np.array_equal(b.S, c.S), (kind, D, E, t)
+                checked += 1
+print(json.dumps({"simd": la.info()["simd"], "checked": checked}))
+"""
+
+
+@pytest.mark.parametrize("path", ["generic", "avx2", "avx512"])
+def test_every_isa_path_gives_the_full_steps_bits(path):
+    """The copying step's one-pass loop (AVX-512) and its copy-then-update fallback (the
+    other paths) against the full path, on value widths with 64-column blocks and tails."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LINATTN_SIMD=path)
+    r = subprocess.run([sys.executable, "-c", PATHS_SCRIPT], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["checked"] == 2 * 3 * 3 * 3

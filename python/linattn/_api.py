@@ -321,7 +321,9 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
     A loop of in-place steps on one state checks the kind, its options and the state's
     arrays once (the plan of :class:`linattn.Decoder`, kept per state and options) and
     then only each token's shape and dtype; :class:`linattn.Decoder` is the same loop
-    without the per-call keyword handling.
+    without the per-call keyword handling.  The copying step of the elementwise and
+    decay kinds reads the old state and writes the new one in one pass, with the
+    operations (and bits) of the in-place step.
     """
     if type(state) is State and not check_finite and (kind is None or kind == state.kind):
         if inplace:

@@ -4,9 +4,10 @@ A decoder is made once per kind, shapes and options; everything ``la.step`` chec
 resolves on every call (the kind, its options, the scale and normaliser, the preset
 decay, a random-feature projection, the state's shapes and flags) is checked and
 resolved at construction.  Each :meth:`Decoder.step` then does only cheap checks of
-the new token (exact shape and dtype, compared by identity) and goes straight to the C
-gufunc that updates the state where it is (docs/internals.md, "One call, described
-once").  Anything the fast path does not cover (other shapes that broadcast, other
+the new token (exact shape and dtype, compared by identity) and goes straight to C
+(docs/internals.md, "One call, described once"): for the elementwise and decay kinds
+the one-token entry ``_core._step_token`` (no gufunc dispatch: it reads the arrays'
+pointers and strides itself), for the others their in-place gufunc.  Anything the fast path does not cover (other shapes that broadcast, other
 dtypes, a state replaced from outside, a kind without one) runs ``la.step(...,
 inplace=True)`` itself, so results and error messages are those of ``la.step``, bit for
 bit.

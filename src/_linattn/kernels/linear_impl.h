@@ -566,7 +566,10 @@ LA_FN(la_linear_step_token)(const la_linear_args *a, void *work)
     LA_T *S = direct ? (LA_T *)a->s1 : (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
     const la_index ld = direct ? a->s1_rs : e;
     const int inplace = a->s1 == a->s0 && a->s1_rs == a->s0_rs && a->s1_cs == a->s0_cs;
-    LA_T *z = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
+    /* the denominator updated where the new one goes when that is contiguous
+     * (the same operations on the same values as in scratch) */
+    const int zdirect = a->z1_s == 1;
+    LA_T *z = zdirect ? (LA_T *)a->z1 : (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
     const LA_T *vr = (const LA_T *)a->v;
     LA_T decay = 1;
     la_index i;
@@ -581,7 +584,9 @@ LA_FN(la_linear_step_token)(const la_linear_args *a, void *work)
         LA_FN(load_v)(vr, a->v_cs, e, 0, vbuf);
         vr = vbuf;
     }
-    LA_FN(copy_block)(z, 1, 1, (const LA_T *)a->z0, a->z0_s, 1, f, 1);
+    if (div) {
+        LA_FN(copy_block)(z, 1, 1, (const LA_T *)a->z0, a->z0_s, 1, f, 1);
+    }
     if (!inplace && direct && a->s0_cs == 1 && simd != NULL &&
         LA_FN(la_arch_rtoken_oop)(isa) != NULL) {
         LA_FN(la_arch_rtoken_oop)(isa)(f, e, decay, decayed, (const LA_T *)a->s0, a->s0_rs, S,
@@ -600,8 +605,10 @@ LA_FN(la_linear_step_token)(const la_linear_args *a, void *work)
     if (!direct) {
         LA_FN(copy_block)((LA_T *)a->s1, a->s1_rs, a->s1_cs, S, e, 1, f, e);
     }
-    for (i = 0; i < f; i++) {
-        ((LA_T *)a->z1)[i * a->z1_s] = div ? z[i] : (LA_T)0;
+    if (!zdirect || !div) {
+        for (i = 0; i < f; i++) {
+            ((LA_T *)a->z1)[i * a->z1_s] = div ? z[i] : (LA_T)0;
+        }
     }
     return LA_OK;
 }
