@@ -252,3 +252,18 @@ def test_every_isa_path_gives_the_full_steps_bits(path):
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["checked"] == 2 * 3 * 3 * 3
+
+
+def test_misaligned_tokens_take_the_full_path(rng):
+    """A token the C entry refuses (a misaligned view) is not an error: la.step runs it."""
+    st = la.State.zeros("elu", (B, H), 4, 4, dtype=np.float32)
+    ref = st.copy()
+    buf = np.zeros(B * H * 4 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(B, H, 4)
+    buf[...] = rng.standard_normal((B, H, 4))
+    assert not buf.flags.aligned
+    q = np.ascontiguousarray(buf)
+    o, st2 = la.step(buf, q, q, st)
+    o_ref, _ = la.step(q, q, q, ref, check_finite=True)
+    assert np.array_equal(o, o_ref) and st2.t == 1
+    o = la.step(buf, q, q, st, inplace=True)[0]
+    assert np.array_equal(o, o_ref)
