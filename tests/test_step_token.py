@@ -267,3 +267,39 @@ def test_misaligned_tokens_take_the_full_path(rng):
     assert np.array_equal(o, o_ref) and st2.t == 1
     o = la.step(buf, q, q, st, inplace=True)[0]
     assert np.array_equal(o, o_ref)
+
+
+def _laid_out(S, layout):
+    """A copy of S in a non-C-contiguous layout."""
+    if layout == "fortran":
+        return np.asfortranarray(S)
+    if layout == "rows":
+        big = np.zeros(S.shape[:-2] + (2 * S.shape[-2], S.shape[-1]))
+        big[..., ::2, :] = S
+        return big[..., ::2, :]
+    big = np.zeros(S.shape[:-1] + (2 * S.shape[-1],))
+    big[..., ::2] = S
+    return big[..., ::2]
+
+
+@pytest.mark.parametrize("layout", ["fortran", "rows", "columns"])
+def test_strided_states(rng, layout):
+    """States whose S is not C-contiguous (Fortran order, every other row or column of a
+    larger array): the copying step (which then copies before updating) and the in-place
+    step give the full path's bits, and the in-place one keeps the arrays."""
+    D, E = 6, 5
+    st = la.State.zeros("retnet", (B, H), D, E)
+    q, k = (rng.standard_normal((B, H, D)) for _ in range(2))
+    v = rng.standard_normal((B, H, E))
+    _, st = la.step(q, k, v, st, check_finite=True)
+    a = la.State(_laid_out(st.S, layout), None, 1, "retnet")
+    b = la.State(_laid_out(st.S, layout), None, 1, "retnet")
+    assert not a.S.flags.c_contiguous and not b.S.flags.c_contiguous
+    ref = la.State(st.S.copy(), None, 1, "retnet")
+    o_ref, ref2 = la.step(q, k, v, ref, check_finite=True)
+    o1, a2 = la.step(q, k, v, a)
+    assert np.array_equal(o1, o_ref) and np.array_equal(a2.S, ref2.S)
+    assert np.array_equal(a.S, st.S)  # the old state as it was
+    Sb = b.S
+    o2, _ = la.step(q, k, v, b, inplace=True)
+    assert np.array_equal(o2, o_ref) and b.S is Sb and np.array_equal(b.S, ref2.S)
