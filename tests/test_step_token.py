@@ -181,6 +181,8 @@ def _entry_args(rng, dtype=np.float32):
     (lambda a: a.__setitem__(0, a[0].tolist()), TypeError, "q must be an ndarray"),
     (lambda a: a[4].setflags(write=False), ValueError, "S must be writeable"),
     (lambda a: a.pop(), TypeError, "10 arguments"),
+    (lambda a: a.__setitem__(3, np.array([[-0.1, 0.0, 0.5]] * B)), ValueError, "log-decay"),
+    (lambda a: a.__setitem__(3, np.array([-0.1, np.nan, -0.2])), ValueError, "log-decay"),
 ])
 def test_entry_rejects_without_writing(rng, bad, exc, match):
     """The C entry checks its operands itself (its callers check them first, so these are

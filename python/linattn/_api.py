@@ -371,6 +371,22 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
     return o[..., 0, :], st
 
 
+def _options_key(options: dict):
+    """``(key, decay)``: the hashable key of a step's options other than ``decay`` (which
+    is the step's own), and that decay; None when an option is not hashable (an array)."""
+    if not options:
+        return (), None
+    decay = options.get("decay")
+    if decay is not None and len(options) == 1:
+        return (), decay  # a per-token decay alone (mamba2's loop)
+    try:
+        key = tuple(sorted((n, type(x), x) for n, x in options.items() if n != "decay"))
+        hash(key)
+    except TypeError:
+        return None
+    return key, decay
+
+
 # la.step(inplace=True)'s fast path per state: id(state) -> (weak reference to the state,
 # options key, la.Decoder's checks and plan); an entry leaves with its state
 _STEP_PLANS: dict = {}
@@ -381,15 +397,10 @@ def _step_fast(q_t, k_t, v_t, state: State, options: dict):
     path below, made with checks resolved once per state and options), or None: then the
     full path runs and does every check.  The plan is kept per state (weakly) and per
     options; a decay of the batch shape (per token) is the step's own."""
-    if not options:
-        key, decay = (), None
-    else:
-        decay = options.get("decay")
-        try:
-            key = tuple(sorted((n, type(x), x) for n, x in options.items() if n != "decay"))
-            hash(key)
-        except TypeError:
-            return None  # array-valued options: the full path
+    got = _options_key(options)
+    if got is None:
+        return None  # array-valued options: the full path
+    key, decay = got
     if state.t < 0:
         return None  # the full path's error
     ent = _STEP_PLANS.get(id(state))
@@ -444,15 +455,10 @@ def _step_copy_fast(q_t, k_t, v_t, state: State, options: dict):
     if z is not None and (type(z) is not np.ndarray or z.dtype is not S.dtype
                           or z.shape != S.shape[:-1] or not z.flags.aligned):
         return None
-    if not options:
-        key, decay = (), None
-    else:
-        decay = options.get("decay")
-        try:
-            key = tuple(sorted((n, type(x), x) for n, x in options.items() if n != "decay"))
-            hash(key)
-        except TypeError:
-            return None  # array-valued options: the full path
+    got = _options_key(options)
+    if got is None:
+        return None  # array-valued options: the full path
+    key, decay = got
     ck = (state.kind, key, S.shape, S.dtype, z is None, q_t.shape[-1] if q_t.ndim else 0)
     dec = _COPY_PLANS.get(ck)
     if dec is None:

@@ -372,14 +372,14 @@ def _plan_elementwise(dec: Decoder, st: State):
             if not per_token:
                 return None
             gt = decay if type(decay) is np.ndarray else np.asarray(decay)
-            if gt.dtype is not _F64 or gt.shape != batch or not gt.size \
-                    or not gt.max() <= 0.0:
-                return None  # NaN, > 0, other shapes and dtypes: la.step's checks
+            if gt.dtype is not _F64 or gt.shape != batch:
+                return None  # other shapes and dtypes: la.step's checks
+            # (the C entry refuses a NaN or > 0 before writing: then la.step's error)
         try:
             got = step(q, k, v, gt, S, z if div else zs, scale, eps,
                        fl_plain if gt is None else fl_decay, copy)
         except (TypeError, ValueError):
-            return None  # (a misaligned or byte-swapped token) raised before any write
+            return None  # (a misaligned token, a decay > 0) refused before any write
         if copy and not div:
             return got[0], got[1], None  # no denominator carried: the new state has no z
         return got

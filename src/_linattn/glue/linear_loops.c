@@ -457,7 +457,8 @@ static const la_gufunc linear_table[] = {
  *   q, k    (..., F) and v (..., E), ndarrays of S's dtype (float32 or
  *           float64), the batch dimensions ... those of S (no broadcasting);
  *   g       None (no decay) or a float64 log-decay broadcasting to the batch
- *           shape (checked <= 0 by the caller, as the gufunc's callers do);
+ *           shape, every entry <= 0 (checked here, before anything runs: the
+ *           caller then takes la.step's full path for its error);
  *   S, z    (..., F, E) and (..., F): updated in place when copy = 0
  *           (writeable, aligned); read only when copy = 1, and the new state
  *           comes back in fresh C-contiguous arrays S1, z1 (z1 = zeros
@@ -567,6 +568,28 @@ step_operand(la_step_ctx *c, int op, const char *name, PyObject *x, int type, in
         }
     }
     c->base[op] = PyArray_BYTES(arr);
+    return 0;
+}
+
+/* ValueError unless every log-decay the n items read is <= 0 (NaN included):
+ * checked before any item runs, so a rejected call writes nothing. */
+static int
+step_check_decay(const la_step_ctx *c, npy_intp n)
+{
+    npy_intp i, rest;
+    int d;
+    for (i = 0; i < n; i++) {
+        const char *p = c->base[ST_G];
+        for (rest = i, d = c->nb - 1; d >= 0; d--) {
+            p += (rest % c->shape[d]) * c->bstr[ST_G][d];
+            rest /= c->shape[d];
+        }
+        if (!(*(const double *)(const void *)p <= 0.0)) {
+            PyErr_SetString(PyExc_ValueError,
+                            "_step_token: g must be a log-decay <= 0 (no NaN)");
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -689,6 +712,9 @@ la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         a->z1_s = a->z0_s;
     }
     c.fn = f64 ? la_linear_step_token_f64 : la_linear_step_token_f32;
+    if (a->g != NULL && step_check_decay(&c, n) < 0) {
+        goto fail;
+    }
     if (n > 0) {
         /* the operands of one item as the _step_inplace gufunc counts them
          * (the copy's new state once more), and about 4 f e flops */
