@@ -321,13 +321,19 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
     A loop of in-place steps on one state checks the kind, its options and the state's
     arrays once (the plan of :class:`linattn.Decoder`, kept per state and options) and
     then only each token's shape and dtype; :class:`linattn.Decoder` is the same loop
-    without the per-call keyword handling.
+    without the per-call keyword handling.  The copying step of the elementwise and
+    decay kinds reads the old state and writes the new one in one pass, with the
+    operations (and bits) of the in-place step.
     """
-    if inplace and type(state) is State and not check_finite \
-            and (kind is None or kind == state.kind):
-        o = _step_fast(q_t, k_t, v_t, state, options)
-        if o is not None:
-            return o, state
+    if type(state) is State and not check_finite and (kind is None or kind == state.kind):
+        if inplace:
+            o = _step_fast(q_t, k_t, v_t, state, options)
+            if o is not None:
+                return o, state
+        else:
+            got = _step_copy_fast(q_t, k_t, v_t, state, options)
+            if got is not None:
+                return got
     if check_finite:
         val.check_finite(q_t=q_t, k_t=k_t, v_t=v_t)
     if kind is None:
@@ -365,6 +371,22 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
     return o[..., 0, :], st
 
 
+def _options_key(options: dict):
+    """``(key, decay)``: the hashable key of a step's options other than ``decay`` (which
+    is the step's own), and that decay; None when an option is not hashable (an array)."""
+    if not options:
+        return (), None
+    decay = options.get("decay")
+    if decay is not None and len(options) == 1:
+        return (), decay  # a per-token decay alone (mamba2's loop)
+    try:
+        key = tuple(sorted((n, type(x), x) for n, x in options.items() if n != "decay"))
+        hash(key)
+    except TypeError:
+        return None
+    return key, decay
+
+
 # la.step(inplace=True)'s fast path per state: id(state) -> (weak reference to the state,
 # options key, la.Decoder's checks and plan); an entry leaves with its state
 _STEP_PLANS: dict = {}
@@ -375,15 +397,10 @@ def _step_fast(q_t, k_t, v_t, state: State, options: dict):
     path below, made with checks resolved once per state and options), or None: then the
     full path runs and does every check.  The plan is kept per state (weakly) and per
     options; a decay of the batch shape (per token) is the step's own."""
-    if not options:
-        key, decay = (), None
-    else:
-        decay = options.get("decay")
-        try:
-            key = tuple(sorted((n, type(x), x) for n, x in options.items() if n != "decay"))
-            hash(key)
-        except TypeError:
-            return None  # array-valued options: the full path
+    got = _options_key(options)
+    if got is None:
+        return None  # array-valued options: the full path
+    key, decay = got
     if state.t < 0:
         return None  # the full path's error
     ent = _STEP_PLANS.get(id(state))
@@ -406,11 +423,71 @@ def _step_fast(q_t, k_t, v_t, state: State, options: dict):
             or q_t.shape != dec._qshape or k_t.shape != dec._qshape \
             or v_t.shape != dec._vshape:
         return None
+    tok = dec._token
+    if tok is not None:  # the C entry on the tokens as they are
+        o = tok(q_t, k_t, v_t, decay, state.S, state.z, False)
+        if o is not None:
+            state.t += 1
+        return o
     g = dec._fast_decay(decay)
     if g is None:
         return None
     o = plan(q_t[..., None, :], k_t[..., None, :], v_t[..., None, :], g, state)
     return None if o is None else o[..., 0, :]
+
+
+# la.step's copying fast path: (kind, options key, S's shape and dtype, whether z is
+# None, D) -> la.Decoder's checks and one-token entry, made once on a template state
+# of those shapes (the step reads the given state and writes a new one, so no state
+# is kept); at most _COPY_PLANS_MAX entries
+_COPY_PLANS: dict = {}
+_COPY_PLANS_MAX = 64
+
+
+def _step_copy_fast(q_t, k_t, v_t, state: State, options: dict):
+    """``(o_t, new_state)`` of a copying step through the one-token C entry (read the
+    old state, write the new one, in one pass per head), or None: then the full path
+    runs and does every check.  The same kernel as the in-place step: the same bits."""
+    S, z = state.S, state.z
+    if type(S) is not np.ndarray or type(q_t) is not np.ndarray or state.t < 0 \
+            or state.extra or S.ndim < 2 or not S.flags.aligned:
+        return None
+    if z is not None and (type(z) is not np.ndarray or z.dtype is not S.dtype
+                          or z.shape != S.shape[:-1] or not z.flags.aligned):
+        return None
+    got = _options_key(options)
+    if got is None:
+        return None  # array-valued options: the full path
+    key, decay = got
+    ck = (state.kind, key, S.shape, S.dtype, z is None, q_t.shape[-1] if q_t.ndim else 0)
+    dec = _COPY_PLANS.get(ck)
+    if dec is None:
+        from ._decoder import Decoder
+
+        if q_t.ndim < 1 or state.kind not in _COPY_KINDS:
+            return None
+        tmpl = State(np.zeros(S.shape, S.dtype), None if z is None else np.zeros(z.shape, z.dtype),
+                     0, state.kind)
+        opts = {n: x for n, x in options.items() if n != "decay"}
+        dec = Decoder._for_step(state.kind, tmpl, opts, q_t.shape[-1])
+        if len(_COPY_PLANS) >= _COPY_PLANS_MAX:
+            _COPY_PLANS.clear()
+        _COPY_PLANS[ck] = dec
+    tok = dec._token
+    if tok is None or type(k_t) is not np.ndarray or type(v_t) is not np.ndarray \
+            or q_t.dtype is not dec._dtype or k_t.dtype is not dec._dtype \
+            or v_t.dtype is not dec._dtype or q_t.shape != dec._qshape \
+            or k_t.shape != dec._qshape or v_t.shape != dec._vshape:
+        return None
+    got = tok(q_t, k_t, v_t, decay, S, z, True)
+    if got is None:
+        return None
+    o, S1, z1 = got
+    return o, State(S1, z1, state.t + 1, state.kind)
+
+
+# the kinds whose step the one-token C entry runs (la.Decoder's elementwise plan)
+_COPY_KINDS = ("linear", "elu", "relu", "lightning", "retnet", "mamba2", "transnormer")
 
 
 def _check_token_axis(q_t: np.ndarray, state: object) -> None:

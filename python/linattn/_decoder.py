@@ -4,9 +4,10 @@ A decoder is made once per kind, shapes and options; everything ``la.step`` chec
 resolves on every call (the kind, its options, the scale and normaliser, the preset
 decay, a random-feature projection, the state's shapes and flags) is checked and
 resolved at construction.  Each :meth:`Decoder.step` then does only cheap checks of
-the new token (exact shape and dtype, compared by identity) and goes straight to the C
-gufunc that updates the state where it is (docs/internals.md, "One call, described
-once").  Anything the fast path does not cover (other shapes that broadcast, other
+the new token (exact shape and dtype, compared by identity) and goes straight to C
+(docs/internals.md, "One call, described once"): for the elementwise and decay kinds
+the one-token entry ``_core._step_token`` (no gufunc dispatch: it reads the arrays'
+pointers and strides itself), for the others their in-place gufunc.  Anything the fast path does not cover (other shapes that broadcast, other
 dtypes, a state replaced from outside, a kind without one) runs ``la.step(...,
 inplace=True)`` itself, so results and error messages are those of ``la.step``, bit for
 bit.
@@ -66,7 +67,7 @@ class Decoder:
     """
 
     __slots__ = ("kind", "_state", "_opts", "_S", "_z", "_qshape", "_vshape", "_dtype",
-                 "_gshape", "_gconst", "_plan", "_D")
+                 "_gshape", "_gconst", "_plan", "_token", "_D")
 
     def __init__(self, kind: str | None = None, batch_shape=(), D: int | None = None,
                  E: int | None = None, dtype=np.float64, *, state: State | None = None,
@@ -90,7 +91,7 @@ class Decoder:
         self._opts = dict(options)
         if decay is not None:
             self._opts["decay"] = decay
-        self._plan = None
+        self._plan = self._token = None
         dims = _state_dims(self.kind, state) if D is None else \
             (_batch(batch_shape), D, E if E is not None or self.kind == "lavo" else D)
         self._D = dims[1] if dims is not None else None
@@ -125,6 +126,13 @@ class Decoder:
                 and q_t.shape == self._qshape and k_t.shape == self._qshape \
                 and v_t.shape == self._vshape and st.S is self._S and st.z is self._z \
                 and st.t >= 0:
+            tok = self._token
+            if tok is not None:  # the C entry on the tokens as they are
+                o = tok(q_t, k_t, v_t, decay, st.S, st.z, False)
+                if o is not None:
+                    st.t += 1
+                    return o
+                return self._slow(q_t, k_t, v_t, decay)
             g = self._fast_decay(decay)
             if g is not None:
                 o = plan(q_t[..., None, :], k_t[..., None, :], v_t[..., None, :], g, st)
@@ -144,7 +152,7 @@ class Decoder:
 
     def __repr__(self) -> str:
         return (f"Decoder(kind={self.kind!r}, state={self._state!r}, "
-                f"fast={self._plan is not None})")
+                f"fast={self._plan is not None or self._token is not None})")
 
     # -------------------------------------------------------------- internals --
 
@@ -196,7 +204,7 @@ class Decoder:
         """Check the state and options once and build the fast path (None: la.step)."""
         st = self._state
         self._S, self._z = st.S, st.z
-        self._plan = None
+        self._plan = self._token = None
         self._gshape = None
         self._gconst = None
         S = st.S
@@ -340,26 +348,49 @@ def _plan_elementwise(dec: Decoder, st: State):
     if not _updatable(st, call.dims.batch + (F, E), div):
         return None
     _set_shapes(dec, st, D, E, per_token)
-    scale, eps = call.scale, call.eps
-    fl_plain = np.int64(flags(fq, fk, call.normalize, call.eps_mode, False))
-    fl_decay = np.int64(flags(fq, fk, call.normalize, call.eps_mode, True))
+    scale, eps = float(call.scale), float(call.eps)
+    fl_plain = int(flags(fq, fk, call.normalize, call.eps_mode, False))
+    fl_decay = int(flags(fq, fk, call.normalize, call.eps_mode, True))
     if g is not None:
-        g = np.ascontiguousarray(g)
+        g = np.ascontiguousarray(g[..., 0])  # (..., 1): the step's one token
         g.flags.writeable = False
-    dec._gconst = _ZERO_DECAY if g is None else g
-    if spec.name == "mamba2":
-        dec._gconst = None  # no decay: la.step raises its error
-    S = st.S
-    z = st.z if div else np.zeros(S.shape[:-1], S.dtype)  # scratch: no denominator carried
-    step = _core._step_inplace
-    zero = _ZERO_DECAY
+    needs_decay = spec.name == "mamba2"
+    dec._gconst = None if needs_decay else _ZERO_DECAY if g is None else g
+    batch = st.S.shape[:-2]
+    # scratch z without a carried denominator (the kernel keeps it zero)
+    zs = None if div else np.zeros(batch + (F,), st.S.dtype)
+    step = _core._step_token
 
-    def plan(q, k, v, gt, st):
-        o = step(q, k, v, gt, S, z, scale, eps, fl_plain if gt is zero else fl_decay, _ONE)
-        st.t += 1
-        return o
+    def token(q, k, v, decay, S, z, copy):
+        """o (..., E) (copy: (o, S1, z1), z1 None without the div normaliser) of one
+        token from the exact tokens, or None when ``la.step`` must check ``decay``."""
+        if decay is None:
+            if needs_decay:
+                return None  # la.step raises its error
+            gt = g
+        else:
+            if not per_token:
+                return None
+            gt = decay if type(decay) is np.ndarray else np.asarray(decay)
+            if gt.dtype is not _F64 or gt.shape != batch:
+                return None  # other shapes and dtypes: la.step's checks
+            # (the C entry refuses a NaN or > 0 before writing: then la.step's error)
+        try:
+            got = step(q, k, v, gt, S, z if div else zs, scale, eps,
+                       fl_plain if gt is None else fl_decay, copy)
+        except (TypeError, ValueError):
+            return None  # (a misaligned token, a decay > 0) refused before any write
+        if copy and not div:
+            return got[0], got[1], None  # no denominator carried: the new state has no z
+        return got
 
-    return plan
+    dec._token = token
+    return _token_plan
+
+
+def _token_plan(q, k, v, gt, st):
+    """The plan of a kind with a one-token entry (``Decoder._token``), which runs first."""
+    return None
 
 
 def _plan_cosformer(dec: Decoder, st: State):

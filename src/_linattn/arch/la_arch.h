@@ -41,6 +41,24 @@ la_rtoken_f32 la_arch_rtoken_f32(int isa);
 la_rtoken_f64 la_arch_rtoken_f64(int isa);
 
 /*
+ * The one-token update out of place (a copying decoding step): S1_i <- a S0_i
+ * + kf_i v, num = sum_i qf_i S1_i, reading S0 (rows ld0 apart) and writing S1
+ * (rows ld1 apart) in one pass, with exactly the operations of the path's
+ * la_rtoken on S1 = S0 (the same bits).  NULL where a path has none (copy S0
+ * into S1, then la_rtoken).
+ */
+typedef void (*la_rtoken_oop_f32)(la_index f, la_index e, float a, int decayed,
+                                  const float *S0, la_index ld0, float *S1, la_index ld1,
+                                  const float *qf, const float *kf, const float *vv,
+                                  float *num);
+typedef void (*la_rtoken_oop_f64)(la_index f, la_index e, double a, int decayed,
+                                  const double *S0, la_index ld0, double *S1, la_index ld1,
+                                  const double *qf, const double *kf, const double *vv,
+                                  double *num);
+la_rtoken_oop_f32 la_arch_rtoken_oop_f32(int isa);
+la_rtoken_oop_f64 la_arch_rtoken_oop_f64(int isa);
+
+/*
  * Two consecutive tokens in one pass over S (token 1 with a1, q1, k1, v1, then
  * token 2): each vector of S is loaded and stored once per pair instead of
  * once per token, the bound of the one-token loop.  Every entry goes through

@@ -160,13 +160,19 @@ la_item_bytes(const la_call *c)
 static int
 la_call_workers(const la_call *c, double flops, double *work)
 {
-    int nth = la_workers_for(c->n);
     const double bytes = la_item_bytes(c);
     if (flops <= 0.0) {
         /* no estimate: a few flops per element of every operand */
         flops = 4.0 * bytes / (double)c->is;
     }
-    *work = (double)c->n * (flops + LA_FLOPS_PER_BYTE * bytes);
+    return la_workers_for_work(c->n, flops, bytes, work);
+}
+
+int
+la_workers_for_work(npy_intp n, double flops, double bytes, double *work)
+{
+    int nth = la_workers_for(n);
+    *work = (double)n * (flops + LA_FLOPS_PER_BYTE * bytes);
     const double min_work = (double)la_tuning_active().min_work_per_thread;
     if (*work < (double)nth * min_work) {
         const double cap = *work / min_work;
@@ -175,7 +181,7 @@ la_call_workers(const la_call *c, double flops, double *work)
     if (nth > 1 && *work < LA_CONTENDED_CALLER_WORK * min_work && la_pool_contended()) {
         nth = 1; /* the last woken worker found only the caller's core free */
     }
-    if (nth > 1 && c->n < LA_FINE_ITEMS * (npy_intp)nth && la_oversubscribed(nth - 1)) {
+    if (nth > 1 && n < LA_FINE_ITEMS * (npy_intp)nth && la_oversubscribed(nth - 1)) {
         nth = 1; /* coarse items on a machine without free cores: see above */
     }
     return nth;

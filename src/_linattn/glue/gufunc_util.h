@@ -134,6 +134,14 @@ typedef la_status (*la_item_fn)(const la_call *c, const void *proto, npy_intp i,
 int la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize,
            double flops);
 
+/*
+ * The threads la_run would use for n items of `flops` flops and `bytes` bytes
+ * of operand traffic each, and in *work the call's weighted work (for callers
+ * that run their items with la_parallel_items themselves, e.g. the one-token
+ * step entry of glue/linear_loops.c, which has no la_call).
+ */
+int la_workers_for_work(npy_intp n, double flops, double bytes, double *work);
+
 
 /* ------------------------------------------- lower-level pieces (stable) -- */
 

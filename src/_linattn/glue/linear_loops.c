@@ -437,4 +437,313 @@ static const la_gufunc linear_table[] = {
      "Non-causal linear attention (and cross-attention).", linear_loop, &ld_nc},
 };
 
+
+/* ------------------------------------------------ the one-token step entry -- */
+
+/*
+ * _step_token(q, k, v, g, S, z, scale, eps, flags, copy) -> o, or (o, S1, z1)
+ *
+ * One decoding step of the generic operator without NumPy's gufunc dispatch:
+ * the entry of la.Decoder's plan and la.step's (docs/internals.md, "One call,
+ * described once"), which has checked the kind and its options once.  It
+ * runs exactly what the _step_inplace gufunc (copy = 0) and _causal_recurrent
+ * with T = 1 (copy = 1) run per (batch, head) item (la_linear_step_token:
+ * la_linear_recurrent's operations on one token), so the results are the same
+ * bit for bit; only the dispatch
+ * (operand iterator, broadcasting, the length-1 time axis, the output's
+ * allocation) is left out.  Every operand is checked here all the same, so a
+ * wrong call raises (TypeError / ValueError) and writes nothing:
+ *
+ *   q, k    (..., F) and v (..., E), ndarrays of S's dtype (float32 or
+ *           float64), the batch dimensions ... those of S (no broadcasting);
+ *   g       None (no decay) or a float64 log-decay broadcasting to the batch
+ *           shape, every entry <= 0 (checked here, before anything runs: the
+ *           caller then takes la.step's full path for its error);
+ *   S, z    (..., F, E) and (..., F): updated in place when copy = 0
+ *           (writeable, aligned); read only when copy = 1, and the new state
+ *           comes back in fresh C-contiguous arrays S1, z1 (z1 = zeros
+ *           without the div normaliser, as the gufunc writes it);
+ *   scale, eps (float), flags (int: the gufunc's flags, bit 12 ignored: g
+ *           decides).
+ *
+ * Items are split over the pool by the runner's rule (la_workers_for_work:
+ * the same estimate and load awareness as every gufunc call).
+ */
+enum { ST_Q, ST_K, ST_V, ST_G, ST_S, ST_Z, ST_O, ST_S1, ST_Z1, ST_NOP };
+
+typedef struct {
+    la_linear_args proto;
+    la_linear_fn fn;
+    int nb;                                /* batch dimensions */
+    npy_intp shape[NPY_MAXDIMS];           /* the batch shape */
+    char *base[ST_NOP];
+    npy_intp bstr[ST_NOP][NPY_MAXDIMS];   /* byte strides over the batch (0: broadcast) */
+} la_step_ctx;
+
+static la_status
+step_item(void *vctx, la_index i, char *work)
+{
+    const la_step_ctx *c = (const la_step_ctx *)vctx;
+    la_linear_args a = c->proto;
+    char *p[ST_NOP];
+    npy_intp rest = (npy_intp)i;
+    int op, d;
+    for (op = 0; op < ST_NOP; op++) {
+        p[op] = c->base[op];
+    }
+    for (d = c->nb - 1; d >= 0; d--) {
+        const npy_intp idx = rest % c->shape[d];
+        rest /= c->shape[d];
+        for (op = 0; op < ST_NOP; op++) {
+            p[op] += idx * c->bstr[op][d];
+        }
+    }
+    a.q = p[ST_Q];
+    a.k = p[ST_K];
+    a.v = p[ST_V];
+    a.g = a.g != NULL ? (const double *)(void *)p[ST_G] : NULL;
+    a.s0 = p[ST_S];
+    a.z0 = p[ST_Z];
+    a.o = p[ST_O];
+    a.s1 = p[ST_S1];
+    a.z1 = p[ST_Z1];
+    return c->fn(&a, work);
+}
+
+/* TypeError / ValueError naming the argument; returns 0 when x is an aligned
+ * ndarray of dtype `type` with `core` core axes and the batch shape c->shape
+ * (g: broadcasting to it), filling base and batch strides. */
+static int
+step_operand(la_step_ctx *c, int op, const char *name, PyObject *x, int type, int core,
+             int bcast, int writeable)
+{
+    PyArrayObject *arr;
+    int nd, d, off;
+    if (!PyArray_Check(x)) {
+        PyErr_Format(PyExc_TypeError, "_step_token: %s must be an ndarray, got %s", name,
+                     Py_TYPE(x)->tp_name);
+        return -1;
+    }
+    arr = (PyArrayObject *)x;
+    nd = PyArray_NDIM(arr);
+    if (PyArray_TYPE(arr) != type || !PyArray_ISALIGNED(arr) ||
+        !PyArray_ISNOTSWAPPED(arr)) {
+        PyErr_Format(PyExc_TypeError,
+                     "_step_token: %s must be an aligned native %s array, got dtype %R",
+                     name, type == NPY_FLOAT32 ? "float32" : "float64",
+                     (PyObject *)PyArray_DESCR(arr));
+        return -1;
+    }
+    if (writeable && !PyArray_ISWRITEABLE(arr)) {
+        PyErr_Format(PyExc_ValueError, "_step_token: %s must be writeable (updated in place)",
+                     name);
+        return -1;
+    }
+    if (bcast ? nd > c->nb : nd != c->nb + core) {
+        PyErr_Format(PyExc_ValueError,
+                     "_step_token: %s must have %d dimensions (the state's %d batch "
+                     "dimensions and %d core), got %d", name, c->nb + core, c->nb, core, nd);
+        return -1;
+    }
+    off = c->nb - (nd - core); /* leading batch axes a broadcast operand lacks */
+    for (d = 0; d < c->nb; d++) {
+        npy_intp n = d < off ? 1 : PyArray_DIM(arr, d - off);
+        if (n != c->shape[d] && !(bcast && n == 1)) {
+            PyObject *shp = PyArray_IntTupleFromIntp(nd, PyArray_DIMS(arr));
+            if (shp != NULL) {
+                PyErr_Format(PyExc_ValueError,
+                             "_step_token: %s has shape %R, whose batch dimensions are not "
+                             "the state's", name, shp);
+                Py_DECREF(shp);
+            }
+            return -1;
+        }
+        c->bstr[op][d] = (d < off || n == 1) ? 0 : PyArray_STRIDE(arr, d - off);
+    }
+    for (d = 0; d < core; d++) {
+        if (PyArray_STRIDE(arr, c->nb + d) % (npy_intp)PyArray_ITEMSIZE(arr) != 0) {
+            PyErr_Format(PyExc_ValueError, "_step_token: %s has a stride that is not a "
+                         "multiple of its item size", name);
+            return -1;
+        }
+    }
+    c->base[op] = PyArray_BYTES(arr);
+    return 0;
+}
+
+/* ValueError unless every log-decay the n items read is <= 0 (NaN included):
+ * checked before any item runs, so a rejected call writes nothing. */
+static int
+step_check_decay(const la_step_ctx *c, npy_intp n)
+{
+    npy_intp i, rest;
+    int d;
+    for (i = 0; i < n; i++) {
+        const char *p = c->base[ST_G];
+        for (rest = i, d = c->nb - 1; d >= 0; d--) {
+            p += (rest % c->shape[d]) * c->bstr[ST_G][d];
+            rest /= c->shape[d];
+        }
+        if (!(*(const double *)(const void *)p <= 0.0)) {
+            PyErr_SetString(PyExc_ValueError,
+                            "_step_token: g must be a log-decay <= 0 (no NaN)");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyObject *
+la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyArrayObject *S, *o = NULL, *S1 = NULL, *z1 = NULL;
+    la_step_ctx c;
+    la_linear_args *a = &c.proto;
+    npy_intp dims[NPY_MAXDIMS + 2], n = 1;
+    int type, f64, copy, nth, d;
+    long long flags;
+    double total, bytes;
+    size_t wsize, is;
+    char *work;
+    la_status st;
+    (void)self;
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "_step_token takes 10 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (!PyArray_Check(args[4]) || PyArray_NDIM((PyArrayObject *)args[4]) < 2) {
+        PyErr_SetString(PyExc_TypeError, "_step_token: S must be an ndarray (..., F, E)");
+        return NULL;
+    }
+    S = (PyArrayObject *)args[4];
+    type = PyArray_TYPE(S);
+    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
+        PyErr_Format(PyExc_TypeError, "_step_token: S must be float32 or float64, got %R",
+                     (PyObject *)PyArray_DESCR(S));
+        return NULL;
+    }
+    f64 = type == NPY_FLOAT64;
+    is = f64 ? sizeof(double) : sizeof(float);
+    memset(&c, 0, sizeof(c));
+    a->scale = PyFloat_AsDouble(args[6]);
+    a->eps = PyFloat_AsDouble(args[7]);
+    flags = PyLong_AsLongLong(args[8]);
+    copy = PyObject_IsTrue(args[9]);
+    if (PyErr_Occurred() || copy < 0) {
+        return NULL;
+    }
+    c.nb = PyArray_NDIM(S) - 2;
+    for (d = 0; d < c.nb; d++) {
+        c.shape[d] = dims[d] = PyArray_DIM(S, d);
+        n *= c.shape[d];
+    }
+    a->t = a->s = 1;
+    a->f = PyArray_DIM(S, c.nb);
+    a->e = PyArray_DIM(S, c.nb + 1);
+    a->chunk = 1;
+    a->fmap_q = (int)(flags & 15);
+    a->fmap_k = (int)((flags >> 4) & 15);
+    a->norm = (int)((flags >> 8) & 3);
+    a->eps_mode = (int)((flags >> 10) & 3);
+    if (step_operand(&c, ST_S, "S", args[4], type, 2, 0, !copy) < 0 ||
+        step_operand(&c, ST_Z, "z", args[5], type, 1, 0, !copy) < 0 ||
+        step_operand(&c, ST_Q, "q", args[0], type, 1, 0, 0) < 0 ||
+        step_operand(&c, ST_K, "k", args[1], type, 1, 0, 0) < 0 ||
+        step_operand(&c, ST_V, "v", args[2], type, 1, 0, 0) < 0 ||
+        (args[3] != Py_None && step_operand(&c, ST_G, "g", args[3], NPY_FLOAT64, 0, 1, 0) < 0)) {
+        return NULL;
+    }
+    if (PyArray_DIM((PyArrayObject *)args[5], c.nb) != a->f ||
+        PyArray_DIM((PyArrayObject *)args[0], c.nb) != a->f ||
+        PyArray_DIM((PyArrayObject *)args[1], c.nb) != a->f ||
+        PyArray_DIM((PyArrayObject *)args[2], c.nb) != a->e) {
+        PyErr_Format(PyExc_ValueError,
+                     "_step_token: q, k and z must have F = %zd entries and v E = %zd "
+                     "(the state's S is (..., F, E))", (Py_ssize_t)a->f, (Py_ssize_t)a->e);
+        return NULL;
+    }
+    a->q_cs = LA_ES(PyArray_STRIDE((PyArrayObject *)args[0], c.nb), is);
+    a->k_cs = LA_ES(PyArray_STRIDE((PyArrayObject *)args[1], c.nb), is);
+    a->v_cs = LA_ES(PyArray_STRIDE((PyArrayObject *)args[2], c.nb), is);
+    a->q_rs = a->k_rs = a->v_rs = a->o_rs = 0; /* one token */
+    a->s0_rs = LA_ES(PyArray_STRIDE(S, c.nb), is);
+    a->s0_cs = LA_ES(PyArray_STRIDE(S, c.nb + 1), is);
+    a->z0_s = LA_ES(PyArray_STRIDE((PyArrayObject *)args[5], c.nb), is);
+    a->g = args[3] != Py_None ? (const double *)PyArray_DATA((PyArrayObject *)args[3]) : NULL;
+    a->g_s = 0;
+    a->cancel = &la_cancel_flag;
+    a->progress = &la_progress_done;
+    /* the outputs: o (..., E); with copy the new state (..., F, E), (..., F) */
+    dims[c.nb] = a->e;
+    o = (PyArrayObject *)PyArray_SimpleNew(c.nb + 1, dims, type);
+    if (o == NULL) {
+        return NULL;
+    }
+    c.base[ST_O] = PyArray_BYTES(o);
+    for (d = 0; d < c.nb; d++) {
+        c.bstr[ST_O][d] = PyArray_STRIDE(o, d);
+    }
+    a->o_cs = 1;
+    if (copy) {
+        dims[c.nb] = a->f;
+        dims[c.nb + 1] = a->e;
+        S1 = (PyArrayObject *)PyArray_SimpleNew(c.nb + 2, dims, type);
+        z1 = (PyArrayObject *)PyArray_SimpleNew(c.nb + 1, dims, type);
+        if (S1 == NULL || z1 == NULL) {
+            goto fail;
+        }
+        c.base[ST_S1] = PyArray_BYTES(S1);
+        c.base[ST_Z1] = PyArray_BYTES(z1);
+        for (d = 0; d < c.nb; d++) {
+            c.bstr[ST_S1][d] = PyArray_STRIDE(S1, d);
+            c.bstr[ST_Z1][d] = PyArray_STRIDE(z1, d);
+        }
+        a->s1_rs = a->e;
+        a->s1_cs = 1;
+        a->z1_s = 1;
+    }
+    else {
+        c.base[ST_S1] = c.base[ST_S];
+        c.base[ST_Z1] = c.base[ST_Z];
+        memcpy(c.bstr[ST_S1], c.bstr[ST_S], sizeof(c.bstr[ST_S]));
+        memcpy(c.bstr[ST_Z1], c.bstr[ST_Z], sizeof(c.bstr[ST_Z]));
+        a->s1_rs = a->s0_rs;
+        a->s1_cs = a->s0_cs;
+        a->z1_s = a->z0_s;
+    }
+    c.fn = f64 ? la_linear_step_token_f64 : la_linear_step_token_f32;
+    if (a->g != NULL && step_check_decay(&c, n) < 0) {
+        goto fail;
+    }
+    if (n > 0) {
+        /* the operands of one item as the _step_inplace gufunc counts them
+         * (the copy's new state once more), and about 4 f e flops */
+        bytes = (double)is * (double)(2 * a->f + 2 * a->e + a->f * a->e + a->f) + 40.0 +
+                (copy ? (double)is * (double)(a->f * a->e + a->f) : 0.0);
+        nth = la_workers_for_work(n, 4.0 * (double)(a->f > 0 ? a->f : 1) * (double)(a->e + 1),
+                                  bytes, &total);
+        wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_RECURRENT, a, is));
+        if ((work = la_alloc_work(wsize, nth, "linattn._step_token")) == NULL) {
+            goto fail;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        st = la_parallel_items((la_index)n, nth, step_item, &c, work, wsize);
+        Py_END_ALLOW_THREADS
+        la_free_work(work);
+        if (st != LA_OK) {
+            la_raise(st, "linattn._step_token", 0);
+            goto fail;
+        }
+    }
+    if (!copy) {
+        return (PyObject *)o;
+    }
+    return Py_BuildValue("(NNN)", (PyObject *)o, (PyObject *)S1, (PyObject *)z1);
+fail:
+    Py_XDECREF(o);
+    Py_XDECREF(S1);
+    Py_XDECREF(z1);
+    return NULL;
+}
+
 LA_REGISTER(linear, linear_table)

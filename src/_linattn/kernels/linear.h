@@ -83,6 +83,10 @@ la_index la_linear_chunk_ld(const la_linear_args *a, size_t itemsize);
 
 la_status la_linear_recurrent_f32(const la_linear_args *a, void *work);
 la_status la_linear_recurrent_f64(const la_linear_args *a, void *work);
+/* One decoding step (a->t == 1) with la_linear_recurrent's operations (the
+ * same bits); a copying step (s1 != s0) reads S0 and writes S1 in one pass. */
+la_status la_linear_step_token_f32(const la_linear_args *a, void *work);
+la_status la_linear_step_token_f64(const la_linear_args *a, void *work);
 la_status la_linear_chunked_f32(const la_linear_args *a, void *work);
 la_status la_linear_chunked_f64(const la_linear_args *a, void *work);
 la_status la_linear_parallel_f32(const la_linear_args *a, void *work);

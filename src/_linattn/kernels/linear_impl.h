@@ -31,6 +31,12 @@ LA_FN(copy_block)(LA_T *dst, la_index drs, la_index dcs, const LA_T *src,
     if (dst == src && drs == srs && dcs == scs) {
         return; /* updated in place */
     }
+    if (dcs == 1 && scs == 1 && drs == cols && srs == cols) {
+        /* both dense: one copy of the block (a new decoding state's 16 KiB
+         * per head in one fast-string move instead of 64 row copies) */
+        memcpy(dst, src, (size_t)(rows * cols) * sizeof(LA_T));
+        return;
+    }
     for (i = 0; i < rows; i++) {
         if (dcs == 1 && scs == 1) {
             memcpy(dst + i * drs, src + i * srs, (size_t)cols * sizeof(LA_T));
@@ -545,6 +551,81 @@ LA_FN(la_linear_recurrent)(const la_linear_args *a, void *work)
     }
     for (i = 0; i < f; i++) {
         ((LA_T *)a->z1)[i * a->z1_s] = div ? z[i] : (LA_T)0;
+    }
+    return LA_OK;
+}
+
+/*
+ * One decoding step (a->t == 1): the operations of la_linear_recurrent on one
+ * token, so the same bits (the features of q and k, the decay factor, the
+ * active path's one-token loop, recurrent_finish), without its block
+ * machinery.  A copying step (s1 != s0) whose new state has contiguous rows
+ * reads S0 and writes S1 in one pass where the path has an out-of-place loop
+ * (la_arch_rtoken_oop), else copies S0 into S1 and updates that.  work:
+ * la_linear_work_size(LA_FORM_RECURRENT) bytes.
+ */
+la_status
+LA_FN(la_linear_step_token)(const la_linear_args *a, void *work)
+{
+    const la_index f = a->f, e = a->e;
+    const int div = a->norm == LA_NORM_DIV;
+    const int decayed = a->g != NULL;
+    const int isa = la_cpu_isa();
+    const LA_FN(la_rtoken) simd = LA_FN(la_arch_rtoken)(isa);
+    char *p = (char *)work;
+    LA_T *qf = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
+    LA_T *kf = (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
+    LA_T *vbuf = (LA_T *)la_carve(&p, (size_t)e * sizeof(LA_T));
+    LA_T *num = (LA_T *)la_carve(&p, (size_t)(e + 1) * sizeof(LA_T));
+    /* the new state's rows directly where they are contiguous (as the
+     * recurrent form does for a short call), else scratch copied out */
+    const int direct = a->s1_cs == 1;
+    LA_T *S = direct ? (LA_T *)a->s1 : (LA_T *)la_carve(&p, (size_t)(f * e) * sizeof(LA_T));
+    const la_index ld = direct ? a->s1_rs : e;
+    const int inplace = a->s1 == a->s0 && a->s1_rs == a->s0_rs && a->s1_cs == a->s0_cs;
+    /* the denominator updated where the new one goes when that is contiguous
+     * (the same operations on the same values as in scratch) */
+    const int zdirect = a->z1_s == 1;
+    LA_T *z = zdirect ? (LA_T *)a->z1 : (LA_T *)la_carve(&p, (size_t)f * sizeof(LA_T));
+    const LA_T *vr = (const LA_T *)a->v;
+    LA_T decay = 1;
+    la_index i;
+
+    LA_TICK(a->progress, 1);
+    LA_FN(la_featmap_row)(a->fmap_q, a->scale, (const LA_T *)a->q, a->q_cs, f, qf);
+    LA_FN(la_featmap_row)(a->fmap_k, 1.0, (const LA_T *)a->k, a->k_cs, f, kf);
+    if (decayed) {
+        decay = (LA_T)exp(la_clamp_decay(a->g[0]));
+    }
+    if (a->v_cs != 1) {
+        LA_FN(load_v)(vr, a->v_cs, e, 0, vbuf);
+        vr = vbuf;
+    }
+    if (div) {
+        LA_FN(copy_block)(z, 1, 1, (const LA_T *)a->z0, a->z0_s, 1, f, 1);
+    }
+    if (!inplace && direct && a->s0_cs == 1 && simd != NULL &&
+        LA_FN(la_arch_rtoken_oop)(isa) != NULL) {
+        LA_FN(la_arch_rtoken_oop)(isa)(f, e, decay, decayed, (const LA_T *)a->s0, a->s0_rs, S,
+                                       ld, qf, kf, vr, num);
+    }
+    else {
+        LA_FN(copy_block)(S, ld, 1, (const LA_T *)a->s0, a->s0_rs, a->s0_cs, f, e);
+        if (simd != NULL) {
+            simd(f, e, decay, decayed, S, ld, qf, kf, vr, num);
+        }
+        else {
+            LA_FN(recurrent_token)(f, e, decay, decayed, S, ld, qf, kf, vr, num);
+        }
+    }
+    LA_FN(recurrent_finish)(a, 0, div, decay, z, qf, kf, num);
+    if (!direct) {
+        LA_FN(copy_block)((LA_T *)a->s1, a->s1_rs, a->s1_cs, S, e, 1, f, e);
+    }
+    if (!zdirect || !div) {
+        for (i = 0; i < f; i++) {
+            ((LA_T *)a->z1)[i * a->z1_s] = div ? z[i] : (LA_T)0;
+        }
     }
     return LA_OK;
 }

@@ -42,6 +42,20 @@ la_arch_rtoken_f64(int isa)
     return NULL;
 }
 
+la_rtoken_oop_f32
+la_arch_rtoken_oop_f32(int isa)
+{
+    (void)isa;
+    return NULL;
+}
+
+la_rtoken_oop_f64
+la_arch_rtoken_oop_f64(int isa)
+{
+    (void)isa;
+    return NULL;
+}
+
 la_rtoken2_f32
 la_arch_rtoken2_f32(int isa)
 {

@@ -67,6 +67,18 @@ la_arch_rtoken_f64(int isa)
                                 : (isa == LA_ISA_AVX2 ? la_rtoken_avx2_f64 : NULL);
 }
 
+la_rtoken_oop_f32
+la_arch_rtoken_oop_f32(int isa)
+{
+    return isa == LA_ISA_AVX512 ? la_rtoken_oop_avx512_f32 : NULL;
+}
+
+la_rtoken_oop_f64
+la_arch_rtoken_oop_f64(int isa)
+{
+    return isa == LA_ISA_AVX512 ? la_rtoken_oop_avx512_f64 : NULL;
+}
+
 la_rtoken2_f32
 la_arch_rtoken2_f32(int isa)
 {

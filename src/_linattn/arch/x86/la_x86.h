@@ -27,6 +27,13 @@ void la_rtoken_avx512_f32(la_index f, la_index e, float a, int decayed, float *S
 void la_rtoken_avx512_f64(la_index f, la_index e, double a, int decayed, double *S,
                           la_index ld, const double *qf, const double *kf,
                           const double *vv, double *num);
+void la_rtoken_oop_avx512_f32(la_index f, la_index e, float a, int decayed, const float *S0,
+                              la_index ld0, float *S1, la_index ld1, const float *qf,
+                              const float *kf, const float *vv, float *num);
+void la_rtoken_oop_avx512_f64(la_index f, la_index e, double a, int decayed,
+                              const double *S0, la_index ld0, double *S1, la_index ld1,
+                              const double *qf, const double *kf, const double *vv,
+                              double *num);
 void la_rtoken2_avx512_f32(la_index f, la_index e, float a1, float a2, int decayed,
                            float *S, la_index ld, const float *q1, const float *k1,
                            const float *v1, const float *q2, const float *k2,
