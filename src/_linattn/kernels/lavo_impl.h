@@ -460,8 +460,8 @@ LA_FN(lavo_ring_shift)(const la_lavo_args *a, LA_T *ring, la_index ld, const LA_
 /* The state after the call: the sums, and the rings' last w rows read from the
  * rings Rk, Rv (rows rkw, rvw elements apart: the copies or the old state itself,
  * which may be the new one: row i is read from row i + t, not yet written) and
- * the tokens.  Without separate values ring_v1 is not written (no state exposes
- * it) and vsums1 is zero. */
+ * the tokens.  Without separate values vsums1 and ring_v1 are neither read nor
+ * written (they may be empty). */
 static void
 LA_FN(lavo_state_out)(const la_lavo_args *a, const LA_T *Rk, la_index rkw, const LA_T *Rv,
                       la_index rvw, const double *S, const double *SV)
@@ -471,7 +471,9 @@ LA_FN(lavo_state_out)(const la_lavo_args *a, const LA_T *Rk, la_index rkw, const
     la_index i, c, st;
     for (i = 0; i < a->r; i++) {
         a->sums1[i * a->s1_s] = S[i];
-        a->vsums1[i * a->vs1_s] = sep ? SV[i] : 0.0;
+    }
+    for (i = 0; i < a->r && sep; i++) {
+        a->vsums1[i * a->vs1_s] = SV[i];
     }
     for (i = 0; i < w; i++) {
         const la_index j = P - (w - 1 - i);
@@ -715,7 +717,9 @@ LA_FN(la_lavo_causal)(const la_lavo_args *a, void *work)
         }
         for (i = 0; i < r; i++) {
             a->sums1[i * a->s1_s] = S[i];
-            a->vsums1[i * a->vs1_s] = sep ? SV[i] : 0.0;
+        }
+        for (i = 0; i < r && sep; i++) {
+            a->vsums1[i * a->vs1_s] = SV[i];
         }
         LA_FN(lavo_ring_shift)(a, (LA_T *)a->ring_k1, a->rk1_rs, k, a->k_cs, d);
         if (sep) {
