@@ -818,17 +818,18 @@ LA_FN(la_lavo_causal)(const la_lavo_args *a, void *work)
             for (j = lo; j <= t; j++) {
                 lg[nl++] = tau * (double)Pr[j - w_lo] + a->pb[(t - j) * a->pb_s];
             }
-            z = LA_FN(lavo_softmax)(lg, nl);
+            /* the weights in the kernel's dtype, vectorised (as the recurrent form) */
+            z = LA_FN(lavo_softmax_row)(lg, nl, Wt);
             inv = z > 0 ? 1.0 / z : 0.0;
             nl = 0;
             for (c = 0; c < r; c++) {
-                PA[i * r + c] = m1 > 0 ? (LA_T)(lg[nl++] * inv * HV[i * r + c]) : 0;
+                PA[i * r + c] = m1 > 0 ? (LA_T)((double)Wt[nl++] * inv * HV[i * r + c]) : 0;
             }
             for (j = w_lo; j < lo; j++) {
                 Pr[j - w_lo] = 0;
             }
             for (j = lo; j <= t; j++) {
-                Pr[j - w_lo] = (LA_T)(lg[nl++] * inv);
+                Pr[j - w_lo] = (LA_T)((double)Wt[nl++] * inv);
             }
             for (j = t + 1; j <= t1; j++) {
                 Pr[j - w_lo] = 0;
