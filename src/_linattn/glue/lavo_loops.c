@@ -106,14 +106,14 @@ lavo_causal_loop(const la_call *c)
         bt = malloc((size_t)(r * d) * c->is);
         if (bt != NULL) {
             const char *b = c->args[VC_BASES];
-            for (i = 0; i < r; i++) {
+            for (i = 0; i < r && c->f64; i++) {
                 for (j = 0; j < d; j++) {
-                    if (c->f64) {
-                        ((double *)bt)[j * r + i] = ((const double *)b)[i * a.b_rs + j];
-                    }
-                    else {
-                        ((float *)bt)[j * r + i] = ((const float *)b)[i * a.b_rs + j];
-                    }
+                    ((double *)bt)[j * r + i] = ((const double *)b)[i * a.b_rs + j];
+                }
+            }
+            for (i = 0; i < r && !c->f64; i++) {
+                for (j = 0; j < d; j++) {
+                    ((float *)bt)[j * r + i] = ((const float *)b)[i * a.b_rs + j];
                 }
             }
             a.bases_t = bt;
