@@ -173,6 +173,19 @@ def _causal_setup(call: Call, options: dict):
     return w, B, r, mb, flags, pb, chunk, mode
 
 
+# Keys-are-values calls: the kernel's value sums and value ring are empty (it neither
+# reads nor writes them), so no (..., w, d) output is allocated for them.
+_NO_VSUMS = np.zeros((0,))
+_NO_VSUMS.flags.writeable = False
+
+
+@functools.lru_cache(maxsize=8)
+def _no_ring(d: int, comp) -> np.ndarray:
+    a = np.zeros((0, d), comp)
+    a.flags.writeable = False
+    return a
+
+
 def _state_out(t1: int, w: int, s1, rk1, vs1, rv1, separate: bool) -> State:
     """The state after a causal call ending at position ``t1``."""
     extra = {"sums": s1, "ring_k": rk1, "fill": np.array(min(t1, w), np.int64)}
@@ -207,9 +220,8 @@ def _causal(call: Call, options: dict, separate: bool):
         ring_v0 = np.asarray(ex["ring_v"]).astype(comp, copy=False) if separate else \
             np.zeros((w, d), comp)
     v = call.v if separate else call.k
-    if not separate:
-        ring_v0 = np.broadcast_to(np.zeros((1, 1), comp), (w, d))
-        vsums0 = np.broadcast_to(np.zeros(1), (r,))
+    if not separate:  # the kernel neither reads nor writes them: empty
+        vsums0, ring_v0 = _NO_VSUMS, _no_ring(d, comp)
     flags |= (_FLAG_SEP if separate else 0) | (_FLAG_REC if mode == "recurrent" else 0)
     qc, kc, vc = (x.astype(comp, copy=False) for x in (call.q, call.k, v))
     o, s1, vs1, rk1, rv1 = _core._lavo_causal(
@@ -238,8 +250,7 @@ def plan(call: Call, options: dict):
     if separate:
         vsums0, ring_v0 = np.zeros((r,)), np.zeros((w, d), comp)
     else:
-        ring_v0 = np.broadcast_to(np.zeros((1, 1), comp), (w, d))
-        vsums0 = np.broadcast_to(np.zeros(1), (r,))
+        vsums0, ring_v0 = _NO_VSUMS, _no_ring(d, comp)
     ring_k0 = np.zeros((w, d), comp)
     for a in (sums0, vsums0, ring_k0, ring_v0):
         a.flags.writeable = False

@@ -93,6 +93,10 @@ lavo_causal_loop(const la_call *c)
     a.scale = LA_OPT_F(c, VC_SCALE);
     a.flags = (int)LA_OPT_I(c, VC_FLAGS);
     a.chunk = (la_index)LA_OPT_I(c, VC_CHUNK);
+    if ((a.flags & LA_LAVO_SEPARATE_V) && (la_dim(c, "rv") != a.r || la_dim(c, "wv") != a.w)) {
+        la_raise(LA_ERR_SHAPE, c->name, 0); /* separate values: value sums (r), ring (w, e) */
+        return;
+    }
     /* the recurrent form (a decoding step) takes the bases transposed: once per
      * call when every item has the same ones */
     if ((a.flags & LA_LAVO_RECURRENT) && c->steps[VC_BASES] == 0 && a.b_cs == 1 && c->n > 1 &&
@@ -102,14 +106,14 @@ lavo_causal_loop(const la_call *c)
         bt = malloc((size_t)(r * d) * c->is);
         if (bt != NULL) {
             const char *b = c->args[VC_BASES];
-            for (i = 0; i < r; i++) {
+            for (i = 0; i < r && c->f64; i++) {
                 for (j = 0; j < d; j++) {
-                    if (c->f64) {
-                        ((double *)bt)[j * r + i] = ((const double *)b)[i * a.b_rs + j];
-                    }
-                    else {
-                        ((float *)bt)[j * r + i] = ((const float *)b)[i * a.b_rs + j];
-                    }
+                    ((double *)bt)[j * r + i] = ((const double *)b)[i * a.b_rs + j];
+                }
+            }
+            for (i = 0; i < r && !c->f64; i++) {
+                for (j = 0; j < d; j++) {
+                    ((float *)bt)[j * r + i] = ((const float *)b)[i * a.b_rs + j];
                 }
             }
             a.bases_t = bt;
@@ -135,14 +139,16 @@ lavo_noncausal_loop(const la_call *c)
 
 static const la_gufunc lavo_table[] = {
     {"_lavo_causal",
-     "(t,d),(t,d),(t,e),(r,d),(w),(r),(r),(r),(w,d),(w,e),(),(),(),()"
-     "->(t,e),(r),(r),(w,d),(w,e)",
+     "(t,d),(t,d),(t,e),(r,d),(w),(r),(r),(rv),(w,d),(wv,e),(),(),(),()"
+     "->(t,e),(r),(rv),(w,d),(wv,e)",
      "q:T k:T v:T bases:T pb:d mb:d sums0:d vsums0:d ring_k0:T ring_v0:T pos:q scale:D "
      "flags:Q chunk:Q -> o:T sums1:d vsums1:d ring_k1:T ring_v1:T",
-     "LAVO causal (flags: 1 block, 2 before_local, 4 separate v, 8 recurrent).",
+     "LAVO causal (flags: 1 block, 2 before_local, 4 separate v, 8 recurrent; the value "
+     "sums and ring (rv = r, wv = w) are read and written only with separate v: "
+     "zero-sized otherwise).",
      lavo_causal_loop, NULL},
     {"_lavo_step_inplace",
-     "(t,d),(t,d),(t,e),(r,d),(w),(r),(r),(r),(w,d),(w,e),(),(),(),()->(t,e)",
+     "(t,d),(t,d),(t,e),(r,d),(w),(r),(r),(rv),(w,d),(wv,e),(),(),(),()->(t,e)",
      "q:T k:T v:T bases:T pb:d mb:d sums0:d vsums0:d ring_k0:T ring_v0:T pos:q scale:D "
      "flags:Q chunk:Q -> o:T",
      "LAVO causal updating sums0, vsums0, ring_k0 and ring_v0 in place (la.step "

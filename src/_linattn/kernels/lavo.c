@@ -33,7 +33,9 @@ la_lavo_causal_work_size(const la_lavo_args *a, size_t is)
     n += LA_ALIGN_BYTES(c * (r ? r : 1) * is);             /* PA */
     n += LA_ALIGN_BYTES(c * e * is);                       /* Ob */
     n += LA_ALIGN_BYTES((r + w + 1) * sizeof(double));     /* logits */
-    n += LA_ALIGN_BYTES((e + 1) * sizeof(double));         /* acc */
+    n += LA_ALIGN_BYTES(r * d * is);                       /* BT (recurrent) */
+    n += LA_ALIGN_BYTES((r + w + 1) * is);                 /* Wt */
+    n += LA_ALIGN_BYTES((e + 1) * is);                     /* Acc */
     return n + 64;
 }
 

@@ -15,7 +15,13 @@
  * (per chunk: G = Q B^T, coefficients of the rows entering memory, banded local
  * logits Q Xw^T, output (P_A . H) B + P_L Xw: all GEMMs).  The carried state is
  * sums (r) and value sums (r) in float64 and a ring of the last w rows, newest in
- * row w-1 (rows before the start of the sequence are zero).
+ * row w-1 (rows before the start of the sequence are zero).  Without separate
+ * values the value sums and ring are neither read nor written.
+ *
+ * The recurrent form computes in the kernel's dtype except the sums, the
+ * logits and Z (float64): products B x, B q and q . x_j and the weighted sums on
+ * contiguous rows (the rings and bases read where they are), each in an order
+ * fixed by the sizes; float32 weights by la_exp_sm_f32.
  *
  * Non-causal (self, t == s): h = mean over all keys ("all") or over the keys outside
  * the window |t - j| <= w ("before_local"); pb indexed by (t - j) + w, length 2w+1.
