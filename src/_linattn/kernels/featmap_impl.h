@@ -197,7 +197,9 @@ LA_FN(la_rf_project_row)(const LA_T *x, la_index d, const LA_T *W, la_index w_rs
 }
 #undef LA_RF_PROJECT_BLOCK
 
-/* Scratch of the slice functions, carved in la_rf_work_size's order. */
+/* Scratch of the slice functions, carved in la_rf_work_size's order.  W is
+ * copied into Wc only when neither of its axes is contiguous (see
+ * rf_gemm_w). */
 static la_index
 LA_FN(rf_carve)(la_index t, la_index d, la_index r, const LA_T *W, la_index w_rs,
                 la_index w_cs, void *work, LA_T **Wc, LA_T **Xs, LA_T **U, LA_T **L,
@@ -211,12 +213,33 @@ LA_FN(rf_carve)(la_index t, la_index d, la_index r, const LA_T *W, la_index w_rs
     *U = (LA_T *)la_carve(&p, (size_t)(B * r) * sizeof(LA_T));
     *L = (LA_T *)la_carve(&p, (size_t)(B * 2 * r) * sizeof(LA_T));
     *h = (double *)la_carve(&p, (size_t)B * sizeof(double));
+    if (la_rf_w_inplace(d, r, w_rs, w_cs)) {
+        return B;
+    }
     for (i = 0; i < r; i++) {
         for (j = 0; j < d; j++) {
             (*Wc)[i * d + j] = W[i * w_rs + j * w_cs];
         }
     }
     return B;
+}
+
+/* U (n x r) = Xs (n x d) W^T: W read in place when one axis is contiguous
+ * (the transposed projection the Python layer keeps: W^T as the product's
+ * right operand as it is), else its copy Wc. */
+static void
+LA_FN(rf_gemm_w)(la_index n, la_index r, la_index d, const LA_T *Xs, const LA_T *W,
+                 la_index w_rs, la_index w_cs, const LA_T *Wc, LA_T *U)
+{
+    if (la_rf_w_inplace(d, r, w_rs, w_cs) == 1) {
+        LA_GEMM(0, 0, n, r, d, 1, Xs, d, W, w_cs, 0, U, r);
+    }
+    else if (la_rf_w_inplace(d, r, w_rs, w_cs) == 2) {
+        LA_GEMM(0, 1, n, r, d, 1, Xs, d, W, w_rs, 0, U, r);
+    }
+    else {
+        LA_GEMM(0, 1, n, r, d, 1, Xs, d, Wc, d, 0, U, r);
+    }
 }
 
 /* Blocks of rows: U = X W^T by one GEMM, then sin/cos. */
@@ -260,7 +283,7 @@ LA_FN(la_rfa_features)(la_index t, double scale, const LA_T *x, la_index x_rs,
                 Xs[rr * d + i] = c * xr[i * x_cs];
             }
         }
-        LA_GEMM(0, 1, n, r, d, 1, Xs, d, Wc, d, 0, U, r);
+        LA_FN(rf_gemm_w)(n, r, d, Xs, W, w_rs, w_cs, Wc, U);
         for (rr = 0; rr < n; rr++) {
             LA_T *yr = y + (t0 + rr) * y_rs;
             for (i = 0; i < r; i++) {
@@ -298,7 +321,7 @@ LA_FN(la_performer_features)(la_index t, int kind, int shift, int log_out,
             }
             h[rr] = 0.5 * LA_FN(rf_dot)(Xs + rr * d, 1, Xs + rr * d, 1, d) - logc;
         }
-        LA_GEMM(0, 1, n, r, d, 1, Xs, d, Wc, d, 0, U, r);
+        LA_FN(rf_gemm_w)(n, r, d, Xs, W, w_rs, w_cs, Wc, U);
         for (rr = 0; rr < n; rr++) {
             const LA_T *Ur = U + rr * r;
             LA_T *Lr = L + rr * f;
