@@ -242,6 +242,38 @@ LA_FN(rf_gemm_w)(la_index n, la_index r, la_index d, const LA_T *Xs, const LA_T 
     }
 }
 
+/* y[i] = amp sin(u_i), y[r + i] = amp cos(u_i) (element stride ycs).  float32
+ * (LA_RF_FAST_SINCOS): the vectorised la_sincos_red in double, libm for the
+ * inputs outside its range; float64: libm. */
+LA_TARGET_CLONES static void
+LA_FN(rf_sincos_row)(const LA_T *U, la_index r, double amp, LA_T *y, la_index ycs)
+{
+    la_index i;
+#if LA_RF_FAST_SINCOS
+    if (ycs == 1) {
+        LA_T *LA_RESTRICT ys = y, *LA_RESTRICT yc = y + r;
+        for (i = 0; i < r; i++) {
+            double sn, cs;
+            la_sincos_red((double)U[i], &sn, &cs);
+            ys[i] = (LA_T)(amp * sn);
+            yc[i] = (LA_T)(amp * cs);
+        }
+        for (i = 0; i < r; i++) {
+            if (!(fabs((double)U[i]) <= LA_SINCOS_MAX)) {
+                ys[i] = (LA_T)(amp * sin((double)U[i]));
+                yc[i] = (LA_T)(amp * cos((double)U[i]));
+            }
+        }
+        return;
+    }
+#endif
+    for (i = 0; i < r; i++) {
+        const double u = (double)U[i];
+        y[i * ycs] = (LA_T)(amp * sin(u));
+        y[(r + i) * ycs] = (LA_T)(amp * cos(u));
+    }
+}
+
 /* Blocks of rows: U = X W^T by one GEMM, then sin/cos. */
 void
 LA_FN(la_rfa_features)(la_index t, double scale, const LA_T *x, la_index x_rs,
@@ -265,11 +297,7 @@ LA_FN(la_rfa_features)(la_index t, double scale, const LA_T *x, la_index x_rs,
             Xs[i] = c * x[i * x_cs];
         }
         LA_FN(la_rf_project_row)(Xs, d, W, w_rs, w_cs, r, wt, U);
-        for (i = 0; i < r; i++) {
-            const double u = (double)U[i];
-            y[i * y_cs] = (LA_T)(amp * sin(u));
-            y[(r + i) * y_cs] = (LA_T)(amp * cos(u));
-        }
+        LA_FN(rf_sincos_row)(U, r, amp, y, y_cs);
         return;
     }
     B = LA_FN(rf_carve)(t, d, r, W, w_rs, w_cs, work, &Wc, &Xs, &U, &L, &h);
@@ -285,12 +313,7 @@ LA_FN(la_rfa_features)(la_index t, double scale, const LA_T *x, la_index x_rs,
         }
         LA_FN(rf_gemm_w)(n, r, d, Xs, W, w_rs, w_cs, Wc, U);
         for (rr = 0; rr < n; rr++) {
-            LA_T *yr = y + (t0 + rr) * y_rs;
-            for (i = 0; i < r; i++) {
-                const double u = (double)U[rr * r + i];
-                yr[i * y_cs] = (LA_T)(amp * sin(u));
-                yr[(r + i) * y_cs] = (LA_T)(amp * cos(u));
-            }
+            LA_FN(rf_sincos_row)(U + rr * r, r, amp, y + (t0 + rr) * y_rs, y_cs);
         }
     }
 }
