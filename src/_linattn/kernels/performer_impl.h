@@ -15,6 +15,7 @@ typedef struct {
     la_index C, ec;
     int rowproj; /* one token (a decoding step): its row projected in place */
     int wmode;   /* la_rf_w_inplace of W: 1 W^T as it is, 2 W as it is, 0 Wc */
+    double logc; /* log c = -log(f) / 2 */
 } LA_FN(perf_ws);
 
 static void
@@ -43,6 +44,7 @@ LA_FN(perf_carve)(const la_performer_args *a, void *work, LA_FN(perf_ws) *w,
     /* a one-token recurrent call projects by la_rf_project_row, which reads W
      * where it is (Wc is then its scratch); the block products read W in place
      * when one of its axes is contiguous (la_rf_w_inplace), else its copy Wc */
+    w->logc = -0.5 * log((double)f);
     w->rowproj = a->t == 1 && a->s == 1;
     w->wmode = la_rf_w_inplace(a->d, a->m, a->w_rs, a->w_cs);
     for (i = 0; i < a->m && !w->rowproj && w->wmode == 0; i++) {
@@ -91,7 +93,7 @@ LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
 {
     const la_index d = a->d, m = a->m, f = a->f;
     const LA_T sq = (LA_T)sqrt(a->scale);
-    const double logc = -0.5 * log((double)f);
+    const double logc = w->logc;
     la_index r, i;
     for (r = 0; r < n; r++) {
         const LA_T *xr = x + r * rs;
@@ -140,26 +142,33 @@ LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
     }
 }
 
-/* max_i l[i] (exact in any order: 16 lanes, then the lanes; a NaN is kept
- * only from l[0], as the serial loop keeps it). */
+/* max_i l[i] (exact in any order: 16 lanes, the tail into the first lanes,
+ * then the lanes; a NaN is kept only from l[0], as a serial loop from l[0]
+ * keeps it). */
 LA_TARGET_CLONES static double
 LA_FN(perf_rowmax)(const LA_T *l, la_index n)
 {
-    LA_T mx = n > 0 ? l[0] : (LA_T)(-HUGE_VAL);
-    LA_T lane[16];
+    LA_T mx, lane[16];
     la_index i, u;
+    if (n <= 0) {
+        return -HUGE_VAL;
+    }
     for (u = 0; u < 16; u++) {
         lane[u] = (LA_T)(-HUGE_VAL);
     }
-    for (i = 1; i + 16 <= n; i += 16) {
+    for (i = 0; i + 16 <= n; i += 16) {
         for (u = 0; u < 16; u++) {
             lane[u] = l[i + u] > lane[u] ? l[i + u] : lane[u];
         }
     }
-    for (; i < n; i++) {
-        mx = l[i] > mx ? l[i] : mx;
+    for (u = 0; i + u < n; u++) {
+        lane[u] = l[i + u] > lane[u] ? l[i + u] : lane[u];
     }
-    for (u = 0; u < 16; u++) {
+    for (u = 0; u < 8; u++) {
+        lane[u] = lane[u + 8] > lane[u] ? lane[u + 8] : lane[u];
+    }
+    mx = l[0] != l[0] ? l[0] : lane[0];
+    for (u = 1; u < 8; u++) {
         mx = lane[u] > mx ? lane[u] : mx;
     }
     return (double)mx;
@@ -477,6 +486,10 @@ LA_FN(perf_steps)(const la_performer_args *a, LA_FN(perf_ws) *w)
     la_index i, j, t0, r;
     if (s0 != S || a->s0_rs != a->s1_rs || a->s0_cs != 1) {
         for (i = 0; i < f; i++) {
+            if (a->s0_cs == 1) {
+                memcpy(S + i * a->s1_rs, s0 + i * a->s0_rs, (size_t)e * sizeof(LA_T));
+                continue;
+            }
             for (j = 0; j < e; j++) {
                 S[i * a->s1_rs + j] = s0[i * a->s0_rs + j * a->s0_cs];
             }
@@ -510,11 +523,13 @@ LA_FN(perf_steps)(const la_performer_args *a, LA_FN(perf_ws) *w)
             if (simd2 != NULL && r + 1 < n) {
                 LA_T *lk2 = lk1 + f, *qf2 = qf1 + f, *vv2 = vv1 + ec, *num2 = num1 + ec;
                 const double mu2 = LA_FN(perf_key_max)(f, lk2, mu1, &rho2);
-                if ((rho1 != (LA_T)1) == (rho2 != (LA_T)1)) {
+                /* a token pair whose running maximum rises takes the rescaling
+                 * form for both tokens (rho = 1 then multiplies exactly) */
+                {
                     LA_FN(perf_expshift)(lk1, mu1, f, lk1);
                     LA_FN(perf_expshift)(lk2, mu2, f, lk2);
-                    simd2(f, e, rho1, rho2, rho1 != (LA_T)1, S, a->s1_rs, qf1, lk1, vv1,
-                          qf2, lk2, vv2, num1, num2);
+                    simd2(f, e, rho1, rho2, rho1 != (LA_T)1 || rho2 != (LA_T)1, S, a->s1_rs,
+                          qf1, lk1, vv1, qf2, lk2, vv2, num1, num2);
                     if (div) {
                         num1[e] = LA_FN(perf_zpass)(f, rho1, z, a->z1_s, qf1, lk1);
                         num2[e] = LA_FN(perf_zpass)(f, rho2, z, a->z1_s, qf2, lk2);
