@@ -435,19 +435,65 @@ LA_FN(perf_token_direct)(la_index f, la_index e, LA_T rho, LA_T *LA_RESTRICT S, 
     }
 }
 
-/* z = rho z + kf and den = z . qf (div mode), after the token's pass over S. */
+/* z = rho z0 + kf and den = z . qf (div mode), after the token's pass over S
+ * (z0 == z: in place). */
 static LA_T
-LA_FN(perf_zpass)(la_index f, LA_T rho, LA_T *z, la_index zs, const LA_T *qf,
-                  const LA_T *kf)
+LA_FN(perf_zpass)(la_index f, LA_T rho, const LA_T *z0, la_index z0s, LA_T *z, la_index zs,
+                  const LA_T *qf, const LA_T *kf)
 {
     LA_T den = 0;
     la_index i;
     for (i = 0; i < f; i++) {
-        const LA_T zi = rho * z[i * zs] + kf[i];
+        const LA_T zi = rho * z0[i * z0s] + kf[i];
         z[i * zs] = zi;
         den += qf[i] * zi;
     }
     return den;
+}
+
+/*
+ * One token out of place for e a multiple of 64: S1 = rho S0 + kf vv^T and
+ * num = S1^T qf with the operations of the ISA paths' one-token pass in its
+ * FMA form (s = fma(k, v, s); decayed: s = fma(rho, s, k v); num = fma(q, s,
+ * num) row after row), so the new state and num have its bits: a copying step
+ * reads the old state once instead of copying it and then updating the copy.
+ */
+LA_TARGET_CLONES static void
+LA_FN(perf_token_oop)(la_index f, la_index e, LA_T rho, int decayed,
+                      const LA_T *LA_RESTRICT S0, la_index ld0, LA_T *LA_RESTRICT S1,
+                      la_index ld1, const LA_T *LA_RESTRICT qf, const LA_T *LA_RESTRICT kf,
+                      const LA_T *LA_RESTRICT vv, LA_T *LA_RESTRICT num)
+{
+    la_index i, j, j0;
+    for (j0 = 0; j0 + 64 <= e; j0 += 64) {
+        LA_T acc[64], vl[64];
+        for (j = 0; j < 64; j++) {
+            acc[j] = 0;
+            vl[j] = vv[j0 + j];
+        }
+        for (i = 0; i < f; i++) {
+            const LA_T *LA_RESTRICT a = S0 + i * ld0 + j0;
+            LA_T *LA_RESTRICT b = S1 + i * ld1 + j0;
+            const LA_T ki = kf[i], qi = qf[i];
+            if (decayed) {
+                for (j = 0; j < 64; j++) {
+                    const LA_T s = LA_PERF_FMA(rho, a[j], ki * vl[j]);
+                    b[j] = s;
+                    acc[j] = LA_PERF_FMA(qi, s, acc[j]);
+                }
+            }
+            else {
+                for (j = 0; j < 64; j++) {
+                    const LA_T s = LA_PERF_FMA(ki, vl[j], a[j]);
+                    b[j] = s;
+                    acc[j] = LA_PERF_FMA(qi, s, acc[j]);
+                }
+            }
+        }
+        for (j = 0; j < 64; j++) {
+            num[j0 + j] = acc[j];
+        }
+    }
 }
 
 /* The running maximum after key row lk (log-features) and its rescale rho. */
@@ -484,7 +530,12 @@ LA_FN(perf_steps)(const la_performer_args *a, LA_FN(perf_ws) *w)
     const LA_FN(la_rtoken2) simd2 = simd != NULL ? LA_FN(la_arch_rtoken2)(isa) : NULL;
     double mu = a->mu0;
     la_index i, j, t0, r;
-    if (s0 != S || a->s0_rs != a->s1_rs || a->s0_cs != 1) {
+    /* a new state (copying step): the first token reads the old one where it
+     * lies (perf_token_oop, the bits of the in-place pass), the others run in
+     * place on the new one */
+    int oop = simd != NULL && T > 0 && e % 64 == 0 && a->s0_cs == 1 &&
+              (s0 != S || a->s0_rs != a->s1_rs);
+    if (!oop && (s0 != S || a->s0_rs != a->s1_rs || a->s0_cs != 1)) {
         for (i = 0; i < f; i++) {
             if (a->s0_cs == 1) {
                 memcpy(S + i * a->s1_rs, s0 + i * a->s0_rs, (size_t)e * sizeof(LA_T));
@@ -495,7 +546,7 @@ LA_FN(perf_steps)(const la_performer_args *a, LA_FN(perf_ws) *w)
             }
         }
     }
-    if (z0 != z || a->z0_s != a->z1_s) {
+    if (!oop && (z0 != z || a->z0_s != a->z1_s)) {
         for (i = 0; i < f; i++) {
             z[i * a->z1_s] = z0[i * a->z0_s];
         }
@@ -520,6 +571,20 @@ LA_FN(perf_steps)(const la_performer_args *a, LA_FN(perf_ws) *w)
             LA_T *num1 = w->Ob + r * ec;
             LA_T rho1, rho2;
             const double mu1 = LA_FN(perf_key_max)(f, lk1, mu, &rho1);
+            if (oop) {
+                LA_FN(perf_expshift)(lk1, mu1, f, lk1);
+                LA_FN(perf_token_oop)(f, e, rho1, rho1 != (LA_T)1, s0, a->s0_rs, S, a->s1_rs,
+                                      qf1, lk1, vv1, num1);
+                if (div) {
+                    num1[e] = LA_FN(perf_zpass)(f, rho1, z0, a->z0_s, z, a->z1_s, qf1, lk1);
+                }
+                LA_FN(perf_finish)(a, num1, w->nu[r] + mu1, o + (t0 + r) * a->o_rs,
+                                   a->o_cs);
+                mu = mu1;
+                oop = 0;
+                r++;
+                continue;
+            }
             if (simd2 != NULL && r + 1 < n) {
                 LA_T *lk2 = lk1 + f, *qf2 = qf1 + f, *vv2 = vv1 + ec, *num2 = num1 + ec;
                 const double mu2 = LA_FN(perf_key_max)(f, lk2, mu1, &rho2);
@@ -531,8 +596,8 @@ LA_FN(perf_steps)(const la_performer_args *a, LA_FN(perf_ws) *w)
                     simd2(f, e, rho1, rho2, rho1 != (LA_T)1 || rho2 != (LA_T)1, S, a->s1_rs,
                           qf1, lk1, vv1, qf2, lk2, vv2, num1, num2);
                     if (div) {
-                        num1[e] = LA_FN(perf_zpass)(f, rho1, z, a->z1_s, qf1, lk1);
-                        num2[e] = LA_FN(perf_zpass)(f, rho2, z, a->z1_s, qf2, lk2);
+                        num1[e] = LA_FN(perf_zpass)(f, rho1, z, a->z1_s, z, a->z1_s, qf1, lk1);
+                        num2[e] = LA_FN(perf_zpass)(f, rho2, z, a->z1_s, z, a->z1_s, qf2, lk2);
                     }
                     LA_FN(perf_finish)(a, num1, w->nu[r] + mu1, o + (t0 + r) * a->o_rs,
                                        a->o_cs);
@@ -547,7 +612,7 @@ LA_FN(perf_steps)(const la_performer_args *a, LA_FN(perf_ws) *w)
             if (simd != NULL) {
                 simd(f, e, rho1, rho1 != (LA_T)1, S, a->s1_rs, qf1, lk1, vv1, num1);
                 if (div) {
-                    num1[e] = LA_FN(perf_zpass)(f, rho1, z, a->z1_s, qf1, lk1);
+                    num1[e] = LA_FN(perf_zpass)(f, rho1, z, a->z1_s, z, a->z1_s, qf1, lk1);
                 }
             }
             else {
