@@ -197,7 +197,7 @@ LA_FN(perf_rescale)(double old, double nw)
 }
 
 /* o = num on the scale exp(L), L = nu + mu; the guard on the true scale. */
-static void
+LA_TARGET_CLONES static void
 LA_FN(perf_finish)(const la_performer_args *a, const LA_T *num, double L,
                    LA_T *out, la_index ocs)
 {
@@ -436,13 +436,40 @@ LA_FN(perf_token_direct)(la_index f, la_index e, LA_T rho, LA_T *LA_RESTRICT S, 
 }
 
 /* z = rho z0 + kf and den = z . qf (div mode), after the token's pass over S
- * (z0 == z: in place). */
-static LA_T
+ * (z0 == z: in place).  Contiguous z: den in 16 partial sums added by a fixed
+ * tree (no f-long chain of dependent adds; the same bits at any vector
+ * width). */
+LA_TARGET_CLONES static LA_T
 LA_FN(perf_zpass)(la_index f, LA_T rho, const LA_T *z0, la_index z0s, LA_T *z, la_index zs,
                   const LA_T *qf, const LA_T *kf)
 {
     LA_T den = 0;
-    la_index i;
+    la_index i, u;
+    if (z0s == 1 && zs == 1) {
+        LA_T part[16];
+        for (u = 0; u < 16; u++) {
+            part[u] = 0;
+        }
+        for (i = 0; i + 16 <= f; i += 16) {
+            for (u = 0; u < 16; u++) {
+                const LA_T zi = rho * z0[i + u] + kf[i + u];
+                z[i + u] = zi;
+                part[u] += qf[i + u] * zi;
+            }
+        }
+        for (u = 0; i + u < f; u++) {
+            const LA_T zi = rho * z0[i + u] + kf[i + u];
+            z[i + u] = zi;
+            part[u] += qf[i + u] * zi;
+        }
+        for (u = 0; u < 8; u++) {
+            part[u] += part[u + 8];
+        }
+        for (u = 0; u < 4; u++) {
+            part[u] += part[u + 4];
+        }
+        return (part[0] + part[2]) + (part[1] + part[3]);
+    }
     for (i = 0; i < f; i++) {
         const LA_T zi = rho * z0[i * z0s] + kf[i];
         z[i * zs] = zi;
