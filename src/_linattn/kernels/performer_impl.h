@@ -86,7 +86,7 @@ LA_FN(perf_sumsq)(const LA_T *x, la_index n)
  * L (n rows, leading dimension f) <- log-features of rows x_0..x_{n-1}:
  * one GEMM U = X' W^T, then l = u - h + log c (and -u - h + log c).
  */
-static void
+LA_TARGET_CLONES static void
 LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
                      const LA_T *x, la_index rs, la_index cs, la_index n,
                      LA_T *L)
@@ -435,40 +435,53 @@ LA_FN(perf_token_direct)(la_index f, la_index e, LA_T rho, LA_T *LA_RESTRICT S, 
     }
 }
 
+/* den = sum_i qf_i z_i over 16 partial sums (whole groups of 16, added by a
+ * fixed tree) plus the rest in order, after z_i = rho z0_i + kf_i: no f-long
+ * chain of dependent adds, the same bits at any vector width.  Z0 == Z (in
+ * place) is its own instance, so that the loop needs no overlap check. */
+#define LA_PERF_ZPASS(Z0, Z)                                                       \
+    do {                                                                           \
+        LA_T part[16];                                                             \
+        for (u = 0; u < 16; u++) {                                                 \
+            part[u] = 0;                                                           \
+        }                                                                          \
+        for (i = 0; i + 16 <= f; i += 16) {                                        \
+            for (u = 0; u < 16; u++) {                                             \
+                const LA_T zi = rho * (Z0)[i + u] + kf[i + u];                     \
+                (Z)[i + u] = zi;                                                   \
+                part[u] += qf[i + u] * zi;                                         \
+            }                                                                      \
+        }                                                                          \
+        for (; i < f; i++) {                                                       \
+            const LA_T zi = rho * (Z0)[i] + kf[i];                                 \
+            (Z)[i] = zi;                                                           \
+            den += qf[i] * zi;                                                     \
+        }                                                                          \
+        for (u = 0; u < 8; u++) {                                                  \
+            part[u] += part[u + 8];                                                \
+        }                                                                          \
+        for (u = 0; u < 4; u++) {                                                  \
+            part[u] += part[u + 4];                                                \
+        }                                                                          \
+        return ((part[0] + part[2]) + (part[1] + part[3])) + den;                  \
+    } while (0)
+
 /* z = rho z0 + kf and den = z . qf (div mode), after the token's pass over S
- * (z0 == z: in place).  Contiguous z: den in 16 partial sums added by a fixed
- * tree (no f-long chain of dependent adds; the same bits at any vector
- * width). */
+ * (z0 == z: in place); contiguous z by LA_PERF_ZPASS. */
 LA_TARGET_CLONES static LA_T
 LA_FN(perf_zpass)(la_index f, LA_T rho, const LA_T *z0, la_index z0s, LA_T *z, la_index zs,
-                  const LA_T *qf, const LA_T *kf)
+                  const LA_T *LA_RESTRICT qf, const LA_T *LA_RESTRICT kf)
 {
     LA_T den = 0;
     la_index i, u;
-    if (z0s == 1 && zs == 1) {
-        LA_T part[16];
-        for (u = 0; u < 16; u++) {
-            part[u] = 0;
-        }
-        for (i = 0; i + 16 <= f; i += 16) {
-            for (u = 0; u < 16; u++) {
-                const LA_T zi = rho * z0[i + u] + kf[i + u];
-                z[i + u] = zi;
-                part[u] += qf[i + u] * zi;
-            }
-        }
-        for (u = 0; i + u < f; u++) {
-            const LA_T zi = rho * z0[i + u] + kf[i + u];
-            z[i + u] = zi;
-            part[u] += qf[i + u] * zi;
-        }
-        for (u = 0; u < 8; u++) {
-            part[u] += part[u + 8];
-        }
-        for (u = 0; u < 4; u++) {
-            part[u] += part[u + 4];
-        }
-        return (part[0] + part[2]) + (part[1] + part[3]);
+    if (z0s == 1 && zs == 1 && z0 == z) {
+        LA_T *LA_RESTRICT zz = z;
+        LA_PERF_ZPASS(zz, zz);
+    }
+    if (z0s == 1 && zs == 1 && (z0 + f <= z || z + f <= z0)) {
+        const LA_T *LA_RESTRICT za = z0;
+        LA_T *LA_RESTRICT zb = z;
+        LA_PERF_ZPASS(za, zb);
     }
     for (i = 0; i < f; i++) {
         const LA_T zi = rho * z0[i * z0s] + kf[i];
@@ -477,6 +490,7 @@ LA_FN(perf_zpass)(la_index f, LA_T rho, const LA_T *z0, la_index z0s, LA_T *z, l
     }
     return den;
 }
+#undef LA_PERF_ZPASS
 
 /*
  * One token out of place for e a multiple of 64: S1 = rho S0 + kf vv^T and
