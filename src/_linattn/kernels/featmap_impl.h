@@ -252,13 +252,15 @@ LA_FN(rf_sincos_row)(const LA_T *U, la_index r, double amp, LA_T *y, la_index yc
 #if LA_RF_FAST_SINCOS
     if (ycs == 1) {
         LA_T *LA_RESTRICT ys = y, *LA_RESTRICT yc = y + r;
+        int out = 0; /* some |u| beyond the reduction's range, or NaN */
         for (i = 0; i < r; i++) {
             double sn, cs;
             la_sincos_red((double)U[i], &sn, &cs);
             ys[i] = (LA_T)(amp * sn);
             yc[i] = (LA_T)(amp * cs);
+            out |= !(fabs((double)U[i]) <= LA_SINCOS_MAX);
         }
-        for (i = 0; i < r; i++) {
+        for (i = 0; out && i < r; i++) {
             if (!(fabs((double)U[i]) <= LA_SINCOS_MAX)) {
                 ys[i] = (LA_T)(amp * sin((double)U[i]));
                 yc[i] = (LA_T)(amp * cos((double)U[i]));
