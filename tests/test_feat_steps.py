@@ -251,3 +251,23 @@ def test_cosformer_fused_step_rejects_a_state_of_another_width(rng):
     with pytest.raises(ValueError, match="_cosformer_step_inplace"):
         _core._cosformer_step_inplace(q, k, v, S, z, np.int64(0), 8.0, 1.0, 1e-6,
                                       np.int64(1 << 8))
+
+
+@pytest.mark.parametrize("T", [1, 64, 65, 200])  # angles on the loop's stack up to 64 rows
+def test_cosformer_features_every_length(rng, T):
+    x = rng.standard_normal((2, T, 5))
+    t0, M, scale = 7, 300.0, 0.5
+    th = np.pi * (t0 + np.arange(T) + 1) / (2 * M)
+    u = np.maximum(scale * x, 0)
+    want = np.concatenate([u * np.sin(th)[:, None], u * np.cos(th)[:, None]], axis=-1)
+    np.testing.assert_allclose(_cf.features(x, t0, M, scale), want, rtol=1e-14, atol=0)
+    S = np.zeros((2, 10, 3))
+    z = np.zeros((2, 10))
+    v = rng.standard_normal((2, T, 3))
+    fl = np.int64(flags(reg.FMAP_IDENTITY, reg.FMAP_IDENTITY, "div", "clamp", False))
+    o = _core._cosformer_step_inplace(x, x, v, S, z, np.int64(t0), M, scale, 1e-6, fl)
+    S2, z2 = np.zeros_like(S), np.zeros_like(z)
+    fq, fk = _cf.features(x, t0, M, scale), _cf.features(x, t0, M, 1.0)
+    o2 = _core._step_inplace(fq, fk, v, np.zeros((2, T)), S2, z2, 1.0, 1e-6, fl, np.int64(1))
+    np.testing.assert_array_equal(o, o2)
+    np.testing.assert_array_equal(S, S2)

@@ -28,10 +28,21 @@ cosformer_item(const la_call *c, const void *proto, npy_intp i, void *work)
     return (c->f64 ? la_cosformer_features_f64 : la_cosformer_features_f32)(&a);
 }
 
+/* The angles of up to LA_CF_ANGLES_LOCAL rows live on the loop's stack (a
+ * decoding step allocates nothing); longer calls allocate them. */
+#define LA_CF_ANGLES_LOCAL 64
+
+static double *
+la_cf_angles_alloc(la_index t, const char *name)
+{
+    return (double *)la_alloc_work((size_t)(2 * (t > 0 ? t : 1)) * sizeof(double), 1, name);
+}
+
 static void
 cosformer_loop(const la_call *c)
 {
     la_cosformer_args a;
+    double local[2 * LA_CF_ANGLES_LOCAL];
     double *ang;
     memset(&a, 0, sizeof(a));
     a.t = la_dim(c, "t");
@@ -42,8 +53,7 @@ cosformer_loop(const la_call *c)
     a.y_ps = la_stride(c, CF_Y, 1);
     a.y_cs = la_stride(c, CF_Y, 2);
     a.scale = LA_OPT_F(c, CF_SCALE);
-    ang = (double *)la_alloc_work((size_t)(2 * (a.t > 0 ? a.t : 1)) * sizeof(double), 1,
-                                  c->name);
+    ang = a.t <= LA_CF_ANGLES_LOCAL ? local : la_cf_angles_alloc(a.t, c->name);
     if (ang == NULL) {
         return;
     }
@@ -52,7 +62,9 @@ cosformer_loop(const la_call *c)
     a.sn = ang;
     a.cs = ang + a.t;
     la_run(c, cosformer_item, &a, 0, 4.0 * (double)a.t * (double)a.d);
-    la_free_work((char *)ang);
+    if (ang != local) {
+        la_free_work((char *)ang);
+    }
 }
 
 enum { CS_Q, CS_K, CS_V, CS_S, CS_Z, CS_T0, CS_HORIZON, CS_SCALE, CS_EPS, CS_FLAGS, CS_O };
@@ -102,6 +114,7 @@ cfstep_loop(const la_call *c)
     la_linear_args *a = &p.lin;
     npy_int64 flags;
     size_t fb;
+    double local[2 * LA_CF_ANGLES_LOCAL];
     double *ang;
     memset(&p, 0, sizeof(p));
     a->t = a->s = la_dim(c, "t");
@@ -137,8 +150,7 @@ cfstep_loop(const la_call *c)
     a->g = NULL;
     a->cancel = &la_cancel_flag;
     a->progress = &la_progress_done;
-    ang = (double *)la_alloc_work((size_t)(2 * (a->t > 0 ? a->t : 1)) * sizeof(double), 1,
-                                  c->name);
+    ang = a->t <= LA_CF_ANGLES_LOCAL ? local : la_cf_angles_alloc(a->t, c->name);
     if (ang == NULL) {
         return;
     }
@@ -149,7 +161,9 @@ cfstep_loop(const la_call *c)
     fb = LA_ALIGN_BYTES((size_t)(a->t * a->f > 0 ? a->t * a->f : 1) * c->is);
     la_run(c, cfstep_item, &p, 2 * fb + la_linear_work_size(LA_FORM_RECURRENT, a, c->is),
            4.0 * (double)a->t * (double)(a->f > 0 ? a->f : 1) * (double)(a->e + 1));
-    la_free_work((char *)ang);
+    if (ang != local) {
+        la_free_work((char *)ang);
+    }
 }
 
 static const la_gufunc cosformer_table[] = {
