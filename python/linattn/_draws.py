@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -214,6 +215,29 @@ def random_features(d: int, m: int, kind: str = "orthogonal", seed: int | None =
 __all__ = ["random_features"]
 
 
+@functools.lru_cache(maxsize=64)
+def drawn(d: int, rows: int, draw: str, seed: int, dtype: np.dtype) -> np.ndarray:
+    """``random_features(d, rows, draw, seed)`` in ``dtype``, drawn once per arguments and
+    kept read-only: every path of the random-feature kinds (the calls, their plans, the
+    decoding steps, the gradients, the state algebra, the Dask front end) asks for the
+    projection at each call."""
+    W = random_features(d, rows, kind=draw, seed=seed).astype(dtype, copy=False)
+    W.flags.writeable = False
+    return W
+
+
+def transposed(W: np.ndarray) -> np.ndarray:
+    """``W`` (..., rows, d) as a view of its transpose's contiguous copy (the same
+    values; row stride 1).  The one-token kernels read such a projection's columns in
+    place and the block kernels use it in their products without copying it per
+    (batch, head) slice."""
+    if W.ndim == 2 and W.strides[0] == W.itemsize:
+        return W
+    Wt = np.ascontiguousarray(np.swapaxes(W, -1, -2))
+    Wt.flags.writeable = False
+    return np.swapaxes(Wt, -1, -2)
+
+
 def projection_for(kind: str, d: int, num_features, projection, seed, features: str = "positive",
                    dtype=np.float64) -> tuple[np.ndarray, int]:
     """The projection of a random-feature kind and its feature width ``F``.
@@ -242,8 +266,10 @@ def projection_for(kind: str, d: int, num_features, projection, seed, features: 
         rows = F // 2 if paired else F
         if seed is None:
             seed = 0
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
         draw = "gaussian" if kind == "rfa" else "orthogonal"
-        return random_features(d, rows, kind=draw, seed=seed).astype(dtype, copy=False), F
+        return drawn(d, rows, draw, int(seed), np.dtype(dtype)), F
     if seed is not None:
         raise TypeError("pass either projection= or seed=, not both")
     W = projection if isinstance(projection, np.ndarray) else np.asarray(projection)

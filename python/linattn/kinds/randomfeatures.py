@@ -65,10 +65,11 @@ def _seed(call: Call):
 @functools.lru_cache(maxsize=32)
 def _drawn(kind: str, d: int, num_features, seed: int, features: str, dtype: np.dtype):
     """A drawn projection, its width and fingerprint, made once per (kind, d, width, seed,
-    features, dtype): a decoding loop calls the kind once per token."""
+    features, dtype): a decoding loop calls the kind once per token.  The projection is
+    handed out in the transposed layout (``_draws.transposed``: the same values, row
+    stride 1), which the C kernels read in place at every call."""
     W, F = _draws.projection_for(kind, d, num_features, None, seed, features, dtype=dtype)
-    W.flags.writeable = False
-    return W, F, _draws.fingerprint(W)
+    return _draws.transposed(W), F, _draws.fingerprint(W)
 
 
 def _projection(call: Call, kind: str, features: str = "positive"):
@@ -81,6 +82,8 @@ def _projection(call: Call, kind: str, features: str = "positive"):
         W, F = _draws.projection_for(kind, call.dims.D, call.num_features, call.projection,
                                      seed, features, dtype=call.comp)
         fp = _draws.fingerprint(W)
+        if call.dims.T == 1 and W.ndim == 2:
+            W = _draws.transposed(W)  # one token: the kernels' in-place row projection
     _check_resume(call.initial_state, fp, None)
     extra = {"fingerprint": fp}
     if call.projection is None:

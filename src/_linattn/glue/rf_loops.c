@@ -5,10 +5,17 @@
  * Python reshapes (t,c,r) -> (t,c*r).  flags: bits 0-1 la_perf_kind, bits
  * 2-3 shift (0 none, 1 per row, 2 per slice), bit 4 "return log-features".
  * The outer loop is split over worker threads.
+ *
+ * _rfa_step_inplace: RFA's features of q and k and the linear operator's
+ * recurrent form on them (identity maps), updating S and z in place: what
+ * _rfa_features twice and _step_inplace compute, the same kernels on the same
+ * values (so the same bits), in one call without the feature arrays.
  */
 #include "gufunc_util.h"
 
 #include "kernels/featmap.h"
+#include "kernels/linear.h"
+#include "la_parallel.h"
 
 /* _rfa_features: x, W, scale -> y;  _performer_features_*: x, W, scale, eps, flags -> y */
 enum { RF_X, RF_W, RF_SCALE, RF_EPS, RF_FLAGS };
@@ -99,6 +106,95 @@ rf_loop(const la_call *c)
     la_run(c, rf_item, &p, ws, 2.0 * (double)p.t * (double)p.d * (double)p.f);
 }
 
+enum { RS_Q, RS_K, RS_V, RS_W, RS_S, RS_Z, RS_SCALE, RS_EPS, RS_FLAGS, RS_O };
+
+typedef struct {
+    la_linear_args lin; /* the recurrent form; q and k point into the scratch */
+    la_index t, d, r, f;
+    la_index q_rs, q_cs, k_rs, k_cs, w_rs, w_cs;
+    double scale;    /* the features' kernel scale */
+    size_t rf_bytes; /* la_rfa_features' scratch; the q and k features follow */
+} la_rfstep_proto;
+
+static la_status
+rfstep_item(const la_call *c, const void *proto, npy_intp i, void *work)
+{
+    const la_rfstep_proto *p = (const la_rfstep_proto *)proto;
+    la_linear_args a = p->lin;
+    const size_t fb = LA_ALIGN_BYTES((size_t)(p->t * p->f > 0 ? p->t * p->f : 1) * c->is);
+    char *rfw = (char *)work, *fq = rfw + p->rf_bytes, *fk = fq + fb, *lw = fk + fb;
+    const char *q = LA_AT(c, RS_Q, i), *k = LA_AT(c, RS_K, i), *W = LA_AT(c, RS_W, i);
+    a.q = fq;
+    a.k = fk;
+    a.v = LA_AT(c, RS_V, i);
+    a.s0 = a.s1 = LA_AT(c, RS_S, i);
+    a.z0 = a.z1 = LA_AT(c, RS_Z, i);
+    a.o = LA_AT(c, RS_O, i);
+    if (c->f64) {
+        la_rfa_features_f64(p->t, p->scale, (const double *)q, p->q_rs, p->q_cs, p->d,
+                            (const double *)W, p->w_rs, p->w_cs, p->r, (double *)fq, p->f, 1,
+                            rfw);
+        la_rfa_features_f64(p->t, p->scale, (const double *)k, p->k_rs, p->k_cs, p->d,
+                            (const double *)W, p->w_rs, p->w_cs, p->r, (double *)fk, p->f, 1,
+                            rfw);
+        return la_linear_recurrent_f64(&a, lw);
+    }
+    la_rfa_features_f32(p->t, p->scale, (const float *)q, p->q_rs, p->q_cs, p->d,
+                        (const float *)W, p->w_rs, p->w_cs, p->r, (float *)fq, p->f, 1, rfw);
+    la_rfa_features_f32(p->t, p->scale, (const float *)k, p->k_rs, p->k_cs, p->d,
+                        (const float *)W, p->w_rs, p->w_cs, p->r, (float *)fk, p->f, 1, rfw);
+    return la_linear_recurrent_f32(&a, lw);
+}
+
+static void
+rfstep_loop(const la_call *c)
+{
+    la_rfstep_proto p;
+    la_linear_args *a = &p.lin;
+    npy_int64 flags;
+    size_t fb;
+    memset(&p, 0, sizeof(p));
+    p.t = la_dim(c, "t");
+    p.d = la_dim(c, "d");
+    p.r = la_dim(c, "r");
+    p.f = la_dim(c, "f");
+    if (p.f != 2 * p.r) {
+        la_raise(LA_ERR_SHAPE, c->name, 0);
+        return;
+    }
+    p.q_rs = la_stride(c, RS_Q, 0);  p.q_cs = la_stride(c, RS_Q, 1);
+    p.k_rs = la_stride(c, RS_K, 0);  p.k_cs = la_stride(c, RS_K, 1);
+    p.w_rs = la_stride(c, RS_W, 0);  p.w_cs = la_stride(c, RS_W, 1);
+    p.scale = LA_OPT_F(c, RS_SCALE);
+    a->t = a->s = p.t;
+    a->f = p.f;
+    a->e = la_dim(c, "e");
+    a->chunk = 1;
+    a->q_rs = a->k_rs = p.f;
+    a->q_cs = a->k_cs = 1;
+    a->v_rs = la_stride(c, RS_V, 0); a->v_cs = la_stride(c, RS_V, 1);
+    a->s0_rs = a->s1_rs = la_stride(c, RS_S, 0);
+    a->s0_cs = a->s1_cs = la_stride(c, RS_S, 1);
+    a->z0_s = a->z1_s = la_stride(c, RS_Z, 0);
+    a->o_rs = la_stride(c, RS_O, 0); a->o_cs = la_stride(c, RS_O, 1);
+    a->scale = 1.0;
+    a->eps = LA_OPT_F(c, RS_EPS);
+    flags = LA_OPT_I(c, RS_FLAGS);
+    a->fmap_q = (int)(flags & 15);
+    a->fmap_k = (int)((flags >> 4) & 15);
+    a->norm = (int)((flags >> 8) & 3);
+    a->eps_mode = (int)((flags >> 10) & 3);
+    a->g = NULL;
+    a->cancel = &la_cancel_flag;
+    a->progress = &la_progress_done;
+    p.rf_bytes = LA_ALIGN_BYTES(la_rf_work_size(p.t, p.d, p.r, c->is));
+    fb = LA_ALIGN_BYTES((size_t)(p.t * p.f > 0 ? p.t * p.f : 1) * c->is);
+    la_run(c, rfstep_item, &p,
+           p.rf_bytes + 2 * fb + la_linear_work_size(LA_FORM_RECURRENT, a, c->is),
+           (double)p.t * (4.0 * (double)p.d * (double)p.f +
+                          4.0 * (double)(p.f > 0 ? p.f : 1) * (double)(a->e + 1)));
+}
+
 static const la_gufunc rf_table[] = {
     {"_rfa_features", "(t,d),(r,d),()->(t,2,r)", "x:T W:T scale:D -> y:T",
      "RFA random Fourier features sqrt(2/F)[sin u; cos u], u = sqrt(scale) W x/(|x|+1e-3).",
@@ -109,6 +205,11 @@ static const la_gufunc rf_table[] = {
     {"_performer_features_2", "(t,d),(r,d),(),(),()->(t,2,r)",
      "x:T W:T scale:D eps:D flags:Q -> y:T", "Performer hyperbolic features (F = 2r).",
      rf_loop, NULL},
+    {"_rfa_step_inplace", "(t,d),(t,d),(t,e),(r,d),(f,e),(f),(),(),()->(t,e)",
+     "q:T k:T v:T W:T S:T z:T scale:D eps:D flags:Q -> o:T",
+     "RFA's features of q and k, then the recurrent form (identity maps, flags as "
+     "_step_inplace, no decay) updating S, z in place (la.step inplace=True).",
+     rfstep_loop, NULL},
 };
 
 LA_REGISTER(rf, rf_table)

@@ -82,6 +82,24 @@ void la_rf_project_row_f32(const float *x, la_index d, const float *W, la_index 
 void la_rf_project_row_f64(const double *x, la_index d, const double *W, la_index w_rs,
                            la_index w_cs, la_index r, double *wt, double *u);
 
+/*
+ * How the block kernels use a projection W (r x d, element strides w_rs,
+ * w_cs) in their product U = X W^T: 1 when W^T is a row-major (d x r) matrix
+ * as it stands (w_rs == 1: the transposed projection the Python layer keeps),
+ * 2 when W is row-major (w_cs == 1), 0 when it must be copied first.
+ */
+static inline int
+la_rf_w_inplace(la_index d, la_index r, la_index w_rs, la_index w_cs)
+{
+    if (w_rs == 1 && w_cs >= (r > 1 ? r : 1) && d > 0) {
+        return 1;
+    }
+    if (w_cs == 1 && w_rs >= (d > 1 ? d : 1) && r > 0) {
+        return 2;
+    }
+    return 0;
+}
+
 /* Rows per block of the slice functions; their scratch in bytes. */
 #define LA_RF_BLOCK 64
 size_t la_rf_work_size(la_index t, la_index d, la_index r, size_t itemsize);

@@ -202,7 +202,9 @@ LA_FN(la_rf_project_row)(const LA_T *x, la_index d, const LA_T *W, la_index w_rs
 }
 #undef LA_RF_PROJECT_BLOCK
 
-/* Scratch of the slice functions, carved in la_rf_work_size's order. */
+/* Scratch of the slice functions, carved in la_rf_work_size's order.  W is
+ * copied into Wc only when neither of its axes is contiguous (see
+ * rf_gemm_w). */
 static la_index
 LA_FN(rf_carve)(la_index t, la_index d, la_index r, const LA_T *W, la_index w_rs,
                 la_index w_cs, void *work, LA_T **Wc, LA_T **Xs, LA_T **U, LA_T **L,
@@ -216,12 +218,67 @@ LA_FN(rf_carve)(la_index t, la_index d, la_index r, const LA_T *W, la_index w_rs
     *U = (LA_T *)la_carve(&p, (size_t)(B * r) * sizeof(LA_T));
     *L = (LA_T *)la_carve(&p, (size_t)(B * 2 * r) * sizeof(LA_T));
     *h = (double *)la_carve(&p, (size_t)B * sizeof(double));
+    if (la_rf_w_inplace(d, r, w_rs, w_cs)) {
+        return B;
+    }
     for (i = 0; i < r; i++) {
         for (j = 0; j < d; j++) {
             (*Wc)[i * d + j] = W[i * w_rs + j * w_cs];
         }
     }
     return B;
+}
+
+/* U (n x r) = Xs (n x d) W^T: W read in place when one axis is contiguous
+ * (the transposed projection the Python layer keeps: W^T as the product's
+ * right operand as it is), else its copy Wc. */
+static void
+LA_FN(rf_gemm_w)(la_index n, la_index r, la_index d, const LA_T *Xs, const LA_T *W,
+                 la_index w_rs, la_index w_cs, const LA_T *Wc, LA_T *U)
+{
+    if (la_rf_w_inplace(d, r, w_rs, w_cs) == 1) {
+        LA_GEMM(0, 0, n, r, d, 1, Xs, d, W, w_cs, 0, U, r);
+    }
+    else if (la_rf_w_inplace(d, r, w_rs, w_cs) == 2) {
+        LA_GEMM(0, 1, n, r, d, 1, Xs, d, W, w_rs, 0, U, r);
+    }
+    else {
+        LA_GEMM(0, 1, n, r, d, 1, Xs, d, Wc, d, 0, U, r);
+    }
+}
+
+/* y[i] = amp sin(u_i), y[r + i] = amp cos(u_i) (element stride ycs).  float32
+ * (LA_RF_FAST_SINCOS): the vectorised la_sincos_red in double, libm for the
+ * inputs outside its range; float64: libm. */
+LA_TARGET_CLONES static void
+LA_FN(rf_sincos_row)(const LA_T *U, la_index r, double amp, LA_T *y, la_index ycs)
+{
+    la_index i;
+#if LA_RF_FAST_SINCOS
+    if (ycs == 1) {
+        LA_T *LA_RESTRICT ys = y, *LA_RESTRICT yc = y + r;
+        int out = 0; /* some |u| beyond the reduction's range, or NaN */
+        for (i = 0; i < r; i++) {
+            double sn, cs;
+            la_sincos_red((double)U[i], &sn, &cs);
+            ys[i] = (LA_T)(amp * sn);
+            yc[i] = (LA_T)(amp * cs);
+            out |= !(fabs((double)U[i]) <= LA_SINCOS_MAX);
+        }
+        for (i = 0; out && i < r; i++) {
+            if (!(fabs((double)U[i]) <= LA_SINCOS_MAX)) {
+                ys[i] = (LA_T)(amp * sin((double)U[i]));
+                yc[i] = (LA_T)(amp * cos((double)U[i]));
+            }
+        }
+        return;
+    }
+#endif
+    for (i = 0; i < r; i++) {
+        const double u = (double)U[i];
+        y[i * ycs] = (LA_T)(amp * sin(u));
+        y[(r + i) * ycs] = (LA_T)(amp * cos(u));
+    }
 }
 
 /* Blocks of rows: U = X W^T by one GEMM, then sin/cos. */
@@ -247,11 +304,7 @@ LA_FN(la_rfa_features)(la_index t, double scale, const LA_T *x, la_index x_rs,
             Xs[i] = c * x[i * x_cs];
         }
         LA_FN(la_rf_project_row)(Xs, d, W, w_rs, w_cs, r, wt, U);
-        for (i = 0; i < r; i++) {
-            const double u = (double)U[i];
-            y[i * y_cs] = (LA_T)(amp * sin(u));
-            y[(r + i) * y_cs] = (LA_T)(amp * cos(u));
-        }
+        LA_FN(rf_sincos_row)(U, r, amp, y, y_cs);
         return;
     }
     B = LA_FN(rf_carve)(t, d, r, W, w_rs, w_cs, work, &Wc, &Xs, &U, &L, &h);
@@ -265,14 +318,9 @@ LA_FN(la_rfa_features)(la_index t, double scale, const LA_T *x, la_index x_rs,
                 Xs[rr * d + i] = c * xr[i * x_cs];
             }
         }
-        LA_GEMM(0, 1, n, r, d, 1, Xs, d, Wc, d, 0, U, r);
+        LA_FN(rf_gemm_w)(n, r, d, Xs, W, w_rs, w_cs, Wc, U);
         for (rr = 0; rr < n; rr++) {
-            LA_T *yr = y + (t0 + rr) * y_rs;
-            for (i = 0; i < r; i++) {
-                const double u = (double)U[rr * r + i];
-                yr[i * y_cs] = (LA_T)(amp * sin(u));
-                yr[(r + i) * y_cs] = (LA_T)(amp * cos(u));
-            }
+            LA_FN(rf_sincos_row)(U + rr * r, r, amp, y + (t0 + rr) * y_rs, y_cs);
         }
     }
 }
@@ -303,7 +351,7 @@ LA_FN(la_performer_features)(la_index t, int kind, int shift, int log_out,
             }
             h[rr] = 0.5 * LA_FN(rf_dot)(Xs + rr * d, 1, Xs + rr * d, 1, d) - logc;
         }
-        LA_GEMM(0, 1, n, r, d, 1, Xs, d, Wc, d, 0, U, r);
+        LA_FN(rf_gemm_w)(n, r, d, Xs, W, w_rs, w_cs, Wc, U);
         for (rr = 0; rr < n; rr++) {
             const LA_T *Ur = U + rr * r;
             LA_T *Lr = L + rr * f;

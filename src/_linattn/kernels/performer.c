@@ -46,17 +46,24 @@ la_performer_work_size(int form, const la_performer_args *a, size_t itemsize)
     return n + 64;
 }
 
+/* exp of x <= 0 (the shifted log-features): float32 takes la_exp_nonpos_f32 on
+ * its range (<= 1.01 ulp, no clamps) and 0 below it, where exp(x) is under the
+ * smallest normal; float64 la_exp_f64. */
 #include "dtype/la_f32.h"
-#define LA_EXP_NEG la_exp_f32
+#define LA_EXP_NEG(x) ((x) >= LA_EXP_NONPOS_MIN_F32 ? la_exp_nonpos_f32(x) : 0.0f)
+#define LA_PERF_FMA fmaf
 #define LA_PERF_SPLIT 60.0
 #include "performer_impl.h"
 #undef LA_PERF_SPLIT
+#undef LA_PERF_FMA
 #undef LA_EXP_NEG
 #include "dtype/la_undef.h"
 #include "dtype/la_f64.h"
 #define LA_EXP_NEG la_exp_f64
+#define LA_PERF_FMA fma
 #define LA_PERF_SPLIT 600.0
 #include "performer_impl.h"
 #undef LA_PERF_SPLIT
+#undef LA_PERF_FMA
 #undef LA_EXP_NEG
 #include "dtype/la_undef.h"

@@ -14,6 +14,8 @@ typedef struct {
     double *M;
     la_index C, ec;
     int rowproj; /* one token (a decoding step): its row projected in place */
+    int wmode;   /* la_rf_w_inplace of W: 1 W^T as it is, 2 W as it is, 0 Wc */
+    double logc; /* log c = -log(f) / 2 */
 } LA_FN(perf_ws);
 
 static void
@@ -40,9 +42,12 @@ LA_FN(perf_carve)(const la_performer_args *a, void *work, LA_FN(perf_ws) *w,
     w->M = (double *)la_carve(&p, (size_t)C * sizeof(double));
     *rest = p;
     /* a one-token recurrent call projects by la_rf_project_row, which reads W
-     * where it is (Wc is then its scratch) */
+     * where it is (Wc is then its scratch); the block products read W in place
+     * when one of its axes is contiguous (la_rf_w_inplace), else its copy Wc */
+    w->logc = -0.5 * log((double)f);
     w->rowproj = a->t == 1 && a->s == 1;
-    for (i = 0; i < a->m && !w->rowproj; i++) {
+    w->wmode = la_rf_w_inplace(a->d, a->m, a->w_rs, a->w_cs);
+    for (i = 0; i < a->m && !w->rowproj && w->wmode == 0; i++) {
         const LA_T *Wi = (const LA_T *)a->w + i * a->w_rs;
         for (j = 0; j < a->d; j++) {
             w->Wc[i * a->d + j] = Wi[j * a->w_cs];
@@ -81,14 +86,14 @@ LA_FN(perf_sumsq)(const LA_T *x, la_index n)
  * L (n rows, leading dimension f) <- log-features of rows x_0..x_{n-1}:
  * one GEMM U = X' W^T, then l = u - h + log c (and -u - h + log c).
  */
-static void
+LA_TARGET_CLONES static void
 LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
                      const LA_T *x, la_index rs, la_index cs, la_index n,
                      LA_T *L)
 {
     const la_index d = a->d, m = a->m, f = a->f;
     const LA_T sq = (LA_T)sqrt(a->scale);
-    const double logc = -0.5 * log((double)f);
+    const double logc = w->logc;
     la_index r, i;
     for (r = 0; r < n; r++) {
         const LA_T *xr = x + r * rs;
@@ -109,6 +114,12 @@ LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
     if (w->rowproj && n == 1) {
         LA_FN(la_rf_project_row)(w->Xs, d, (const LA_T *)a->w, a->w_rs, a->w_cs, m, w->Wc,
                                  w->U);
+    }
+    else if (w->wmode == 1) {
+        LA_GEMM(0, 0, n, m, d, 1, w->Xs, d, (const LA_T *)a->w, a->w_cs, 0, w->U, m);
+    }
+    else if (w->wmode == 2) {
+        LA_GEMM(0, 1, n, m, d, 1, w->Xs, d, (const LA_T *)a->w, a->w_rs, 0, w->U, m);
     }
     else {
         LA_GEMM(0, 1, n, m, d, 1, w->Xs, d, w->Wc, d, 0, w->U, m);
@@ -131,26 +142,33 @@ LA_FN(perf_logblock)(const la_performer_args *a, LA_FN(perf_ws) *w,
     }
 }
 
-/* max_i l[i] (exact in any order: 16 lanes, then the lanes; a NaN is kept
- * only from l[0], as the serial loop keeps it). */
+/* max_i l[i] (exact in any order: 16 lanes, the tail into the first lanes,
+ * then the lanes; a NaN is kept only from l[0], as a serial loop from l[0]
+ * keeps it). */
 LA_TARGET_CLONES static double
 LA_FN(perf_rowmax)(const LA_T *l, la_index n)
 {
-    LA_T mx = n > 0 ? l[0] : (LA_T)(-HUGE_VAL);
-    LA_T lane[16];
+    LA_T mx, lane[16];
     la_index i, u;
+    if (n <= 0) {
+        return -HUGE_VAL;
+    }
     for (u = 0; u < 16; u++) {
         lane[u] = (LA_T)(-HUGE_VAL);
     }
-    for (i = 1; i + 16 <= n; i += 16) {
+    for (i = 0; i + 16 <= n; i += 16) {
         for (u = 0; u < 16; u++) {
             lane[u] = l[i + u] > lane[u] ? l[i + u] : lane[u];
         }
     }
-    for (; i < n; i++) {
-        mx = l[i] > mx ? l[i] : mx;
+    for (u = 0; i + u < n; u++) {
+        lane[u] = l[i + u] > lane[u] ? l[i + u] : lane[u];
     }
-    for (u = 0; u < 16; u++) {
+    for (u = 0; u < 8; u++) {
+        lane[u] = lane[u + 8] > lane[u] ? lane[u + 8] : lane[u];
+    }
+    mx = l[0] != l[0] ? l[0] : lane[0];
+    for (u = 1; u < 8; u++) {
         mx = lane[u] > mx ? lane[u] : mx;
     }
     return (double)mx;
@@ -179,7 +197,7 @@ LA_FN(perf_rescale)(double old, double nw)
 }
 
 /* o = num on the scale exp(L), L = nu + mu; the guard on the true scale. */
-static void
+LA_TARGET_CLONES static void
 LA_FN(perf_finish)(const la_performer_args *a, const LA_T *num, double L,
                    LA_T *out, la_index ocs)
 {
@@ -417,63 +435,238 @@ LA_FN(perf_token_direct)(la_index f, la_index e, LA_T rho, LA_T *LA_RESTRICT S, 
     }
 }
 
-/* The one-token recurrent call (la.step): the state updated in s1, z1 (s0, z0
- * copied there first unless they are the same arrays), no [S | z] buffer. */
-static void
-LA_FN(perf_step)(const la_performer_args *a, LA_FN(perf_ws) *w)
+/* den = sum_i qf_i z_i over 16 partial sums (whole groups of 16, added by a
+ * fixed tree) plus the rest in order, after z_i = rho z0_i + kf_i: no f-long
+ * chain of dependent adds, the same bits at any vector width.  Z0 == Z (in
+ * place) is its own instance, so that the loop needs no overlap check. */
+#define LA_PERF_ZPASS(Z0, Z)                                                       \
+    do {                                                                           \
+        LA_T part[16];                                                             \
+        for (u = 0; u < 16; u++) {                                                 \
+            part[u] = 0;                                                           \
+        }                                                                          \
+        for (i = 0; i + 16 <= f; i += 16) {                                        \
+            for (u = 0; u < 16; u++) {                                             \
+                const LA_T zi = rho * (Z0)[i + u] + kf[i + u];                     \
+                (Z)[i + u] = zi;                                                   \
+                part[u] += qf[i + u] * zi;                                         \
+            }                                                                      \
+        }                                                                          \
+        for (; i < f; i++) {                                                       \
+            const LA_T zi = rho * (Z0)[i] + kf[i];                                 \
+            (Z)[i] = zi;                                                           \
+            den += qf[i] * zi;                                                     \
+        }                                                                          \
+        for (u = 0; u < 8; u++) {                                                  \
+            part[u] += part[u + 8];                                                \
+        }                                                                          \
+        for (u = 0; u < 4; u++) {                                                  \
+            part[u] += part[u + 4];                                                \
+        }                                                                          \
+        return ((part[0] + part[2]) + (part[1] + part[3])) + den;                  \
+    } while (0)
+
+/* z = rho z0 + kf and den = z . qf (div mode), after the token's pass over S
+ * (z0 == z: in place); contiguous z by LA_PERF_ZPASS. */
+LA_TARGET_CLONES static LA_T
+LA_FN(perf_zpass)(la_index f, LA_T rho, const LA_T *z0, la_index z0s, LA_T *z, la_index zs,
+                  const LA_T *LA_RESTRICT qf, const LA_T *LA_RESTRICT kf)
 {
-    const la_index f = a->f, e = a->e;
+    LA_T den = 0;
+    la_index i, u;
+    if (z0s == 1 && zs == 1 && z0 == z) {
+        LA_T *LA_RESTRICT zz = z;
+        LA_PERF_ZPASS(zz, zz);
+    }
+    if (z0s == 1 && zs == 1 && (z0 + f <= z || z + f <= z0)) {
+        const LA_T *LA_RESTRICT za = z0;
+        LA_T *LA_RESTRICT zb = z;
+        LA_PERF_ZPASS(za, zb);
+    }
+    for (i = 0; i < f; i++) {
+        const LA_T zi = rho * z0[i * z0s] + kf[i];
+        z[i * zs] = zi;
+        den += qf[i] * zi;
+    }
+    return den;
+}
+#undef LA_PERF_ZPASS
+
+/*
+ * One token out of place for e a multiple of 64: S1 = rho S0 + kf vv^T and
+ * num = S1^T qf with the operations of the ISA paths' one-token pass in its
+ * FMA form (s = fma(k, v, s); decayed: s = fma(rho, s, k v); num = fma(q, s,
+ * num) row after row), so the new state and num have its bits: a copying step
+ * reads the old state once instead of copying it and then updating the copy.
+ */
+LA_TARGET_CLONES static void
+LA_FN(perf_token_oop)(la_index f, la_index e, LA_T rho, int decayed,
+                      const LA_T *LA_RESTRICT S0, la_index ld0, LA_T *LA_RESTRICT S1,
+                      la_index ld1, const LA_T *LA_RESTRICT qf, const LA_T *LA_RESTRICT kf,
+                      const LA_T *LA_RESTRICT vv, LA_T *LA_RESTRICT num)
+{
+    la_index i, j, j0;
+    for (j0 = 0; j0 + 64 <= e; j0 += 64) {
+        LA_T acc[64], vl[64];
+        for (j = 0; j < 64; j++) {
+            acc[j] = 0;
+            vl[j] = vv[j0 + j];
+        }
+        for (i = 0; i < f; i++) {
+            const LA_T *LA_RESTRICT a = S0 + i * ld0 + j0;
+            LA_T *LA_RESTRICT b = S1 + i * ld1 + j0;
+            const LA_T ki = kf[i], qi = qf[i];
+            if (decayed) {
+                for (j = 0; j < 64; j++) {
+                    const LA_T s = LA_PERF_FMA(rho, a[j], ki * vl[j]);
+                    b[j] = s;
+                    acc[j] = LA_PERF_FMA(qi, s, acc[j]);
+                }
+            }
+            else {
+                for (j = 0; j < 64; j++) {
+                    const LA_T s = LA_PERF_FMA(ki, vl[j], a[j]);
+                    b[j] = s;
+                    acc[j] = LA_PERF_FMA(qi, s, acc[j]);
+                }
+            }
+        }
+        for (j = 0; j < 64; j++) {
+            num[j0 + j] = acc[j];
+        }
+    }
+}
+
+/* The running maximum after key row lk (log-features) and its rescale rho. */
+static double
+LA_FN(perf_key_max)(la_index f, const LA_T *lk, double mu, LA_T *rho)
+{
+    const double mk = LA_FN(perf_rowmax)(lk, f);
+    const double mu_new = mk > mu ? mk : mu;
+    *rho = (LA_T)LA_FN(perf_rescale)(mu, mu_new);
+    return mu_new;
+}
+
+/*
+ * The recurrent form on a state with contiguous rows (la.step and every call
+ * whose new state has them): the state is updated where it lies in s1, z1
+ * (s0, z0 copied there first unless they are the same arrays), no [S | z]
+ * buffer.  Per token the state pass of the linear operator's active ISA path
+ * (two tokens per pass where the path has a pair loop and both tokens take
+ * the same form: the bits of two one-token passes), then z; so a call of T
+ * tokens does what T one-token calls do but for the projections (one product
+ * per block of rows; one token: la_rf_project_row).
+ */
+static la_status
+LA_FN(perf_steps)(const la_performer_args *a, LA_FN(perf_ws) *w)
+{
+    const la_index f = a->f, e = a->e, T = a->t, ec = w->ec;
     const int div = a->norm == LA_NORM_DIV;
     const LA_T *s0 = (const LA_T *)a->s0, *z0 = (const LA_T *)a->z0;
     LA_T *S = (LA_T *)a->s1, *z = (LA_T *)a->z1;
-    LA_T *lk = w->Lk;
-    /* NULL on the generic path: perf_token_direct */
-    const LA_FN(la_rtoken) simd = LA_FN(la_arch_rtoken)(la_cpu_isa());
-    la_index i, j;
-    double mk, mu_new;
-    LA_T rho;
-    if (s0 != S || a->s0_rs != a->s1_rs || a->s0_cs != 1) {
+    LA_T *o = (LA_T *)a->o;
+    /* NULL on the generic path: perf_token_direct (and no pairs) */
+    const int isa = la_cpu_isa();
+    const LA_FN(la_rtoken) simd = LA_FN(la_arch_rtoken)(isa);
+    const LA_FN(la_rtoken2) simd2 = simd != NULL ? LA_FN(la_arch_rtoken2)(isa) : NULL;
+    double mu = a->mu0;
+    la_index i, j, t0, r;
+    /* a new state (copying step): the first token reads the old one where it
+     * lies (perf_token_oop, the bits of the in-place pass), the others run in
+     * place on the new one */
+    int oop = simd != NULL && T > 0 && e % 64 == 0 && a->s0_cs == 1 &&
+              (s0 != S || a->s0_rs != a->s1_rs);
+    if (!oop && (s0 != S || a->s0_rs != a->s1_rs || a->s0_cs != 1)) {
         for (i = 0; i < f; i++) {
+            if (a->s0_cs == 1) {
+                memcpy(S + i * a->s1_rs, s0 + i * a->s0_rs, (size_t)e * sizeof(LA_T));
+                continue;
+            }
             for (j = 0; j < e; j++) {
                 S[i * a->s1_rs + j] = s0[i * a->s0_rs + j * a->s0_cs];
             }
         }
     }
-    if (z0 != z || a->z0_s != a->z1_s) {
+    if (!oop && (z0 != z || a->z0_s != a->z1_s)) {
         for (i = 0; i < f; i++) {
             z[i * a->z1_s] = z0[i * a->z0_s];
         }
-    }
-    LA_FN(perf_logblock)(a, w, (const LA_T *)a->k, a->k_rs, a->k_cs, 1, lk);
-    LA_FN(perf_queries)(a, w, 0, 1);
-    LA_FN(perf_load_v)(a, 0, 1, w->ec, w->Vb);
-    mk = LA_FN(perf_rowmax)(lk, f);
-    mu_new = mk > a->mu0 ? mk : a->mu0;
-    rho = (LA_T)LA_FN(perf_rescale)(a->mu0, mu_new);
-    LA_FN(perf_expshift)(lk, mu_new, f, lk);
-    if (simd != NULL) {
-        /* the state pass of the linear operator's active ISA path, then z */
-        const LA_T *qf = w->Lq;
-        LA_T den = 0;
-        simd(f, e, rho, rho != (LA_T)1, S, a->s1_rs, qf, lk, w->Vb, w->Ob);
-        for (i = 0; div && i < f; i++) {
-            const LA_T zi = rho * z[i * a->z1_s] + lk[i];
-            z[i * a->z1_s] = zi;
-            den += qf[i] * zi;
-        }
-        w->Ob[e] = den;
-    }
-    else {
-        LA_FN(perf_token_direct)(f, e, rho, S, a->s1_rs, div ? z : NULL, a->z1_s, w->Lq, lk,
-                                 w->Vb, w->Ob);
     }
     if (!div) {
         for (i = 0; i < f; i++) {
             z[i * a->z1_s] = 0;
         }
     }
-    LA_FN(perf_finish)(a, w->Ob, w->nu[0] + mu_new, (LA_T *)a->o, a->o_cs);
-    *a->mu1 = mu_new;
+    for (t0 = 0; t0 < T; t0 += w->C) {
+        const la_index n = T - t0 < w->C ? T - t0 : w->C;
+        if (LA_CANCELLED(a->cancel)) {
+            return LA_ERR_INTERRUPTED;
+        }
+        LA_TICK(a->progress, n);
+        LA_FN(perf_logblock)(a, w, (const LA_T *)a->k + t0 * a->k_rs, a->k_rs, a->k_cs, n,
+                             w->Lk);
+        LA_FN(perf_queries)(a, w, t0, n);
+        LA_FN(perf_load_v)(a, t0, n, ec, w->Vb);
+        for (r = 0; r < n;) {
+            LA_T *lk1 = w->Lk + r * f, *qf1 = w->Lq + r * f, *vv1 = w->Vb + r * ec;
+            LA_T *num1 = w->Ob + r * ec;
+            LA_T rho1, rho2;
+            const double mu1 = LA_FN(perf_key_max)(f, lk1, mu, &rho1);
+            if (oop) {
+                LA_FN(perf_expshift)(lk1, mu1, f, lk1);
+                LA_FN(perf_token_oop)(f, e, rho1, rho1 != (LA_T)1, s0, a->s0_rs, S, a->s1_rs,
+                                      qf1, lk1, vv1, num1);
+                if (div) {
+                    num1[e] = LA_FN(perf_zpass)(f, rho1, z0, a->z0_s, z, a->z1_s, qf1, lk1);
+                }
+                LA_FN(perf_finish)(a, num1, w->nu[r] + mu1, o + (t0 + r) * a->o_rs,
+                                   a->o_cs);
+                mu = mu1;
+                oop = 0;
+                r++;
+                continue;
+            }
+            if (simd2 != NULL && r + 1 < n) {
+                LA_T *lk2 = lk1 + f, *qf2 = qf1 + f, *vv2 = vv1 + ec, *num2 = num1 + ec;
+                const double mu2 = LA_FN(perf_key_max)(f, lk2, mu1, &rho2);
+                /* a token pair whose running maximum rises takes the rescaling
+                 * form for both tokens (rho = 1 then multiplies exactly) */
+                {
+                    LA_FN(perf_expshift)(lk1, mu1, f, lk1);
+                    LA_FN(perf_expshift)(lk2, mu2, f, lk2);
+                    simd2(f, e, rho1, rho2, rho1 != (LA_T)1 || rho2 != (LA_T)1, S, a->s1_rs,
+                          qf1, lk1, vv1, qf2, lk2, vv2, num1, num2);
+                    if (div) {
+                        num1[e] = LA_FN(perf_zpass)(f, rho1, z, a->z1_s, z, a->z1_s, qf1, lk1);
+                        num2[e] = LA_FN(perf_zpass)(f, rho2, z, a->z1_s, z, a->z1_s, qf2, lk2);
+                    }
+                    LA_FN(perf_finish)(a, num1, w->nu[r] + mu1, o + (t0 + r) * a->o_rs,
+                                       a->o_cs);
+                    LA_FN(perf_finish)(a, num2, w->nu[r + 1] + mu2,
+                                       o + (t0 + r + 1) * a->o_rs, a->o_cs);
+                    mu = mu2;
+                    r += 2;
+                    continue;
+                }
+            }
+            LA_FN(perf_expshift)(lk1, mu1, f, lk1);
+            if (simd != NULL) {
+                simd(f, e, rho1, rho1 != (LA_T)1, S, a->s1_rs, qf1, lk1, vv1, num1);
+                if (div) {
+                    num1[e] = LA_FN(perf_zpass)(f, rho1, z, a->z1_s, z, a->z1_s, qf1, lk1);
+                }
+            }
+            else {
+                LA_FN(perf_token_direct)(f, e, rho1, S, a->s1_rs, div ? z : NULL, a->z1_s,
+                                         qf1, lk1, vv1, num1);
+            }
+            LA_FN(perf_finish)(a, num1, w->nu[r] + mu1, o + (t0 + r) * a->o_rs, a->o_cs);
+            mu = mu1;
+            r++;
+        }
+    }
+    *a->mu1 = mu;
+    return LA_OK;
 }
 
 la_status
@@ -489,11 +682,10 @@ LA_FN(la_performer_recurrent)(const la_performer_args *a, void *work)
 
     LA_FN(perf_carve)(a, work, &w, &rest);
     ec = w.ec;
-    if (T == 1 && a->s1_cs == 1) {
-        LA_TICK(a->progress, 1);
-        LA_FN(perf_step)(a, &w);
-        return LA_OK;
+    if (a->s1_cs == 1) {
+        return LA_FN(perf_steps)(a, &w);
     }
+    /* a new state with strided rows: the tokens on an [S | z] buffer */
     LA_FN(perf_load_state)(a, ec, w.Sx);
     for (t0 = 0; t0 < T; t0 += w.C) {
         const la_index n = T - t0 < w.C ? T - t0 : w.C;
