@@ -206,3 +206,46 @@ def test_relu_scale_changes_output_only_through_eps(rng):
     for c in (1e-3, 1e3):
         la.testing.assert_close(la.causal(c * q, k, v, kind="relu", eps=1e-12), base,
                                 rtol=1e-6)
+
+
+def _value_layouts(v):
+    """v (batch, T, E) in several memory layouts: contiguous, rows of a wider array,
+    strided columns, reversed rows, column-major."""
+    wide = np.zeros(v.shape[:-1] + (v.shape[-1] + 5,), v.dtype)
+    wide[..., 2:2 + v.shape[-1]] = v
+    cols = np.zeros(v.shape[:-1] + (2 * v.shape[-1],), v.dtype)
+    cols[..., ::2] = v
+    rev = np.ascontiguousarray(v[..., ::-1, :])
+    fort = np.asfortranarray(np.swapaxes(v, -1, -2)).swapaxes(-1, -2)
+    return {"contiguous": v, "wide_rows": wide[..., 2:2 + v.shape[-1]],
+            "strided_columns": cols[..., ::2], "reversed_rows": rev[..., ::-1, :],
+            "column_major": fort}
+
+
+@pytest.mark.parametrize("products", ["tiles", "blas"])
+@pytest.mark.parametrize("normalize", ["div", "none"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("D,E,C,T", [(7, 5, 16, 15), (7, 5, 16, 17), (64, 64, 64, 63),
+                                     (64, 64, 64, 65), (64, 65, 32, 97), (33, 64, 64, 130),
+                                     (96, 17, 64, 1)])
+def test_chunked_value_row_layouts(rng, products, normalize, dtype, D, E, C, T):
+    """Every value layout gives the oracle's result within tolerance and the final
+    state of la.transition, through the register tiles and through BLAS, at T = 1,
+    C - 1, C + 1 and E != F, and leaves v as it was."""
+    from linattn import _core
+    q, k, v = make_qkv(rng, batch=(2,), T=T, D=D, E=E, dtype=dtype, scale=0.3)
+    want = direct_quadratic(q, k, v, "elu", normalize)
+    _core.set_tuning("tiles_max_dim", 0 if products == "blas" else -1)
+    try:
+        for name, vl in _value_layouts(v).items():
+            before = vl.copy()
+            o, st = la.causal(q, k, vl, kind="elu", mode="chunked", chunk_size=C,
+                              normalize=normalize, return_state=True)
+            assert np.array_equal(vl, before), name
+            assert_close(o, want, dtype)
+            # the final state: the transition from a zero state (div: the normaliser too)
+            tr = la.transition(q, k, vl, kind="elu", normalize=normalize, chunk_size=C)
+            assert_close(st.S, tr.S, dtype)
+            assert_close(st.z, tr.z, dtype)
+    finally:
+        _core.set_tuning("tiles_max_dim", -1)

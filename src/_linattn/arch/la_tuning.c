@@ -11,8 +11,8 @@ static const la_tuning la_tuning_rows[LA_ISA_COUNT] = {
      .seq_min_chunks = 4, .seq_window = 64, .min_work_per_thread = 1048576,
      .tiles_max_dim = 0, .token_pairs = 0},
     /* avx2 */
-    {.chunk = 64, .chunk_narrow = 32, .narrow_f = 32, .recurrent_max_e = 64,
-     .seq_min_chunks = 4, .seq_window = 64, .min_work_per_thread = 1048576,
+    {.chunk = 32, .chunk_narrow = 32, .narrow_f = 32, .recurrent_max_e = 64,
+     .seq_min_chunks = 8, .seq_window = 64, .min_work_per_thread = 1048576,
      .tiles_max_dim = 256, .token_pairs = 1},
     /* avx512 */
     {.chunk = 64, .chunk_narrow = 32, .narrow_f = 32, .recurrent_max_e = 64,
