@@ -414,15 +414,13 @@ def _plan_cosformer(dec: Decoder, st: State):
     scale, eps = call.scale, call.eps
     fl = np.int64(flags(reg.FMAP_IDENTITY, reg.FMAP_IDENTITY, call.normalize,
                         call.eps_mode, False))
-    step, feats, Mf = _core._step_inplace, _cf.features, float(M)
+    step, Mf, sc = _core._cosformer_step_inplace, float(M), float(scale)
 
-    def plan(q, k, v, gt, st):
+    def plan(q, k, v, gt, st):  # gt is always _ZERO_DECAY here
         t0 = st.t
         if beyond == "error" and t0 > M:
             return None  # la.step raises "horizon=... is too small"
-        fq = feats(q, t0, Mf, scale)
-        fk = feats(k, t0, Mf, 1.0)
-        o = step(fq, fk, v, gt, S, z, 1.0, eps, fl, _ONE)
+        o = step(q, k, v, S, z, t0, Mf, sc, eps, fl)  # features and step in one call
         st.t += 1
         return o
 
@@ -431,7 +429,6 @@ def _plan_cosformer(dec: Decoder, st: State):
 
 def _plan_rfa(dec: Decoder, st: State):
     """RFA (without gate=): its random features in C, then the generic operator."""
-    from . import features as _features
     from .kinds import randomfeatures as _rf
 
     if dec._opts.get("gate") is not None or dec._opts.get("decay") is not None \
@@ -452,17 +449,14 @@ def _plan_rfa(dec: Decoder, st: State):
     dec._gconst = _ZERO_DECAY
     S = st.S
     z = st.z if div else np.zeros(S.shape[:-1], S.dtype)
-    comp = S.dtype
     scale, eps = call.scale, call.eps
     fl = np.int64(flags(reg.FMAP_IDENTITY, reg.FMAP_IDENTITY, call.normalize,
                         call.eps_mode, False))
-    step, rf, finish = _core._step_inplace, _core._rfa_features, _features._rf_finish
+    step = _core._rfa_step_inplace
     W = _transposed(W)
 
-    def plan(q, k, v, gt, st):
-        fq = finish(rf(q, W, scale), comp, False, None)
-        fk = finish(rf(k, W, scale), comp, False, None)
-        o = step(fq, fk, v, gt, S, z, 1.0, eps, fl, _ONE)
+    def plan(q, k, v, gt, st):  # gt is always _ZERO_DECAY here
+        o = step(q, k, v, W, S, z, scale, eps, fl)  # features and step in one call
         st.t += 1
         return o
 
