@@ -761,7 +761,7 @@ def _step_cases(kind: str, bh: int, features: int | None = STEP_FEATURES) -> dic
     _, st = la.causal(q[:, :8], k[:, :8], v[:, :8], kind=kind, return_state=True, **kw)
     qt, kt, vt = q[:, 8], k[:, 8], v[:, 8]
     opts = {n: x for n, x in kw.items() if n != "decay"}
-    g = {"decay": kw["decay"][:, :1]} if "decay" in kw else {}  # (..., T=1)
+    g = {"decay": kw["decay"][:, 0].copy()} if "decay" in kw else {}  # per token: (...,)
     s_in = st.copy()
     dec = la.Decoder(kind, state=st.copy(), **opts)
     dargs = (qt, kt, vt, kw["decay"][:, 0]) if "decay" in kw else (qt, kt, vt)
