@@ -143,10 +143,7 @@ cfstep_loop(const la_call *c)
     a->scale = 1.0;
     a->eps = LA_OPT_F(c, CS_EPS);
     flags = LA_OPT_I(c, CS_FLAGS);
-    a->fmap_q = (int)(flags & 15);
-    a->fmap_k = (int)((flags >> 4) & 15);
-    a->norm = (int)((flags >> 8) & 3);
-    a->eps_mode = (int)((flags >> 10) & 3);
+    (void)la_linear_set_flags(a, flags);
     a->g = NULL;
     a->cancel = &la_cancel_flag;
     a->progress = &la_progress_done;

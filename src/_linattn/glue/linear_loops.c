@@ -321,12 +321,8 @@ linear_loop(const la_call *c)
     a.eps = LA_OPT_F(c, causal ? LC_EPS : LN_EPS);
     flags = LA_OPT_I(c, causal ? LC_FLAGS : LN_FLAGS);
     a.chunk = (la_index)LA_OPT_I(c, causal ? LC_CHUNK : LN_CHUNK);
-    a.fmap_q = (int)(flags & 15);
-    a.fmap_k = (int)((flags >> 4) & 15);
-    a.norm = (int)((flags >> 8) & 3);
-    a.eps_mode = (int)((flags >> 10) & 3);
     /* any non-NULL marks "decayed"; linear_bind sets the real pointer */
-    a.g = causal && ((flags >> 12) & 1) ? (const double *)c->args[LC_G] : NULL;
+    a.g = la_linear_set_flags(&a, flags) && causal ? (const double *)c->args[LC_G] : NULL;
     a.cancel = &la_cancel_flag;
     a.progress = &la_progress_done;
 
@@ -391,10 +387,7 @@ transition_loop(const la_call *c)
     a.z1_s = la_stride(c, LT_Z1, 0);
     flags = LA_OPT_I(c, LT_FLAGS);
     a.chunk = (la_index)LA_OPT_I(c, LT_CHUNK);
-    a.fmap_q = (int)(flags & 15);
-    a.fmap_k = (int)((flags >> 4) & 15);
-    a.norm = (int)((flags >> 8) & 3);
-    a.g = ((flags >> 12) & 1) ? (const double *)c->args[LT_G] : NULL;
+    a.g = la_linear_set_flags(&a, flags) ? (const double *)c->args[LT_G] : NULL;
     a.scale = 1.0;
     a.cancel = &la_cancel_flag;
     a.progress = &la_progress_done;
@@ -641,10 +634,7 @@ la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     a->f = PyArray_DIM(S, c.nb);
     a->e = PyArray_DIM(S, c.nb + 1);
     a->chunk = 1;
-    a->fmap_q = (int)(flags & 15);
-    a->fmap_k = (int)((flags >> 4) & 15);
-    a->norm = (int)((flags >> 8) & 3);
-    a->eps_mode = (int)((flags >> 10) & 3);
+    (void)la_linear_set_flags(a, flags);
     if (step_operand(&c, ST_S, "S", args[4], type, 2, 0, !copy) < 0 ||
         step_operand(&c, ST_Z, "z", args[5], type, 1, 0, !copy) < 0 ||
         step_operand(&c, ST_Q, "q", args[0], type, 1, 0, 0) < 0 ||

@@ -70,6 +70,20 @@ typedef struct {
     long long *progress;        /* tokens done are added here; NULL: not counted */
 } la_linear_args;
 
+/* The operator's flag word as the Python layer packs it (docs/internals.md,
+ * "The generic operators"): fmap_q | fmap_k << 4 | norm << 8 | eps_mode << 10
+ * | has_decay << 12.  Sets the maps, the normaliser and the eps mode; returns
+ * whether the word says "decayed" (the caller binds its decay). */
+static inline int
+la_linear_set_flags(la_linear_args *a, long long flags)
+{
+    a->fmap_q = (int)(flags & 15);
+    a->fmap_k = (int)((flags >> 4) & 15);
+    a->norm = (int)((flags >> 8) & 3);
+    a->eps_mode = (int)((flags >> 10) & 3);
+    return (int)((flags >> 12) & 1);
+}
+
 /* Tokens whose features the recurrent form computes in one batch. */
 #define LA_RFEAT_ROWS 16
 
