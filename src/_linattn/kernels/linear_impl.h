@@ -91,6 +91,25 @@ LA_FN(guard_den)(const la_linear_args *a, LA_T den)
     }
 }
 
+/* sum_j x[j]^2 in double over 8 partial sums added in a fixed tree: the same
+ * bits at every vector width, and no e-long chain of dependent adds (an RMS
+ * row of a decoding step). */
+LA_TARGET_CLONES static double
+LA_FN(sumsq_row)(la_index e, const LA_T *LA_RESTRICT x)
+{
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    la_index j = 0, u;
+    for (; j + 8 <= e; j += 8) {
+        for (u = 0; u < 8; u++) {
+            acc[u] += (double)x[j + u] * (double)x[j + u];
+        }
+    }
+    for (u = 0; j + u < e; u++) {
+        acc[u] += (double)x[j + u] * (double)x[j + u];
+    }
+    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
 /* Finish one row: num[0..e) (and den = num[e] in div mode) -> out. */
 static void
 LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
@@ -110,12 +129,7 @@ LA_FN(finish_row)(const la_linear_args *a, const LA_T *num, LA_T *out,
         }
     }
     else if (a->norm == LA_NORM_RMS && e > 0) {
-        double ss = 0;
-        LA_T d;
-        for (j = 0; j < e; j++) {
-            ss += (double)num[j] * (double)num[j];
-        }
-        d = (LA_T)(sqrt(ss / (double)e) + a->eps);
+        const LA_T d = (LA_T)(sqrt(LA_FN(sumsq_row)(e, num) / (double)e) + a->eps);
         for (j = 0; j < e; j++) {
             out[j * ocs] = num[j] / d;
         }
