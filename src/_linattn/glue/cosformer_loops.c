@@ -112,7 +112,6 @@ cfstep_loop(const la_call *c)
 {
     la_cfstep_proto p;
     la_linear_args *a = &p.lin;
-    npy_int64 flags;
     size_t fb;
     double local[2 * LA_CF_ANGLES_LOCAL];
     double *ang;
@@ -132,21 +131,7 @@ cfstep_loop(const la_call *c)
     p.q_rs = la_stride(c, CS_Q, 0);  p.q_cs = la_stride(c, CS_Q, 1);
     p.k_rs = la_stride(c, CS_K, 0);  p.k_cs = la_stride(c, CS_K, 1);
     p.scale = LA_OPT_F(c, CS_SCALE);
-    a->chunk = 1;
-    a->q_rs = a->k_rs = a->f;
-    a->q_cs = a->k_cs = 1;
-    a->v_rs = la_stride(c, CS_V, 0); a->v_cs = la_stride(c, CS_V, 1);
-    a->s0_rs = a->s1_rs = la_stride(c, CS_S, 0);
-    a->s0_cs = a->s1_cs = la_stride(c, CS_S, 1);
-    a->z0_s = a->z1_s = la_stride(c, CS_Z, 0);
-    a->o_rs = la_stride(c, CS_O, 0); a->o_cs = la_stride(c, CS_O, 1);
-    a->scale = 1.0;
-    a->eps = LA_OPT_F(c, CS_EPS);
-    flags = LA_OPT_I(c, CS_FLAGS);
-    (void)la_linear_set_flags(a, flags);
-    a->g = NULL;
-    a->cancel = &la_cancel_flag;
-    a->progress = &la_progress_done;
+    la_step_args_dense(a, c, CS_V, CS_S, CS_Z, CS_O, CS_EPS, CS_FLAGS);
     ang = a->t <= LA_CF_ANGLES_LOCAL ? local : la_cf_angles_alloc(a->t, c->name);
     if (ang == NULL) {
         return;

@@ -414,3 +414,23 @@ la_add_gufunc_table(PyObject *module, const la_gufunc *table, int n)
     }
     return 0;
 }
+
+void
+la_step_args_dense(la_linear_args *a, const la_call *c, int iv, int is, int iz, int io,
+                   int ieps, int iflags)
+{
+    a->chunk = 1;
+    a->q_rs = a->k_rs = a->f;
+    a->q_cs = a->k_cs = 1;
+    a->v_rs = la_stride(c, iv, 0); a->v_cs = la_stride(c, iv, 1);
+    a->s0_rs = a->s1_rs = la_stride(c, is, 0);
+    a->s0_cs = a->s1_cs = la_stride(c, is, 1);
+    a->z0_s = a->z1_s = la_stride(c, iz, 0);
+    a->o_rs = la_stride(c, io, 0); a->o_cs = la_stride(c, io, 1);
+    a->scale = 1.0;
+    a->eps = LA_OPT_F(c, ieps);
+    (void)la_linear_set_flags(a, LA_OPT_I(c, iflags));
+    a->g = NULL;
+    a->cancel = &la_cancel_flag;
+    a->progress = &la_progress_done;
+}

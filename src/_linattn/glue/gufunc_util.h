@@ -47,6 +47,7 @@
 #include <numpy/ufuncobject.h>
 
 #include "la_common.h"
+#include "kernels/linear.h"
 
 #define LA_MAX_OPERANDS 32
 #define LA_MAX_CORE_DIMS 16
@@ -112,6 +113,13 @@ la_index la_dim(const la_call *c, const char *name);
 la_index la_stride(const la_call *c, int op, int ax);
 /* Byte stride of core axis ax of operand op. */
 npy_intp la_bstride(const la_call *c, int op, int ax);
+
+/* The linear operator's in-place recurrent step on features a fused gufunc
+ * computed into dense (t, f) rows (a->f set): v, the state S, z and the
+ * output o are the operands numbered iv, is, iz, io; eps and the flag word
+ * the options ieps, iflags; scale 1, no decay. */
+void la_step_args_dense(la_linear_args *a, const la_call *c, int iv, int is, int iz, int io,
+                        int ieps, int iflags);
 
 /* ------------------------------------------------------------ the runner -- */
 

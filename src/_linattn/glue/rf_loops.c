@@ -151,7 +151,6 @@ rfstep_loop(const la_call *c)
 {
     la_rfstep_proto p;
     la_linear_args *a = &p.lin;
-    npy_int64 flags;
     size_t fb;
     memset(&p, 0, sizeof(p));
     p.t = la_dim(c, "t");
@@ -169,21 +168,7 @@ rfstep_loop(const la_call *c)
     a->t = a->s = p.t;
     a->f = p.f;
     a->e = la_dim(c, "e");
-    a->chunk = 1;
-    a->q_rs = a->k_rs = p.f;
-    a->q_cs = a->k_cs = 1;
-    a->v_rs = la_stride(c, RS_V, 0); a->v_cs = la_stride(c, RS_V, 1);
-    a->s0_rs = a->s1_rs = la_stride(c, RS_S, 0);
-    a->s0_cs = a->s1_cs = la_stride(c, RS_S, 1);
-    a->z0_s = a->z1_s = la_stride(c, RS_Z, 0);
-    a->o_rs = la_stride(c, RS_O, 0); a->o_cs = la_stride(c, RS_O, 1);
-    a->scale = 1.0;
-    a->eps = LA_OPT_F(c, RS_EPS);
-    flags = LA_OPT_I(c, RS_FLAGS);
-    (void)la_linear_set_flags(a, flags);
-    a->g = NULL;
-    a->cancel = &la_cancel_flag;
-    a->progress = &la_progress_done;
+    la_step_args_dense(a, c, RS_V, RS_S, RS_Z, RS_O, RS_EPS, RS_FLAGS);
     p.rf_bytes = LA_ALIGN_BYTES(la_rf_work_size(p.t, p.d, p.r, c->is));
     fb = LA_ALIGN_BYTES((size_t)(p.t * p.f > 0 ? p.t * p.f : 1) * c->is);
     la_run(c, rfstep_item, &p,
