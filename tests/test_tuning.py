@@ -146,6 +146,19 @@ def test_tune_writes_the_cache_and_auto_uses_it(tmp_path):
 
 
 @pytest.mark.slow
+def test_mem_pass():
+    """The steps' floor (seconds of one in-place pass over a cached buffer) and its
+    argument checks; the figure itself is not judged."""
+    assert _core.mem_pass(64 << 10, seconds=0.002, reps=3) > 0
+    assert _core.mem_pass(4097, seconds=0.002, reps=1, clock="cpu") > 0
+    with pytest.raises(ValueError, match="nbytes must be"):
+        _core.mem_pass(0)
+    with pytest.raises(ValueError, match="clock must be"):
+        _core.mem_pass(4096, clock="tsc")
+    with pytest.raises(ValueError, match="seconds must be"):
+        _core.mem_pass(4096, seconds=0)
+
+
 def test_roofline_cli_writes_every_figure(tmp_path):
     """`python -m linattn bench --roofline --quick` on the generic path: every figure row
     with the CPU, ISA path and BLAS core types in the CSV (numbers are not judged)."""
@@ -169,6 +182,9 @@ def test_roofline_cli_writes_every_figure(tmp_path):
     for row in rows:
         assert row["isa_path"] == "generic" and row["cpu"] and row["numpy_blas_corename"]
         assert float(row["value"]) > 0 and float(row["fraction"]) > 0
+    assert "state_pass_us_" in lines[0]  # the steps' floor, measured in the run
+    steps = [row for row in rows if row["figure"] == "step_per_call"]
+    assert steps and all("in-place pass" in row["note"] for row in steps)
     copy = [row for row in rows if row["figure"] == "step_copy_per_call"]
     assert copy and all(row["target"] == "" and row["meets"] == "" for row in copy)
 

@@ -765,7 +765,10 @@ def _step_cases(kind: str, bh: int, features: int | None = STEP_FEATURES) -> dic
     s_in = st.copy()
     dec = la.Decoder(kind, state=st.copy(), **opts)
     dargs = (qt, kt, vt, kw["decay"][:, 0]) if "decay" in kw else (qt, kt, vt)
-    return {"inplace": lambda: la.step(qt, kt, vt, s_in, kind=kind, inplace=True, **opts, **g),
+    arrays = [st.S, st.z] + list((st.extra or {}).values())
+    nbytes = sum(x.nbytes for x in arrays if isinstance(x, np.ndarray))
+    return {"state_bytes": nbytes,
+            "inplace": lambda: la.step(qt, kt, vt, s_in, kind=kind, inplace=True, **opts, **g),
             "decoder": lambda: dec.step(*dargs),
             "copy": lambda: la.step(qt, kt, vt, st, kind=kind, **opts, **g)}
 
@@ -856,6 +859,7 @@ def roofline(argv=None) -> int:
               f"np.matmul {mm2['rate']:.1f} GFLOP/s (core type {mm2['corename']})", flush=True)
 
     rows: list[dict] = []
+    passes: dict = {}  # state bytes -> us of one in-place pass over them (the step's floor)
 
     def add(path, figure, kind, value, unit, limit_name, limit, fraction, threads_, T_, bh,
             t=(float("nan"),) * 3, target=None, note="", blas_core=None):
@@ -956,6 +960,14 @@ def roofline(argv=None) -> int:
                 calls = 100 if a.quick else 500
                 for kind in kinds:
                     fns = _step_cases(kind, 32)
+                    nb = fns["state_bytes"]
+                    if nb not in passes:
+                        passes[nb] = _core.mem_pass(nb, seconds=0.005 if a.quick else 0.02,
+                                                    reps=repeat, clock=a.clock) * 1e6
+                        print(f"  the in-place pass over a {nb / 1024:.0f} KiB state (the "
+                              f"steps' floor): {passes[nb]:.2f} us", flush=True)
+                    floor_note = (f"; the state's in-place pass ({nb / 1024:.0f} KiB read and "
+                                  f"written once, a C loop): {passes[nb]:.2f} us")
                     feat = (f"; num_features={STEP_FEATURES}" if kind in ("performer", "rfa")
                             else "")
                     for figure, case, what in (
@@ -967,6 +979,7 @@ def roofline(argv=None) -> int:
                         add(path, figure, kind, us, "us", "target", tgt, us / tgt, 1, 1, 32,
                             target=None if case == "copy" else ("<=", 1.0),
                             note=f"{what}, Python included; fraction = us / target{feat}"
+                                 f"{floor_note}, this call {us / passes[nb]:.2f}x it"
                                  + ("; no target (the decoding forms are the in-place ones)"
                                     if case == "copy" else ""))
                     if kind in ("performer", "rfa") and not a.quick:
@@ -996,6 +1009,8 @@ def roofline(argv=None) -> int:
                 f"matmul_f32_1024_1thread={mm_rate:.2f} (best {mm['best']:.2f}) "
                 f"numpy_blas={mm['blas']} numpy_blas_corename={mm['corename']} "
                 f"linattn_blas={env['linattn_blas']} clock={a.clock}"
+                + "".join(f" state_pass_us_{nb // 1024}KiB={us:.2f}"
+                          for nb, us in sorted(passes.items()))
                 + "".join(f" {x}_limits=(fma_peak {pk:.2f}, matmul {m['rate']:.2f} {m['corename']})"
                           for x, (pk, m) in limits.items() if pk < peak) + "\n")
         w = csv.DictWriter(f, fieldnames=fields)

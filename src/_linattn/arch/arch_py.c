@@ -8,6 +8,10 @@
  *   fma_peak(isa=None, dtype="float32", seconds=0.05, reps=5, clock="wall")
  *                          1-core FMA GFLOP/s of a path's loop (GIL released),
  *                          timed by the wall clock or the thread's CPU time
+ *   mem_pass(nbytes, seconds=0.02, reps=5, clock="wall")
+ *                          best seconds of one in-place pass (read and write)
+ *                          over a cached float32 buffer of nbytes: the floor of
+ *                          a decoding step over a state of that size
  *   tuning_table()         {isa: {knob: value}}: la_tuning.h's rows
  *   tuning_active()        {knob: value} in force (active row + overrides)
  *   set_tuning(name, v)    override one knob (v < 0: back to the table)
@@ -131,6 +135,47 @@ arch_fma_peak(PyObject *self, PyObject *args, PyObject *kw)
 }
 
 static PyObject *
+arch_mem_pass(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"nbytes", "seconds", "reps", "clock", NULL};
+    const char *clk = "wall";
+    long long nbytes;
+    double seconds = 0.02, r;
+    int reps = 5, cpu_clock;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|dis:mem_pass", kwlist, &nbytes, &seconds,
+                                     &reps, &clk)) {
+        return NULL;
+    }
+    if (strcmp(clk, "wall") != 0 && strcmp(clk, "cpu") != 0) {
+        PyErr_Format(PyExc_ValueError, "clock must be 'wall' or 'cpu', got '%s'", clk);
+        return NULL;
+    }
+    if (nbytes < 4 || nbytes > ((long long)1 << 34)) {
+        PyErr_Format(PyExc_ValueError, "nbytes must be in [4, 2**34], got %lld", nbytes);
+        return NULL;
+    }
+    if (!(seconds > 0 && seconds <= 10) || reps < 1 || reps > 1000) {
+        PyObject *so = PyFloat_FromDouble(seconds);
+        if (so != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "seconds must be in (0, 10] and reps in [1, 1000], got %R and %d",
+                         so, reps);
+            Py_DECREF(so);
+        }
+        return NULL;
+    }
+    cpu_clock = strcmp(clk, "cpu") == 0;
+    Py_BEGIN_ALLOW_THREADS
+    r = la_mem_pass((size_t)nbytes, seconds, reps, cpu_clock);
+    Py_END_ALLOW_THREADS
+    if (r < 0) {
+        return PyErr_NoMemory();
+    }
+    return PyFloat_FromDouble(r);
+}
+
+static PyObject *
 tuning_dict(const la_tuning *t)
 {
     PyObject *d = PyDict_New();
@@ -198,6 +243,8 @@ static PyMethodDef arch_methods[] = {
     {"set_simd", arch_set_simd, METH_O, "Switch the ISA path for this process."},
     {"fma_peak", (PyCFunction)(void (*)(void))arch_fma_peak, METH_VARARGS | METH_KEYWORDS,
      "1-core FMA GFLOP/s of an ISA path's throughput loop."},
+    {"mem_pass", (PyCFunction)(void (*)(void))arch_mem_pass, METH_VARARGS | METH_KEYWORDS,
+     "Best seconds of one in-place float32 pass over a cached buffer of nbytes."},
     {"tuning_table", arch_tuning_table, METH_NOARGS, "Tuning defaults per ISA path."},
     {"tuning_active", arch_tuning_active, METH_NOARGS, "Tuning knobs in force."},
     {"set_tuning", arch_set_tuning, METH_VARARGS, "Override one tuning knob (< 0: unset)."},

@@ -119,4 +119,15 @@ double la_fma_loop_generic_f64(int64_t iters);
  * the thread's CPU time; 0 when the path cannot run. */
 double la_fma_peak(int isa, int f64, double min_seconds, int reps, int cpu_clock);
 
+/* Seconds now by the wall clock or (cpu_clock) the calling thread's CPU time
+ * (arch/la_fma_peak.c). */
+double la_arch_now(int cpu_clock);
+
+/* Best seconds of one in-place float32 pass (each element read and written
+ * once) over a 64-byte-aligned buffer of nbytes, the pass repeated while the
+ * buffer stays cached, over `reps` timed runs of at least min_seconds each;
+ * 0 for an empty buffer, -1 when the buffer cannot be allocated
+ * (arch/la_mem_pass.c). */
+double la_mem_pass(size_t nbytes, double min_seconds, int reps, int cpu_clock);
+
 #endif

@@ -46,8 +46,8 @@ la_fma_loop_generic_f64(int64_t iters)
     LA_GENERIC_LOOP(double)
 }
 
-static double
-la_now(int cpu_clock)
+double
+la_arch_now(int cpu_clock)
 {
     struct timespec ts;
 #if defined(CLOCK_THREAD_CPUTIME_ID)
@@ -75,9 +75,9 @@ la_fma_peak(int isa, int f64, double min_seconds, int reps, int cpu_clock)
     /* grow the loop until one run lasts min_seconds (the first runs warm up
      * the core's clock and the wide units) */
     for (;;) {
-        t0 = la_now(cpu_clock);
+        t0 = la_arch_now(cpu_clock);
         flops = f64 ? la_arch_fma_loop_f64(isa, iters) : la_arch_fma_loop_f32(isa, iters);
-        dt = la_now(cpu_clock) - t0;
+        dt = la_arch_now(cpu_clock) - t0;
         if (flops == 0) {
             return 0;
         }
@@ -87,9 +87,9 @@ la_fma_peak(int isa, int f64, double min_seconds, int reps, int cpu_clock)
         iters *= dt > 0 && min_seconds / dt < 16 ? 2 : 8;
     }
     for (r = 0; r < (reps < 1 ? 1 : reps); r++) {
-        t0 = la_now(cpu_clock);
+        t0 = la_arch_now(cpu_clock);
         flops = f64 ? la_arch_fma_loop_f64(isa, iters) : la_arch_fma_loop_f32(isa, iters);
-        dt = la_now(cpu_clock) - t0;
+        dt = la_arch_now(cpu_clock) - t0;
         if (dt > 0 && flops / dt > best) {
             best = flops / dt;
         }
