@@ -615,9 +615,9 @@ SMALL_KINDS = {  # kind -> target us per la.causal call, T = 16, B*H = 1
 }
 
 _MATMUL_CHILD = r"""
-import json, os, time
+import json, os, sys, time
 import numpy as np
-out = {"rate": None, "corename": None, "blas": None, "threads": None}
+info = {"corename": None, "blas": None, "threads": None}
 try:
     from threadpoolctl import threadpool_info, threadpool_limits
 except ImportError:
@@ -625,47 +625,102 @@ except ImportError:
 a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
 b = a.copy()
 tick = time.thread_time if os.environ.get("LA_ROOFLINE_CLOCK") == "cpu" else time.perf_counter
-def rate():
-    for _ in range(2):
-        a @ b
-    ts = []
-    for _ in range(int(os.environ.get("LA_ROOFLINE_REPEAT", "7"))):
-        t0 = tick()
-        a @ b
-        ts.append(tick() - t0)
-    ts.sort()
-    return 2 * 1024 ** 3 / ts[len(ts) // 2] / 1e9, 2 * 1024 ** 3 / ts[0] / 1e9
+def once():
+    t0 = tick()
+    a @ b
+    return tick() - t0
 if threadpool_limits is not None:
-    with threadpool_limits(limits=1, user_api="blas"):
-        out["rate"], out["best"] = rate()
-        for d in threadpool_info():
-            if d.get("user_api") == "blas":
-                out["corename"] = d.get("architecture")
-                out["blas"] = f"{d.get('internal_api')} {d.get('version')}"
-                out["threads"] = d.get("num_threads")
-else:
-    out["rate"], out["best"] = rate()
-print(json.dumps(out))
+    threadpool_limits(limits=1, user_api="blas")
+    for d in threadpool_info():
+        if d.get("user_api") == "blas":
+            info["corename"] = d.get("architecture")
+            info["blas"] = f"{d.get('internal_api')} {d.get('version')}"
+            info["threads"] = d.get("num_threads")
+for _ in range(2):
+    a @ b
+print(json.dumps(info), flush=True)
+for line in sys.stdin:  # "n": time n products, answer their seconds
+    print(json.dumps([once() for _ in range(int(line))]), flush=True)
 """
 
+_MM_FLOPS = 2 * 1024 ** 3
 
-def matmul_limit(repeat: int = 7, clock: str = "wall", coretype: str | None = None) -> dict:
-    """np.matmul float32 1024^3 GFLOP/s on one BLAS thread, in a subprocess where NumPy's
-    OpenBLAS picks its own core type (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset), or the
-    one named by ``coretype`` (``"Haswell"``: the AVX2 kernels an AVX2-only CPU runs);
-    threadpoolctl reports which kernels ran.  ``clock="cpu"`` times it by the thread's CPU
-    time, as the one-thread kernel figures it is compared with."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    if coretype:
-        env["OPENBLAS_CORETYPE"] = coretype
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", LA_ROOFLINE_REPEAT=str(repeat),
-               LA_ROOFLINE_CLOCK=clock)
-    p = subprocess.run([sys.executable, "-c", _MATMUL_CHILD], env=env, capture_output=True,
-                       text=True, timeout=600)
-    if p.returncode != 0:
-        raise RuntimeError(f"np.matmul subprocess failed: {p.stderr[-500:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+
+class MatmulServer:
+    """np.matmul float32 1024^3 on one BLAS thread in a child process where NumPy's
+    OpenBLAS picks its own core type (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset), or
+    the one named by ``coretype`` (``"Haswell"``: the AVX2 kernels an AVX2-only CPU
+    runs); threadpoolctl reports which kernels ran (``info``).  The products are timed
+    on request (``rates``), so that a kernel and the matmul can be timed in alternation:
+    a change of the machine's speed during a run (a shared host) then hits both.
+    ``clock="cpu"`` times by the thread's CPU time, as the kernel figures it is compared
+    with."""
+
+    def __init__(self, clock: str = "wall", coretype: str | None = None):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        if coretype:
+            env["OPENBLAS_CORETYPE"] = coretype
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", LA_ROOFLINE_CLOCK=clock)
+        self.p = subprocess.Popen([sys.executable, "-c", _MATMUL_CHILD], env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.info = json.loads(self._line())
+
+    def _line(self) -> str:
+        line = self.p.stdout.readline()
+        if not line:
+            self.p.kill()
+            raise RuntimeError(f"np.matmul subprocess failed: {self.p.stderr.read()[-500:]}")
+        return line
+
+    def rates(self, n: int) -> list[float]:
+        """GFLOP/s of n products timed now."""
+        self.p.stdin.write(f"{n}\n")
+        self.p.stdin.flush()
+        return [_MM_FLOPS / t / 1e9 for t in json.loads(self._line())]
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            self.p.wait(timeout=60)
+
+
+def matmul_limit(repeat: int = 7, clock: str = "wall", coretype: str | None = None,
+                 server: MatmulServer | None = None) -> dict:
+    """np.matmul float32 1024^3 GFLOP/s on one BLAS thread (see :class:`MatmulServer`):
+    the median and the best of ``repeat`` products, with the child's BLAS ``info``."""
+    srv = server if server is not None else MatmulServer(clock, coretype)
+    try:
+        r = sorted(srv.rates(max(1, repeat)))
+        return {**srv.info, "rate": r[len(r) // 2], "best": r[-1]}
+    finally:
+        if server is None:
+            srv.close()
+
+
+def _paired(fn, limit, repeat: int, clock: str = "wall"):
+    """A kernel and a limit measured in alternation (one warm-up call, then ``repeat``
+    rounds of ``limit()`` and one timed ``fn()``): the kernel's (median, min, max) seconds,
+    the limit's median and the per-round (seconds, limit) pairs, whose ratios a row
+    reports by their median, so that a change of the machine's speed during the run
+    (a shared host) moves the kernel and its limit together."""
+    tick = _timer(clock)
+    fn()
+    pairs = []
+    for _ in range(max(1, repeat)):
+        lim = limit()
+        t0 = tick()
+        fn()
+        pairs.append((tick() - t0, lim))
+    ts = sorted(t for t, _ in pairs)
+    ls = sorted(x for _, x in pairs)
+    return (ts[len(ts) // 2], ts[0], ts[-1]), ls[len(ls) // 2], pairs
+
+
+def _median(xs) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
 
 
 def _numpy_ref_seconds(T: int, repeat: int, coretype: str | None = None) -> float:
@@ -842,7 +897,8 @@ def roofline(argv=None) -> int:
     peaks = {x: _core.fma_peak(x, seconds=0.05 if a.quick else 0.2, reps=repeat, clock=a.clock)
              for x in runnable}
     peak = max(peaks.values())
-    mm = matmul_limit(repeat, a.clock)
+    servers = {None: MatmulServer(a.clock)}
+    mm = matmul_limit(repeat, a.clock, server=servers[None])
     mm_rate = mm["rate"]
     print(f"cpu={cpu}  FMA peak f32 1 core: " +
           ", ".join(f"{x} {v:.1f}" for x, v in peaks.items()) + " GFLOP/s;  np.matmul f32 "
@@ -853,7 +909,8 @@ def roofline(argv=None) -> int:
     # on its Haswell (AVX2) kernels; the notes give the fractions of this CPU's best too.
     limits = {x: (peak, mm) for x in paths}
     if "avx2" in paths and peak > peaks["avx2"]:
-        mm2 = matmul_limit(repeat, a.clock, coretype="Haswell")
+        servers["Haswell"] = MatmulServer(a.clock, coretype="Haswell")
+        mm2 = matmul_limit(repeat, a.clock, server=servers["Haswell"])
         limits["avx2"] = (peaks["avx2"], mm2)
         print(f"path avx2 judged as an AVX2-only CPU: FMA peak {peaks['avx2']:.1f} GFLOP/s, "
               f"np.matmul {mm2['rate']:.1f} GFLOP/s (core type {mm2['corename']})", flush=True)
@@ -901,35 +958,45 @@ def roofline(argv=None) -> int:
                 for label, lim in (("tiles", -1), ("blas", 0)):
                     if path == "generic" and label == "tiles":
                         continue  # no register tiles on the generic path
-                    _core.set_tuning("tiles_max_dim", lim)
-                    t = _med(lambda: la.causal(q, k, v, kind="elu", mode="chunked"), repeat,
-                             a.clock)
-                    _core.set_tuning("tiles_max_dim", -1)
-                    rate = fl_chunk / t[0] / 1e9
                     # the BLAS products run on linattn's OpenBLAS at its own core type
                     # whatever the path: judged against np.matmul on the same kernels
                     own_l = own and label == "tiles"
-                    l_rate = p_rate if own_l else mm_rate
+                    srv = servers["Haswell" if own_l and "Haswell" in servers else None]
+                    _core.set_tuning("tiles_max_dim", lim)
+                    t, l_rate, pairs = _paired(
+                        lambda: la.causal(q, k, v, kind="elu", mode="chunked"),
+                        lambda: srv.rates(1)[0], repeat, a.clock)
+                    _core.set_tuning("tiles_max_dim", -1)
+                    rate = fl_chunk / t[0] / 1e9
+                    frac = _median(fl_chunk / tt / 1e9 / m for tt, m in pairs)
                     add(path, "chunked_vs_matmul", "elu", rate, "GFLOP/s",
-                        mm_name if own_l else "np.matmul 1 thread", l_rate, rate / l_rate, 1,
+                        mm_name if own_l else "np.matmul 1 thread", l_rate, frac, 1,
                         T, BH, t, ROOFLINE_TARGETS["chunked_vs_matmul"],
                         f"chunk products on {label}"
                         + (f" (linattn's OpenBLAS on {env['linattn_blas_corename']})"
                            if label == "blas" else "")
-                        + f"; executed flops 4FE + 2C(F+E) per token; "
+                        + f"; executed flops 4FE + 2C(F+E) per token; fraction: median "
+                        f"of {len(pairs)} rounds, each the call's rate / that of an "
+                        f"np.matmul timed just before it; "
                         f"{rate / (p_peak if own_l else peak):.3f} of the FMA peak"
                         + (f"; this CPU's best: {rate / mm_rate:.3f} of np.matmul "
                            f"({mm['corename']}), {rate / peak:.3f} of its FMA peak"
                            if own_l else ""),
                         blas_core=None if own_l else mm["corename"])
-                t = _med(lambda: la.causal(q, k, v, kind="elu", mode="recurrent"), repeat,
-                         a.clock)
+                peak_isa = path if own else max(peaks, key=peaks.get)
+                t, r_peak, pairs = _paired(
+                    lambda: la.causal(q, k, v, kind="elu", mode="recurrent"),
+                    lambda: _core.fma_peak(peak_isa, seconds=0.01, reps=2, clock=a.clock),
+                    repeat, a.clock)
                 ns = t[0] / (T * BH) * 1e9
-                floor = 4 * D * E / p_peak  # ns per token and head at the FMA peak (GFLOP/s)
+                floor = 4 * D * E / r_peak  # ns per token and head at the FMA peak (GFLOP/s)
+                frac = _median(tt / (T * BH) * 1e9 / (4 * D * E / pk) for tt, pk in pairs)
                 add(path, "recurrent_vs_fma_floor", "elu", ns, "ns/token/head",
                     "FMA floor 4FE/peak" + (f" ({path} peak)" if own else ""), floor,
-                    ns / floor, 1, T, BH, t, ROOFLINE_TARGETS["recurrent_vs_fma_floor"],
-                    f"{fl_rec / t[0] / 1e9 / p_peak:.3f} of the FMA peak"
+                    frac, 1, T, BH, t, ROOFLINE_TARGETS["recurrent_vs_fma_floor"],
+                    f"fraction: median of {len(pairs)} rounds, each the call against the FMA "
+                    f"peak timed just before it; {fl_rec / t[0] / 1e9 / p_peak:.3f} of the "
+                    "FMA peak"
                     + (f"; vs this CPU's best peak {ns / (4 * D * E / peak):.2f}x" if own
                        else f"; vs this path's own peak {ns / (4 * D * E / peaks[path]):.2f}x"))
                 t_auto = _med(lambda: la.causal(q, k, v, kind="elu"), repeat, a.clock)
@@ -999,6 +1066,8 @@ def roofline(argv=None) -> int:
     finally:
         _tuning.set_simd(before)
         _core.set_tuning("tiles_max_dim", -1)
+        for srv in servers.values():
+            srv.close()
 
     path_csv = os.path.join(a.out, "roofline.csv")
     fields = list(rows[0]) if rows else []
