@@ -302,38 +302,62 @@ la_leave_caller_cpu(int *caller_cpu, int ith)
            __atomic_load_n(&P.load_aware, __ATOMIC_RELAXED);
 }
 
+/* Each thread's range of items: thread t starts on [t n / nth, (t+1) n / nth),
+ * so that consecutive calls give a thread the same items (a decoding step's
+ * state stays in the cache of the core that updated it last), then claims
+ * what is left of the others' ranges.  Counters a cache line apart. */
 typedef struct {
-    la_index n, next, grain;
+    la_index next, end;
+    char pad[64 - 2 * sizeof(la_index)];
+} la_range;
+
+typedef struct {
+    la_index n, grain;
     la_item_task task;
     void *ctx;
     char *work;
     size_t wsize;
     int status;
     int caller_cpu;
+    int nth;
+    la_range *ranges;
 } la_items_ctx;
+
+/* Runs the items claimed from range u; 0 once that range is exhausted. */
+static int
+la_items_claim(la_items_ctx *r, la_range *g, char *work)
+{
+    la_index i = __atomic_fetch_add(&g->next, r->grain, __ATOMIC_RELAXED);
+    const la_index hi = i + r->grain < g->end ? i + r->grain : g->end;
+    if (i >= g->end) {
+        return 0;
+    }
+    for (; i < hi && __atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK; i++) {
+        la_status s = la_cancel_flag ? LA_ERR_INTERRUPTED : r->task(r->ctx, i, work);
+        if (s != LA_OK) { /* the first failure wins */
+            int ok = LA_OK;
+            __atomic_compare_exchange_n(&r->status, &ok, (int)s, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED);
+        }
+    }
+    return 1;
+}
 
 static void
 la_items_run(void *vctx, int ith, int nth)
 {
     la_items_ctx *r = (la_items_ctx *)vctx;
     char *work = r->work + (size_t)ith * r->wsize;
+    int u;
     (void)nth;
-    while (__atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK) {
-        la_index i;
-        if (la_leave_caller_cpu(&r->caller_cpu, ith)) {
-            break; /* a worker sharing the caller's core leaves it the items */
-        }
-        i = __atomic_fetch_add(&r->next, r->grain, __ATOMIC_RELAXED);
-        const la_index hi = i + r->grain < r->n ? i + r->grain : r->n;
-        if (i >= r->n) {
-            break;
-        }
-        for (; i < hi && __atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK; i++) {
-            la_status s = la_cancel_flag ? LA_ERR_INTERRUPTED : r->task(r->ctx, i, work);
-            if (s != LA_OK) { /* the first failure wins */
-                int ok = LA_OK;
-                __atomic_compare_exchange_n(&r->status, &ok, (int)s, 0, __ATOMIC_RELAXED,
-                                            __ATOMIC_RELAXED);
+    for (u = 0; u < r->nth; u++) {
+        la_range *g = &r->ranges[(ith + u) % r->nth];
+        while (__atomic_load_n(&r->status, __ATOMIC_RELAXED) == LA_OK) {
+            if (la_leave_caller_cpu(&r->caller_cpu, ith)) {
+                return; /* a worker sharing the caller's core leaves it the items */
+            }
+            if (!la_items_claim(r, g, work)) {
+                break;
             }
         }
     }
@@ -344,7 +368,13 @@ la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, char *work,
                   size_t wsize)
 {
     la_items_ctx r;
+    la_range stack[8], *ranges = stack;
+    int t;
     nth = nth < 1 ? 1 : nth;
+    if (nth > 8 && (ranges = (la_range *)malloc((size_t)nth * sizeof(la_range))) == NULL) {
+        ranges = stack; /* no memory for the ranges: one range, claimed by all */
+        nth = 1;
+    }
     memset(&r, 0, sizeof(r));
     r.n = n;
     /* a few claims per worker: cheap to hand out, and they balance the load */
@@ -354,8 +384,17 @@ la_parallel_items(la_index n, int nth, la_item_task task, void *ctx, char *work,
     r.work = work;
     r.wsize = wsize;
     r.caller_cpu = -1;
+    r.nth = nth;
+    r.ranges = ranges;
+    for (t = 0; t < nth; t++) {
+        ranges[t].next = n / nth * t + (t < n % nth ? t : n % nth);
+        ranges[t].end = ranges[t].next + n / nth + (t < n % nth);
+    }
     if (n > 0) {
         la_parallel_run(la_items_run, &r, nth);
+    }
+    if (ranges != stack) {
+        free(ranges);
     }
     return (la_status)r.status;
 }

@@ -25,9 +25,11 @@ void la_parallel_run(la_task_fn fn, void *ctx, int nth);
 
 /*
  * Run task(ctx, i, work + ith * wsize) for i = 0..n-1 over nth workers.  Items
- * are handed out dynamically a few at a time (a worker slowed down by another
- * process leaves its share to the others), so a task must not depend on which
- * worker runs it.  Stops at the first failure, or between items when
+ * are handed out dynamically a few at a time: each worker from its own range
+ * first (worker t: [t n / nth, (t + 1) n / nth), so a repeated call gives a
+ * worker the same items and their data stays in its core's cache), then from
+ * the others' (a worker slowed down by another process leaves its share to
+ * the others), so a task must not depend on which worker runs it.  Stops at the first failure, or between items when
  * la_cancel_flag is set (LA_ERR_INTERRUPTED); returns the first failure.
  */
 typedef la_status (*la_item_task)(void *ctx, la_index i, char *work);

@@ -1,7 +1,8 @@
 /*
  * test_pool.c -- the thread pool of la_parallel.c without Python: every item
  * and every share runs exactly once, whatever the callers do at the same time
- * (several threads, nested calls), failures and cancellation stop a run, the
+ * (several threads, nested calls), with each thread's own range of items
+ * first and the others' left-overs next, failures and cancellation stop a run, the
  * thread-count settings resolve as documented, and the pool works again in a
  * forked child.  Run by ctest, under ASan/UBSan in the sanitizer build.
  */
@@ -106,6 +107,9 @@ main(void)
             expect("every share once", seen[i] == (i < nth));
         }
     }
+    /* more threads than ranges kept on the stack (their ranges allocated) */
+    expect("every item once, 12 threads", run_items(1000, 12));
+    expect("fewer items than 12 threads", run_items(5, 12));
     la_parallel_run(nested_task, NULL, 3);
     expect("nested calls", failures == 0);
 
