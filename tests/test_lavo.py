@@ -345,3 +345,28 @@ def test_errors(rng):
     _, st = la.causal(q, x, x, kind="lavo", window=3, return_state=True)
     with pytest.raises(ValueError, match="ring_k"):
         la.causal(q, x, x, kind="lavo", window=4, initial_state=st)
+
+
+def test_auto_takes_recurrent_below_the_measured_crossover():
+    """mode="auto" runs the recurrent form for 2 <= T < 24 and the chunked form from
+    T = 24 (the crossover measured in kinds/lavo.py), and the two give the same
+    outputs to the family's tolerance."""
+    import types
+
+    from linattn import _registry
+    from linattn.kinds import lavo
+
+    spec = _registry.lookup("lavo")
+
+    assert lavo.LAVO_CHUNKED_FROM == 24
+    for T, want in ((2, "recurrent"), (23, "recurrent"), (24, "chunked"), (200, "chunked")):
+        call = types.SimpleNamespace(mode="auto", spec=spec)
+        assert lavo._pick_mode(call, T, 64) == want
+    for T, mode in ((2, "recurrent"), (40, "chunked")):
+        call = types.SimpleNamespace(mode=mode, spec=spec)
+        assert lavo._pick_mode(call, T, 64) == mode
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((2, 23, 16)) for _ in range(3))
+    o = la.causal(q, k, v, kind="lavo", seed=1)
+    assert_close(o, la.causal(q, k, v, kind="lavo", seed=1, mode="chunked"), np.float64)
+    assert np.array_equal(o, la.causal(q, k, v, kind="lavo", seed=1, mode="recurrent"))

@@ -171,7 +171,7 @@ def auto_rule(knobs: dict[str, int] | None = None, isa: str | None = None) -> st
         f"most {t['recurrent_max_e']} wide (E <= {t['recurrent_max_e']}, any F) and chunked "
         "for wider values (measured crossovers); parallel is never chosen automatically. "
         "Kinds with their own kernels use chunked from T >= 2 * chunk_size (performer, rfa) "
-        f"or from T >= 2 (lavo). chunk_size defaults to {t['chunk']} ({t['chunk_narrow']} when F <= "
+        f"or from T >= 24 (lavo). chunk_size defaults to {t['chunk']} ({t['chunk_narrow']} when F <= "
         f"{t['narrow_f']}). Numbers: the {isa} row of the tuning table; la.tune() measures "
         "them on the running CPU and la.info()['tuning'] says which apply")
 
