@@ -91,6 +91,29 @@ arch_set_simd(PyObject *self, PyObject *arg)
     return PyUnicode_FromString(la_isa_name(la_cpu_set_isa(isa)));
 }
 
+/* The timing arguments of fma_peak and mem_pass: the clock's name (sets
+ * *cpu_clock), seconds per timed run and runs; -1 with ValueError when bad. */
+static int
+timing_args(const char *clk, double seconds, int reps, int *cpu_clock)
+{
+    if (strcmp(clk, "wall") != 0 && strcmp(clk, "cpu") != 0) {
+        PyErr_Format(PyExc_ValueError, "clock must be 'wall' or 'cpu', got '%s'", clk);
+        return -1;
+    }
+    if (!(seconds > 0 && seconds <= 10) || reps < 1 || reps > 1000) {
+        PyObject *so = PyFloat_FromDouble(seconds);
+        if (so != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "seconds must be in (0, 10] and reps in [1, 1000], got %R and %d",
+                         so, reps);
+            Py_DECREF(so);
+        }
+        return -1;
+    }
+    *cpu_clock = strcmp(clk, "cpu") == 0;
+    return 0;
+}
+
 static PyObject *
 arch_fma_peak(PyObject *self, PyObject *args, PyObject *kw)
 {
@@ -104,27 +127,15 @@ arch_fma_peak(PyObject *self, PyObject *args, PyObject *kw)
                                      &seconds, &reps, &clk)) {
         return NULL;
     }
-    if (strcmp(clk, "wall") != 0 && strcmp(clk, "cpu") != 0) {
-        PyErr_Format(PyExc_ValueError, "clock must be 'wall' or 'cpu', got '%s'", clk);
+    if (timing_args(clk, seconds, reps, &cpu_clock) < 0) {
         return NULL;
     }
-    cpu_clock = strcmp(clk, "cpu") == 0;
     if (isa_arg(isao, &isa) < 0) {
         return NULL;
     }
     if (strcmp(dtype, "float32") != 0 && strcmp(dtype, "float64") != 0) {
         PyErr_Format(PyExc_ValueError, "dtype must be 'float32' or 'float64', got '%s'",
                      dtype);
-        return NULL;
-    }
-    if (!(seconds > 0 && seconds <= 10) || reps < 1 || reps > 1000) {
-        PyObject *so = PyFloat_FromDouble(seconds);
-        if (so != NULL) {
-            PyErr_Format(PyExc_ValueError,
-                         "seconds must be in (0, 10] and reps in [1, 1000], got %R and %d",
-                         so, reps);
-            Py_DECREF(so);
-        }
         return NULL;
     }
     f64 = strcmp(dtype, "float64") == 0;
@@ -147,25 +158,13 @@ arch_mem_pass(PyObject *self, PyObject *args, PyObject *kw)
                                      &reps, &clk)) {
         return NULL;
     }
-    if (strcmp(clk, "wall") != 0 && strcmp(clk, "cpu") != 0) {
-        PyErr_Format(PyExc_ValueError, "clock must be 'wall' or 'cpu', got '%s'", clk);
+    if (timing_args(clk, seconds, reps, &cpu_clock) < 0) {
         return NULL;
     }
     if (nbytes < 4 || nbytes > ((long long)1 << 34)) {
         PyErr_Format(PyExc_ValueError, "nbytes must be in [4, 2**34], got %lld", nbytes);
         return NULL;
     }
-    if (!(seconds > 0 && seconds <= 10) || reps < 1 || reps > 1000) {
-        PyObject *so = PyFloat_FromDouble(seconds);
-        if (so != NULL) {
-            PyErr_Format(PyExc_ValueError,
-                         "seconds must be in (0, 10] and reps in [1, 1000], got %R and %d",
-                         so, reps);
-            Py_DECREF(so);
-        }
-        return NULL;
-    }
-    cpu_clock = strcmp(clk, "cpu") == 0;
     Py_BEGIN_ALLOW_THREADS
     r = la_mem_pass((size_t)nbytes, seconds, reps, cpu_clock);
     Py_END_ALLOW_THREADS
