@@ -11,6 +11,7 @@ one array or not, a fresh seed) take the full path.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -312,3 +313,229 @@ def test_float64_state_with_float32_inputs(rng):
         o, st2 = la.causal(q32, k32, v32, "elu", initial_state=st, return_state=True)
         assert o.dtype == np.float32 and st2.S.dtype == np.float64
     assert_close(o, _ref(q, k, v, "elu")[:, 3:], tolerance(np.float32))
+
+
+# ------------------------------------------------ decays of other float dtypes --
+#
+# The full path converts a caller's decay with np.asarray(decay, dtype=np.float64); the
+# fast paths (la.causal's plans, la.step's and la.Decoder's one-token entry) convert a
+# real floating decay the same way once, up front.  So a float32 (float16, big-endian
+# float64) decay gives, bit for bit, what its float64 values give, and so does la.step's
+# per-token decay with its length-1 time axis (..., 1); a bad value raises the float64
+# decay's error.  Each case is compared with the full path (out= or check_finite=True,
+# which no plan serves) and with the reference.
+
+DECAY_DTYPES = [np.float32, np.float16, np.dtype(">f8")]
+
+
+def _decay_calls(rng, dtype, kind, per_token):
+    q, k, v = (rng.standard_normal((3, 16, 8)).astype(dtype) for _ in range(3))
+    shape = (3, 16) if per_token else (3,)
+    g = -np.abs(0.3 * rng.standard_normal(shape))
+    return q, k, v, g
+
+
+@pytest.mark.parametrize("gdtype", DECAY_DTYPES, ids=lambda d: np.dtype(d).str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kind,per_token", [("mamba2", True), ("retnet", False),
+                                            ("lightning", True), ("linear", True),
+                                            ("elu", False), ("transnormer", True)])
+def test_causal_float_decays_bit_identical(rng, kind, per_token, dtype, gdtype):
+    q, k, v, g64 = _decay_calls(rng, dtype, kind, per_token)
+    g = g64.astype(gdtype)
+    g64 = np.asarray(g, dtype=np.float64)  # the values the full path sees
+    keep = [x.copy() for x in (q, k, v, g)]
+    full = np.empty_like(v)
+    la.causal(q, k, v, kind, decay=g64, out=full)  # out=: the full path
+    o0, s0 = la.causal(q, k, v, kind, decay=g64, out=np.empty_like(v), return_state=True)
+    for i in range(4):  # 1st call: the full path; 2nd: makes the plan; 3rd+: plan served
+        np.testing.assert_array_equal(la.causal(q, k, v, kind, decay=g), full,
+                                      err_msg=f"{kind} call {i}")
+        o, s = la.causal(q, k, v, kind, decay=g, return_state=True)
+        np.testing.assert_array_equal(o, o0)
+        np.testing.assert_array_equal(s.S, s0.S)
+        assert s.t == s0.t and s.kind == s0.kind
+    assert _plan_of(q, k, v, kind) is not None and _plan_of(q, k, v, kind)[0] is not _api._no_plan
+    # the plan served float32 and float64 decays alike
+    np.testing.assert_array_equal(la.causal(q, k, v, kind, decay=g64), full)
+    assert_close(full, _ref(q, k, v, kind, decay=g64), tolerance(dtype))
+    for a, b in zip((q, k, v, g), keep):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+
+
+def test_causal_python_float_decay(rng):
+    q, k, v = (rng.standard_normal((1, 6, 4)) for _ in range(3))
+    full = la.causal(q, k, v, "retnet", decay=np.array(-0.2), out=np.empty_like(v))
+    for _ in range(3):
+        np.testing.assert_array_equal(la.causal(q, k, v, "retnet", decay=-0.2), full)
+        np.testing.assert_array_equal(la.causal(q, k, v, "retnet", decay=np.float32(-0.2)),
+                                      la.causal(q, k, v, "retnet",
+                                                decay=np.float64(np.float32(-0.2))))
+
+
+@pytest.mark.parametrize("gdtype", [np.float32, np.float16], ids=lambda d: np.dtype(d).name)
+def test_causal_bad_float_decays_raise_the_float64_errors(rng, gdtype):
+    q, k, v, g = _decay_calls(rng, np.float32, "mamba2", True)
+    g = g.astype(gdtype)
+    for _ in range(3):
+        la.causal(q, k, v, "mamba2", decay=g)  # a plan serves this key now
+    for bad_value, at in ((np.nan, (1, 3)), (0.5, (2, 0)), (np.inf, (0, 15))):
+        bad = g.copy()
+        bad[at] = bad_value
+        keep = bad.copy()
+        with pytest.raises(ValueError) as want:
+            la.causal(q, k, v, "mamba2", decay=bad.astype(np.float64))
+        with pytest.raises(ValueError) as got:
+            la.causal(q, k, v, "mamba2", decay=bad)
+        assert str(got.value) == str(want.value)
+        assert "decay" in str(got.value) and str(at) in str(got.value)
+        np.testing.assert_array_equal(bad, keep)
+    # per-head, through the value cache of retnet's plan
+    q, k, v, g = _decay_calls(rng, np.float64, "retnet", False)
+    for _ in range(3):
+        la.causal(q, k, v, "retnet", decay=g.astype(gdtype))
+    bad = np.array([-0.1, 0.25, -0.3], gdtype)
+    with pytest.raises(ValueError) as want:
+        la.causal(q, k, v, "retnet", decay=bad.astype(np.float64))
+    with pytest.raises(ValueError) as got:
+        la.causal(q, k, v, "retnet", decay=bad)
+    assert str(got.value) == str(want.value)
+    # not a real float: the full path's TypeError, as before
+    with pytest.raises(TypeError, match="decay must be a float array, got dtype int64"):
+        la.causal(q, k, v, "retnet", decay=np.array([-1, -2, -3]))
+    with pytest.raises(TypeError, match="decay must be a float array, got dtype complex128"):
+        la.causal(q, k, v, "retnet", decay=np.array([-1, -2, -3], complex))
+
+
+def test_plans_do_not_leak_decay_values(rng):
+    """A plan serves calls with other decay arrays of the same shape: each call's result
+    is its own decay's, whatever came before (float32 and float64 interleaved)."""
+    q, k, v, _ = _decay_calls(rng, np.float32, "mamba2", True)
+    gs = [-np.abs(rng.standard_normal((3, 16))) * s for s in (0.1, 1.0, 3.0)]
+    want = [la.causal(q, k, v, "mamba2", decay=g.astype(np.float32).astype(np.float64),
+                      out=np.empty_like(v)) for g in gs]
+    for rep in range(3):
+        for g, w in zip(gs, want):
+            g32 = g.astype(np.float32)
+            np.testing.assert_array_equal(la.causal(q, k, v, "mamba2", decay=g32), w)
+            g32[...] = 0.0  # a caller reusing its buffer: nothing kept from before
+    # per head: the value cache keys by value, not by array
+    q, k, v, _ = _decay_calls(rng, np.float64, "retnet", False)
+    hs = [np.array([-0.1, -0.2, -0.3], np.float32), np.array([-0.3, -0.2, -0.1], np.float32)]
+    want = [la.causal(q, k, v, "retnet", decay=h.astype(np.float64), out=np.empty_like(v))
+            for h in hs]
+    for rep in range(3):
+        for h, w in zip(hs, want):
+            buf = h.copy()
+            np.testing.assert_array_equal(la.causal(q, k, v, "retnet", decay=buf), w)
+            buf[...] = -5.0
+
+
+def _stream(rng, bh, dtype, T=5):
+    q, k, v = (rng.standard_normal((bh, T + 1, 8)).astype(dtype) for _ in range(3))
+    g = -np.abs(0.3 * rng.standard_normal((bh, T + 1)))
+    _, st = la.causal(q[:, :T], k[:, :T], v[:, :T], "mamba2", decay=g[:, :T],
+                      return_state=True)
+    return q[:, T], k[:, T], v[:, T], g[:, T], st
+
+
+@contextlib.contextmanager
+def _no_full_path(on=True):
+    """Fail if la.step's full path runs (the fast paths under test must serve)."""
+    if not on:
+        yield
+        return
+    full = _api._causal
+
+    def refuse(*a, **kw):
+        raise AssertionError("la.step took its full path")
+    _api._causal = refuse
+    try:
+        yield
+    finally:
+        _api._causal = full
+
+
+_STEP_DECAYS = {
+    "f32": lambda g: g.astype(np.float32),
+    "f16": lambda g: g.astype(np.float16),
+    "f64 (...,1)": lambda g: g[..., None].copy(),
+    "f32 (...,1)": lambda g: g[..., None].astype(np.float32),
+    "f64 (...,1) strided": lambda g: np.repeat(g[..., None], 2, axis=-1)[..., :1],
+    "f64 list": lambda g: g.tolist(),
+}
+
+
+@pytest.mark.parametrize("form", sorted(_STEP_DECAYS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("bh", [1, 4])
+def test_step_float_decays_bit_identical(rng, form, dtype, bh):
+    qt, kt, vt, g, st = _stream(rng, bh, dtype)
+    d = _STEP_DECAYS[form](g)
+    g64 = np.asarray(d, dtype=np.float64).reshape(g.shape)  # the values la.step sees
+    keep = [x.copy() for x in (qt, kt, vt)] + [np.array(d, copy=True)]
+    s_in = st.copy()
+    # the full path (check_finite=True takes no fast path), copying and in place
+    o_ref, s_ref = la.step(qt, kt, vt, st, decay=g64, check_finite=True)
+    o_full, s_full = la.step(qt, kt, vt, st, decay=d, check_finite=True)
+    np.testing.assert_array_equal(o_full, o_ref)
+    np.testing.assert_array_equal(s_full.S, s_ref.S)
+    dec = la.Decoder(state=st.copy())
+    for i in range(3):  # the first call makes the fast path's plan, then it serves
+        with _no_full_path(i > 0):
+            o, s = la.step(qt, kt, vt, st, decay=d)
+        np.testing.assert_array_equal(o, o_ref, err_msg=f"copying step {i}")
+        np.testing.assert_array_equal(s.S, s_ref.S)
+        assert s.t == s_ref.t
+        s_ip = st.copy()
+        with _no_full_path(i > 0):
+            o, s = la.step(qt, kt, vt, s_ip, inplace=True, decay=d)
+        assert s is s_ip
+        np.testing.assert_array_equal(o, o_ref, err_msg=f"in-place step {i}")
+        np.testing.assert_array_equal(s.S, s_ref.S)
+        assert s.t == s_ref.t
+    # a decoder's stream of three tokens, against la.step with float64 decays
+    s64 = st.copy()
+    for i in range(3):
+        with _no_full_path():
+            o = dec.step(qt, kt, vt, d)
+        o64, _ = la.step(qt, kt, vt, s64, inplace=True, decay=g64, check_finite=True)
+        np.testing.assert_array_equal(o, o64, err_msg=f"decoder step {i}")
+    np.testing.assert_array_equal(dec.state.S, s64.S)
+    assert dec.t == s64.t
+    for a, b in zip((qt, kt, vt, d), keep):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    np.testing.assert_array_equal(st.S, s_in.S)  # the copying steps' state is untouched
+    assert st.t == s_in.t
+
+
+@pytest.mark.parametrize("form", ["f32", "f64 (...,1)", "f32 (...,1)"])
+def test_step_bad_float_decays_raise_the_float64_errors(rng, form):
+    qt, kt, vt, g, st = _stream(rng, 3, np.float32)
+    dec = la.Decoder(state=st.copy())
+    for _ in range(2):  # plans made
+        la.step(qt, kt, vt, st.copy(), inplace=True, decay=_STEP_DECAYS[form](g))
+        la.step(qt, kt, vt, st, decay=_STEP_DECAYS[form](g))
+        dec.step(qt, kt, vt, _STEP_DECAYS[form](g))
+    for bad_value, at in ((np.nan, 1), (0.5, 2), (np.inf, 0)):
+        bad = g.copy()
+        bad[at] = bad_value
+        d = _STEP_DECAYS[form](bad)
+        keep = d.copy()
+        with pytest.raises(ValueError) as want:
+            la.step(qt, kt, vt, st.copy(), decay=np.asarray(d, np.float64), check_finite=True)
+        assert "decay" in str(want.value)
+        s_ip = st.copy()
+        before = dec.state.S.copy(), dec.t
+        for call in (lambda: la.step(qt, kt, vt, st, decay=d),
+                     lambda: la.step(qt, kt, vt, s_ip, inplace=True, decay=d),
+                     lambda: dec.step(qt, kt, vt, d)):
+            with pytest.raises(ValueError) as got:
+                call()
+            assert str(got.value) == str(want.value)
+        np.testing.assert_array_equal(s_ip.S, st.S)  # a rejected step writes nothing
+        assert s_ip.t == st.t
+        np.testing.assert_array_equal(dec.state.S, before[0])
+        assert dec.t == before[1]
+        np.testing.assert_array_equal(d, keep)
