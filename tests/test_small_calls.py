@@ -539,3 +539,119 @@ def test_step_bad_float_decays_raise_the_float64_errors(rng, form):
         np.testing.assert_array_equal(dec.state.S, before[0])
         assert dec.t == before[1]
         np.testing.assert_array_equal(d, keep)
+
+
+# ------------------------------------------------------- plans against the full path --
+#
+# The plans of the random-feature and generic-operator kinds run fused or in-place
+# forms of the same kernels: each planned call (the third and later) must give the bits
+# of the full path (out=, which no plan serves) on every ISA path this CPU runs.
+
+_ORDER = ("avx512", "avx2", "generic")
+
+
+def _isa_paths():
+    from linattn import _tuning
+
+    cpu = la.info()["simd_cpu"]
+    return [isa for isa in _ORDER if _ORDER.index(isa) >= _ORDER.index(cpu)]
+
+
+@pytest.fixture(params=_isa_paths())
+def isa(request):
+    from linattn import _tuning
+
+    before = la.info()["simd"]
+    _tuning.set_simd(request.param)
+    yield request.param
+    _tuning.set_simd(before)
+
+
+def _full_and_planned(q, k, v, kind, **kw):
+    """(the full path's output and state, the planned call's), after two calls that
+    make the plan."""
+    o_full = np.empty(np.broadcast_shapes(q.shape[:-1], v.shape[:-1]) + v.shape[-1:], q.dtype)
+    _, s_full = la.causal(q, k, v, kind, out=o_full, return_state=True, **kw)
+    o_full2 = np.empty_like(o_full)
+    la.causal(q, k, v, kind, out=o_full2, **kw)
+    for _ in range(2):
+        la.causal(q, k, v, kind, **kw)
+        la.causal(q, k, v, kind, return_state=True, **kw)
+    ent = _plan_of(q, k, v, kind)
+    assert ent is not None and ent[0] is not _api._no_plan
+    o = la.causal(q, k, v, kind, **kw)
+    o2, s = la.causal(q, k, v, kind, return_state=True, **kw)
+    np.testing.assert_array_equal(o_full, o_full2)
+    return o_full, s_full, o, o2, s
+
+
+def _assert_same_state(s, s_full):
+    np.testing.assert_array_equal(s.S, s_full.S)
+    if s_full.z is None:
+        assert s.z is None
+    else:
+        np.testing.assert_array_equal(s.z, s_full.z)
+    assert s.t == s_full.t and s.kind == s_full.kind
+    assert sorted(s.extra) == sorted(s_full.extra)
+    for name, x in s_full.extra.items():
+        np.testing.assert_array_equal(s.extra[name], x)
+        assert np.asarray(s.extra[name]).dtype == np.asarray(x).dtype
+    assert s.S.flags.writeable and s.S.flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,T,F", [((1,), 16, None), ((2, 3), 7, 6), ((2,), 1, 10),
+                                       ((3,), 17, 16), ((1,), 0, 8)])
+@pytest.mark.parametrize("opts", [{}, {"normalize": "none"}, {"normalize": "norm"},
+                                  {"eps_mode": "add", "eps": 0.5}, {"scale": 0.7}],
+                         ids=lambda o: ",".join(f"{n}={x}" for n, x in o.items()) or "defaults")
+def test_rfa_plan_bits_equal_full_path(rng, isa, dtype, shape, T, F, opts):
+    D = 64 if F is None else 5
+    q = (0.5 * rng.standard_normal(shape + (T, D))).astype(dtype)
+    k = (0.5 * rng.standard_normal(shape + (T, D))).astype(dtype)
+    v = rng.standard_normal(shape + (T, D + 2)).astype(dtype)
+    kw = dict(opts, seed=3)
+    if F is not None:
+        kw["num_features"] = F
+    keep = [x.copy() for x in (q, k, v)]
+    o_full, s_full, o, o2, s = _full_and_planned(q, k, v, "rfa", **kw)
+    np.testing.assert_array_equal(o, o_full)
+    np.testing.assert_array_equal(o2, o_full)
+    _assert_same_state(s, s_full)
+    assert o.dtype == dtype and o.flags.c_contiguous
+    if T and dtype is np.float64:  # (few float32 features: denominators near 0)
+        assert_close(o, _ref(q, k, v, "rfa", **kw), tolerance(dtype))
+    # the planned state resumes like the full path's
+    o3 = la.causal(q, k, v, "rfa", initial_state=s, **kw)
+    np.testing.assert_array_equal(o3, la.causal(q, k, v, "rfa", initial_state=s_full, **kw))
+    for a, b in zip((q, k, v), keep):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rfa_plan_broadcast_keys_and_threads(rng):
+    q = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    k = rng.standard_normal((2, 1, 9, 8)).astype(np.float32)
+    v = rng.standard_normal((2, 1, 9, 8)).astype(np.float32)
+    old = la.get_num_threads()
+    try:
+        for n in (1, 2):
+            la.set_num_threads(n)
+            o_full, s_full, o, o2, s = _full_and_planned(q, k, v, "rfa", seed=1,
+                                                         num_features=12)
+            np.testing.assert_array_equal(o, o_full)
+            _assert_same_state(s, s_full)
+            assert o.shape == (2, 4, 9, 8) and s.S.shape == (2, 4, 12, 8)
+    finally:
+        la.set_num_threads(old)
+
+
+def test_rfa_plan_states_are_not_shared(rng):
+    """Each planned call fills a new state: a returned state is never written again."""
+    q, k, v = (rng.standard_normal((1, 5, 4)) for _ in range(3))
+    states = [la.causal(q, k, v, "rfa", seed=2, return_state=True)[1] for _ in range(4)]
+    keep = states[2].S.copy()
+    for _ in range(3):
+        la.causal(q * 2, k, v, "rfa", seed=2, return_state=True)
+        la.causal(q * 2, k, v, "rfa", seed=2)
+    np.testing.assert_array_equal(states[2].S, keep)
+    assert states[2].S is not states[3].S
