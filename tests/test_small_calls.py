@@ -570,8 +570,11 @@ def isa(request):
 def _full_and_planned(q, k, v, kind, **kw):
     """(the full path's output and state, the planned call's), after two calls that
     make the plan."""
-    o_full = np.empty(np.broadcast_shapes(q.shape[:-1], v.shape[:-1]) + v.shape[-1:], q.dtype)
+    _api._PLANS.clear()
+    o_first = la.causal(q, k, v, kind, **kw)  # a key seen the first time: the full path
+    o_full = np.empty_like(o_first)
     _, s_full = la.causal(q, k, v, kind, out=o_full, return_state=True, **kw)
+    np.testing.assert_array_equal(o_first, o_full)
     o_full2 = np.empty_like(o_full)
     la.causal(q, k, v, kind, out=o_full2, **kw)
     for _ in range(2):
@@ -654,4 +657,68 @@ def test_rfa_plan_states_are_not_shared(rng):
         la.causal(q * 2, k, v, "rfa", seed=2, return_state=True)
         la.causal(q * 2, k, v, "rfa", seed=2)
     np.testing.assert_array_equal(states[2].S, keep)
+    assert states[2].S is not states[3].S
+
+
+_GENERIC_CASES = {
+    "linear": {}, "elu": {}, "relu": {"normalize": "div"}, "lightning": {},
+    "retnet": {"normalize": "norm"}, "transnormer": {}, "cosformer": {"horizon": 128},
+    "mamba2": {"decay": "per-token"}, "linear+decay": {"decay": "per-head"},
+    "elu+decay": {"decay": "per-token", "eps_mode": "add"},
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,T,D", [((1,), 16, 64), ((2, 3), 7, 5), ((2,), 1, 8),
+                                       ((3,), 33, 16), ((1,), 0, 4)])
+@pytest.mark.parametrize("case", sorted(_GENERIC_CASES))
+def test_generic_plans_bits_equal_full_path(rng, isa, dtype, shape, T, D, case):
+    kind = case.split("+")[0]
+    kw = dict(_GENERIC_CASES[case])
+    q = (0.5 * rng.standard_normal(shape + (T, D))).astype(dtype)
+    k = (0.5 * rng.standard_normal(shape + (T, D))).astype(dtype)
+    v = rng.standard_normal(shape + (T, D + 1)).astype(dtype)
+    if kw.get("decay") == "per-token":
+        kw["decay"] = -np.abs(0.2 * rng.standard_normal(shape + (T,)))
+    elif kw.get("decay") == "per-head":
+        kw["decay"] = -np.abs(0.2 * rng.standard_normal(shape[-1:]))
+    o_full, s_full, o, o2, s = _full_and_planned(q, k, v, kind, **kw)
+    np.testing.assert_array_equal(o, o_full)
+    np.testing.assert_array_equal(o2, o_full)
+    _assert_same_state(s, s_full)
+    # the planned state resumes like the full path's (the stream's plan)
+    for _ in range(3):
+        o3 = la.causal(q, k, v, kind, initial_state=s, **kw)
+    np.testing.assert_array_equal(o3, la.causal(q, k, v, kind, initial_state=s_full,
+                                                out=np.empty_like(o3), **kw))
+
+
+@pytest.mark.parametrize("kind", ["mamba2", "linear"])
+def test_per_token_decay_widening_the_batch(rng, kind):
+    """A per-token decay may broadcast the inputs' batch (1 -> 3): the planned call's
+    output and state have the widened batch, as the full path's."""
+    q, k, v = (rng.standard_normal((1, 6, 4)) for _ in range(3))
+    g = -np.abs(rng.standard_normal((3, 6)))
+    o_full, s_full = la.causal(q, k, v, kind, decay=g, return_state=True)  # a new key
+    o_first = la.causal(q, k, v, kind, decay=g)
+    for _ in range(3):
+        o = la.causal(q, k, v, kind, decay=g)
+        o2, s = la.causal(q, k, v, kind, decay=g, return_state=True)
+    assert _plan_of(q, k, v, kind)[0] is not _api._no_plan
+    np.testing.assert_array_equal(o2, o_full)
+    np.testing.assert_array_equal(o_first, o_full)
+    assert o.shape == (3, 6, 4) and s.S.shape == (3, 4, 4)
+    np.testing.assert_array_equal(o, o_full)
+    _assert_same_state(s, s_full)
+
+
+def test_planned_states_are_not_shared(rng):
+    q, k, v = (rng.standard_normal((2, 5, 4)) for _ in range(3))
+    states = [la.causal(q, k, v, "elu", return_state=True)[1] for _ in range(4)]
+    keep = states[2].S.copy(), states[2].z.copy()
+    for _ in range(3):
+        la.causal(2 * q, k, v, "elu", return_state=True)
+        la.causal(2 * q, k, v, "elu")
+    np.testing.assert_array_equal(states[2].S, keep[0])
+    np.testing.assert_array_equal(states[2].z, keep[1])
     assert states[2].S is not states[3].S
