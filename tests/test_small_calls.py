@@ -722,3 +722,68 @@ def test_planned_states_are_not_shared(rng):
     np.testing.assert_array_equal(states[2].S, keep[0])
     np.testing.assert_array_equal(states[2].z, keep[1])
     assert states[2].S is not states[3].S
+
+
+@pytest.mark.parametrize("form", ["(1, H)", "(B, 1)", "(1, H, 1)", "(B, H, 1) f16"])
+def test_step_broadcasting_per_token_decays(rng, form):
+    """A per-token decay that broadcasts to the state's batch takes the one-token entry
+    (which broadcasts it in C) with la.step's values."""
+    B, H, D = 2, 3, 4
+    q, k, v = (rng.standard_normal((B, H, 6, D)) for _ in range(3))
+    g = -np.abs(rng.standard_normal((B, H, 6)))
+    _, st = la.causal(q[..., :5, :], k[..., :5, :], v[..., :5, :], "mamba2",
+                      decay=g[..., :5], return_state=True)
+    qt, kt, vt = q[..., 5, :], k[..., 5, :], v[..., 5, :]
+    d = {"(1, H)": g[:1, :, 5], "(B, 1)": g[:, :1, 5], "(1, H, 1)": g[:1, :, 5:],
+         "(B, H, 1) f16": g[:, :, 5:].astype(np.float16)}[form]
+    o_ref, s_ref = la.step(qt, kt, vt, st, decay=d, check_finite=True)
+    for i in range(3):
+        with _no_full_path(i > 0):
+            o, s = la.step(qt, kt, vt, st, decay=d)
+        np.testing.assert_array_equal(o, o_ref)
+        np.testing.assert_array_equal(s.S, s_ref.S)
+        s_ip = st.copy()
+        with _no_full_path(i > 0):
+            o, _ = la.step(qt, kt, vt, s_ip, inplace=True, decay=d)
+        np.testing.assert_array_equal(o, o_ref)
+        np.testing.assert_array_equal(s_ip.S, s_ref.S)
+    dec = la.Decoder(state=st.copy())
+    with _no_full_path():
+        np.testing.assert_array_equal(dec.step(qt, kt, vt, d), o_ref)
+
+
+def test_step_decays_the_fast_path_must_not_take(rng):
+    """A per-head decay (fewer axes than the batch) stays la.step's: mamba2 rejects it,
+    the per-head kinds run it."""
+    q, k, v = (rng.standard_normal((2, 3, 6, 4)) for _ in range(3))
+    g = -np.abs(rng.standard_normal((2, 3, 6)))
+    _, st = la.causal(q[..., :5, :], k[..., :5, :], v[..., :5, :], "mamba2",
+                      decay=g[..., :5], return_state=True)
+    qt, kt, vt = q[..., 5, :], k[..., 5, :], v[..., 5, :]
+    for _ in range(2):
+        la.step(qt, kt, vt, st.copy(), inplace=True, decay=g[..., 5])
+    for d in (g[0, :, 5], g[0, :, 5].astype(np.float32)):
+        with pytest.raises(ValueError, match="kind 'mamba2' needs a per-token decay"):
+            la.step(qt, kt, vt, st.copy(), inplace=True, decay=d)
+        with pytest.raises(ValueError, match="kind 'mamba2' needs a per-token decay"):
+            la.step(qt, kt, vt, st, decay=d)
+    _, sr = la.causal(q[..., :5, :], k[..., :5, :], v[..., :5, :], "retnet",
+                      decay=g[0, :, 0], return_state=True)
+    o_ref, _ = la.step(qt, kt, vt, sr, decay=g[0, :, 5], check_finite=True)
+    for _ in range(3):
+        o, _ = la.step(qt, kt, vt, sr, decay=g[0, :, 5])
+        np.testing.assert_array_equal(o, o_ref)
+
+
+def test_step_one_dimensional_token_scalar_decay(rng):
+    """q_t (D,) with a 0-d per-token decay (q_t's shape without its last axis): the full
+    path takes it as the fast path does (mamba2 included)."""
+    st = la.State.zeros("mamba2", (), 4, 4)
+    q, k, v = (rng.standard_normal(4) for _ in range(3))
+    o_full, s_full = la.step(q, k, v, st, decay=np.array(-0.1), check_finite=True)
+    o, s = la.step(q, k, v, st, decay=np.array(-0.1))
+    np.testing.assert_array_equal(o, o_full)
+    np.testing.assert_array_equal(s.S, s_full.S)
+    np.testing.assert_array_equal(o, la.step(q, k, v, st, decay=-0.1, check_finite=True)[0])
+    with pytest.raises(ValueError, match=r"decay is a log-decay and must be <= 0, got 0.5"):
+        la.step(q, k, v, st, decay=np.float32(0.5))

@@ -367,7 +367,7 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
                         f"form on (..., D) arrays, resumed from its state argument")
     _check_token_axis(q_t, state)
     decay = options.get("decay")
-    if decay is not None and np.ndim(decay) == q_t.ndim - 1 and q_t.ndim > 1:
+    if decay is not None and np.ndim(decay) == q_t.ndim - 1:
         options["decay"] = np.asarray(decay)[..., None]  # per token: add the T axis
     q1, k1, v1 = q_t[..., None, :], k_t[..., None, :], v_t[..., None, :]
     if inplace and state is not None and not isinstance(state, State):
