@@ -787,3 +787,24 @@ def test_step_one_dimensional_token_scalar_decay(rng):
     np.testing.assert_array_equal(o, la.step(q, k, v, st, decay=-0.1, check_finite=True)[0])
     with pytest.raises(ValueError, match=r"decay is a log-decay and must be <= 0, got 0.5"):
         la.step(q, k, v, st, decay=np.float32(0.5))
+
+
+def test_stream_of_small_calls_with_float32_decay(rng):
+    """Chunks of a stream resumed from the state, float32 decays: plan-served (from the
+    third chunk) and bit-identical to the float64 decays' stream."""
+    q, k, v = (rng.standard_normal((2, 40, 8)).astype(np.float32) for _ in range(3))
+    g = (-np.abs(0.3 * rng.standard_normal((2, 40)))).astype(np.float32)
+    s32 = s64 = None
+    for t0 in range(0, 40, 8):
+        sl = slice(t0, t0 + 8)
+        o32, s32 = la.causal(q[:, sl], k[:, sl], v[:, sl], "mamba2", decay=g[:, sl],
+                             initial_state=s32, return_state=True)
+        o64, s64 = la.causal(q[:, sl], k[:, sl], v[:, sl], "mamba2",
+                             decay=g[:, sl].astype(np.float64), initial_state=s64,
+                             return_state=True)
+        np.testing.assert_array_equal(o32, o64)
+        np.testing.assert_array_equal(s32.S, s64.S)
+    assert any(key[0] == "mamba2" and key[-1] is not None and ent is not None
+               and ent[0] is not _api._no_plan for key, ent in _api._PLANS.items())
+    assert_close(o32, _ref(q, k, v, "mamba2", decay=g.astype(np.float64))[:, 32:],
+                 tolerance(np.float32))
