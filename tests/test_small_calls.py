@@ -7,6 +7,12 @@ them), every check whose outcome depends on the values still runs (with the full
 message), options of equal value but another type are not confused, a plan holds no
 input array, and the calls a plan must not serve (another thread count, keys and values
 one array or not, a fresh seed) take the full path.
+
+Also: every plan gives the bits of the full path (``out=``, which no plan serves) on
+each ISA path, the fused RFA plan included; a decay of another real float dtype than
+float64 (float32 as fla passes it) takes the fast paths of ``la.causal``, ``la.step``
+and ``la.Decoder.step`` with the float64 values' bits and errors, as does ``la.step``'s
+per-token decay with its length-1 time axis ``(..., 1)``.
 """
 
 from __future__ import annotations
