@@ -534,11 +534,11 @@ def test_step_bad_float_decays_raise_the_float64_errors(rng, form):
         assert "decay" in str(want.value)
         s_ip = st.copy()
         before = dec.state.S.copy(), dec.t
-        for call in (lambda: la.step(qt, kt, vt, st, decay=d),
-                     lambda: la.step(qt, kt, vt, s_ip, inplace=True, decay=d),
-                     lambda: dec.step(qt, kt, vt, d)):
+        for call, args, kw in ((la.step, (qt, kt, vt, st), {"decay": d}),
+                               (la.step, (qt, kt, vt, s_ip), {"inplace": True, "decay": d}),
+                               (dec.step, (qt, kt, vt, d), {})):
             with pytest.raises(ValueError) as got:
-                call()
+                call(*args, **kw)
             assert str(got.value) == str(want.value)
         np.testing.assert_array_equal(s_ip.S, st.S)  # a rejected step writes nothing
         assert s_ip.t == st.t
@@ -557,8 +557,6 @@ _ORDER = ("avx512", "avx2", "generic")
 
 
 def _isa_paths():
-    from linattn import _tuning
-
     cpu = la.info()["simd_cpu"]
     return [isa for isa in _ORDER if _ORDER.index(isa) >= _ORDER.index(cpu)]
 
@@ -645,8 +643,8 @@ def test_rfa_plan_broadcast_keys_and_threads(rng):
     try:
         for n in (1, 2):
             la.set_num_threads(n)
-            o_full, s_full, o, o2, s = _full_and_planned(q, k, v, "rfa", seed=1,
-                                                         num_features=12)
+            o_full, s_full, o, _, s = _full_and_planned(q, k, v, "rfa", seed=1,
+                                                        num_features=12)
             np.testing.assert_array_equal(o, o_full)
             _assert_same_state(s, s_full)
             assert o.shape == (2, 4, 9, 8) and s.S.shape == (2, 4, 12, 8)
