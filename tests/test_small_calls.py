@@ -7,10 +7,17 @@ them), every check whose outcome depends on the values still runs (with the full
 message), options of equal value but another type are not confused, a plan holds no
 input array, and the calls a plan must not serve (another thread count, keys and values
 one array or not, a fresh seed) take the full path.
+
+Also: every plan gives the bits of the full path (``out=``, which no plan serves) on
+each ISA path, the fused RFA plan included; a decay of another real float dtype than
+float64 (float32 as fla passes it) takes the fast paths of ``la.causal``, ``la.step``
+and ``la.Decoder.step`` with the float64 values' bits and errors, as does ``la.step``'s
+per-token decay with its length-1 time axis ``(..., 1)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -312,3 +319,496 @@ def test_float64_state_with_float32_inputs(rng):
         o, st2 = la.causal(q32, k32, v32, "elu", initial_state=st, return_state=True)
         assert o.dtype == np.float32 and st2.S.dtype == np.float64
     assert_close(o, _ref(q, k, v, "elu")[:, 3:], tolerance(np.float32))
+
+
+# ------------------------------------------------ decays of other float dtypes --
+#
+# The full path converts a caller's decay with np.asarray(decay, dtype=np.float64); the
+# fast paths (la.causal's plans, la.step's and la.Decoder's one-token entry) convert a
+# real floating decay the same way once, up front.  So a float32 (float16, big-endian
+# float64) decay gives, bit for bit, what its float64 values give, and so does la.step's
+# per-token decay with its length-1 time axis (..., 1); a bad value raises the float64
+# decay's error.  Each case is compared with the full path (out= or check_finite=True,
+# which no plan serves) and with the reference.
+
+DECAY_DTYPES = [np.float32, np.float16, np.dtype(">f8")]
+
+
+def _decay_calls(rng, dtype, kind, per_token):
+    q, k, v = (rng.standard_normal((3, 16, 8)).astype(dtype) for _ in range(3))
+    shape = (3, 16) if per_token else (3,)
+    g = -np.abs(0.3 * rng.standard_normal(shape))
+    return q, k, v, g
+
+
+@pytest.mark.parametrize("gdtype", DECAY_DTYPES, ids=lambda d: np.dtype(d).str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kind,per_token", [("mamba2", True), ("retnet", False),
+                                            ("lightning", True), ("linear", True),
+                                            ("elu", False), ("transnormer", True)])
+def test_causal_float_decays_bit_identical(rng, kind, per_token, dtype, gdtype):
+    q, k, v, g64 = _decay_calls(rng, dtype, kind, per_token)
+    g = g64.astype(gdtype)
+    g64 = np.asarray(g, dtype=np.float64)  # the values the full path sees
+    keep = [x.copy() for x in (q, k, v, g)]
+    full = np.empty_like(v)
+    la.causal(q, k, v, kind, decay=g64, out=full)  # out=: the full path
+    o0, s0 = la.causal(q, k, v, kind, decay=g64, out=np.empty_like(v), return_state=True)
+    for i in range(4):  # 1st call: the full path; 2nd: makes the plan; 3rd+: plan served
+        np.testing.assert_array_equal(la.causal(q, k, v, kind, decay=g), full,
+                                      err_msg=f"{kind} call {i}")
+        o, s = la.causal(q, k, v, kind, decay=g, return_state=True)
+        np.testing.assert_array_equal(o, o0)
+        np.testing.assert_array_equal(s.S, s0.S)
+        assert s.t == s0.t and s.kind == s0.kind
+    assert _plan_of(q, k, v, kind) is not None and _plan_of(q, k, v, kind)[0] is not _api._no_plan
+    # the plan served float32 and float64 decays alike
+    np.testing.assert_array_equal(la.causal(q, k, v, kind, decay=g64), full)
+    assert_close(full, _ref(q, k, v, kind, decay=g64), tolerance(dtype))
+    for a, b in zip((q, k, v, g), keep):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+
+
+def test_causal_python_float_decay(rng):
+    q, k, v = (rng.standard_normal((1, 6, 4)) for _ in range(3))
+    full = la.causal(q, k, v, "retnet", decay=np.array(-0.2), out=np.empty_like(v))
+    for _ in range(3):
+        np.testing.assert_array_equal(la.causal(q, k, v, "retnet", decay=-0.2), full)
+        np.testing.assert_array_equal(la.causal(q, k, v, "retnet", decay=np.float32(-0.2)),
+                                      la.causal(q, k, v, "retnet",
+                                                decay=np.float64(np.float32(-0.2))))
+
+
+@pytest.mark.parametrize("gdtype", [np.float32, np.float16], ids=lambda d: np.dtype(d).name)
+def test_causal_bad_float_decays_raise_the_float64_errors(rng, gdtype):
+    q, k, v, g = _decay_calls(rng, np.float32, "mamba2", True)
+    g = g.astype(gdtype)
+    for _ in range(3):
+        la.causal(q, k, v, "mamba2", decay=g)  # a plan serves this key now
+    for bad_value, at in ((np.nan, (1, 3)), (0.5, (2, 0)), (np.inf, (0, 15))):
+        bad = g.copy()
+        bad[at] = bad_value
+        keep = bad.copy()
+        with pytest.raises(ValueError) as want:
+            la.causal(q, k, v, "mamba2", decay=bad.astype(np.float64))
+        with pytest.raises(ValueError) as got:
+            la.causal(q, k, v, "mamba2", decay=bad)
+        assert str(got.value) == str(want.value)
+        assert "decay" in str(got.value) and str(at) in str(got.value)
+        np.testing.assert_array_equal(bad, keep)
+    # per-head, through the value cache of retnet's plan
+    q, k, v, g = _decay_calls(rng, np.float64, "retnet", False)
+    for _ in range(3):
+        la.causal(q, k, v, "retnet", decay=g.astype(gdtype))
+    bad = np.array([-0.1, 0.25, -0.3], gdtype)
+    with pytest.raises(ValueError) as want:
+        la.causal(q, k, v, "retnet", decay=bad.astype(np.float64))
+    with pytest.raises(ValueError) as got:
+        la.causal(q, k, v, "retnet", decay=bad)
+    assert str(got.value) == str(want.value)
+    # not a real float: the full path's TypeError, as before
+    with pytest.raises(TypeError, match="decay must be a float array, got dtype int64"):
+        la.causal(q, k, v, "retnet", decay=np.array([-1, -2, -3]))
+    with pytest.raises(TypeError, match="decay must be a float array, got dtype complex128"):
+        la.causal(q, k, v, "retnet", decay=np.array([-1, -2, -3], complex))
+
+
+def test_plans_do_not_leak_decay_values(rng):
+    """A plan serves calls with other decay arrays of the same shape: each call's result
+    is its own decay's, whatever came before (float32 and float64 interleaved)."""
+    q, k, v, _ = _decay_calls(rng, np.float32, "mamba2", True)
+    gs = [-np.abs(rng.standard_normal((3, 16))) * s for s in (0.1, 1.0, 3.0)]
+    want = [la.causal(q, k, v, "mamba2", decay=g.astype(np.float32).astype(np.float64),
+                      out=np.empty_like(v)) for g in gs]
+    for rep in range(3):
+        for g, w in zip(gs, want):
+            g32 = g.astype(np.float32)
+            np.testing.assert_array_equal(la.causal(q, k, v, "mamba2", decay=g32), w)
+            g32[...] = 0.0  # a caller reusing its buffer: nothing kept from before
+    # per head: the value cache keys by value, not by array
+    q, k, v, _ = _decay_calls(rng, np.float64, "retnet", False)
+    hs = [np.array([-0.1, -0.2, -0.3], np.float32), np.array([-0.3, -0.2, -0.1], np.float32)]
+    want = [la.causal(q, k, v, "retnet", decay=h.astype(np.float64), out=np.empty_like(v))
+            for h in hs]
+    for rep in range(3):
+        for h, w in zip(hs, want):
+            buf = h.copy()
+            np.testing.assert_array_equal(la.causal(q, k, v, "retnet", decay=buf), w)
+            buf[...] = -5.0
+
+
+def _stream(rng, bh, dtype, T=5):
+    q, k, v = (rng.standard_normal((bh, T + 1, 8)).astype(dtype) for _ in range(3))
+    g = -np.abs(0.3 * rng.standard_normal((bh, T + 1)))
+    _, st = la.causal(q[:, :T], k[:, :T], v[:, :T], "mamba2", decay=g[:, :T],
+                      return_state=True)
+    return q[:, T], k[:, T], v[:, T], g[:, T], st
+
+
+@contextlib.contextmanager
+def _no_full_path(on=True):
+    """Fail if la.step's full path runs (the fast paths under test must serve)."""
+    if not on:
+        yield
+        return
+    full = _api._causal
+
+    def refuse(*a, **kw):
+        raise AssertionError("la.step took its full path")
+    _api._causal = refuse
+    try:
+        yield
+    finally:
+        _api._causal = full
+
+
+_STEP_DECAYS = {
+    "f32": lambda g: g.astype(np.float32),
+    "f16": lambda g: g.astype(np.float16),
+    "f64 (...,1)": lambda g: g[..., None].copy(),
+    "f32 (...,1)": lambda g: g[..., None].astype(np.float32),
+    "f64 (...,1) strided": lambda g: np.repeat(g[..., None], 2, axis=-1)[..., :1],
+    "f64 list": lambda g: g.tolist(),
+}
+
+
+@pytest.mark.parametrize("form", sorted(_STEP_DECAYS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("bh", [1, 4])
+def test_step_float_decays_bit_identical(rng, form, dtype, bh):
+    qt, kt, vt, g, st = _stream(rng, bh, dtype)
+    d = _STEP_DECAYS[form](g)
+    g64 = np.asarray(d, dtype=np.float64).reshape(g.shape)  # the values la.step sees
+    keep = [x.copy() for x in (qt, kt, vt)] + [np.array(d, copy=True)]
+    s_in = st.copy()
+    # the full path (check_finite=True takes no fast path), copying and in place
+    o_ref, s_ref = la.step(qt, kt, vt, st, decay=g64, check_finite=True)
+    o_full, s_full = la.step(qt, kt, vt, st, decay=d, check_finite=True)
+    np.testing.assert_array_equal(o_full, o_ref)
+    np.testing.assert_array_equal(s_full.S, s_ref.S)
+    dec = la.Decoder(state=st.copy())
+    for i in range(3):  # the first call makes the fast path's plan, then it serves
+        with _no_full_path(i > 0):
+            o, s = la.step(qt, kt, vt, st, decay=d)
+        np.testing.assert_array_equal(o, o_ref, err_msg=f"copying step {i}")
+        np.testing.assert_array_equal(s.S, s_ref.S)
+        assert s.t == s_ref.t
+        s_ip = st.copy()
+        with _no_full_path(i > 0):
+            o, s = la.step(qt, kt, vt, s_ip, inplace=True, decay=d)
+        assert s is s_ip
+        np.testing.assert_array_equal(o, o_ref, err_msg=f"in-place step {i}")
+        np.testing.assert_array_equal(s.S, s_ref.S)
+        assert s.t == s_ref.t
+    # a decoder's stream of three tokens, against la.step with float64 decays
+    s64 = st.copy()
+    for i in range(3):
+        with _no_full_path():
+            o = dec.step(qt, kt, vt, d)
+        o64, _ = la.step(qt, kt, vt, s64, inplace=True, decay=g64, check_finite=True)
+        np.testing.assert_array_equal(o, o64, err_msg=f"decoder step {i}")
+    np.testing.assert_array_equal(dec.state.S, s64.S)
+    assert dec.t == s64.t
+    for a, b in zip((qt, kt, vt, d), keep):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    np.testing.assert_array_equal(st.S, s_in.S)  # the copying steps' state is untouched
+    assert st.t == s_in.t
+
+
+@pytest.mark.parametrize("form", ["f32", "f64 (...,1)", "f32 (...,1)"])
+def test_step_bad_float_decays_raise_the_float64_errors(rng, form):
+    qt, kt, vt, g, st = _stream(rng, 3, np.float32)
+    dec = la.Decoder(state=st.copy())
+    for _ in range(2):  # plans made
+        la.step(qt, kt, vt, st.copy(), inplace=True, decay=_STEP_DECAYS[form](g))
+        la.step(qt, kt, vt, st, decay=_STEP_DECAYS[form](g))
+        dec.step(qt, kt, vt, _STEP_DECAYS[form](g))
+    for bad_value, at in ((np.nan, 1), (0.5, 2), (np.inf, 0)):
+        bad = g.copy()
+        bad[at] = bad_value
+        d = _STEP_DECAYS[form](bad)
+        keep = d.copy()
+        with pytest.raises(ValueError) as want:
+            la.step(qt, kt, vt, st.copy(), decay=np.asarray(d, np.float64), check_finite=True)
+        assert "decay" in str(want.value)
+        s_ip = st.copy()
+        before = dec.state.S.copy(), dec.t
+        for call, args, kw in ((la.step, (qt, kt, vt, st), {"decay": d}),
+                               (la.step, (qt, kt, vt, s_ip), {"inplace": True, "decay": d}),
+                               (dec.step, (qt, kt, vt, d), {})):
+            with pytest.raises(ValueError) as got:
+                call(*args, **kw)
+            assert str(got.value) == str(want.value)
+        np.testing.assert_array_equal(s_ip.S, st.S)  # a rejected step writes nothing
+        assert s_ip.t == st.t
+        np.testing.assert_array_equal(dec.state.S, before[0])
+        assert dec.t == before[1]
+        np.testing.assert_array_equal(d, keep)
+
+
+# ------------------------------------------------------- plans against the full path --
+#
+# The plans of the random-feature and generic-operator kinds run fused or in-place
+# forms of the same kernels: each planned call (the third and later) must give the bits
+# of the full path (out=, which no plan serves) on every ISA path this CPU runs.
+
+_ORDER = ("avx512", "avx2", "generic")
+
+
+def _isa_paths():
+    cpu = la.info()["simd_cpu"]
+    return [isa for isa in _ORDER if _ORDER.index(isa) >= _ORDER.index(cpu)]
+
+
+@pytest.fixture(params=_isa_paths())
+def isa(request):
+    from linattn import _tuning
+
+    before = la.info()["simd"]
+    _tuning.set_simd(request.param)
+    yield request.param
+    _tuning.set_simd(before)
+
+
+def _full_and_planned(q, k, v, kind, **kw):
+    """(the full path's output and state, the planned call's), after two calls that
+    make the plan."""
+    _api._PLANS.clear()
+    o_first = la.causal(q, k, v, kind, **kw)  # a key seen the first time: the full path
+    o_full = np.empty_like(o_first)
+    _, s_full = la.causal(q, k, v, kind, out=o_full, return_state=True, **kw)
+    np.testing.assert_array_equal(o_first, o_full)
+    o_full2 = np.empty_like(o_full)
+    la.causal(q, k, v, kind, out=o_full2, **kw)
+    for _ in range(2):
+        la.causal(q, k, v, kind, **kw)
+        la.causal(q, k, v, kind, return_state=True, **kw)
+    ent = _plan_of(q, k, v, kind)
+    assert ent is not None and ent[0] is not _api._no_plan
+    o = la.causal(q, k, v, kind, **kw)
+    o2, s = la.causal(q, k, v, kind, return_state=True, **kw)
+    np.testing.assert_array_equal(o_full, o_full2)
+    return o_full, s_full, o, o2, s
+
+
+def _assert_same_state(s, s_full):
+    np.testing.assert_array_equal(s.S, s_full.S)
+    if s_full.z is None:
+        assert s.z is None
+    else:
+        np.testing.assert_array_equal(s.z, s_full.z)
+    assert s.t == s_full.t and s.kind == s_full.kind
+    assert sorted(s.extra) == sorted(s_full.extra)
+    for name, x in s_full.extra.items():
+        np.testing.assert_array_equal(s.extra[name], x)
+        assert np.asarray(s.extra[name]).dtype == np.asarray(x).dtype
+    assert s.S.flags.writeable and s.S.flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,T,F", [((1,), 16, None), ((2, 3), 7, 6), ((2,), 1, 10),
+                                       ((3,), 17, 16), ((1,), 0, 8)])
+@pytest.mark.parametrize("opts", [{}, {"normalize": "none"}, {"normalize": "norm"},
+                                  {"eps_mode": "add", "eps": 0.5}, {"scale": 0.7}],
+                         ids=lambda o: ",".join(f"{n}={x}" for n, x in o.items()) or "defaults")
+def test_rfa_plan_bits_equal_full_path(rng, isa, dtype, shape, T, F, opts):
+    D = 64 if F is None else 5
+    q = (0.5 * rng.standard_normal(shape + (T, D))).astype(dtype)
+    k = (0.5 * rng.standard_normal(shape + (T, D))).astype(dtype)
+    v = rng.standard_normal(shape + (T, D + 2)).astype(dtype)
+    kw = dict(opts, seed=3)
+    if F is not None:
+        kw["num_features"] = F
+    keep = [x.copy() for x in (q, k, v)]
+    o_full, s_full, o, o2, s = _full_and_planned(q, k, v, "rfa", **kw)
+    np.testing.assert_array_equal(o, o_full)
+    np.testing.assert_array_equal(o2, o_full)
+    _assert_same_state(s, s_full)
+    assert o.dtype == dtype and o.flags.c_contiguous
+    if T and dtype is np.float64:  # (few float32 features: denominators near 0)
+        assert_close(o, _ref(q, k, v, "rfa", **kw), tolerance(dtype))
+    # the planned state resumes like the full path's
+    o3 = la.causal(q, k, v, "rfa", initial_state=s, **kw)
+    np.testing.assert_array_equal(o3, la.causal(q, k, v, "rfa", initial_state=s_full, **kw))
+    for a, b in zip((q, k, v), keep):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rfa_plan_broadcast_keys_and_threads(rng):
+    q = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    k = rng.standard_normal((2, 1, 9, 8)).astype(np.float32)
+    v = rng.standard_normal((2, 1, 9, 8)).astype(np.float32)
+    old = la.get_num_threads()
+    try:
+        for n in (1, 2):
+            la.set_num_threads(n)
+            o_full, s_full, o, _, s = _full_and_planned(q, k, v, "rfa", seed=1,
+                                                        num_features=12)
+            np.testing.assert_array_equal(o, o_full)
+            _assert_same_state(s, s_full)
+            assert o.shape == (2, 4, 9, 8) and s.S.shape == (2, 4, 12, 8)
+    finally:
+        la.set_num_threads(old)
+
+
+def test_rfa_plan_states_are_not_shared(rng):
+    """Each planned call fills a new state: a returned state is never written again."""
+    q, k, v = (rng.standard_normal((1, 5, 4)) for _ in range(3))
+    states = [la.causal(q, k, v, "rfa", seed=2, return_state=True)[1] for _ in range(4)]
+    keep = states[2].S.copy()
+    for _ in range(3):
+        la.causal(q * 2, k, v, "rfa", seed=2, return_state=True)
+        la.causal(q * 2, k, v, "rfa", seed=2)
+    np.testing.assert_array_equal(states[2].S, keep)
+    assert states[2].S is not states[3].S
+
+
+_GENERIC_CASES = {
+    "linear": {}, "elu": {}, "relu": {"normalize": "div"}, "lightning": {},
+    "retnet": {"normalize": "norm"}, "transnormer": {}, "cosformer": {"horizon": 128},
+    "mamba2": {"decay": "per-token"}, "linear+decay": {"decay": "per-head"},
+    "elu+decay": {"decay": "per-token", "eps_mode": "add"},
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,T,D", [((1,), 16, 64), ((2, 3), 7, 5), ((2,), 1, 8),
+                                       ((3,), 33, 16), ((1,), 0, 4)])
+@pytest.mark.parametrize("case", sorted(_GENERIC_CASES))
+def test_generic_plans_bits_equal_full_path(rng, isa, dtype, shape, T, D, case):
+    kind = case.split("+")[0]
+    kw = dict(_GENERIC_CASES[case])
+    q = (0.5 * rng.standard_normal(shape + (T, D))).astype(dtype)
+    k = (0.5 * rng.standard_normal(shape + (T, D))).astype(dtype)
+    v = rng.standard_normal(shape + (T, D + 1)).astype(dtype)
+    if kw.get("decay") == "per-token":
+        kw["decay"] = -np.abs(0.2 * rng.standard_normal(shape + (T,)))
+    elif kw.get("decay") == "per-head":
+        kw["decay"] = -np.abs(0.2 * rng.standard_normal(shape[-1:]))
+    o_full, s_full, o, o2, s = _full_and_planned(q, k, v, kind, **kw)
+    np.testing.assert_array_equal(o, o_full)
+    np.testing.assert_array_equal(o2, o_full)
+    _assert_same_state(s, s_full)
+    # the planned state resumes like the full path's (the stream's plan)
+    for _ in range(3):
+        o3 = la.causal(q, k, v, kind, initial_state=s, **kw)
+    np.testing.assert_array_equal(o3, la.causal(q, k, v, kind, initial_state=s_full,
+                                                out=np.empty_like(o3), **kw))
+
+
+@pytest.mark.parametrize("kind", ["mamba2", "linear"])
+def test_per_token_decay_widening_the_batch(rng, kind):
+    """A per-token decay may broadcast the inputs' batch (1 -> 3): the planned call's
+    output and state have the widened batch, as the full path's."""
+    q, k, v = (rng.standard_normal((1, 6, 4)) for _ in range(3))
+    g = -np.abs(rng.standard_normal((3, 6)))
+    o_full, s_full = la.causal(q, k, v, kind, decay=g, return_state=True)  # a new key
+    o_first = la.causal(q, k, v, kind, decay=g)
+    for _ in range(3):
+        o = la.causal(q, k, v, kind, decay=g)
+        o2, s = la.causal(q, k, v, kind, decay=g, return_state=True)
+    assert _plan_of(q, k, v, kind)[0] is not _api._no_plan
+    np.testing.assert_array_equal(o2, o_full)
+    np.testing.assert_array_equal(o_first, o_full)
+    assert o.shape == (3, 6, 4) and s.S.shape == (3, 4, 4)
+    np.testing.assert_array_equal(o, o_full)
+    _assert_same_state(s, s_full)
+
+
+def test_planned_states_are_not_shared(rng):
+    q, k, v = (rng.standard_normal((2, 5, 4)) for _ in range(3))
+    states = [la.causal(q, k, v, "elu", return_state=True)[1] for _ in range(4)]
+    keep = states[2].S.copy(), states[2].z.copy()
+    for _ in range(3):
+        la.causal(2 * q, k, v, "elu", return_state=True)
+        la.causal(2 * q, k, v, "elu")
+    np.testing.assert_array_equal(states[2].S, keep[0])
+    np.testing.assert_array_equal(states[2].z, keep[1])
+    assert states[2].S is not states[3].S
+
+
+@pytest.mark.parametrize("form", ["(1, H)", "(B, 1)", "(1, H, 1)", "(B, H, 1) f16"])
+def test_step_broadcasting_per_token_decays(rng, form):
+    """A per-token decay that broadcasts to the state's batch takes the one-token entry
+    (which broadcasts it in C) with la.step's values."""
+    B, H, D = 2, 3, 4
+    q, k, v = (rng.standard_normal((B, H, 6, D)) for _ in range(3))
+    g = -np.abs(rng.standard_normal((B, H, 6)))
+    _, st = la.causal(q[..., :5, :], k[..., :5, :], v[..., :5, :], "mamba2",
+                      decay=g[..., :5], return_state=True)
+    qt, kt, vt = q[..., 5, :], k[..., 5, :], v[..., 5, :]
+    d = {"(1, H)": g[:1, :, 5], "(B, 1)": g[:, :1, 5], "(1, H, 1)": g[:1, :, 5:],
+         "(B, H, 1) f16": g[:, :, 5:].astype(np.float16)}[form]
+    o_ref, s_ref = la.step(qt, kt, vt, st, decay=d, check_finite=True)
+    for i in range(3):
+        with _no_full_path(i > 0):
+            o, s = la.step(qt, kt, vt, st, decay=d)
+        np.testing.assert_array_equal(o, o_ref)
+        np.testing.assert_array_equal(s.S, s_ref.S)
+        s_ip = st.copy()
+        with _no_full_path(i > 0):
+            o, _ = la.step(qt, kt, vt, s_ip, inplace=True, decay=d)
+        np.testing.assert_array_equal(o, o_ref)
+        np.testing.assert_array_equal(s_ip.S, s_ref.S)
+    dec = la.Decoder(state=st.copy())
+    with _no_full_path():
+        np.testing.assert_array_equal(dec.step(qt, kt, vt, d), o_ref)
+
+
+def test_step_decays_the_fast_path_must_not_take(rng):
+    """A per-head decay (fewer axes than the batch) stays la.step's: mamba2 rejects it,
+    the per-head kinds run it."""
+    q, k, v = (rng.standard_normal((2, 3, 6, 4)) for _ in range(3))
+    g = -np.abs(rng.standard_normal((2, 3, 6)))
+    _, st = la.causal(q[..., :5, :], k[..., :5, :], v[..., :5, :], "mamba2",
+                      decay=g[..., :5], return_state=True)
+    qt, kt, vt = q[..., 5, :], k[..., 5, :], v[..., 5, :]
+    for _ in range(2):
+        la.step(qt, kt, vt, st.copy(), inplace=True, decay=g[..., 5])
+    for d in (g[0, :, 5], g[0, :, 5].astype(np.float32)):
+        with pytest.raises(ValueError, match="kind 'mamba2' needs a per-token decay"):
+            la.step(qt, kt, vt, st.copy(), inplace=True, decay=d)
+        with pytest.raises(ValueError, match="kind 'mamba2' needs a per-token decay"):
+            la.step(qt, kt, vt, st, decay=d)
+    _, sr = la.causal(q[..., :5, :], k[..., :5, :], v[..., :5, :], "retnet",
+                      decay=g[0, :, 0], return_state=True)
+    o_ref, _ = la.step(qt, kt, vt, sr, decay=g[0, :, 5], check_finite=True)
+    for _ in range(3):
+        o, _ = la.step(qt, kt, vt, sr, decay=g[0, :, 5])
+        np.testing.assert_array_equal(o, o_ref)
+
+
+def test_step_one_dimensional_token_scalar_decay(rng):
+    """q_t (D,) with a 0-d per-token decay (q_t's shape without its last axis): the full
+    path takes it as the fast path does (mamba2 included)."""
+    st = la.State.zeros("mamba2", (), 4, 4)
+    q, k, v = (rng.standard_normal(4) for _ in range(3))
+    o_full, s_full = la.step(q, k, v, st, decay=np.array(-0.1), check_finite=True)
+    o, s = la.step(q, k, v, st, decay=np.array(-0.1))
+    np.testing.assert_array_equal(o, o_full)
+    np.testing.assert_array_equal(s.S, s_full.S)
+    np.testing.assert_array_equal(o, la.step(q, k, v, st, decay=-0.1, check_finite=True)[0])
+    with pytest.raises(ValueError, match=r"decay is a log-decay and must be <= 0, got 0.5"):
+        la.step(q, k, v, st, decay=np.float32(0.5))
+
+
+def test_stream_of_small_calls_with_float32_decay(rng):
+    """Chunks of a stream resumed from the state, float32 decays: plan-served (from the
+    third chunk) and bit-identical to the float64 decays' stream."""
+    q, k, v = (rng.standard_normal((2, 40, 8)).astype(np.float32) for _ in range(3))
+    g = (-np.abs(0.3 * rng.standard_normal((2, 40)))).astype(np.float32)
+    s32 = s64 = None
+    for t0 in range(0, 40, 8):
+        sl = slice(t0, t0 + 8)
+        o32, s32 = la.causal(q[:, sl], k[:, sl], v[:, sl], "mamba2", decay=g[:, sl],
+                             initial_state=s32, return_state=True)
+        o64, s64 = la.causal(q[:, sl], k[:, sl], v[:, sl], "mamba2",
+                             decay=g[:, sl].astype(np.float64), initial_state=s64,
+                             return_state=True)
+        np.testing.assert_array_equal(o32, o64)
+        np.testing.assert_array_equal(s32.S, s64.S)
+    assert any(key[0] == "mamba2" and key[-1] is not None and ent is not None
+               and ent[0] is not _api._no_plan for key, ent in _api._PLANS.items())
+    assert_close(o32, _ref(q, k, v, "mamba2", decay=g.astype(np.float64))[:, 32:],
+                 tolerance(np.float32))

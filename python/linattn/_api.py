@@ -147,6 +147,9 @@ def causal(q, k, v, kind: str = "elu", *, mode: str = "auto", chunk_size: int | 
     """
     if check_finite:
         val.check_finite(q=q, k=k, v=v)
+    if decay is not None and (type(decay) is _ND and decay.dtype is not _F64
+                              or type(decay) in _FLOATS):
+        decay = _decay64(decay)
     key = None
     if type(q) is _ND and type(k) is _ND and type(v) is _ND \
             and (initial_state is None or type(initial_state) is State) \
@@ -185,6 +188,18 @@ _PLANS_MAX = 256
 _ND = np.ndarray
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _SCALARS = frozenset((type(None), bool, int, float, str))
+_FLOATS = frozenset((float, np.float64, np.float32))
+
+
+def _decay64(decay):
+    """A real floating decay (an array of another float dtype than float64, or a Python
+    float) as the float64 array the checks convert it to (``np.asarray(decay,
+    dtype=np.float64)``: the same values, so the same results and errors), converted
+    once so that the plans, which take float64 decays, serve it; anything else as
+    given (the checks reject it with their message)."""
+    if type(decay) in _FLOATS or decay.dtype.kind == "f":
+        return np.asarray(decay, dtype=_F64)
+    return decay
 
 
 def _plan_key(q, k, v, kind, mode, chunk_size, scale, normalize, eps, decay, num_features,
@@ -309,7 +324,9 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
     starts from an empty state, as ``la.State.zeros`` makes), in the recurrent form.
     ``kind`` defaults to ``state.kind`` (``"elu"`` without a state).  Returns ``(o_t
     (..., E), new_state)``; the new state has the same structure as a ``T > 1`` call's.
-    A per-token ``decay`` has the shape of ``q_t`` without its last axis.
+    A per-token ``decay`` has the shape of ``q_t`` without its last axis (or that shape
+    with the length-1 time axis, ``(..., 1)``, as ``la.causal`` takes it); any real
+    float dtype is taken as its float64 values.
     ``check_finite=True`` raises ValueError naming the first of ``q_t``, ``k_t``, ``v_t``
     holding a NaN or Inf.
 
@@ -350,7 +367,7 @@ def step(q_t, k_t, v_t, state: State | None = None, kind: str | None = None, *,
                         f"form on (..., D) arrays, resumed from its state argument")
     _check_token_axis(q_t, state)
     decay = options.get("decay")
-    if decay is not None and np.ndim(decay) == q_t.ndim - 1 and q_t.ndim > 1:
+    if decay is not None and np.ndim(decay) == q_t.ndim - 1:
         options["decay"] = np.asarray(decay)[..., None]  # per token: add the T axis
     q1, k1, v1 = q_t[..., None, :], k_t[..., None, :], v_t[..., None, :]
     if inplace and state is not None and not isinstance(state, State):

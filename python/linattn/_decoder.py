@@ -357,6 +357,7 @@ def _plan_elementwise(dec: Decoder, st: State):
     needs_decay = spec.name == "mamba2"
     dec._gconst = None if needs_decay else _ZERO_DECAY if g is None else g
     batch = st.S.shape[:-2]
+    nb = len(batch)
     # scratch z without a carried denominator (the kernel keeps it zero)
     zs = None if div else np.zeros(batch + (F,), st.S.dtype)
     step = _core._step_token
@@ -372,8 +373,17 @@ def _plan_elementwise(dec: Decoder, st: State):
             if not per_token:
                 return None
             gt = decay if type(decay) is np.ndarray else np.asarray(decay)
-            if gt.dtype is not _F64 or gt.shape != batch:
-                return None  # other shapes and dtypes: la.step's checks
+            if gt.shape != batch:
+                if gt.ndim == nb + 1 and gt.shape[-1] == 1:
+                    gt = gt[..., 0]  # (..., 1): la.step's per-token decay with its T axis
+                elif gt.ndim != nb:
+                    return None  # a per-head decay, other shapes: la.step's checks
+                # (a per-token decay broadcasting to the batch: the C entry checks that
+                # it does without widening it, else la.step broadcasts or raises)
+            if gt.dtype is not _F64:
+                if gt.dtype.kind != "f":
+                    return None  # la.step's checks
+                gt = gt.astype(_F64)  # la.step's conversion: the same values
             # (the C entry refuses a NaN or > 0 before writing: then la.step's error)
         try:
             got = step(q, k, v, gt, S, z if div else zs, scale, eps,

@@ -13,6 +13,7 @@ leaks future keys into causal outputs; it is kept for parity only.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -22,8 +23,8 @@ from .. import _registry as reg
 from .. import _validate as val
 from .. import features as _features
 from .._api import default_chunk, pick_mode
-from .._call import (Call, _zeros, linear_causal, linear_causal_plan, linear_noncausal,
-                     scalar_operands, state_arrays)
+from .._call import (Call, _zeros, flags, linear_causal, linear_causal_plan,
+                     linear_noncausal, scalar_operands, state_arrays)
 from ..state import State
 
 _PERF_CAUSAL = {
@@ -174,6 +175,9 @@ def rfa_plan(call: Call, options: dict):
     W, F, extra = _projection(call, "rfa")
     if W.ndim != 2:
         return None
+    fused = _rfa_fused_plan(call, W, F, extra)
+    if fused is not None:
+        return fused
     rf, scale, comp = _core._rfa_features, np.array(float(call.scale)), call.comp
 
     def feats(q, k):
@@ -183,6 +187,39 @@ def rfa_plan(call: Call, options: dict):
     fp, seed = extra["fingerprint"], extra["seed"]
     return linear_causal_plan(call, F, feats=feats, extra=lambda: {
         "fingerprint": fp, "seed": np.array(seed, dtype=np.int64)})
+
+
+def _rfa_fused_plan(call: Call, W: np.ndarray, F: int, extra: dict):
+    """The plan of a call whose mode resolves to the recurrent form: RFA's features of q
+    and k and the recurrent form in one gufunc call (``_rfa_step_inplace`` on a new zero
+    state, which it fills in place), instead of two feature calls and the operator's: the
+    same kernels on the same values (the recurrent form copies its initial state into the
+    state it updates, here a zero one where it lies), so the same bits, with two fewer
+    dispatches and no feature arrays.  None where another form runs."""
+    if call.out is not None or call.comp is not call.res:
+        return None
+    dims, comp, spec = call.dims, call.comp, call.spec
+    E, T, batch = dims.E, dims.T, dims.batch
+    chunk = call.chunk(default_chunk(F))
+    if pick_mode(call.mode, T, chunk, spec, F=F, E=E, slices=math.prod(batch)) != "recurrent":
+        return None
+    div = call.normalize == "div"
+    fl = np.array(np.int64(flags(reg.FMAP_IDENTITY, reg.FMAP_IDENTITY, call.normalize,
+                                 call.eps_mode, False)))
+    scale, eps, _ = scalar_operands(call.scale, call.eps, chunk)
+    step, zeros = _core._rfa_step_inplace, np.zeros
+    sshape, zshape = batch + (F, E), batch + (F,)
+    want_state, name = call.return_state, spec.name
+    fp, seed = extra["fingerprint"], extra["seed"]
+
+    def run(q, k, v, decay, state):
+        S, z = zeros(sshape, comp), zeros(zshape, comp)
+        o = step(q, k, v, W, S, z, scale, eps, fl)
+        if not want_state:
+            return o
+        return o, State(S, z if div else None, T, name,
+                        {"fingerprint": fp, "seed": np.array(seed, dtype=np.int64)})
+    return run
 
 
 # ---------------------------------------------------------------- Performer --
