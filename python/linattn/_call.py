@@ -535,7 +535,14 @@ def linear_causal_plan(call: Call, F: int, *, fmap_q: int = reg.FMAP_IDENTITY,
 
     With an initial state, the plan serves states of the same kind and the same structure
     (the key holds the shapes and dtypes of ``S`` and ``z``, which :func:`state_arrays`
-    checks) in the dtype of the inputs; their position ``t`` is checked at every call."""
+    checks) in the dtype of the inputs; their position ``t`` is checked at every call.
+
+    Where the mode resolves to the recurrent form (the small calls), the plan calls
+    ``_core._causal_token``, which runs that gufunc's kernel on each (batch, head) item
+    without NumPy's gufunc dispatch (the same bits) and checks every operand, a caller's
+    per-token decay's values included, before anything runs; a call it refuses takes the
+    full path, which raises the error (or, for an input it does not take, such as a
+    misaligned view, computes the result).  The other forms keep their gufuncs."""
     st = call.initial_state
     if call.out is not None or call.comp is not call.res:
         return None
@@ -548,43 +555,57 @@ def linear_causal_plan(call: Call, F: int, *, fmap_q: int = reg.FMAP_IDENTITY,
     default_chunk, pick_mode = _api_helpers()
     chunk = call.chunk(default_chunk(F))
     div = call.normalize == "div"
-    uf = _CAUSAL_GUFUNC[pick_mode(call.mode, T, chunk, spec, F=F, E=E,
-                                  slices=math.prod(batch))]
+    mode = pick_mode(call.mode, T, chunk, spec, F=F, E=E, slices=math.prod(batch))
+    uf = _CAUSAL_GUFUNC[mode]
+    token = mode == "recurrent"
     S0, z0 = _zeros((F, E), comp), _zeros((F,), comp)
     if st is not None and not div:  # a carried z is not read: an empty one of S's batch
         z0 = _zeros(st.S.shape[:-1], comp)
+    raw = False  # the caller's decay passed as given (its values checked in C)
     if g is _SAME:  # the caller's decay, checked again at every call
         now, g0 = decay_now(call), None
         decayed = now is not None
+        if token and decayed and val.decay(call.decay, dims)[1:] == ((-1,), True):
+            now, raw = None, True  # a per-token (..., T) decay: no NumPy max here
     else:
         now, g0, decayed = None, g, g is not None
     fl = np.int64(flags(fmap_q, fmap_k, call.normalize, eps_mode, decayed))
-    if g0 is None and now is None:
-        g0 = _zero_decay(T)
-    scale, eps, ch = scalar_operands(scale, eps, chunk)
-    fl = np.array(fl)
+    if token:  # the C entry's plain operands: g None without a decay
+        tok, scale, eps, fl = _core._causal_token, float(scale), float(eps), int(fl)
+    else:
+        tok = None
+        if g0 is None and now is None:
+            g0 = _zero_decay(T)
+        scale, eps, ch = scalar_operands(scale, eps, chunk)
+        fl = np.array(fl)
     name, want_state = spec.name, call.return_state
 
     def run(q, k, v, decay, state):
-        gg = g0
+        gg = decay if raw else g0
         if now is not None:
             gg = now(decay)
             if gg is None:
                 return None
         fq, fk = (q, k) if feats is None else feats(q, k)
         if state is None:
-            o, S1, z1 = uf(fq, fk, v, gg, S0, z0, scale, eps, fl, ch)
-            if not want_state:
-                return o
-            return o, State(S1, z1 if div else None, T, name,
-                            None if extra is None else extra())
-        t0 = state.t
-        if t0 < 0:
-            return None  # the full path's error
-        o, S1, z1 = uf(fq, fk, v, gg, state.S, state.z if div else z0, scale, eps, fl, ch)
+            S, z, t0 = S0, z0, 0
+        else:
+            t0 = state.t
+            if t0 < 0:
+                return None  # the full path's error
+            S, z = state.S, state.z if div else z0
+        if tok is not None:
+            try:
+                o, S1, z1 = tok(fq, fk, v, gg, S, z, scale, eps, fl)
+            except (TypeError, ValueError):
+                return None  # refused before anything ran: the full path decides
+        else:
+            o, S1, z1 = uf(fq, fk, v, gg, S, z, scale, eps, fl, ch)
         if not want_state:
             return o
-        return o, State(S1, z1 if div else None, t0 + T, name, state.extra)
+        if state is not None:
+            return o, State(S1, z1 if div else None, t0 + T, name, state.extra)
+        return o, State(S1, z1 if div else None, T, name, None if extra is None else extra())
     return run
 
 

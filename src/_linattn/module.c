@@ -88,8 +88,10 @@ core_progress(PyObject *self, PyObject *unused)
     return Py_BuildValue("(LL)", done, total);
 }
 
-/* glue/linear_loops.c: one decoding step without the gufunc dispatch */
+/* glue/linear_loops.c: one decoding step, and a causal call in the recurrent
+ * form, without the gufunc dispatch */
 PyObject *la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *la_causal_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 static PyMethodDef core_methods[] = {
     {"_step_token", (PyCFunction)(void (*)(void))la_step_token, METH_FASTCALL,
@@ -97,6 +99,10 @@ static PyMethodDef core_methods[] = {
      "operator in the recurrent form, S, z in place (copy false: returns o) or into new "
      "arrays (returns (o, S1, z1)); the gufunc _step_inplace's results without its "
      "dispatch."},
+    {"_causal_token", (PyCFunction)(void (*)(void))la_causal_token, METH_FASTCALL,
+     "_causal_token(q, k, v, g, S0, z0, scale, eps, flags) -> (o, S1, z1): a causal call "
+     "of the generic operator in the recurrent form (g None: no decay); the gufunc "
+     "_causal_recurrent's results without its dispatch."},
     {"_progress_start", core_progress_start, METH_O,
      "Reset the progress counter and set the tokens the next call is expected to finish."},
     {"_progress", core_progress, METH_NOARGS,

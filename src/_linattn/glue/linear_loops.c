@@ -431,21 +431,27 @@ static const la_gufunc linear_table[] = {
 };
 
 
-/* ------------------------------------------------ the one-token step entry -- */
+/* ---------------------------------- the entries without the gufunc dispatch -- */
 
 /*
+ * Two plain C functions run what the recurrent gufuncs run per (batch, head)
+ * item, without NumPy's gufunc dispatch (operand iterator, the output's
+ * allocation through it, the loop's set-up): about 3 us of a small call
+ * (docs/internals.md, "One call, described once").  They share the operand
+ * checks, the item binding and the runner below; every operand is checked
+ * before anything runs, so a wrong call raises (TypeError / ValueError,
+ * naming the argument, the expected and the actual) and writes nothing.
+ * Items are split over the pool by the runner's rule (la_workers_for_work:
+ * the same estimate and load awareness as every gufunc call).
+ *
  * _step_token(q, k, v, g, S, z, scale, eps, flags, copy) -> o, or (o, S1, z1)
  *
- * One decoding step of the generic operator without NumPy's gufunc dispatch:
- * the entry of la.Decoder's plan and la.step's (docs/internals.md, "One call,
- * described once"), which has checked the kind and its options once.  It
- * runs exactly what the _step_inplace gufunc (copy = 0) and _causal_recurrent
- * with T = 1 (copy = 1) run per (batch, head) item (la_linear_step_token:
- * la_linear_recurrent's operations on one token), so the results are the same
- * bit for bit; only the dispatch
- * (operand iterator, broadcasting, the length-1 time axis, the output's
- * allocation) is left out.  Every operand is checked here all the same, so a
- * wrong call raises (TypeError / ValueError) and writes nothing:
+ * One decoding step of the generic operator: the entry of la.Decoder's plan
+ * and la.step's, which have checked the kind and its options once.  It runs
+ * exactly what the _step_inplace gufunc (copy = 0) and _causal_recurrent
+ * with T = 1 (copy = 1) run per item (la_linear_step_token:
+ * la_linear_recurrent's operations on one token), so the results are the
+ * same bit for bit:
  *
  *   q, k    (..., F) and v (..., E), ndarrays of S's dtype (float32 or
  *           float64), the batch dimensions ... those of S (no broadcasting);
@@ -459,24 +465,49 @@ static const la_gufunc linear_table[] = {
  *   scale, eps (float), flags (int: the gufunc's flags, bit 12 ignored: g
  *           decides).
  *
- * Items are split over the pool by the runner's rule (la_workers_for_work:
- * the same estimate and load awareness as every gufunc call).
+ * _causal_token(q, k, v, g, S0, z0, scale, eps, flags) -> (o, S1, z1)
+ *
+ * A causal call in the recurrent form: the entry of la.causal's plans whose
+ * mode resolves to it (linattn._call.linear_causal_plan: the small calls).
+ * Each item runs la_linear_recurrent on its rows from S0, z0 with the scratch
+ * the _causal_recurrent gufunc gives it, so o, S1 and z1 are that gufunc's
+ * bit for bit.  A separate entry rather than _step_token with a T axis: that
+ * one's operands have no time axis and its state may be updated in place,
+ * this one's are the gufunc's (a time axis, broadcasting, a new state):
+ *
+ *   q, k    (..., T, F), v (..., T, E): ndarrays of q's dtype (float32 or
+ *           float64), any strides (multiples of the item size);
+ *   g       None (no decay) or a float64 (..., T) log-decay, every entry <= 0
+ *           (checked here: the caller then takes la.causal's full path for
+ *           its error);
+ *   S0, z0  (..., F, E) and (..., F) in q's dtype, read only;
+ *   scale, eps (float), flags (int: bit 12 ignored, g decides).
+ *
+ * The batch dimensions of the six operands broadcast as the gufunc's do
+ * (the plan's zero state has none, a per-head decay fewer, grouped keys
+ * size-1 heads); o (..., T, E), S1 (..., F, E) and z1 (..., F) are new
+ * C-contiguous arrays of the broadcast batch shape (z1 = zeros without the
+ * div normaliser).
  */
 enum { ST_Q, ST_K, ST_V, ST_G, ST_S, ST_Z, ST_O, ST_S1, ST_Z1, ST_NOP };
 
 typedef struct {
     la_linear_args proto;
     la_linear_fn fn;
+    const char *where;                     /* "_step_token", for errors */
+    const char *qualname;                  /* "linattn._step_token" */
+    const char *batch_of;                  /* whose batch shape: "the state's" */
+    size_t is;                             /* the item size */
     int nb;                                /* batch dimensions */
     npy_intp shape[NPY_MAXDIMS];           /* the batch shape */
     char *base[ST_NOP];
     npy_intp bstr[ST_NOP][NPY_MAXDIMS];   /* byte strides over the batch (0: broadcast) */
-} la_step_ctx;
+} la_token_ctx;
 
 static la_status
-step_item(void *vctx, la_index i, char *work)
+token_item(void *vctx, la_index i, char *work)
 {
-    const la_step_ctx *c = (const la_step_ctx *)vctx;
+    const la_token_ctx *c = (const la_token_ctx *)vctx;
     la_linear_args a = c->proto;
     char *p[ST_NOP];
     npy_intp rest = (npy_intp)i;
@@ -503,18 +534,78 @@ step_item(void *vctx, la_index i, char *work)
     return c->fn(&a, work);
 }
 
-/* TypeError / ValueError naming the argument; returns 0 when x is an aligned
- * ndarray of dtype `type` with `core` core axes and the batch shape c->shape
- * (g: broadcasting to it), filling base and batch strides. */
+/* TypeError unless x is an ndarray with at least `core` dimensions. */
 static int
-step_operand(la_step_ctx *c, int op, const char *name, PyObject *x, int type, int core,
-             int bcast, int writeable)
+token_array(const la_token_ctx *c, const char *name, PyObject *x, int core)
+{
+    if (!PyArray_Check(x)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be an ndarray, got %s", c->where, name,
+                     Py_TYPE(x)->tp_name);
+        return -1;
+    }
+    if (PyArray_NDIM((PyArrayObject *)x) < core) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must have at least %d dimensions (its core), "
+                     "got %d", c->where, name, core, PyArray_NDIM((PyArrayObject *)x));
+        return -1;
+    }
+    return 0;
+}
+
+/* Widen c's batch shape (c->nb, c->shape) by x's batch dimensions (those
+ * before its `core` axes), as NumPy broadcasts; ValueError naming x when
+ * they do not broadcast. */
+static int
+token_broadcast(la_token_ctx *c, const char *name, PyObject *x, int core)
+{
+    PyArrayObject *arr = (PyArrayObject *)x;
+    const int nd = PyArray_NDIM(arr) - core;
+    int d;
+    if (token_array(c, name, x, core) < 0) {
+        return -1;
+    }
+    if (nd > c->nb) { /* more batch dimensions: the shape gains leading ones */
+        memmove(c->shape + (nd - c->nb), c->shape, sizeof(npy_intp) * (size_t)c->nb);
+        for (d = 0; d < nd - c->nb; d++) {
+            c->shape[d] = 1;
+        }
+        c->nb = nd;
+    }
+    for (d = 0; d < nd; d++) {
+        const npy_intp n = PyArray_DIM(arr, d);
+        npy_intp *s = &c->shape[c->nb - nd + d];
+        if (*s == 1) {
+            *s = n;
+        }
+        else if (n != *s && n != 1) {
+            PyObject *shp = PyArray_IntTupleFromIntp(PyArray_NDIM(arr), PyArray_DIMS(arr));
+            PyObject *bat = PyArray_IntTupleFromIntp(c->nb, c->shape);
+            if (shp != NULL && bat != NULL) {
+                PyErr_Format(PyExc_ValueError,
+                             "%s: %s has shape %R, whose batch dimensions do not broadcast "
+                             "against the other operands' %R", c->where, name, shp, bat);
+            }
+            Py_XDECREF(shp);
+            Py_XDECREF(bat);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * TypeError / ValueError naming the argument; returns 0 when x is an aligned
+ * native ndarray of dtype `type` with `core` core axes after batch dimensions
+ * equal to c->shape (bcast: broadcasting to it, without widening it) and, where
+ * `want` is given, the core sizes want[0..core) (`axes` names them: "(T, F)"),
+ * filling its base pointer and batch strides.
+ */
+static int
+token_operand(la_token_ctx *c, int op, const char *name, PyObject *x, int type, int core,
+              int bcast, int writeable, const npy_intp *want, const char *axes)
 {
     PyArrayObject *arr;
     int nd, d, off;
-    if (!PyArray_Check(x)) {
-        PyErr_Format(PyExc_TypeError, "_step_token: %s must be an ndarray, got %s", name,
-                     Py_TYPE(x)->tp_name);
+    if (token_array(c, name, x, 0) < 0) {
         return -1;
     }
     arr = (PyArrayObject *)x;
@@ -522,20 +613,22 @@ step_operand(la_step_ctx *c, int op, const char *name, PyObject *x, int type, in
     if (PyArray_TYPE(arr) != type || !PyArray_ISALIGNED(arr) ||
         !PyArray_ISNOTSWAPPED(arr)) {
         PyErr_Format(PyExc_TypeError,
-                     "_step_token: %s must be an aligned native %s array, got dtype %R",
+                     "%s: %s must be an aligned native %s array, got dtype %R%s", c->where,
                      name, type == NPY_FLOAT32 ? "float32" : "float64",
-                     (PyObject *)PyArray_DESCR(arr));
+                     (PyObject *)PyArray_DESCR(arr),
+                     PyArray_ISALIGNED(arr) ? "" : " (not aligned)");
         return -1;
     }
     if (writeable && !PyArray_ISWRITEABLE(arr)) {
-        PyErr_Format(PyExc_ValueError, "_step_token: %s must be writeable (updated in place)",
-                     name);
+        PyErr_Format(PyExc_ValueError, "%s: %s must be writeable (updated in place)",
+                     c->where, name);
         return -1;
     }
-    if (bcast ? nd > c->nb : nd != c->nb + core) {
+    if (nd < core || (bcast ? nd - core > c->nb : nd != c->nb + core)) {
         PyErr_Format(PyExc_ValueError,
-                     "_step_token: %s must have %d dimensions (the state's %d batch "
-                     "dimensions and %d core), got %d", name, c->nb + core, c->nb, core, nd);
+                     "%s: %s must have %s%d dimensions (%s %d batch dimensions and %d core), "
+                     "got %d", c->where, name, bcast ? "at most " : "", c->nb + core,
+                     c->batch_of, c->nb, core, nd);
         return -1;
     }
     off = c->nb - (nd - core); /* leading batch axes a broadcast operand lacks */
@@ -545,8 +638,8 @@ step_operand(la_step_ctx *c, int op, const char *name, PyObject *x, int type, in
             PyObject *shp = PyArray_IntTupleFromIntp(nd, PyArray_DIMS(arr));
             if (shp != NULL) {
                 PyErr_Format(PyExc_ValueError,
-                             "_step_token: %s has shape %R, whose batch dimensions are not "
-                             "the state's", name, shp);
+                             "%s: %s has shape %R, whose batch dimensions are not %s",
+                             c->where, name, shp, c->batch_of);
                 Py_DECREF(shp);
             }
             return -1;
@@ -554,9 +647,21 @@ step_operand(la_step_ctx *c, int op, const char *name, PyObject *x, int type, in
         c->bstr[op][d] = (d < off || n == 1) ? 0 : PyArray_STRIDE(arr, d - off);
     }
     for (d = 0; d < core; d++) {
-        if (PyArray_STRIDE(arr, c->nb + d) % (npy_intp)PyArray_ITEMSIZE(arr) != 0) {
-            PyErr_Format(PyExc_ValueError, "_step_token: %s has a stride that is not a "
-                         "multiple of its item size", name);
+        const int ax = nd - core + d;
+        if (want != NULL && PyArray_DIM(arr, ax) != want[d]) {
+            PyObject *shp = PyArray_IntTupleFromIntp(nd, PyArray_DIMS(arr));
+            PyObject *core_want = PyArray_IntTupleFromIntp(core, want);
+            if (shp != NULL && core_want != NULL) {
+                PyErr_Format(PyExc_ValueError, "%s: %s must have the core shape %s = %R, "
+                             "got shape %R", c->where, name, axes, core_want, shp);
+            }
+            Py_XDECREF(shp);
+            Py_XDECREF(core_want);
+            return -1;
+        }
+        if (PyArray_STRIDE(arr, ax) % (npy_intp)PyArray_ITEMSIZE(arr) != 0) {
+            PyErr_Format(PyExc_ValueError, "%s: %s has a stride that is not a "
+                         "multiple of its item size", c->where, name);
             return -1;
         }
     }
@@ -564,25 +669,128 @@ step_operand(la_step_ctx *c, int op, const char *name, PyObject *x, int type, in
     return 0;
 }
 
-/* ValueError unless every log-decay the n items read is <= 0 (NaN included):
- * checked before any item runs, so a rejected call writes nothing. */
-static int
-step_check_decay(const la_step_ctx *c, npy_intp n)
+/* Element stride of core axis ax (counted from the end: 1 the last) of x. */
+static la_index
+token_stride(PyObject *x, int ax, size_t is)
 {
-    npy_intp i, rest;
+    PyArrayObject *arr = (PyArrayObject *)x;
+    return LA_ES(PyArray_STRIDE(arr, PyArray_NDIM(arr) - ax), is);
+}
+
+/* ValueError unless every log-decay the items read (t tokens each, ts bytes
+ * apart) is <= 0 (NaN included): checked before any item runs, so a rejected
+ * call writes nothing.  Batch dimensions g broadcasts over are read once. */
+static int
+token_check_decay(const la_token_ctx *c, npy_intp t, npy_intp ts)
+{
+    npy_intp i, j, rest, m = 1;
     int d;
-    for (i = 0; i < n; i++) {
+    if (ts == 0 && t > 1) {
+        t = 1; /* one decay for every token */
+    }
+    for (d = 0; d < c->nb; d++) {
+        m *= c->bstr[ST_G][d] != 0 ? c->shape[d] : 1;
+    }
+    for (i = 0; i < m; i++) {
         const char *p = c->base[ST_G];
         for (rest = i, d = c->nb - 1; d >= 0; d--) {
-            p += (rest % c->shape[d]) * c->bstr[ST_G][d];
-            rest /= c->shape[d];
+            if (c->bstr[ST_G][d] != 0) {
+                p += (rest % c->shape[d]) * c->bstr[ST_G][d];
+                rest /= c->shape[d];
+            }
         }
-        if (!(*(const double *)(const void *)p <= 0.0)) {
-            PyErr_SetString(PyExc_ValueError,
-                            "_step_token: g must be a log-decay <= 0 (no NaN)");
-            return -1;
+        for (j = 0; j < t; j++) {
+            const double x = *(const double *)(const void *)(p + j * ts);
+            if (!(x <= 0.0)) {
+                PyObject *got = PyFloat_FromDouble(x);
+                if (got != NULL) {
+                    PyErr_Format(PyExc_ValueError, "%s: g must be a log-decay <= 0 (no "
+                                 "NaN), got %R", c->where, got);
+                    Py_DECREF(got);
+                }
+                return -1;
+            }
         }
     }
+    return 0;
+}
+
+/* A new C-contiguous array of the batch shape and `core` more axes, its base
+ * and batch strides bound to operand op. */
+static PyArrayObject *
+token_output(la_token_ctx *c, int op, int type, int core, const npy_intp *tail)
+{
+    npy_intp dims[NPY_MAXDIMS + 2];
+    PyArrayObject *r;
+    int d;
+    memcpy(dims, c->shape, sizeof(npy_intp) * (size_t)c->nb);
+    memcpy(dims + c->nb, tail, sizeof(npy_intp) * (size_t)core);
+    r = (PyArrayObject *)PyArray_SimpleNew(c->nb + core, dims, type);
+    if (r == NULL) {
+        return NULL;
+    }
+    c->base[op] = PyArray_BYTES(r);
+    for (d = 0; d < c->nb; d++) {
+        c->bstr[op][d] = PyArray_STRIDE(r, d);
+    }
+    return r;
+}
+
+/*
+ * Run the n items over the pool: threads by la_workers_for_work from the
+ * flops and operand bytes of one item, the kernel's recurrent-form scratch
+ * per worker, the GIL released.  interruptible: a call of at least one
+ * worker's share routes Ctrl-C to the kernels, as la_run does for the
+ * gufuncs.  Returns 0, or -1 with an exception set.
+ */
+static int
+token_run(la_token_ctx *c, npy_intp n, double flops, double bytes, int interruptible)
+{
+    const size_t wsize =
+        LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_RECURRENT, &c->proto, c->is));
+    double total;
+    char *work;
+    la_status st;
+    int nth, sig = 0;
+    if (n <= 0) {
+        return 0;
+    }
+    nth = la_workers_for_work(n, flops, bytes, &total);
+    if ((work = la_alloc_work(wsize, nth, c->qualname)) == NULL) {
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (interruptible && total >= (double)la_tuning_active().min_work_per_thread) {
+        sig = la_interrupt_begin();
+    }
+    st = la_parallel_items((la_index)n, nth, token_item, c, work, wsize);
+    if (la_interrupt_end(sig) && st == LA_OK) {
+        st = LA_ERR_INTERRUPTED;
+    }
+    Py_END_ALLOW_THREADS
+    la_free_work(work);
+    if (st != LA_OK) {
+        la_raise(st, c->qualname, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* scale, eps and flags (arguments 6, 7, 8 of both entries) into the prototype:
+ * the maps, the normaliser, the eps mode; bit 12 is left to g. */
+static int
+token_options(la_linear_args *a, PyObject *const *args)
+{
+    long long flags;
+    a->scale = PyFloat_AsDouble(args[6]);
+    a->eps = PyFloat_AsDouble(args[7]);
+    flags = PyLong_AsLongLong(args[8]);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    (void)la_linear_set_flags(a, flags);
+    a->cancel = &la_cancel_flag;
+    a->progress = &la_progress_done;
     return 0;
 }
 
@@ -590,15 +798,11 @@ PyObject *
 la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyArrayObject *S, *o = NULL, *S1 = NULL, *z1 = NULL;
-    la_step_ctx c;
+    la_token_ctx c;
     la_linear_args *a = &c.proto;
-    npy_intp dims[NPY_MAXDIMS + 2], n = 1;
-    int type, f64, copy, nth, d;
-    long long flags;
-    double total, bytes;
-    size_t wsize, is;
-    char *work;
-    la_status st;
+    npy_intp n = 1, tail[2];
+    int type, f64, copy, d;
+    size_t is;
     (void)self;
     if (nargs != 10) {
         PyErr_Format(PyExc_TypeError, "_step_token takes 10 arguments, got %zd", nargs);
@@ -618,29 +822,30 @@ la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     f64 = type == NPY_FLOAT64;
     is = f64 ? sizeof(double) : sizeof(float);
     memset(&c, 0, sizeof(c));
-    a->scale = PyFloat_AsDouble(args[6]);
-    a->eps = PyFloat_AsDouble(args[7]);
-    flags = PyLong_AsLongLong(args[8]);
+    c.where = "_step_token";
+    c.qualname = "linattn._step_token";
+    c.batch_of = "the state's";
+    c.is = is;
     copy = PyObject_IsTrue(args[9]);
-    if (PyErr_Occurred() || copy < 0) {
+    if (copy < 0 || token_options(a, args) < 0) {
         return NULL;
     }
     c.nb = PyArray_NDIM(S) - 2;
     for (d = 0; d < c.nb; d++) {
-        c.shape[d] = dims[d] = PyArray_DIM(S, d);
+        c.shape[d] = PyArray_DIM(S, d);
         n *= c.shape[d];
     }
     a->t = a->s = 1;
     a->f = PyArray_DIM(S, c.nb);
     a->e = PyArray_DIM(S, c.nb + 1);
     a->chunk = 1;
-    (void)la_linear_set_flags(a, flags);
-    if (step_operand(&c, ST_S, "S", args[4], type, 2, 0, !copy) < 0 ||
-        step_operand(&c, ST_Z, "z", args[5], type, 1, 0, !copy) < 0 ||
-        step_operand(&c, ST_Q, "q", args[0], type, 1, 0, 0) < 0 ||
-        step_operand(&c, ST_K, "k", args[1], type, 1, 0, 0) < 0 ||
-        step_operand(&c, ST_V, "v", args[2], type, 1, 0, 0) < 0 ||
-        (args[3] != Py_None && step_operand(&c, ST_G, "g", args[3], NPY_FLOAT64, 0, 1, 0) < 0)) {
+    if (token_operand(&c, ST_S, "S", args[4], type, 2, 0, !copy, NULL, NULL) < 0 ||
+        token_operand(&c, ST_Z, "z", args[5], type, 1, 0, !copy, NULL, NULL) < 0 ||
+        token_operand(&c, ST_Q, "q", args[0], type, 1, 0, 0, NULL, NULL) < 0 ||
+        token_operand(&c, ST_K, "k", args[1], type, 1, 0, 0, NULL, NULL) < 0 ||
+        token_operand(&c, ST_V, "v", args[2], type, 1, 0, 0, NULL, NULL) < 0 ||
+        (args[3] != Py_None &&
+         token_operand(&c, ST_G, "g", args[3], NPY_FLOAT64, 0, 1, 0, NULL, NULL) < 0)) {
         return NULL;
     }
     if (PyArray_DIM((PyArrayObject *)args[5], c.nb) != a->f ||
@@ -652,41 +857,27 @@ la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                      "(the state's S is (..., F, E))", (Py_ssize_t)a->f, (Py_ssize_t)a->e);
         return NULL;
     }
-    a->q_cs = LA_ES(PyArray_STRIDE((PyArrayObject *)args[0], c.nb), is);
-    a->k_cs = LA_ES(PyArray_STRIDE((PyArrayObject *)args[1], c.nb), is);
-    a->v_cs = LA_ES(PyArray_STRIDE((PyArrayObject *)args[2], c.nb), is);
+    a->q_cs = token_stride(args[0], 1, is);
+    a->k_cs = token_stride(args[1], 1, is);
+    a->v_cs = token_stride(args[2], 1, is);
     a->q_rs = a->k_rs = a->v_rs = a->o_rs = 0; /* one token */
-    a->s0_rs = LA_ES(PyArray_STRIDE(S, c.nb), is);
-    a->s0_cs = LA_ES(PyArray_STRIDE(S, c.nb + 1), is);
-    a->z0_s = LA_ES(PyArray_STRIDE((PyArrayObject *)args[5], c.nb), is);
+    a->s0_rs = token_stride(args[4], 2, is);
+    a->s0_cs = token_stride(args[4], 1, is);
+    a->z0_s = token_stride(args[5], 1, is);
     a->g = args[3] != Py_None ? (const double *)PyArray_DATA((PyArrayObject *)args[3]) : NULL;
     a->g_s = 0;
-    a->cancel = &la_cancel_flag;
-    a->progress = &la_progress_done;
     /* the outputs: o (..., E); with copy the new state (..., F, E), (..., F) */
-    dims[c.nb] = a->e;
-    o = (PyArrayObject *)PyArray_SimpleNew(c.nb + 1, dims, type);
-    if (o == NULL) {
+    tail[0] = a->e;
+    if ((o = token_output(&c, ST_O, type, 1, tail)) == NULL) {
         return NULL;
-    }
-    c.base[ST_O] = PyArray_BYTES(o);
-    for (d = 0; d < c.nb; d++) {
-        c.bstr[ST_O][d] = PyArray_STRIDE(o, d);
     }
     a->o_cs = 1;
     if (copy) {
-        dims[c.nb] = a->f;
-        dims[c.nb + 1] = a->e;
-        S1 = (PyArrayObject *)PyArray_SimpleNew(c.nb + 2, dims, type);
-        z1 = (PyArrayObject *)PyArray_SimpleNew(c.nb + 1, dims, type);
-        if (S1 == NULL || z1 == NULL) {
+        tail[0] = a->f;
+        tail[1] = a->e;
+        if ((S1 = token_output(&c, ST_S1, type, 2, tail)) == NULL ||
+            (z1 = token_output(&c, ST_Z1, type, 1, tail)) == NULL) {
             goto fail;
-        }
-        c.base[ST_S1] = PyArray_BYTES(S1);
-        c.base[ST_Z1] = PyArray_BYTES(z1);
-        for (d = 0; d < c.nb; d++) {
-            c.bstr[ST_S1][d] = PyArray_STRIDE(S1, d);
-            c.bstr[ST_Z1][d] = PyArray_STRIDE(z1, d);
         }
         a->s1_rs = a->e;
         a->s1_cs = 1;
@@ -702,31 +893,136 @@ la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         a->z1_s = a->z0_s;
     }
     c.fn = f64 ? la_linear_step_token_f64 : la_linear_step_token_f32;
-    if (a->g != NULL && step_check_decay(&c, n) < 0) {
+    if (a->g != NULL && token_check_decay(&c, 1, 0) < 0) {
         goto fail;
     }
-    if (n > 0) {
-        /* the operands of one item as the _step_inplace gufunc counts them
-         * (the copy's new state once more), and about 4 f e flops */
-        bytes = (double)is * (double)(2 * a->f + 2 * a->e + a->f * a->e + a->f) + 40.0 +
-                (copy ? (double)is * (double)(a->f * a->e + a->f) : 0.0);
-        nth = la_workers_for_work(n, 4.0 * (double)(a->f > 0 ? a->f : 1) * (double)(a->e + 1),
-                                  bytes, &total);
-        wsize = LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_RECURRENT, a, is));
-        if ((work = la_alloc_work(wsize, nth, "linattn._step_token")) == NULL) {
-            goto fail;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        st = la_parallel_items((la_index)n, nth, step_item, &c, work, wsize);
-        Py_END_ALLOW_THREADS
-        la_free_work(work);
-        if (st != LA_OK) {
-            la_raise(st, "linattn._step_token", 0);
-            goto fail;
-        }
+    /* the operands of one item as the _step_inplace gufunc counts them (the
+     * copy's new state once more), and about 4 f e flops */
+    if (token_run(&c, n, 4.0 * (double)(a->f > 0 ? a->f : 1) * (double)(a->e + 1),
+                  (double)is * (double)(2 * a->f + 2 * a->e + a->f * a->e + a->f) + 40.0 +
+                      (copy ? (double)is * (double)(a->f * a->e + a->f) : 0.0),
+                  0) < 0) {
+        goto fail;
     }
     if (!copy) {
         return (PyObject *)o;
+    }
+    return Py_BuildValue("(NNN)", (PyObject *)o, (PyObject *)S1, (PyObject *)z1);
+fail:
+    Py_XDECREF(o);
+    Py_XDECREF(S1);
+    Py_XDECREF(z1);
+    return NULL;
+}
+
+PyObject *
+la_causal_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* operands in argument order: name, core axes, slot */
+    static const char *const names[6] = {"q", "k", "v", "g", "S0", "z0"};
+    static const int cores[6] = {2, 2, 2, 1, 2, 1};
+    static const int slots[6] = {ST_Q, ST_K, ST_V, ST_G, ST_S, ST_Z};
+    static const char *const axes[6] = {"(T, F)", "(T, F)", "(T, E)", "(T,)", "(F, E)",
+                                        "(F,)"};
+    PyArrayObject *q, *o = NULL, *S1 = NULL, *z1 = NULL;
+    la_token_ctx c;
+    la_linear_args *a = &c.proto;
+    npy_intp n = 1, want[6][2], T, F, E;
+    int type, f64, j, d;
+    size_t is;
+    (void)self;
+    if (nargs != 9) {
+        PyErr_Format(PyExc_TypeError, "_causal_token takes 9 arguments, got %zd", nargs);
+        return NULL;
+    }
+    memset(&c, 0, sizeof(c));
+    c.where = "_causal_token";
+    c.qualname = "linattn._causal_token";
+    c.batch_of = "the operands' broadcast";
+    if (token_array(&c, "q", args[0], 2) < 0 || token_array(&c, "v", args[2], 2) < 0) {
+        return NULL;
+    }
+    q = (PyArrayObject *)args[0];
+    type = PyArray_TYPE(q);
+    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
+        PyErr_Format(PyExc_TypeError, "_causal_token: q must be float32 or float64, got %R",
+                     (PyObject *)PyArray_DESCR(q));
+        return NULL;
+    }
+    f64 = type == NPY_FLOAT64;
+    c.is = is = f64 ? sizeof(double) : sizeof(float);
+    if (token_options(a, args) < 0) {
+        return NULL;
+    }
+    /* the batch shape: every operand's batch dimensions broadcast */
+    for (j = 0; j < 6; j++) {
+        if ((j != 3 || args[3] != Py_None) &&
+            token_broadcast(&c, names[j], args[j], cores[j]) < 0) {
+            return NULL;
+        }
+    }
+    for (d = 0; d < c.nb; d++) {
+        n *= c.shape[d];
+    }
+    T = PyArray_DIM(q, PyArray_NDIM(q) - 2);
+    F = PyArray_DIM(q, PyArray_NDIM(q) - 1);
+    E = PyArray_DIM((PyArrayObject *)args[2], PyArray_NDIM((PyArrayObject *)args[2]) - 1);
+    want[0][0] = want[1][0] = want[2][0] = want[3][0] = T;
+    want[0][1] = want[1][1] = want[4][0] = want[5][0] = F;
+    want[2][1] = want[4][1] = E;
+    for (j = 0; j < 6; j++) {
+        if ((j != 3 || args[3] != Py_None) &&
+            token_operand(&c, slots[j], names[j], args[j], j == 3 ? NPY_FLOAT64 : type,
+                          cores[j], 1, 0, want[j], axes[j]) < 0) {
+            return NULL;
+        }
+    }
+    a->t = a->s = (la_index)T;
+    a->f = (la_index)F;
+    a->e = (la_index)E;
+    a->chunk = 1; /* not read by the recurrent form */
+    a->q_rs = token_stride(args[0], 2, is);
+    a->q_cs = token_stride(args[0], 1, is);
+    a->k_rs = token_stride(args[1], 2, is);
+    a->k_cs = token_stride(args[1], 1, is);
+    a->v_rs = token_stride(args[2], 2, is);
+    a->v_cs = token_stride(args[2], 1, is);
+    a->s0_rs = token_stride(args[4], 2, is);
+    a->s0_cs = token_stride(args[4], 1, is);
+    a->z0_s = token_stride(args[5], 1, is);
+    if (args[3] != Py_None) {
+        a->g = (const double *)PyArray_DATA((PyArrayObject *)args[3]);
+        a->g_s = token_stride(args[3], 1, sizeof(double));
+    }
+    /* the outputs, as the gufunc allocates them */
+    want[0][0] = T;
+    want[0][1] = E;
+    want[1][0] = F;
+    want[1][1] = E;
+    if ((o = token_output(&c, ST_O, type, 2, want[0])) == NULL ||
+        (S1 = token_output(&c, ST_S1, type, 2, want[1])) == NULL ||
+        (z1 = token_output(&c, ST_Z1, type, 1, want[1])) == NULL) {
+        goto fail;
+    }
+    a->o_rs = a->e;
+    a->o_cs = 1;
+    a->s1_rs = a->e;
+    a->s1_cs = 1;
+    a->z1_s = 1;
+    c.fn = f64 ? la_linear_recurrent_f64 : la_linear_recurrent_f32;
+    if (a->g != NULL &&
+        token_check_decay(&c, T, PyArray_STRIDE((PyArrayObject *)args[3],
+                                                PyArray_NDIM((PyArrayObject *)args[3]) - 1)) <
+            0) {
+        goto fail;
+    }
+    /* the _causal_recurrent gufunc's estimate: about 4 f e flops per token, and
+     * the bytes of its thirteen operands (four 8-byte options) */
+    if (token_run(&c, n, 4.0 * (double)T * (double)(F > 0 ? F : 1) * (double)(E + 1),
+                  (double)is * (double)(2 * T * F + 2 * T * E + 2 * F * E + 2 * F) +
+                      8.0 * (double)T + 32.0,
+                  1) < 0) {
+        goto fail;
     }
     return Py_BuildValue("(NNN)", (PyObject *)o, (PyObject *)S1, (PyObject *)z1);
 fail:
