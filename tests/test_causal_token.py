@@ -13,30 +13,16 @@ a wrong call raises, naming the argument, and writes nothing; a planned call it 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 import linattn as la
-from linattn import _api, _core
+from linattn import _api, _bench, _core, _tuning
 
 B, H = 2, 3
 DTYPES = [np.float32, np.float64]
-_ORDER = ("avx512", "avx2", "generic")
-
-
-def _isa_paths():
-    cpu = la.info()["simd_cpu"]
-    return [isa for isa in _ORDER if _ORDER.index(isa) >= _ORDER.index(cpu)]
-
-
-@pytest.fixture(params=_isa_paths())
-def isa(request):
-    from linattn import _tuning
-
-    before = la.info()["simd"]
-    _tuning.set_simd(request.param)
-    yield request.param
-    _tuning.set_simd(before)
 
 
 @pytest.fixture(autouse=True)
@@ -191,19 +177,28 @@ def test_resumed_calls(rng, calls, kind, dk, dtype):
     assert st.t == 2 * T
 
 
-def test_every_isa_path(rng, calls, isa):
+def test_every_isa_path(rng, calls):
     """The planned calls against the full path on each ISA path this CPU runs (the
     recurrent kernel's hand-written token loops differ per path)."""
-    for dtype in DTYPES:
-        for kind, dk in (("elu", None), ("retnet", None), ("mamba2", "token"),
-                         ("lightning", None)):
-            for T, D, E in ((1, 64, 64), (16, 64, 64), (33, 5, 71), (65, 9, 130)):
+    before = la.info()["simd"]
+    paths = _bench.isa_paths("")[0]
+    try:
+        for isa in paths:
+            _tuning.set_simd(isa)
+            assert la.info()["simd"] == isa
+            for dtype, (kind, dk), (T, D, E) in itertools.product(
+                    DTYPES, (("elu", None), ("retnet", None), ("mamba2", "token"),
+                             ("lightning", None)),
+                    ((1, 64, 64), (16, 64, 64), (33, 5, 71), (65, 9, 130))):
                 _api._PLANS.clear()
                 q, k, v = _inputs(rng, dtype, T, D, E, "c")
                 kw = dict(_decay(rng, dk, T), mode="recurrent")
                 o, st, o_full, st_full = _planned_and_full(q, k, v, kind, calls, **kw)
                 np.testing.assert_array_equal(o, o_full, err_msg=f"{isa} {kind} {T}")
                 _same_state(st, st_full)
+    finally:
+        _tuning.set_simd(before)
+    assert "generic" in paths
 
 
 def test_threads_one_and_two_agree(rng, calls):

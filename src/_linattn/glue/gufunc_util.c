@@ -206,29 +206,36 @@ la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize, doubl
     const la_run_ctx r = {c, item, proto};
     double total;
     const int nth = la_call_workers(c, flops, &total);
+    return la_run_items(c->n, nth, total, la_run_item, (void *)&r, wsize, c->name, 1);
+}
+
+int
+la_run_items(npy_intp n, int nth, double total, la_status (*task)(void *, la_index, char *),
+             void *ctx, size_t wsize, const char *where, int interruptible)
+{
     char *work;
     la_status st;
     int sig = 0;
-    if (c->n <= 0) {
+    if (n <= 0) {
         return 0;
     }
     wsize = LA_ALIGN_BYTES(wsize);
-    if ((work = la_alloc_work(wsize, nth, c->name)) == NULL) {
+    if ((work = la_alloc_work(wsize, nth, where)) == NULL) {
         return -1;
     }
     /* A call below one worker's share of work (well under a millisecond: a
      * decoding step, a short sequence) keeps Python's own SIGINT handler, so
      * it saves the two sigaction calls; Ctrl-C then raises when it returns. */
-    if (total >= (double)la_tuning_active().min_work_per_thread) {
+    if (interruptible && total >= (double)la_tuning_active().min_work_per_thread) {
         sig = la_interrupt_begin();
     }
-    st = la_parallel_items(c->n, nth, la_run_item, (void *)&r, work, wsize);
+    st = la_parallel_items((la_index)n, nth, task, ctx, work, wsize);
     if (la_interrupt_end(sig) && st == LA_OK) {
         st = LA_ERR_INTERRUPTED;
     }
     la_free_work(work);
     if (st != LA_OK) {
-        la_raise(st, c->name, 0);
+        la_raise(st, where, 0);
         return -1;
     }
     return 0;

@@ -150,6 +150,16 @@ int la_run(const la_call *c, la_item_fn item, const void *proto, size_t wsize,
  */
 int la_workers_for_work(npy_intp n, double flops, double bytes, double *work);
 
+/*
+ * The runner's second half, for those callers too: run task(ctx, i, work)
+ * for i < n on nth workers with wsize bytes of scratch each (total: the
+ * call's weighted work from la_workers_for_work; interruptible: a call of at
+ * least one worker's share routes Ctrl-C to la_cancel_flag).  Needs no GIL.
+ * Returns 0, or -1 with a Python exception set (naming `where`).
+ */
+int la_run_items(npy_intp n, int nth, double total, la_status (*task)(void *, la_index, char *),
+                 void *ctx, size_t wsize, const char *where, int interruptible);
+
 
 /* ------------------------------------------- lower-level pieces (stable) -- */
 

@@ -494,8 +494,7 @@ enum { ST_Q, ST_K, ST_V, ST_G, ST_S, ST_Z, ST_O, ST_S1, ST_Z1, ST_NOP };
 typedef struct {
     la_linear_args proto;
     la_linear_fn fn;
-    const char *where;                     /* "_step_token", for errors */
-    const char *qualname;                  /* "linattn._step_token" */
+    const char *where;                     /* "linattn._step_token", for errors */
     const char *batch_of;                  /* whose batch shape: "the state's" */
     size_t is;                             /* the item size */
     int nb;                                /* batch dimensions */
@@ -739,49 +738,54 @@ token_output(la_token_ctx *c, int op, int type, int core, const npy_intp *tail)
 /*
  * Run the n items over the pool: threads by la_workers_for_work from the
  * flops and operand bytes of one item, the kernel's recurrent-form scratch
- * per worker, the GIL released.  interruptible: a call of at least one
- * worker's share routes Ctrl-C to the kernels, as la_run does for the
- * gufuncs.  Returns 0, or -1 with an exception set.
+ * per worker, the GIL released (la_run_items, the gufuncs' runner).
+ * interruptible: a call of at least one worker's share routes Ctrl-C to the
+ * kernels, as for the gufuncs.  Returns 0, or -1 with an exception set.
  */
 static int
 token_run(la_token_ctx *c, npy_intp n, double flops, double bytes, int interruptible)
 {
-    const size_t wsize =
-        LA_ALIGN_BYTES(la_linear_work_size(LA_FORM_RECURRENT, &c->proto, c->is));
-    double total;
-    char *work;
-    la_status st;
-    int nth, sig = 0;
-    if (n <= 0) {
-        return 0;
-    }
-    nth = la_workers_for_work(n, flops, bytes, &total);
-    if ((work = la_alloc_work(wsize, nth, c->qualname)) == NULL) {
-        return -1;
-    }
+    const size_t wsize = la_linear_work_size(LA_FORM_RECURRENT, &c->proto, c->is);
+    double total = 0.0;
+    const int nth = n > 0 ? la_workers_for_work(n, flops, bytes, &total) : 1;
+    int rc;
     Py_BEGIN_ALLOW_THREADS
-    if (interruptible && total >= (double)la_tuning_active().min_work_per_thread) {
-        sig = la_interrupt_begin();
-    }
-    st = la_parallel_items((la_index)n, nth, token_item, c, work, wsize);
-    if (la_interrupt_end(sig) && st == LA_OK) {
-        st = LA_ERR_INTERRUPTED;
-    }
+    rc = la_run_items(n, nth, total, token_item, c, wsize, c->where, interruptible);
     Py_END_ALLOW_THREADS
-    la_free_work(work);
-    if (st != LA_OK) {
-        la_raise(st, c->qualname, 0);
-        return -1;
-    }
-    return 0;
+    return rc;
 }
 
-/* scale, eps and flags (arguments 6, 7, 8 of both entries) into the prototype:
- * the maps, the normaliser, the eps mode; bit 12 is left to g. */
+/*
+ * The start of both entries: the argument count, the operand that sets the
+ * dtype (argument ref: S of the step, q of the causal call, an ndarray of
+ * float32 or float64 with at least `core` dimensions), and scale, eps and
+ * flags (arguments 6, 7, 8) into the prototype: the maps, the normaliser, the
+ * eps mode (bit 12 is left to g).  Returns the dtype's type number, or -1.
+ */
 static int
-token_options(la_linear_args *a, PyObject *const *args)
+token_begin(la_token_ctx *c, const char *where, const char *batch_of, PyObject *const *args,
+            Py_ssize_t nargs, Py_ssize_t want, int ref, const char *ref_name, int core)
 {
+    la_linear_args *a = &c->proto;
     long long flags;
+    int type;
+    memset(c, 0, sizeof(*c));
+    c->where = where;
+    c->batch_of = batch_of;
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd arguments, got %zd", where, want, nargs);
+        return -1;
+    }
+    if (token_array(c, ref_name, args[ref], core) < 0) {
+        return -1;
+    }
+    type = PyArray_TYPE((PyArrayObject *)args[ref]);
+    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be float32 or float64, got %R", where,
+                     ref_name, (PyObject *)PyArray_DESCR((PyArrayObject *)args[ref]));
+        return -1;
+    }
+    c->is = type == NPY_FLOAT64 ? sizeof(double) : sizeof(float);
     a->scale = PyFloat_AsDouble(args[6]);
     a->eps = PyFloat_AsDouble(args[7]);
     flags = PyLong_AsLongLong(args[8]);
@@ -791,7 +795,24 @@ token_options(la_linear_args *a, PyObject *const *args)
     (void)la_linear_set_flags(a, flags);
     a->cancel = &la_cancel_flag;
     a->progress = &la_progress_done;
-    return 0;
+    return type;
+}
+
+/* The entries' result: (o, S1, z1), or o alone when there is no new state
+ * (S1 NULL); when ok is 0, NULL (an exception is set) and the new arrays freed. */
+static PyObject *
+token_result(int ok, PyArrayObject *o, PyArrayObject *S1, PyArrayObject *z1)
+{
+    if (!ok) {
+        Py_XDECREF(o);
+        Py_XDECREF(S1);
+        Py_XDECREF(z1);
+        return NULL;
+    }
+    if (S1 == NULL) {
+        return (PyObject *)o;
+    }
+    return Py_BuildValue("(NNN)", (PyObject *)o, (PyObject *)S1, (PyObject *)z1);
 }
 
 PyObject *
@@ -804,32 +825,14 @@ la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int type, f64, copy, d;
     size_t is;
     (void)self;
-    if (nargs != 10) {
-        PyErr_Format(PyExc_TypeError, "_step_token takes 10 arguments, got %zd", nargs);
-        return NULL;
-    }
-    if (!PyArray_Check(args[4]) || PyArray_NDIM((PyArrayObject *)args[4]) < 2) {
-        PyErr_SetString(PyExc_TypeError, "_step_token: S must be an ndarray (..., F, E)");
+    if ((type = token_begin(&c, "linattn._step_token", "the state's", args, nargs, 10, 4, "S",
+                            2)) < 0 ||
+        (copy = PyObject_IsTrue(args[9])) < 0) {
         return NULL;
     }
     S = (PyArrayObject *)args[4];
-    type = PyArray_TYPE(S);
-    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
-        PyErr_Format(PyExc_TypeError, "_step_token: S must be float32 or float64, got %R",
-                     (PyObject *)PyArray_DESCR(S));
-        return NULL;
-    }
     f64 = type == NPY_FLOAT64;
-    is = f64 ? sizeof(double) : sizeof(float);
-    memset(&c, 0, sizeof(c));
-    c.where = "_step_token";
-    c.qualname = "linattn._step_token";
-    c.batch_of = "the state's";
-    c.is = is;
-    copy = PyObject_IsTrue(args[9]);
-    if (copy < 0 || token_options(a, args) < 0) {
-        return NULL;
-    }
+    is = c.is;
     c.nb = PyArray_NDIM(S) - 2;
     for (d = 0; d < c.nb; d++) {
         c.shape[d] = PyArray_DIM(S, d);
@@ -904,15 +907,9 @@ la_step_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                   0) < 0) {
         goto fail;
     }
-    if (!copy) {
-        return (PyObject *)o;
-    }
-    return Py_BuildValue("(NNN)", (PyObject *)o, (PyObject *)S1, (PyObject *)z1);
+    return token_result(1, o, S1, z1);
 fail:
-    Py_XDECREF(o);
-    Py_XDECREF(S1);
-    Py_XDECREF(z1);
-    return NULL;
+    return token_result(0, o, S1, z1);
 }
 
 PyObject *
@@ -931,29 +928,14 @@ la_causal_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int type, f64, j, d;
     size_t is;
     (void)self;
-    if (nargs != 9) {
-        PyErr_Format(PyExc_TypeError, "_causal_token takes 9 arguments, got %zd", nargs);
-        return NULL;
-    }
-    memset(&c, 0, sizeof(c));
-    c.where = "_causal_token";
-    c.qualname = "linattn._causal_token";
-    c.batch_of = "the operands' broadcast";
-    if (token_array(&c, "q", args[0], 2) < 0 || token_array(&c, "v", args[2], 2) < 0) {
+    if ((type = token_begin(&c, "linattn._causal_token", "the operands' broadcast", args,
+                            nargs, 9, 0, "q", 2)) < 0 ||
+        token_array(&c, "v", args[2], 2) < 0) {
         return NULL;
     }
     q = (PyArrayObject *)args[0];
-    type = PyArray_TYPE(q);
-    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
-        PyErr_Format(PyExc_TypeError, "_causal_token: q must be float32 or float64, got %R",
-                     (PyObject *)PyArray_DESCR(q));
-        return NULL;
-    }
     f64 = type == NPY_FLOAT64;
-    c.is = is = f64 ? sizeof(double) : sizeof(float);
-    if (token_options(a, args) < 0) {
-        return NULL;
-    }
+    is = c.is;
     /* the batch shape: every operand's batch dimensions broadcast */
     for (j = 0; j < 6; j++) {
         if ((j != 3 || args[3] != Py_None) &&
@@ -1024,12 +1006,9 @@ la_causal_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                   1) < 0) {
         goto fail;
     }
-    return Py_BuildValue("(NNN)", (PyObject *)o, (PyObject *)S1, (PyObject *)z1);
+    return token_result(1, o, S1, z1);
 fail:
-    Py_XDECREF(o);
-    Py_XDECREF(S1);
-    Py_XDECREF(z1);
-    return NULL;
+    return token_result(0, o, S1, z1);
 }
 
 LA_REGISTER(linear, linear_table)
