@@ -117,7 +117,7 @@ def _decay(rng, how, T):
 @pytest.mark.parametrize("kind,opts,dk", CASES,
                          ids=[f"{c[0]}-{','.join(c[1])}-{c[2]}" for c in CASES])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("T,mode", [(1, "auto"), (2, "auto"), (16, "auto"),
+@pytest.mark.parametrize("T,mode", [(0, "auto"), (1, "auto"), (2, "auto"), (16, "auto"),
                                     (63, "recurrent"), (65, "recurrent")])
 def test_planned_calls_are_the_full_path_bit_for_bit(rng, calls, kind, opts, dk, dtype, T,
                                                      mode):
