@@ -1027,7 +1027,7 @@ def roofline(argv=None) -> int:
                 calls = 100 if a.quick else 500
                 for kind in kinds:
                     fns = _step_cases(kind, 32)
-                    nb = fns["state_bytes"]
+                    nb = -(-fns["state_bytes"] // 1024) * 1024  # whole KiB: one floor per size
                     if nb not in passes:
                         passes[nb] = _core.mem_pass(nb, seconds=0.005 if a.quick else 0.02,
                                                     reps=repeat, clock=a.clock) * 1e6
