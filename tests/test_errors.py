@@ -83,6 +83,32 @@ def test_noncausal_rejects_decay(qkv):
         la.noncausal(*qkv, decay=np.zeros(()))
 
 
+@pytest.mark.parametrize("layout", ["...td", "bthd"])
+def test_out_takes_the_batch_a_decay_or_a_state_widens(rng, layout):
+    """A per-head or per-token decay, or an initial state, with more batch entries than
+    q, k, v widens the output (the kernels broadcast them): out= of that shape is filled
+    with the same values, and one of the inputs' shape is refused naming both shapes."""
+    bthd = layout == "bthd"
+    shape = (1, 6, 3, 4) if bthd else (1, 3, 6, 4)
+    q, k, v = (rng.standard_normal(shape) for _ in range(3))
+    wide = (2, 6, 3, 4) if bthd else (2, 3, 6, 4)
+    st = la.causal(*(rng.standard_normal(wide) for _ in range(3)), kind="elu",
+                   layout=layout, return_state=True)[1]
+    cases = [("elu", {"initial_state": st}),
+             ("lightning", {"decay": -0.1 * np.ones((2, 3))}),
+             ("mamba2", {"decay": -0.1 * np.ones((2, 6, 3) if bthd else (2, 3, 6))})]
+    for kind, kw in cases:
+        want = la.causal(q, k, v, kind=kind, layout=layout, **kw)
+        assert want.shape == wide
+        out = np.full(wide, 7.0)
+        assert la.causal(q, k, v, kind=kind, layout=layout, out=out, **kw) is out
+        np.testing.assert_array_equal(out, want)
+        narrow = np.full(shape, 7.0)
+        with pytest.raises(ValueError, match=r"out has shape .*, expected \(2, "):
+            la.causal(q, k, v, kind=kind, layout=layout, out=narrow, **kw)
+        assert np.all(narrow == 7.0)
+
+
 def test_bad_out(qkv):
     q, k, v = qkv
     good = np.full((2, 3, 10, 3), 7.0)

@@ -604,6 +604,8 @@ ROOFLINE_TARGETS = {
     "threads_2v1": (">=", 1.9),
     "threads_2v1_seq_split": (">=", 1.8),
     "vs_numpy_reference": (">=", 150.0),
+    "busy_core_2v1": ("<=", 1.1),
+    "threads_override_omp": (">=", 1.0),
 }
 STEP_KINDS = {  # kind -> target us per call, B*H = 32, D = E = 64
     "linear": 10, "elu": 10, "relu": 10, "lightning": 10, "retnet": 10, "mamba2": 10,
@@ -802,6 +804,68 @@ def _kind_kwargs(kind: str, shape_bt: tuple, step: bool = False) -> dict:
 
 
 STEP_FEATURES = 64  # the random-feature kinds' F in the step rows: F = D
+
+
+def _busy_process():
+    """A Python busy loop pinned to the first CPU this process may use (another process
+    that needs a core), as benchmarks/bench_threads.py starts it."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    return subprocess.Popen([sys.executable, "-c",
+                             f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+
+
+_OVERRIDE_CHILD = r"""
+import linattn as la
+la.set_num_threads(2)
+print(la.get_num_threads(), la.info()["threads_source"])
+"""
+
+
+def _busy_core_rows(add, path: str, repeat: int, quick: bool) -> None:
+    """The rows of the pool's sharing: a 2-thread call while another process keeps one
+    core busy, as a multiple of the same call on 1 thread (the recurrent form on
+    (4, 512, 64) and a decoding step at B*H = 32; target <= 1.1), and
+    ``la.set_num_threads(2)`` in a process started with OMP_NUM_THREADS=1 (the count it
+    reports over 2; target 1: it takes effect)."""
+    cpus = len(os.sched_getaffinity(0))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("LINATTN_NUM_THREADS", None)
+    p = subprocess.run([sys.executable, "-c", _OVERRIDE_CHILD], env=env, capture_output=True,
+                       text=True, timeout=120)
+    got, source = (p.stdout.split() + ["0", "?"])[:2] if p.returncode == 0 else ("0", "error")
+    want = min(2, cpus)
+    add(path, "threads_override_omp", "set_num_threads(2)", float(got), "threads",
+        f"min(2, CPUs) = {want}", want, float(got) / want, int(got), 0, 0,
+        target=ROOFLINE_TARGETS["threads_override_omp"],
+        note=f"OMP_NUM_THREADS=1 in the environment; get_num_threads() then, source "
+             f"{source!r}")
+    if cpus < 2:
+        return
+    r = np.random.default_rng(0)
+    small = [r.standard_normal((4, 512, 64)).astype(np.float32) * 0.5 for _ in range(3)]
+    dec = _step_cases("elu", 32)["decoder"]
+    steps = 20 if quick else 100
+
+    def step_loop():
+        for _ in range(steps):
+            dec()
+
+    cases = (("elu recurrent (4,512,64)", lambda: la.causal(*small, kind="elu",
+                                                            mode="recurrent"), 4, 512),
+             (f"elu Decoder.step B*H=32 x{steps}", step_loop, 32, 1))
+    busy = _busy_process()
+    try:
+        time.sleep(0.2)
+        for name, fn, bh, T_ in cases:
+            res = _threads_2v1(fn, 3 if quick else 5 * repeat)
+            ratio = 1.0 / res["speedup"]
+            add(path, "busy_core_2v1", name, ratio, "x", "the 1-thread call", 1.0, ratio,
+                2, T_, bh, res[2], ROOFLINE_TARGETS["busy_core_2v1"],
+                "2-thread time / 1-thread time while a busy loop holds one core; "
+                + res["note"])
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def _step_cases(kind: str, bh: int, features: int | None = STEP_FEATURES) -> dict:
@@ -1022,12 +1086,14 @@ def roofline(argv=None) -> int:
                     "2 threads ideal", 2.0, r["speedup"], 2, T_seq, 1, r[2],
                     ROOFLINE_TARGETS["threads_2v1_seq_split"], r["note"])
                 del qs, ks, vs
+                if path == paths[0]:  # the pool's behaviour does not depend on the ISA path
+                    _busy_core_rows(add, path, repeat, a.quick)
             with threads(1):
                 kinds = ("elu", "retnet") if a.quick else tuple(STEP_KINDS)
                 calls = 100 if a.quick else 500
                 for kind in kinds:
                     fns = _step_cases(kind, 32)
-                    nb = fns["state_bytes"]
+                    nb = -(-fns["state_bytes"] // 1024) * 1024  # whole KiB: one floor per size
                     if nb not in passes:
                         passes[nb] = _core.mem_pass(nb, seconds=0.005 if a.quick else 0.02,
                                                     reps=repeat, clock=a.clock) * 1e6

@@ -250,12 +250,34 @@ def build(entry: str, spec: reg.KindSpec, q, k, v, *, mode: str = "", chunk_size
     initial_state = check_state(initial_state, spec) if causal else None
     out_td = None
     if out is not None:
-        out = val.out_array(out, dims.out_shape(dims.E), res, ())
+        out = val.out_array(out, dims.out_shape(dims.E, _result_batch(dims, decay,
+                                                                       initial_state)), res, ())
         out_td = td(out, layout)
     return Call(entry, spec, td(qa, layout), td(ka, layout), td(va, layout), dims, res, comp,
                 mode if causal else "", chunk_size, scale, normalize, eps, eps_mode, decay,
                 num_features, projection, seed, horizon, initial_state, bool(return_state),
                 out, out_td, shared_kv, given, bool(progress))
+
+
+def _result_batch(dims: val.Dims, decay, state) -> tuple[int, ...]:
+    """The batch dimensions of a call's output: the inputs' broadcast with those of a
+    per-head or per-token decay and of an initial state's ``S`` (either may widen them,
+    as the kernels broadcast them); the inputs' alone where they do not broadcast (the
+    kind raises that error later, naming the argument)."""
+    shapes = [dims.batch]
+    if decay is not None:
+        a, axes, per_token = val.decay(decay, dims)
+        if per_token:
+            shapes.append(a.shape[:-2] + a.shape[-1:] if axes == (-2,) else a.shape[:-1])
+        else:
+            shapes.append(a.shape[:-1])  # val.decay added the time axis
+    if state is not None and isinstance(getattr(state, "S", None), np.ndarray) \
+            and state.S.ndim >= 2:
+        shapes.append(state.S.shape[:-2])
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        return dims.batch
 
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)

@@ -70,10 +70,13 @@ class Dims:
     def heads(self) -> int:
         return self.batch[-1] if self.batch else 1
 
-    def out_shape(self, width: int) -> tuple[int, ...]:
+    def out_shape(self, width: int, batch: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """The output's shape for ``width`` values per token, over ``batch`` (default the
+        inputs' batch dimensions; a decay or an initial state may widen it)."""
+        batch = self.batch if batch is None else batch
         if self.layout == "bthd":
-            return self.batch[:-1] + (self.T, self.batch[-1], width)
-        return self.batch + (self.T, width)
+            return batch[:-1] + (self.T, batch[-1], width)
+        return batch + (self.T, width)
 
 
 def _split(name: str, a: np.ndarray, layout: str) -> tuple[tuple[int, ...], int, int]:

@@ -102,8 +102,12 @@ la_stride(const la_call *c, int op, int ax)
  * (0.55 MB for 0.53 Mflop, the state in the caller's L2) stays on the calling
  * thread: on the 2-core reference VM (Xeon, AVX-512, shared and loaded) two
  * threads measured 36 us against 28 us (minimum of 30 rounds, elu, through
- * la.Decoder), since the state of one call then moves between two cores'
- * caches.  Steps on about twice as much state (B x H = 64, or F = E = 128)
+ * la.Decoder), since the state of one call then moved between two cores'
+ * caches.  Since each worker claims its own range of items first (the same
+ * heads at every step), two threads take 14-15 us against 16-17 on an idle
+ * machine, but 30 against 22 while another process runs on the other core:
+ * too little to gain for what a busy core costs.  Steps on about twice as
+ * much state (B x H = 64, or F = E = 128: 2 threads 29-34 us against 40-43)
  * and long calls get the second core.  benchmarks/bench_decode.py measures
  * both thread counts; docs/design/performance.md §3 has the targets.
  */
