@@ -20,6 +20,7 @@ import pytest
 
 import linattn as la
 from linattn import _api, _bench, _core, _tuning
+from test_step_token import CASES as STEP_CASES
 
 B, H = 2, 3
 DTYPES = [np.float32, np.float64]
@@ -89,21 +90,11 @@ def _planned_and_full(q, k, v, kind, calls, **kw):
     return o, st, o_full, st_full
 
 
-# (kind, options, decay: None, "head" (H,) or "token" (B, H, T))
-CASES = [
-    ("linear", {}, None),
-    ("elu", {}, None),
-    ("relu", {}, None),
-    ("lightning", {}, None),
-    ("retnet", {}, None),
-    ("mamba2", {}, "token"),
-    ("transnormer", {}, None),
-    ("cosformer", {"horizon": 128}, None),
-    ("elu", {"normalize": "none"}, "head"),
-    ("elu", {"eps_mode": "add", "eps": 0.5}, "token"),
-    ("retnet", {"normalize": "div"}, "head"),
-    ("lightning", {"layer": 2, "num_layers": 4}, None),
-]
+# (kind, options, decay: None, "head" (H,) or "token" (B, H, T)): the one-token entry's
+# cases, cosFormer's features, per-head decays
+CASES = [(kind, opts, "token" if per_token else None) for kind, opts, per_token in STEP_CASES]
+CASES += [("cosformer", {"horizon": 128}, None), ("elu", {"normalize": "none"}, "head"),
+          ("retnet", {"normalize": "div"}, "head")]
 
 
 def _decay(rng, how, T):
@@ -210,7 +201,7 @@ def test_threads_one_and_two_agree(rng, calls):
         for n in (1, 2):
             la.set_num_threads(n)
             _api._PLANS.clear()
-            o, st, o_full, st_full = _planned_and_full(q, k, v, "elu", calls,
+            o, st, o_full, _ = _planned_and_full(q, k, v, "elu", calls,
                                                        mode="recurrent")
             np.testing.assert_array_equal(o, o_full)
             got.append((o, st))
@@ -365,3 +356,20 @@ def test_misaligned_inputs_take_the_full_path(rng, calls):
     o_full = np.empty_like(o)
     la.causal(q, k, v, "elu", out=o_full)
     np.testing.assert_array_equal(o, o_full)
+
+
+@pytest.mark.parametrize("dk", [None, "token", "head"])
+def test_a_state_that_widens_the_batch(rng, calls, dk):
+    """An initial state with more batch dimensions than the inputs (the kernels broadcast
+    them, and so does the entry): the planned calls give the full path's wider result."""
+    T = 16
+    q, k, v = _inputs(rng, np.float32, T, 8, 8, "c", batch=(H,))
+    S = rng.standard_normal((B, H, 8, 8)).astype(np.float32)
+    z = np.abs(rng.standard_normal((B, H, 8))).astype(np.float32)
+    s0 = la.State(S, z, 4, "elu")
+    kw = {"token": {"decay": -rng.uniform(0, 1, (H, T))},
+          "head": {"decay": -rng.uniform(0, 1, (H,))}}.get(dk, {})
+    o, st, o_full, st_full = _planned_and_full(q, k, v, "elu", calls, initial_state=s0, **kw)
+    assert o.shape == (B, H, T, 8)
+    np.testing.assert_array_equal(o, o_full)
+    _same_state(st, st_full)
