@@ -827,7 +827,8 @@ def _busy_core_rows(add, path: str, repeat: int, quick: bool) -> None:
     (4, 512, 64) and a decoding step at B*H = 32; target <= 1.1), and
     ``la.set_num_threads(2)`` in a process started with OMP_NUM_THREADS=1 (the count it
     reports over 2; target 1: it takes effect)."""
-    cpus = len(os.sched_getaffinity(0))
+    pinnable = hasattr(os, "sched_getaffinity")  # Linux: the busy loop can be pinned
+    cpus = len(os.sched_getaffinity(0)) if pinnable else (os.cpu_count() or 1)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("LINATTN_NUM_THREADS", None)
     p = subprocess.run([sys.executable, "-c", _OVERRIDE_CHILD], env=env, capture_output=True,
@@ -839,7 +840,7 @@ def _busy_core_rows(add, path: str, repeat: int, quick: bool) -> None:
         target=ROOFLINE_TARGETS["threads_override_omp"],
         note=f"OMP_NUM_THREADS=1 in the environment; get_num_threads() then, source "
              f"{source!r}")
-    if cpus < 2:
+    if cpus < 2 or not pinnable:
         return
     r = np.random.default_rng(0)
     small = [r.standard_normal((4, 512, 64)).astype(np.float32) * 0.5 for _ in range(3)]
