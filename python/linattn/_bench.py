@@ -1016,7 +1016,6 @@ def roofline(argv=None) -> int:
             assert got == path, (got, path)
             print(f"path {path}:", flush=True)
             p_peak, p_mm = limits[path]
-            p_rate = p_mm["rate"]
             own = p_peak < peak
             mm_name = "np.matmul 1 thread" + (f" ({p_mm['corename']})" if own else "")
             with threads(1):
