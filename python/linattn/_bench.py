@@ -1029,7 +1029,7 @@ def roofline(argv=None) -> int:
                     _core.set_tuning("tiles_max_dim", lim)
                     t, l_rate, pairs = _paired(
                         lambda: la.causal(q, k, v, kind="elu", mode="chunked"),
-                        lambda: srv.rates(1)[0], repeat, a.clock)
+                        lambda s=srv: s.rates(1)[0], repeat, a.clock)
                     _core.set_tuning("tiles_max_dim", -1)
                     rate = fl_chunk / t[0] / 1e9
                     frac = _median(fl_chunk / tt / 1e9 / m for tt, m in pairs)
