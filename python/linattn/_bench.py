@@ -1050,7 +1050,7 @@ def roofline(argv=None) -> int:
                 peak_isa = path if own else max(peaks, key=peaks.get)
                 t, r_peak, pairs = _paired(
                     lambda: la.causal(q, k, v, kind="elu", mode="recurrent"),
-                    lambda: _core.fma_peak(peak_isa, seconds=0.01, reps=2, clock=a.clock),
+                    lambda i=peak_isa: _core.fma_peak(i, seconds=0.01, reps=2, clock=a.clock),
                     repeat, a.clock)
                 ns = t[0] / (T * BH) * 1e9
                 floor = 4 * D * E / r_peak  # ns per token and head at the FMA peak (GFLOP/s)
