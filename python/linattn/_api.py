@@ -432,25 +432,7 @@ def _step_fast(q_t, k_t, v_t, state: State, options: dict):
         ref = weakref.ref(state, lambda _, sid=sid: _STEP_PLANS.pop(sid, None))
         ent = (ref, key, Decoder._for_step(state.kind, state, opts, q_t.shape[-1]))
         _STEP_PLANS[sid] = ent
-    dec = ent[2]
-    plan = dec._plan
-    if plan is None or type(q_t) is not np.ndarray or type(k_t) is not np.ndarray \
-            or type(v_t) is not np.ndarray or q_t.dtype is not dec._dtype \
-            or k_t.dtype is not dec._dtype or v_t.dtype is not dec._dtype \
-            or q_t.shape != dec._qshape or k_t.shape != dec._qshape \
-            or v_t.shape != dec._vshape:
-        return None
-    tok = dec._token
-    if tok is not None:  # the C entry on the tokens as they are
-        o = tok(q_t, k_t, v_t, decay, state.S, state.z, False)
-        if o is not None:
-            state.t += 1
-        return o
-    g = dec._fast_decay(decay)
-    if g is None:
-        return None
-    o = plan(q_t[..., None, :], k_t[..., None, :], v_t[..., None, :], g, state)
-    return None if o is None else o[..., 0, :]
+    return ent[2]._fast(q_t, k_t, v_t, decay, state)
 
 
 # la.step's copying fast path: (kind, options key, S's shape and dtype, whether z is

@@ -118,27 +118,36 @@ class Decoder:
         The state is updated in place; a rejected token raises before anything is
         written (the errors of ``la.step``).
         """
-        plan = self._plan
         st = self._state
-        if plan is not None and type(q_t) is np.ndarray and type(k_t) is np.ndarray \
-                and type(v_t) is np.ndarray and q_t.dtype is self._dtype \
-                and k_t.dtype is self._dtype and v_t.dtype is self._dtype \
-                and q_t.shape == self._qshape and k_t.shape == self._qshape \
-                and v_t.shape == self._vshape and st.S is self._S and st.z is self._z \
-                and st.t >= 0:
-            tok = self._token
-            if tok is not None:  # the C entry on the tokens as they are
-                o = tok(q_t, k_t, v_t, decay, st.S, st.z, False)
-                if o is not None:
-                    st.t += 1
-                    return o
-                return self._slow(q_t, k_t, v_t, decay)
-            g = self._fast_decay(decay)
-            if g is not None:
-                o = plan(q_t[..., None, :], k_t[..., None, :], v_t[..., None, :], g, st)
-                if o is not None:
-                    return o[..., 0, :]
+        if st.S is self._S and st.z is self._z and st.t >= 0:
+            o = self._fast(q_t, k_t, v_t, decay, st)
+            if o is not None:
+                return o
         return self._slow(q_t, k_t, v_t, decay)
+
+    def _fast(self, q_t, k_t, v_t, decay, st: State):
+        """``o_t`` from the checks and plan resolved once, on ``st`` (whose ``S`` and
+        ``z`` are those the plan was made for, at ``t >= 0``: the caller checks), or None
+        with nothing written: then the caller's full path runs and does every check.
+        Serves ``Decoder.step`` and ``la.step(..., inplace=True)``."""
+        plan = self._plan
+        if plan is None or type(q_t) is not np.ndarray or type(k_t) is not np.ndarray \
+                or type(v_t) is not np.ndarray or q_t.dtype is not self._dtype \
+                or k_t.dtype is not self._dtype or v_t.dtype is not self._dtype \
+                or q_t.shape != self._qshape or k_t.shape != self._qshape \
+                or v_t.shape != self._vshape:
+            return None
+        tok = self._token
+        if tok is not None:  # the C entry on the tokens as they are
+            o = tok(q_t, k_t, v_t, decay, st.S, st.z, False)
+            if o is not None:
+                st.t += 1
+            return o
+        g = self._fast_decay(decay)
+        if g is None:
+            return None
+        o = plan(q_t[..., None, :], k_t[..., None, :], v_t[..., None, :], g, st)
+        return None if o is None else o[..., 0, :]
 
     @classmethod
     def _for_step(cls, kind: str, state: State, options: dict, D: int):
