@@ -229,6 +229,43 @@ LA_FN(lavo_rowdots)(const LA_T *LA_RESTRICT M, la_index ld, const LA_T *LA_RESTR
     }
 }
 
+/* Columns [c0, c0 + w) of lavo_wsum, w <= 64 a constant where it is inlined (64
+ * or 16): their sums stay in registers. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void
+LA_FN(lavo_wsum_block)(LA_T *LA_RESTRICT acc, const LA_T *LA_RESTRICT wt,
+                       const LA_T *LA_RESTRICT M, la_index ld, la_index m, la_index c0,
+                       la_index w)
+{
+    LA_T s0[64], s1[64];
+    la_index c, i;
+    for (c = 0; c < w; c++) {
+        s0[c] = acc[c0 + c];
+        s1[c] = 0;
+    }
+    for (i = 0; i + 1 < m; i += 2) {
+        const LA_T w0 = wt[i], w1 = wt[i + 1];
+        const LA_T *r0 = M + i * ld + c0;
+        const LA_T *r1 = r0 + ld;
+        for (c = 0; c < w; c++) {
+            s0[c] += w0 * r0[c];
+            s1[c] += w1 * r1[c];
+        }
+    }
+    if (i < m) {
+        const LA_T w0 = wt[i];
+        const LA_T *r0 = M + i * ld + c0;
+        for (c = 0; c < w; c++) {
+            s0[c] += w0 * r0[c];
+        }
+    }
+    for (c = 0; c < w; c++) {
+        acc[c0 + c] = s0[c] + s1[c];
+    }
+}
+
 /* acc[c] += sum_i wt[i] M[i * ld + c] for c < n (rows contiguous): even and odd
  * rows in two chains added at the end, vectorised over c in blocks of 64 and
  * 16 columns whose sums stay in registers. */
@@ -236,58 +273,12 @@ LA_TARGET_CLONES static void
 LA_FN(lavo_wsum)(LA_T *LA_RESTRICT acc, const LA_T *LA_RESTRICT wt, const LA_T *LA_RESTRICT M,
                  la_index ld, la_index n, la_index m)
 {
-    la_index c0 = 0, c, i;
+    la_index c0 = 0, i;
     for (; c0 + 64 <= n; c0 += 64) {
-        LA_T s0[64], s1[64];
-        for (c = 0; c < 64; c++) {
-            s0[c] = acc[c0 + c];
-            s1[c] = 0;
-        }
-        for (i = 0; i + 1 < m; i += 2) {
-            const LA_T w0 = wt[i], w1 = wt[i + 1];
-            const LA_T *r0 = M + i * ld + c0;
-            const LA_T *r1 = r0 + ld;
-            for (c = 0; c < 64; c++) {
-                s0[c] += w0 * r0[c];
-                s1[c] += w1 * r1[c];
-            }
-        }
-        if (i < m) {
-            const LA_T w0 = wt[i];
-            const LA_T *r0 = M + i * ld + c0;
-            for (c = 0; c < 64; c++) {
-                s0[c] += w0 * r0[c];
-            }
-        }
-        for (c = 0; c < 64; c++) {
-            acc[c0 + c] = s0[c] + s1[c];
-        }
+        LA_FN(lavo_wsum_block)(acc, wt, M, ld, m, c0, 64);
     }
     for (; c0 + 16 <= n; c0 += 16) {
-        LA_T s0[16], s1[16];
-        for (c = 0; c < 16; c++) {
-            s0[c] = acc[c0 + c];
-            s1[c] = 0;
-        }
-        for (i = 0; i + 1 < m; i += 2) {
-            const LA_T w0 = wt[i], w1 = wt[i + 1];
-            const LA_T *r0 = M + i * ld + c0;
-            const LA_T *r1 = r0 + ld;
-            for (c = 0; c < 16; c++) {
-                s0[c] += w0 * r0[c];
-                s1[c] += w1 * r1[c];
-            }
-        }
-        if (i < m) {
-            const LA_T w0 = wt[i];
-            const LA_T *r0 = M + i * ld + c0;
-            for (c = 0; c < 16; c++) {
-                s0[c] += w0 * r0[c];
-            }
-        }
-        for (c = 0; c < 16; c++) {
-            acc[c0 + c] = s0[c] + s1[c];
-        }
+        LA_FN(lavo_wsum_block)(acc, wt, M, ld, m, c0, 16);
     }
     for (; c0 < n; c0++) {
         LA_T t0 = acc[c0], t1 = 0;
